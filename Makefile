@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both run `setup` first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export QUANT_HOME ?= $(CURDIR)/.quant
+
+.PHONY: setup demo dev test bench lint format schemas clean
+
+setup: $(STAMP)
+
+# Idempotent: re-installs only when the dependency pins or the project metadata change.
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip>=24"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/python -m quant_cli.demo
+
+dev: setup
+	@mkdir -p $(QUANT_HOME)/dagster
+	DAGSTER_HOME=$(QUANT_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+schemas: setup
+	$(BIN)/quant schemas export schemas/v1
+
+# pytest's exit code 5 (no tests collected) fails the target like any other non-zero code.
+test: lint
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
+
+bench: setup
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

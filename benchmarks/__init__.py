@@ -1,0 +1,1 @@
+"""Benchmarks of the platform (``make bench``): figures as ratios against a named peer."""

@@ -1,0 +1,1 @@
+"""Dagster wiring: assets, asset checks and jobs. ``definitions.py`` is the code location."""

@@ -1,0 +1,28 @@
+"""Entry point of the ``quant`` console script."""
+
+from __future__ import annotations
+
+import typer
+
+from quant_cli import schemas
+
+app = typer.Typer(
+    name="quant",
+    help="quant: market-data platform (historical bars, options, live ingestion, replay).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(schemas.app, name="schemas")
+
+
+@app.command()
+def version() -> None:
+    """Print the software and contract versions."""
+    from quant_core import __version__
+    from quant_core.contracts import SCHEMA_VERSION
+
+    typer.echo(f"quant {__version__} (contracts {SCHEMA_VERSION})")
+
+
+if __name__ == "__main__":
+    app()
