@@ -3,5 +3,12 @@
 from __future__ import annotations
 
 import dagster as dg
+from quant_assets.historical import historical_assets
+from quant_assets.resources import build_resources
+from quant_assets.schema import schema_assets, schema_checks
 
-defs = dg.Definitions(assets=[], asset_checks=[], jobs=[], schedules=[], sensors=[], resources={})
+defs = dg.Definitions(
+    assets=[*schema_assets, *historical_assets],
+    asset_checks=[*schema_checks],
+    resources=build_resources(),
+)

@@ -1,0 +1,341 @@
+"""Historical equities and options (group ``historical``): daily NYSE-session partitions.
+
+Each partition is one session for the whole universe. A materialisation validates what the
+provider returned *before* writing (a bad bar fails the partition, naming symbol and timestamp,
+and the previous content stays), then writes the Parquet lake and replaces the (source, day)
+slice of the ClickHouse table. The checks then read back what was stored.
+"""
+
+from datetime import UTC, date, datetime, time, timedelta
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from quant_assets.config import equity_symbols, option_underlyings
+from quant_assets.metadata import frame_summary, price_chart
+from quant_assets.partitions import trading_day_partitions
+from quant_assets.quality_checks import (
+    BAR_CHECKS,
+    QUOTE_CHECKS,
+    bar_check_results,
+    check_specs,
+    quote_check_results,
+)
+from quant_assets.schema import clickhouse_schema
+from quant_core.calendar import NEW_YORK, TradingSession, session
+from quant_core.quality import duplicate_findings, ohlc_findings, outside_session_findings
+from quant_core.quality import quote_findings as quote_rule_findings
+from quant_resources.lake import LakeResource
+from quant_resources.market import MarketDataResource
+from quant_resources.warehouse import WarehouseResource
+
+SCHEMA_DEPS = [
+    dg.AssetDep(clickhouse_schema, partition_mapping=dg.AllPartitionMapping()),
+]
+BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
+BAR_SLICE = "source = {src:String} AND session_date = {d:Date} AND interval = '1m'"
+SNAPSHOT_SLICE = (
+    "source = {src:String} AND session_date = {d:Date} AND snapshot_ts = {at:DateTime64(3, 'UTC')}"
+)
+
+
+class BarsConfig(dg.Config):
+    adjustment: str = Field(
+        default="raw", description="raw (default), split, dividend or all (Alpaca adjustments)"
+    )
+
+
+class SnapshotConfig(dg.Config):
+    at: str | None = Field(
+        default=None,
+        description="HH:MM New York time of the snapshot; default now during the session "
+        "(providers with history, i.e. synthetic, default to the last minute of past sessions)",
+    )
+
+
+def _sessions(context: dg.AssetExecutionContext, now: datetime) -> list[TradingSession]:
+    sessions = [session(date.fromisoformat(k)) for k in context.partition_keys]
+    for sess in sessions:
+        if sess.post_close > now:
+            raise dg.Failure(
+                f"partition {sess.day} has not ended yet (post-market closes "
+                f"{sess.post_close.isoformat()}); its bars are final only after that"
+            )
+    return sessions
+
+
+def _refuse(findings, what: str) -> None:
+    if findings:
+        listed = "; ".join(str(f) for f in findings[:10])
+        raise dg.Failure(f"{what}: {len(findings)} invalid rows, nothing written. {listed}")
+
+
+def _write_lake(lake: LakeResource, dataset: str, source: str, day: date, table: pa.Table) -> int:
+    """One Parquet file per symbol; files of symbols no longer present are removed after."""
+    prefix = f"{dataset}/source={source}/date={day.isoformat()}/"
+    written: set[str] = set()
+    for symbol in pc.unique(table.column("symbol")).to_pylist():
+        part = table.filter(pc.equal(table.column("symbol"), symbol))
+        key = lake.key(dataset, source, day, symbol)
+        lake.write_parquet(key, part)
+        written.add(key)
+    for stale in set(lake.list(prefix)) - written:
+        lake.delete_prefix(stale)
+    return len(written)
+
+
+def _stored(warehouse: WarehouseResource, table: str, source: str, days: list[date]) -> pa.Table:
+    return warehouse.query_arrow(
+        f"SELECT * FROM {table} WHERE source = {{src:String}} AND "
+        "session_date IN {days:Array(Date)} ORDER BY symbol, ts",
+        {"src": source, "days": days},
+    )
+
+
+def _chart(stored: pa.Table, symbol: str, day: date) -> dg.MetadataValue | None:
+    mask = pc.and_(
+        pc.equal(stored.column("symbol"), symbol),
+        pc.equal(stored.column("session_date"), pa.scalar(day, pa.date32())),
+    )
+    one = stored.filter(mask)
+    return price_chart(one, f"{symbol} {day}") if one.num_rows else None
+
+
+@dg.asset(
+    group_name="historical",
+    partitions_def=trading_day_partitions,
+    backfill_policy=BACKFILL,
+    deps=SCHEMA_DEPS,
+    check_specs=check_specs("stock_bars_1m", BAR_CHECKS),
+    kinds={"clickhouse", "parquet"},
+    description="1-minute equity bars, regular and extended hours, one NYSE session per "
+    "partition, for the whole universe (ClickHouse bars_1m + lake bars_1m/).",
+)
+def stock_bars_1m(
+    context: dg.AssetExecutionContext,
+    config: BarsConfig,
+    market_data: MarketDataResource,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
+) -> dg.MaterializeResult:
+    sessions = _sessions(context, datetime.now(UTC))
+    symbols = equity_symbols()
+    source = market_data.source
+    days = [s.day for s in sessions]
+    for index, sess in enumerate(sessions, start=1):
+        bars = market_data.stock_bars_1m(symbols, sess.pre_open, sess.post_close, config.adjustment)
+        _refuse(ohlc_findings(bars), f"{source} bars of {sess.day}")
+        _refuse(duplicate_findings(bars, ("symbol", "ts")), f"{source} bars of {sess.day}")
+        _refuse(outside_session_findings(bars, {sess.day: sess}), f"{source} bars of {sess.day}")
+        files = _write_lake(lake, "bars_1m", source, sess.day, bars)
+        warehouse.replace_slice("bars_1m", BAR_SLICE, {"src": source, "d": sess.day}, bars)
+        context.log.info(
+            f"[{index}/{len(sessions)}] {sess.day}: {bars.num_rows} bars of {len(symbols)} "
+            f"symbols from {source} -> bars_1m ({files} lake files)"
+        )
+    stored = _stored(warehouse, "bars_1m", source, days)
+    metadata = {**frame_summary(stored), "source": source, "days": len(days)}
+    chart = _chart(stored, symbols[0], days[-1])
+    if chart is not None:
+        metadata["chart"] = chart
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=bar_check_results(stored, sessions, symbols),
+    )
+
+
+DAILY_SQL = """
+SELECT source, symbol, '1d' AS interval, min(t) AS ts, max(t_close) AS ts_close,
+       session_date, 'regular' AS session,
+       argMin(o, t) AS open, max(h) AS high, min(l) AS low, argMax(c, t) AS close,
+       sum(v) AS volume, sum(qv) AS quote_volume,
+       if(volume > 0, toDecimal128(quote_volume / volume, 8), close) AS vwap,
+       sum(n) AS trade_count, sum(tbv) AS taker_buy_volume, sum(tbqv) AS taker_buy_quote_volume,
+       any(adj) AS adjustment, any(f) AS adj_factor
+FROM (
+    SELECT source, symbol, session_date, ts AS t, ts_close AS t_close, open AS o, high AS h,
+           low AS l, close AS c, volume AS v, quote_volume AS qv, trade_count AS n,
+           taker_buy_volume AS tbv, taker_buy_quote_volume AS tbqv, adjustment AS adj,
+           adj_factor AS f
+    FROM bars_1m FINAL
+    WHERE source = {src:String} AND session_date = {d:Date} AND interval = '1m'
+      AND session = 'regular'
+)
+GROUP BY source, symbol, session_date
+ORDER BY symbol
+"""
+
+
+@dg.asset(
+    group_name="historical",
+    partitions_def=trading_day_partitions,
+    backfill_policy=BACKFILL,
+    deps=[stock_bars_1m, *SCHEMA_DEPS],
+    check_specs=[
+        dg.AssetCheckSpec("agrees_with_1m", asset="stock_bars_1d", blocking=True),
+        dg.AssetCheckSpec("ohlc_valid", asset="stock_bars_1d", blocking=True),
+    ],
+    kinds={"clickhouse", "parquet"},
+    description="Daily bars of the regular session, derived from stock_bars_1m in ClickHouse.",
+)
+def stock_bars_1d(
+    context: dg.AssetExecutionContext,
+    market_data: MarketDataResource,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
+) -> dg.MaterializeResult:
+    source = market_data.source
+    days = [date.fromisoformat(k) for k in context.partition_keys]
+    for day in days:
+        daily = warehouse.query_arrow(DAILY_SQL, {"src": source, "d": day})
+        if daily.num_rows == 0:
+            raise dg.Failure(f"no regular-session {source} bars for {day}: run stock_bars_1m")
+        daily = daily.drop_columns([c for c in ("version",) if c in daily.column_names])
+        _write_lake(lake, "bars_1d", source, day, daily)
+        warehouse.replace_slice(
+            "bars_1d",
+            "source = {src:String} AND session_date = {d:Date}",
+            {"src": source, "d": day},
+            daily,
+        )
+    stored = _stored(warehouse, "bars_1d", source, days)
+    again = pa.concat_tables(
+        [warehouse.query_arrow(DAILY_SQL, {"src": source, "d": d}) for d in days]
+    )
+    cols = ["symbol", "session_date", "open", "high", "low", "close", "volume", "trade_count"]
+    agree = stored.select(cols).sort_by([("symbol", "ascending"), ("session_date", "ascending")])
+    expect = again.select(cols).sort_by([("symbol", "ascending"), ("session_date", "ascending")])
+    findings = ohlc_findings(stored)
+    return dg.MaterializeResult(
+        metadata={**frame_summary(stored), "source": source},
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="agrees_with_1m",
+                passed=agree.equals(expect),
+                metadata={"daily_rows": stored.num_rows, "recomputed_rows": again.num_rows},
+            ),
+            dg.AssetCheckResult(
+                check_name="ohlc_valid",
+                passed=not findings,
+                metadata={"findings": dg.MetadataValue.json([str(f) for f in findings])},
+            ),
+        ],
+    )
+
+
+def _snapshot_time(config: SnapshotConfig, sess: TradingSession, now: datetime, live: bool):
+    if config.at:
+        clock = time.fromisoformat(config.at)
+        at = datetime.combine(sess.day, clock, NEW_YORK).astimezone(UTC)
+    elif sess.open <= now < sess.close:
+        at = now.replace(second=0, microsecond=0)
+    elif live:
+        raise dg.Failure(
+            f"Alpaca serves no historical option quotes: partition {sess.day} is not in "
+            "regular trading hours now, and a snapshot can only be taken live"
+        )
+    else:
+        at = sess.close - timedelta(minutes=1)  # synthetic history: the session's last minute
+    if not sess.open <= at <= sess.close:
+        raise dg.Failure(f"snapshot time {at.isoformat()} is outside the session of {sess.day}")
+    if live and at > now:
+        raise dg.Failure(f"snapshot time {at.isoformat()} is in the future")
+    return at
+
+
+@dg.asset(
+    group_name="historical",
+    partitions_def=trading_day_partitions,
+    deps=SCHEMA_DEPS,
+    check_specs=check_specs("option_chain_snapshots", QUOTE_CHECKS),
+    kinds={"clickhouse", "parquet"},
+    description="Intraday snapshots of the option chain (quotes, IV, Greeks) of the configured "
+    "underlyings; each materialisation appends one snapshot time to the day.",
+)
+def option_chain_snapshots(
+    context: dg.AssetExecutionContext,
+    config: SnapshotConfig,
+    market_data: MarketDataResource,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
+) -> dg.MaterializeResult:
+    now = datetime.now(UTC)
+    sess = session(date.fromisoformat(context.partition_key))
+    at = _snapshot_time(config, sess, now, live=market_data.source == "alpaca")
+    frames = [market_data.option_chain_snapshot(u, at) for u in option_underlyings()]
+    chain = pa.concat_tables(frames)
+    _refuse(quote_rule_findings(chain), f"option chain at {at.isoformat()}")
+    _refuse(
+        duplicate_findings(chain, ("symbol", "snapshot_ts")), f"option chain at {at.isoformat()}"
+    )
+    source = market_data.source
+    lake.write_parquet(
+        lake.key("options_quotes", source, sess.day, part=f"snapshot-{at:%H%M}.parquet"), chain
+    )
+    warehouse.replace_slice(
+        "options_quotes",
+        SNAPSHOT_SLICE,
+        {"src": source, "d": sess.day, "at": at},
+        chain,
+    )
+    stored = _stored(warehouse, "options_quotes", source, [sess.day])
+    snapshots = pc.unique(stored.column("snapshot_ts")).to_pylist()
+    context.log.info(f"{sess.day} {at:%H:%M}Z: {chain.num_rows} quotes; {len(snapshots)} snapshots")
+    return dg.MaterializeResult(
+        metadata={
+            **frame_summary(chain),
+            "snapshot_ts": at.isoformat(),
+            "snapshots_today": len(snapshots),
+            "source": source,
+        },
+        check_results=quote_check_results(stored),
+    )
+
+
+@dg.asset(
+    group_name="historical",
+    partitions_def=trading_day_partitions,
+    backfill_policy=BACKFILL,
+    deps=[option_chain_snapshots, *SCHEMA_DEPS],
+    check_specs=check_specs("option_bars_1m", BAR_CHECKS[:-1]),
+    kinds={"clickhouse", "parquet"},
+    description="1-minute bars of the option contracts seen in that day's chain snapshots.",
+)
+def option_bars_1m(
+    context: dg.AssetExecutionContext,
+    market_data: MarketDataResource,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
+) -> dg.MaterializeResult:
+    sessions = _sessions(context, datetime.now(UTC))
+    source = market_data.source
+    for sess in sessions:
+        contracts = [
+            r[0]
+            for r in warehouse.query_rows(
+                "SELECT DISTINCT symbol FROM options_quotes WHERE source = {src:String} "
+                "AND session_date = {d:Date} ORDER BY symbol",
+                {"src": source, "d": sess.day},
+            )
+        ]
+        if not contracts:
+            raise dg.Failure(
+                f"no {source} option chain snapshot for {sess.day}: "
+                "materialise option_chain_snapshots for that day first"
+            )
+        bars = market_data.option_bars_1m(contracts, sess.open, sess.close)
+        _refuse(ohlc_findings(bars), f"{source} option bars of {sess.day}")
+        _refuse(duplicate_findings(bars, ("symbol", "ts")), f"{source} option bars of {sess.day}")
+        _write_lake(lake, "option_bars_1m", source, sess.day, bars)
+        warehouse.replace_slice("option_bars_1m", BAR_SLICE, {"src": source, "d": sess.day}, bars)
+        context.log.info(f"{sess.day}: {bars.num_rows} option bars of {len(contracts)} contracts")
+    stored = _stored(warehouse, "option_bars_1m", source, [s.day for s in sessions])
+    return dg.MaterializeResult(
+        metadata={**frame_summary(stored), "source": source},
+        check_results=bar_check_results(stored, sessions, symbols=None),
+    )
+
+
+historical_assets = [stock_bars_1m, stock_bars_1d, option_chain_snapshots, option_bars_1m]
