@@ -35,7 +35,7 @@ SCHEMA_DEPS = [
     dg.AssetDep(clickhouse_schema, partition_mapping=dg.AllPartitionMapping()),
 ]
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
-BAR_SLICE = "source = {src:String} AND session_date = {d:Date} AND interval = '1m'"
+BAR_SLICE = "source = {src:String} AND session_date IN {days:Array(Date)} AND interval = '1m'"
 SNAPSHOT_SLICE = (
     "source = {src:String} AND session_date = {d:Date} AND snapshot_ts = {at:DateTime64(3, 'UTC')}"
 )
@@ -124,17 +124,26 @@ def stock_bars_1m(
     symbols = equity_symbols()
     source = market_data.source
     days = [s.day for s in sessions]
+    # One request, one validation, one slice replacement for the run's whole range: a
+    # backfill run of 25 sessions costs one mutation, not 25.
+    bars = market_data.stock_bars_1m(
+        symbols, sessions[0].pre_open, sessions[-1].post_close, config.adjustment
+    )
+    what = f"{source} bars of {days[0]}..{days[-1]}"
+    _refuse(ohlc_findings(bars), what)
+    _refuse(duplicate_findings(bars, ("symbol", "ts")), what)
+    _refuse(outside_session_findings(bars, {s.day: s for s in sessions}), what)
     for index, sess in enumerate(sessions, start=1):
-        bars = market_data.stock_bars_1m(symbols, sess.pre_open, sess.post_close, config.adjustment)
-        _refuse(ohlc_findings(bars), f"{source} bars of {sess.day}")
-        _refuse(duplicate_findings(bars, ("symbol", "ts")), f"{source} bars of {sess.day}")
-        _refuse(outside_session_findings(bars, {sess.day: sess}), f"{source} bars of {sess.day}")
-        files = _write_lake(lake, "bars_1m", source, sess.day, bars)
-        warehouse.replace_slice("bars_1m", BAR_SLICE, {"src": source, "d": sess.day}, bars)
-        context.log.info(
-            f"[{index}/{len(sessions)}] {sess.day}: {bars.num_rows} bars of {len(symbols)} "
-            f"symbols from {source} -> bars_1m ({files} lake files)"
+        of_day = bars.filter(
+            pc.equal(bars.column("session_date"), pa.scalar(sess.day, pa.date32()))
         )
+        files = _write_lake(lake, "bars_1m", source, sess.day, of_day)
+        context.log.info(
+            f"[{index}/{len(sessions)}] {sess.day}: {of_day.num_rows} bars of {len(symbols)} "
+            f"symbols from {source} -> lake ({files} files)"
+        )
+    warehouse.replace_slice("bars_1m", BAR_SLICE, {"src": source, "days": days}, bars)
+    context.log.info(f"{what}: {bars.num_rows} bars -> ClickHouse bars_1m")
     stored = _stored(warehouse, "bars_1m", source, days)
     metadata = {**frame_summary(stored), "source": source, "days": len(days)}
     chart = _chart(stored, symbols[0], days[-1])
@@ -329,7 +338,9 @@ def option_bars_1m(
         _refuse(ohlc_findings(bars), f"{source} option bars of {sess.day}")
         _refuse(duplicate_findings(bars, ("symbol", "ts")), f"{source} option bars of {sess.day}")
         _write_lake(lake, "option_bars_1m", source, sess.day, bars)
-        warehouse.replace_slice("option_bars_1m", BAR_SLICE, {"src": source, "d": sess.day}, bars)
+        warehouse.replace_slice(
+            "option_bars_1m", BAR_SLICE, {"src": source, "days": [sess.day]}, bars
+        )
         context.log.info(f"{sess.day}: {bars.num_rows} option bars of {len(contracts)} contracts")
     stored = _stored(warehouse, "option_bars_1m", source, [s.day for s in sessions])
     return dg.MaterializeResult(

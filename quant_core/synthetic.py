@@ -42,7 +42,7 @@ def _rng(*parts: object) -> np.random.Generator:
 def _daily_log_levels(seed: int, symbol: str) -> np.ndarray:
     rng = _rng(seed, symbol, "daily")
     base = math.log(rng.uniform(20, 500))
-    steps = rng.normal(0.0002, ANNUAL_VOL / math.sqrt(252), DAYS)
+    steps = rng.normal(0.00003, 0.18 / math.sqrt(252), DAYS)
     return base + np.concatenate([[0.0], np.cumsum(steps)])
 
 

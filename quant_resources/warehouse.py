@@ -142,7 +142,8 @@ class WarehouseResource(dg.ConfigurableResource):
             )
             if not rows:
                 raise WarehouseError(
-                    f"table {table!r} does not exist in database {self.database!r}"
+                    f"table {table!r} does not exist in database {self.database!r} "
+                    "(materialise the clickhouse_schema asset first)"
                 )
             self._columns[table] = dict(rows)
         return self._columns[table]

@@ -1,0 +1,205 @@
+"""Historical assets end to end on the synthetic provider: chDB warehouse, Parquet lake."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+import dagster as dg
+from quant_assets.historical import (
+    option_bars_1m,
+    option_chain_snapshots,
+    stock_bars_1d,
+    stock_bars_1m,
+)
+from quant_assets.jobs import historical_daily_job
+from quant_assets.schema import clickhouse_schema
+from quant_resources.lake import LakeResource
+from quant_resources.migrations import load
+from quant_resources.synthetic import SyntheticMarketResource
+from tests.storage_fixtures import chdb_dir, warehouse  # noqa: F401
+
+DAYS = ["2024-11-27", "2024-11-29"]  # a full day and the half day after Thanksgiving
+ALL = [stock_bars_1m, stock_bars_1d, option_chain_snapshots, option_bars_1m]
+
+
+@pytest.fixture
+def env(warehouse, tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANT_EQUITY_SYMBOLS", "SPY,AAPL")
+    monkeypatch.setenv("QUANT_OPTION_UNDERLYINGS", "SPY")
+    resources = {
+        "warehouse": warehouse,
+        "lake": LakeResource(url=f"file://{tmp_path / 'lake'}"),
+        "market_data": SyntheticMarketResource(seed=11),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize(
+        [clickhouse_schema],
+        partition_key=load("clickhouse")[-1].key,
+        resources=resources,
+        instance=instance,
+    )
+    return resources, instance
+
+
+def _run(env, assets, key, **kwargs) -> dg.ExecuteInProcessResult:
+    resources, instance = env
+    return dg.materialize(
+        assets, partition_key=key, resources=resources, instance=instance, **kwargs
+    )
+
+
+def _checks(result) -> dict[str, bool]:
+    return {
+        f"{e.event_specific_data.asset_check_key.asset_key.path[-1]}.{e.event_specific_data.asset_check_key.name}": e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+VALUE_COLUMN = {"options_quotes": "bid_price"}
+
+
+def _fingerprint(env) -> dict:
+    """Row counts and content hashes of every table and every lake file."""
+    resources, _ = env
+    wh, lake = resources["warehouse"], resources["lake"]
+    tables = {
+        table: wh.query_rows(
+            f"SELECT count(), sum(cityHash64(symbol, ts, "
+            f"toString({VALUE_COLUMN.get(table, 'close')}))) FROM {table} FINAL"
+        )[0]
+        for table in ("bars_1m", "bars_1d", "options_quotes", "option_bars_1m")
+    }
+    lake_files = {
+        key: hashlib.sha256(lake.read_parquet(key).to_pandas().to_json().encode()).hexdigest()
+        for key in lake.list("")
+    }
+    return {"tables": tables, "lake": lake_files}
+
+
+def test_assets_fill_and_every_check_passes_then_rerun_is_identical(env) -> None:
+    for key in DAYS:
+        result = _run(env, ALL, key)
+        assert result.success
+        checks = _checks(result)
+        assert checks and all(checks.values()), checks
+        assert "stock_bars_1m.regular_minutes_complete" in checks
+    first = _fingerprint(env)
+    wh = env[0]["warehouse"]
+    per_day = dict(
+        wh.query_rows(
+            "SELECT session_date, countIf(session = 'regular') FROM bars_1m FINAL "
+            "WHERE symbol = 'SPY' GROUP BY session_date"
+        )
+    )
+    assert per_day == {date(2024, 11, 27): 390, date(2024, 11, 29): 210}  # half day: 13:00 close
+    assert first["tables"]["bars_1d"][0] == 4  # 2 symbols x 2 days
+    for key in DAYS:
+        assert _run(env, [stock_bars_1m, stock_bars_1d, option_bars_1m], key).success
+    assert _fingerprint(env) == first
+    assert wh.scalar("SELECT count() FROM bars_1m") == first["tables"]["bars_1m"][0]
+
+
+def test_metadata_has_counts_range_preview_and_chart(env) -> None:
+    result = _run(env, [stock_bars_1m], DAYS[0])
+    meta = result.asset_materializations_for_node("stock_bars_1m")[0].metadata
+    assert meta["rows"].value > 780 and meta["symbols"].value == 2
+    assert meta["first_ts"].value.startswith("2024-11-27T09:")
+    assert "| symbol" in meta["preview"].value
+    assert meta["chart"].value.startswith("![SPY 2024-11-27](data:image/png;base64,")
+
+
+class BrokenProvider(SyntheticMarketResource):
+    """The synthetic market with one bar corrupted the way a bad API answer would be."""
+
+    def stock_bars_1m(self, symbols, start, end, adjustment="raw"):
+        bars = super().stock_bars_1m(symbols, start, end, adjustment)
+        low = bars.column("low").to_pylist()
+        low[5] = bars.column("high")[5].as_py() * 2  # low above high
+        return bars.set_column(
+            bars.column_names.index("low"), "low", pa.array(low, bars.schema.field("low").type)
+        )
+
+
+def test_bad_bar_fails_the_partition_naming_symbol_and_ts_and_keeps_previous(env) -> None:
+    assert _run(env, [stock_bars_1m], DAYS[0]).success
+    before = _fingerprint(env)
+    resources, instance = env
+    broken = {**resources, "market_data": BrokenProvider(seed=11)}
+    result = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        resources=broken,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "low_above_body: symbol=SPY ts=2024-11-27T09:" in message
+    assert "nothing written" in message
+    assert _fingerprint(env) == before
+
+
+class GappyProvider(SyntheticMarketResource):
+    def stock_bars_1m(self, symbols, start, end, adjustment="raw"):
+        bars = super().stock_bars_1m(symbols, start, end, adjustment)
+        minute = pc.minute(bars.column("ts"))
+        return bars.filter(
+            pc.invert(pc.and_(pc.equal(bars.column("symbol"), "SPY"), pc.less(minute, 20)))
+        )
+
+
+def test_missing_minutes_are_listed_and_fail_above_threshold(env) -> None:
+    resources, instance = env
+    result = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        instance=instance,
+        resources={**resources, "market_data": GappyProvider(seed=11)},
+    )
+    assert result.success  # the completeness check is not blocking
+    checks = _checks(result)
+    assert checks["stock_bars_1m.regular_minutes_complete"] is False
+    evaluation = next(
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.asset_check_key.name == "regular_minutes_complete"
+    )
+    per_symbol = {r["symbol"]: r for r in evaluation.metadata["per_symbol"].value}
+    assert per_symbol["SPY"]["present"] == 390 - 7 * 20 + 20  # minutes :00-:19 of 6.5 hours
+    assert "2024-11-27T15:00Z" in per_symbol["SPY"]["missing"]
+    assert per_symbol["AAPL"]["present"] == 390
+
+
+def test_a_session_that_has_not_ended_is_refused(env) -> None:
+    from quant_assets.partitions import trading_day_partitions
+
+    today = trading_day_partitions.get_last_partition_key()
+    result = _run(env, [stock_bars_1m], today, raise_on_error=False)
+    if result.success:  # the last partition has ended when this runs late at night
+        return
+    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "has not ended yet" in message
+
+
+def test_partitions_are_nyse_sessions_and_backfills_batch() -> None:
+    from quant_assets.partitions import trading_day_partitions
+
+    keys = set(trading_day_partitions.get_partition_keys())
+    assert {"2024-11-27", "2024-11-29", "2016-01-04"} <= keys
+    assert not {"2024-11-28", "2024-12-25", "2024-11-30", "2024-07-04"} & keys
+    assert stock_bars_1m.backfill_policy.max_partitions_per_run == 25
+    assert historical_daily_job.partitions_def == trading_day_partitions
+
+
+def test_option_bars_need_a_chain_first(env) -> None:
+    result = _run(env, [option_bars_1m], DAYS[0], raise_on_error=False)
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    assert "materialise option_chain_snapshots" in error.message
