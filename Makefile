@@ -40,7 +40,7 @@ schemas: setup
 
 # pytest's exit code 5 (no tests collected) fails the target like any other non-zero code.
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	scripts/test-services run -- $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: setup
 	$(BIN)/python -m benchmarks

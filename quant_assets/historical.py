@@ -257,6 +257,7 @@ def _snapshot_time(config: SnapshotConfig, sess: TradingSession, now: datetime, 
 @dg.asset(
     group_name="historical",
     partitions_def=trading_day_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     deps=SCHEMA_DEPS,
     check_specs=check_specs("option_chain_snapshots", QUOTE_CHECKS),
     kinds={"clickhouse", "parquet"},

@@ -8,25 +8,21 @@ from quant_assets.historical import (
     stock_bars_1d,
     stock_bars_1m,
 )
-from quant_assets.partitions import trading_day_partitions
 from sensors.schedules import DAILY_BARS_JOB, SNAPSHOT_JOB
 
 historical_daily_job = dg.define_asset_job(
     DAILY_BARS_JOB,
     selection=[stock_bars_1m, stock_bars_1d],
-    partitions_def=trading_day_partitions,
     description="1-minute and daily equity bars of NYSE sessions.",
 )
 option_snapshot_job = dg.define_asset_job(
     SNAPSHOT_JOB,
     selection=[option_chain_snapshots],
-    partitions_def=trading_day_partitions,
     description="One snapshot of the option chains of the configured underlyings.",
 )
 option_bars_job = dg.define_asset_job(
     "option_bars_job",
     selection=[option_bars_1m],
-    partitions_def=trading_day_partitions,
     description="Minute bars of the option contracts seen in the day's chain snapshots.",
 )
 jobs = [historical_daily_job, option_snapshot_job, option_bars_job]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from datetime import date
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import dagster as dg
 from quant_assets.historical import (
     option_bars_1m,
     option_chain_snapshots,
@@ -21,7 +21,6 @@ from quant_assets.schema import clickhouse_schema
 from quant_resources.lake import LakeResource
 from quant_resources.migrations import load
 from quant_resources.synthetic import SyntheticMarketResource
-from tests.storage_fixtures import chdb_dir, warehouse  # noqa: F401
 
 DAYS = ["2024-11-27", "2024-11-29"]  # a full day and the half day after Thanksgiving
 ALL = [stock_bars_1m, stock_bars_1d, option_chain_snapshots, option_bars_1m]
@@ -54,14 +53,21 @@ def _run(env, assets, key, **kwargs) -> dg.ExecuteInProcessResult:
 
 
 def _checks(result) -> dict[str, bool]:
-    return {
-        f"{e.event_specific_data.asset_check_key.asset_key.path[-1]}.{e.event_specific_data.asset_check_key.name}": e.event_specific_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
+    """ "asset.check" -> passed, for every check evaluated in the run."""
+    found = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            key = data.asset_check_key
+            found[f"{key.asset_key.path[-1]}.{key.name}"] = data.passed
+    return found
 
 
 VALUE_COLUMN = {"options_quotes": "bid_price"}
+
+
+def _json(table: pa.Table) -> bytes:
+    return table.to_pandas().to_json(date_format="iso").encode()
 
 
 def _fingerprint(env) -> dict:
@@ -76,7 +82,9 @@ def _fingerprint(env) -> dict:
         for table in ("bars_1m", "bars_1d", "options_quotes", "option_bars_1m")
     }
     lake_files = {
-        key: hashlib.sha256(lake.read_parquet(key).to_pandas().to_json().encode()).hexdigest()
+        key: hashlib.sha256(
+            lake.read_parquet(key).to_pandas().to_json(date_format="iso").encode()
+        ).hexdigest()
         for key in lake.list("")
     }
     return {"tables": tables, "lake": lake_files}

@@ -8,12 +8,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-import dagster as dg
 from quant_core.migrations import MigrationError, parse, plan, split_statements
 from quant_resources.migrations import ClickHouseLedger, load, migrate
-from tests.storage_fixtures import chdb_dir, warehouse  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,9 +85,20 @@ def test_clickhouse_schema_asset_materialises_twice_without_change(warehouse) ->
     again = _materialize(last, warehouse)
     meta = again.asset_materializations_for_node("clickhouse_schema")[0].metadata
     assert meta["applied_now"].value == []
-    assert warehouse.query_rows("SELECT id, checksum, applied_at FROM schema_migrations FINAL") == ledger
+    assert (
+        warehouse.query_rows("SELECT id, checksum, applied_at FROM schema_migrations FINAL")
+        == ledger
+    )
     tables = {r[0] for r in warehouse.query_rows("SHOW TABLES")}
-    assert {"bars_1m", "trades", "quotes", "options_quotes", "fills", "actions", "telemetry"} <= tables
+    assert {
+        "bars_1m",
+        "trades",
+        "quotes",
+        "options_quotes",
+        "fills",
+        "actions",
+        "telemetry",
+    } <= tables
 
 
 def test_edited_applied_migration_is_a_hard_error(warehouse, monkeypatch) -> None:
@@ -117,11 +127,20 @@ def test_schema_assets_materialise_from_the_dagster_cli(tmp_path) -> None:
     (tmp_path / "dagster").mkdir()
     last = load("clickhouse")[-1].key
     command = [
-        str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
-        "-m", "quant_assets.definitions", "--select", "clickhouse_schema", "--partition", last,
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "quant_assets.definitions",
+        "--select",
+        "clickhouse_schema",
+        "--partition",
+        last,
     ]
     for _ in range(2):
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr
     instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))

@@ -11,7 +11,6 @@ import pytest
 
 from quant_resources.migrations import ClickHouseLedger, load, migrate
 from quant_resources.warehouse import WarehouseError
-from tests.storage_fixtures import chdb_dir, warehouse  # noqa: F401
 
 DEC = pa.decimal128(38, 8)
 T0 = datetime(2024, 8, 8, 13, 30, tzinfo=UTC)
@@ -25,9 +24,7 @@ def wh(warehouse):
 
 
 def bars(symbols=("SPY", "QQQ"), minutes=3, price=Decimal("100.5"), source="synthetic") -> pa.Table:
-    rows = [
-        (s, T0 + timedelta(minutes=m), price + m) for s in symbols for m in range(minutes)
-    ]
+    rows = [(s, T0 + timedelta(minutes=m), price + m) for s in symbols for m in range(minutes)]
     n = len(rows)
     p = pa.array([r[2] for r in rows], DEC)
     return pa.table(
@@ -41,7 +38,10 @@ def bars(symbols=("SPY", "QQQ"), minutes=3, price=Decimal("100.5"), source="synt
             ),
             "session_date": pa.array([date(2024, 8, 8)] * n, pa.date32()),
             "session": ["regular"] * n,
-            "open": p, "high": p, "low": p, "close": p,
+            "open": p,
+            "high": p,
+            "low": p,
+            "close": p,
             "volume": pa.array([Decimal(10)] * n, DEC),
             "quote_volume": pa.array([Decimal(10) * r[2] for r in rows], DEC),
             "vwap": p,
@@ -96,7 +96,10 @@ def test_dedup_token_drops_a_retried_insert(wh) -> None:
 @pytest.mark.parametrize(
     ("mutate", "needle"),
     [
-        (lambda t: t.append_column("bogus", pa.array([1] * t.num_rows)), "column 'bogus' does not exist"),
+        (
+            lambda t: t.append_column("bogus", pa.array([1] * t.num_rows)),
+            "column 'bogus' does not exist",
+        ),
         (
             lambda t: t.set_column(1, "symbol", pa.array(["SPY; DROP"] * t.num_rows)),
             "symbol='SPY; DROP'",
@@ -117,7 +120,7 @@ def test_unknown_table_and_wrong_type(wh) -> None:
     wrong = bars().set_column(
         bars().column_names.index("trade_count"), "trade_count", pa.array(["x"] * 6)
     )
-    with pytest.raises(WarehouseError, match="insert into .bars_1m. failed"):
+    with pytest.raises(WarehouseError, match=r"insert into .bars_1m. failed"):
         wh.insert("bars_1m", wrong)
     assert count(wh) == 0
 

@@ -1,0 +1,70 @@
+"""Alpaca 1-minute bars end to end from the local simulator: ``AlpacaResource.stock_bars_1m``
+(raw JSON -> numpy columns -> exact-decimal Arrow) against alpaca-py's default path
+(``get_stock_bars(StockBarsRequest(...)).df``: a pydantic ``Bar`` per bar, then pandas) on the
+same requests. Both pay the same HTTP and JSON costs; the simulator's cache is warmed first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from alpaca.data.enums import DataFeed
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.requests import StockBarsRequest
+from alpaca.data.timeframe import TimeFrame
+
+from benchmarks.report import Figure, best_rate
+from quant_core.calendar import trading_days
+from quant_resources.alpaca import AlpacaResource
+from quant_resources.alpaca_sim import process
+
+SYMBOLS = [f"S{i:02d}" for i in range(20)]
+FIRST_DAY = date(2024, 7, 1)
+DAYS = 20
+
+
+def _window() -> tuple[datetime, datetime]:
+    days = trading_days(FIRST_DAY, FIRST_DAY + timedelta(days=40))[:DAYS]
+    start = datetime.combine(days[0], datetime.min.time(), UTC)
+    return start, datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), UTC)
+
+
+def run() -> list[Figure]:
+    start, end = _window()
+    with process.running("--now", (end + timedelta(days=7)).isoformat()) as sim:
+        ours = AlpacaResource(api_key="test", secret_key="test", data_url=sim.url)
+        peer = StockHistoricalDataClient("test", "test", url_override=sim.url)
+        request = StockBarsRequest(
+            symbol_or_symbols=SYMBOLS,
+            timeframe=TimeFrame.Minute,
+            start=start,
+            end=end,
+            feed=DataFeed.IEX,
+        )
+
+        def fetch_ours() -> int:
+            return ours.stock_bars_1m(SYMBOLS, start, end).num_rows
+
+        def fetch_peer() -> int:
+            return len(peer.get_stock_bars(request).df)
+
+        expected = fetch_ours()  # also warms the simulator's cache
+        if fetch_peer() != expected:
+            raise AssertionError("alpaca-py and AlpacaResource disagree on the bar count")
+        ours_rate = best_rate(fetch_ours)
+        peer_rate = best_rate(fetch_peer)
+    return [
+        Figure(
+            name=f"Alpaca 1m bars, {len(SYMBOLS)} symbols x {DAYS} days ({expected:,} bars)",
+            unit="bars/s",
+            ours=ours_rate,
+            peer_name="alpaca-py get_stock_bars(...).df",
+            peer=peer_rate,
+            goal=">= 200,000 bars/s and >= 3x",
+        )
+    ]
+
+
+if __name__ == "__main__":
+    for figure in run():
+        print(figure.as_dict())

@@ -1,0 +1,105 @@
+"""``quant sim``: local simulators of the external data services, for tests and the demo."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import typer
+
+app = typer.Typer(help="Local simulators of external market-data services.", no_args_is_help=True)
+
+
+@app.command("alpaca")
+def alpaca(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(0, help="Port; 0 picks a free one (printed on start-up)."),
+    seed: int = typer.Option(7, help="Seed of the synthetic market and of the faults."),
+    now: str = typer.Option(
+        None, help="Fixed ISO 8601 time the server takes as now (default: the real time)."
+    ),
+    faults: str = typer.Option(
+        "",
+        help="Faults, e.g. '429:0.1:1,500:0.05,slow:0.05:2.0,truncate:0.02,hangup:0.01,"
+        "badrow:0.01,die_after_pages:3' (probability per request, deterministic per seed).",
+    ),
+    page_limit: int = typer.Option(None, min=1, help="Cap on items per page (forces pages)."),
+) -> None:
+    """Serve Alpaca's market-data API (stock and option bars, option chains) on synthetic data.
+
+    Accepts the key pair QUANT_SIM_ALPACA_KEY / QUANT_SIM_ALPACA_SECRET (default test/test).
+    """
+    from quant_resources.alpaca_sim.app import SimConfig
+    from quant_resources.alpaca_sim.faults import FaultSpecError, parse
+    from quant_resources.alpaca_sim.server import serve
+
+    fixed = None
+    if now:
+        try:
+            fixed = datetime.fromisoformat(now)
+        except ValueError:
+            raise typer.BadParameter(f"{now!r} is not ISO 8601", param_hint="--now") from None
+        if fixed.tzinfo is None:
+            raise typer.BadParameter(f"{now!r} has no time zone", param_hint="--now")
+    try:
+        parse(faults)
+    except FaultSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--faults") from None
+    config = SimConfig.from_env(seed=seed, now=fixed, faults=faults, page_limit=page_limit)
+    serve(config, host, port)
+
+
+@app.command("binance")
+def binance(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(0, help="Port for WS and REST; 0 picks a free one (printed)."),
+    symbols: str = typer.Option("btcusdt,ethusdt", help="Comma-separated symbols to trade."),
+    rate: float = typer.Option(
+        200.0, min=0.001, help="Aggregate trades per second over all symbols (msgs/s per stream)."
+    ),
+    faults: str = typer.Option(
+        "",
+        help="Faults, e.g. 'disconnect:5,stall:3:2.0,malformed:10,duplicate:20,reorder:10,"
+        "shutdown:2,slowreader:1' (a count, or a rate per frame like 0.001; seeded).",
+    ),
+    seed: int = typer.Option(7, help="Seed of the market and of the faults."),
+    start_trade_id: int = typer.Option(1, min=0, help="First trade id of every symbol."),
+    ping_interval: float = typer.Option(20.0, min=0.05, help="Seconds between server pings."),
+    pong_timeout: float = typer.Option(60.0, min=0.05, help="Seconds a client has to pong."),
+    max_conn_seconds: float = typer.Option(86_400.0, min=0.1, help="Connection lifetime."),
+    weight_limit: int = typer.Option(6000, min=1, help="REST request weight per IP per minute."),
+    history: int = typer.Option(2_000_000, min=1000, help="Trades kept per symbol for REST."),
+    max_send_buffer: int = typer.Option(
+        8 * 1024 * 1024, min=1024, help="Bytes queued for a client before it is dropped as slow."
+    ),
+    fault_gap: int = typer.Option(1000, min=1, help="Mean data frames between counted faults."),
+) -> None:
+    """Serve Binance spot combined streams and /api/v3 market data from a seeded market.
+
+    Prints 'listening on ws://HOST:PORT (rest http://HOST:PORT)' once ready.
+    """
+    from quant_resources.binance_sim.faults import FaultSpecError, parse
+    from quant_resources.binance_sim.market import spec_for
+    from quant_resources.binance_sim.server import SimConfig, serve
+
+    names = [s.strip().lower() for s in symbols.split(",") if s.strip()]
+    try:
+        for name in names or [""]:
+            spec_for(name)
+        parse(faults)
+    except (ValueError, FaultSpecError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    config = SimConfig(
+        symbols=names,
+        rate=rate,
+        faults=faults,
+        seed=seed,
+        start_trade_id=start_trade_id,
+        ping_interval=ping_interval,
+        pong_timeout=pong_timeout,
+        max_conn_seconds=max_conn_seconds,
+        weight_limit=weight_limit,
+        history=history,
+        max_send_buffer=max_send_buffer,
+        fault_gap=fault_gap,
+    )
+    serve(config, host, port)

@@ -1,0 +1,11 @@
+"""A local ClickHouse-compatible HTTP endpoint backed by chDB (``quant warehouse serve``).
+
+Processes that must share one chDB data directory talk to it with the ordinary
+clickhouse-connect HTTP client, exactly as they would to a ClickHouse server.
+"""
+
+from __future__ import annotations
+
+from quant_resources.warehouse_server.serve import AlreadyServing, lock_directory, serve
+
+__all__ = ["AlreadyServing", "lock_directory", "serve"]

@@ -1,0 +1,496 @@
+"""The Starlette app speaking ClickHouse's HTTP interface on top of ``Engine``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from quant_resources.warehouse_server.engine import Context, Engine, Outcome
+from quant_resources.warehouse_server.protocol import (
+    STREAMABLE_FORMATS,
+    ArrowStreamJoiner,
+    BodyDecoder,
+    BodyEncoder,
+    ClickHouseError,
+    RequestParams,
+    authentication_failed,
+    choose_response_encoding,
+    content_type,
+    error,
+    insert_head,
+    is_read_only,
+    is_select,
+    is_set_statement,
+    multi_statement_at,
+    output_format,
+    parse_params,
+    use_statement,
+)
+
+log = logging.getLogger(__name__)
+
+_SPOOL_IN_MEMORY = 64 << 20
+_DECODE_BATCH = 4 << 20
+_HEAD_BYTES = 256 << 10
+_SLICE = 4 << 20
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str = "default"
+    password: str = ""
+
+    def check(self, user: str, password: str) -> None:
+        # Compare both in constant time so a wrong user and a wrong password look alike
+        ok_user = hmac.compare_digest(user.encode(), self.user.encode())
+        ok_password = hmac.compare_digest(password.encode(), self.password.encode())
+        if not (ok_user and ok_password):
+            raise authentication_failed(user)
+
+
+def request_credentials(request: Request, params: dict[str, str]) -> tuple[str, str]:
+    """Basic auth, else X-ClickHouse-User/Key headers, else user/password URL parameters."""
+    auth = request.headers.get("authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            user, _, password = base64.b64decode(auth[6:].strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise authentication_failed("default") from None
+        return user or "default", password
+    if "x-clickhouse-user" in request.headers or "x-clickhouse-key" in request.headers:
+        return (
+            request.headers.get("x-clickhouse-user") or "default",
+            request.headers.get("x-clickhouse-key", ""),
+        )
+    return params.get("user") or "default", params.get("password", "")
+
+
+@dataclass
+class Session:
+    database: str | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+    expires: float = 0.0
+    busy: bool = False
+
+
+class Sessions:
+    """HTTP sessions: the ``USE`` database and ``SET`` settings kept between requests.
+    Touched only from the event loop, so no lock."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+
+    def acquire(self, params: RequestParams) -> Session | None:
+        now = time.monotonic()
+        for key in [k for k, s in self._sessions.items() if not s.busy and s.expires < now]:
+            del self._sessions[key]
+        if params.session_id is None:
+            return None
+        session = self._sessions.get(params.session_id)
+        if session is None:
+            if params.session_check:
+                raise error("SESSION_NOT_FOUND", f"Session {params.session_id} not found")
+            session = self._sessions[params.session_id] = Session()
+        if session.busy:
+            raise error(
+                "SESSION_IS_LOCKED", f"Session {params.session_id} is locked by a concurrent client"
+            )
+        session.busy = True
+        session.timeout = params.session_timeout
+        return session
+
+    @staticmethod
+    def release(session: Session | None) -> None:
+        if session is not None:
+            session.busy = False
+            session.expires = time.monotonic() + session.timeout
+
+
+class _Body:
+    """A request body after Content-Encoding decoding, spooled to disk past 64 MiB."""
+
+    def __init__(self, spool_dir: str):
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=spool_dir)  # noqa: SIM115
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    def read(self, offset: int = 0, size: int = -1) -> bytes:
+        self.file.seek(offset)
+        return self.file.read(size)
+
+    def chunks(self, offset: int) -> Iterator[bytes]:
+        self.file.seek(offset)
+        while chunk := self.file.read(_SLICE):
+            yield chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+
+async def _read_body(request: Request, spool_dir: str) -> _Body:
+    decoder = BodyDecoder(request.headers.get("content-encoding"))
+    body = _Body(spool_dir)
+
+    def decode(parts: list[bytes], final: bool) -> None:
+        body.write(decoder.feed(b"".join(parts)))
+        if final:
+            decoder.finish()
+
+    pending: list[bytes] = []
+    pending_size = 0
+    try:
+        async for chunk in request.stream():
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= _DECODE_BATCH:
+                await anyio.to_thread.run_sync(decode, pending, False)
+                pending, pending_size = [], 0
+        if pending_size >= _HEAD_BYTES:
+            await anyio.to_thread.run_sync(decode, pending, True)
+        else:
+            decode(pending, True)
+    except BaseException:
+        body.close()
+        raise
+    return body
+
+
+class _CleanupResponse(StreamingResponse):
+    """A streaming response that runs its cleanup hooks once, however it ends: right after the
+    last piece (so a client's next request finds its session free), or on error/disconnect."""
+
+    def __init__(self, content: AsyncIterator[bytes], hooks: list[Callable[[], None]], **kwargs):
+        super().__init__(content, **kwargs)
+        self.hooks = hooks
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _run_hooks(self.hooks)
+
+
+def _run_hooks(hooks: list[Callable[[], None]]) -> None:
+    while hooks:
+        hooks.pop(0)()
+
+
+def _exception_block(exc: ClickHouseError, tag: str, version: str) -> bytes:
+    """How ClickHouse reports an error after the response has started (tagged, v25.11+)."""
+    message = exc.body(version).encode()
+    return (
+        b"__exception__\r\n" + tag.encode() + b"\r\n" + message
+        + f"{len(message)} {tag}".encode() + b"\r\n__exception__\r\n"
+    )  # fmt: skip
+
+
+class WarehouseApp:
+    def __init__(self, engine: Engine, credentials: Credentials, spool_dir: str):
+        self.engine = engine
+        self.credentials = credentials
+        self.spool_dir = spool_dir
+        self.sessions = Sessions()
+        self.display_name = socket.gethostname()
+
+    # ---- responses --------------------------------------------------------------------------
+
+    def _headers(self, query_id: str) -> dict[str, str]:
+        return {
+            "X-ClickHouse-Query-Id": query_id,
+            "X-ClickHouse-Timezone": self.engine.timezone,
+            "X-ClickHouse-Server-Display-Name": self.display_name,
+        }
+
+    def error_response(self, exc: ClickHouseError, query_id: str) -> Response:
+        headers = self._headers(query_id)
+        headers["X-ClickHouse-Exception-Code"] = str(exc.code)
+        return PlainTextResponse(exc.body(self.engine.version), exc.http_status, headers=headers)
+
+    def _respond(
+        self,
+        pieces: Iterator[bytes],
+        *,
+        request: Request,
+        params: RequestParams,
+        query_id: str,
+        fmt: str | None,
+        summary: dict[str, str],
+        cleanup: Callable[[], None],
+    ) -> Response:
+        headers = self._headers(query_id)
+        headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
+        if fmt is not None:
+            headers["X-ClickHouse-Format"] = fmt
+        if params.cors:
+            headers["Access-Control-Allow-Origin"] = "*"
+        tag = secrets.token_hex(8)
+        headers["X-ClickHouse-Exception-Tag"] = tag
+        encoding = None
+        if params.compress_response:
+            encoding = choose_response_encoding(request.headers.get("accept-encoding"))
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        encoder = BodyEncoder(encoding) if encoding else None
+        version = self.engine.version
+
+        ended = False
+        lookahead: list = []
+
+        def pull() -> bytes | ClickHouseError | None:
+            try:
+                return next(pieces, None)
+            except ClickHouseError as exc:
+                return exc
+
+        def next_piece() -> tuple[bytes, bool]:
+            # Runs in a worker thread (pulling from the engine and compressing both block). Looks
+            # one chunk ahead so the last piece is known before it is sent: the request's hooks
+            # must run before the client can see the end and reuse its session.
+            nonlocal ended
+            if ended:
+                return b"", True
+            current = lookahead.pop() if lookahead else pull()
+            following = None if current is None or isinstance(current, Exception) else pull()
+            if isinstance(following, bytes):
+                lookahead.append(following)
+                return (encoder.compress(current) if encoder else current), False
+            out = []
+            for item in (current, following):
+                if isinstance(item, ClickHouseError):
+                    item = _exception_block(item, tag, version)
+                if item is not None:
+                    out.append(encoder.compress(item) if encoder else item)
+            ended = True
+            if encoder is not None:
+                out.append(encoder.finish())
+            return b"".join(out), True
+
+        hooks = [cleanup]
+
+        async def body() -> AsyncIterator[bytes]:
+            while True:
+                piece, last = await anyio.to_thread.run_sync(next_piece)
+                if last:
+                    _run_hooks(hooks)
+                if piece:
+                    yield piece
+                if last:
+                    return
+
+        media_type = content_type(fmt) if fmt else "text/plain; charset=UTF-8"
+        return _CleanupResponse(body(), hooks, headers=headers, media_type=media_type)
+
+    # ---- endpoints --------------------------------------------------------------------------
+
+    async def ping(self, request: Request) -> Response:
+        return PlainTextResponse("Ok.\n")
+
+    async def query(self, request: Request) -> Response:
+        raw_params = dict(request.query_params)
+        query_id = raw_params.get("query_id") or str(uuid.uuid4())
+        if request.method == "GET" and "query" not in raw_params:
+            return PlainTextResponse("Ok.\n")
+        session = None
+        body: _Body | None = None
+        try:
+            self.credentials.check(*request_credentials(request, raw_params))
+            params = parse_params(raw_params)
+            session = self.sessions.acquire(params)
+            body = await _read_body(request, self.spool_dir)
+            response = await self._execute(request, params, query_id, session, body)
+        except ClickHouseError as exc:
+            self._finish(session, body)
+            return self.error_response(exc, query_id)
+        except Exception as exc:
+            self._finish(session, body)
+            log.exception("unexpected failure serving a query")
+            return self.error_response(ClickHouseError(1001, repr(exc), "STD_EXCEPTION"), query_id)
+        if isinstance(response, _CleanupResponse):
+            response.hooks.append(lambda: self._finish(session, body))
+        else:
+            self._finish(session, body)
+        return response
+
+    def _finish(self, session: Session | None, body: _Body | None) -> None:
+        self.sessions.release(session)
+        if body is not None:
+            body.close()
+
+    async def _execute(
+        self,
+        request: Request,
+        params: RequestParams,
+        query_id: str,
+        session: Session | None,
+        body: _Body,
+    ) -> Response:
+        prefix = (params.query + "\n").encode() if params.query else b""
+        database = params.database or (session.database if session else None)
+        settings = {**(session.settings if session else {}), **params.settings}
+        ctx = Context.of(database, settings)
+        respond = dict(request=request, params=params, query_id=query_id)
+
+        head = insert_head(prefix + body.read(0, _HEAD_BYTES))
+        if head is not None and not _looks_like_values(head.statement):
+            data_at = head.data_offset - len(prefix)
+            if data_at < 0:
+                chunks = _chain(prefix[head.data_offset :], body.chunks(0))
+            else:
+                chunks = body.chunks(data_at)
+            outcome = await anyio.to_thread.run_sync(
+                self.engine.insert, head.statement, head.fmt, chunks, ctx
+            )
+            return self._respond(
+                iter(()), fmt=None, summary=outcome.summary, cleanup=_noop, **respond
+            )
+
+        raw = prefix + body.read()
+        try:
+            query = raw.decode().strip()
+        except UnicodeDecodeError:
+            raise error("SYNTAX_ERROR", "Syntax error: the query is not valid UTF-8") from None
+        if not query:
+            raise error("SYNTAX_ERROR", "Empty query")
+        position = multi_statement_at(query)
+        if position is not None:
+            raise error(
+                "SYNTAX_ERROR",
+                "Syntax error (Multi-statements are not allowed): failed at position "
+                f"{position + 1}: {query[position : position + 40]!r}",
+            )
+        if request.method == "GET" and not is_read_only(query):
+            raise ClickHouseError(
+                164,
+                "Cannot execute query in readonly mode. For queries over HTTP, method GET "
+                "implies readonly. You should use method POST for modifying queries",
+                "READONLY",
+            )
+
+        # Session state lives here, never on the engine's shared handles
+        database_to_use = use_statement(query)
+        if database_to_use is not None:
+            await anyio.to_thread.run_sync(self.engine.check_database, database_to_use)
+            if session is not None:
+                session.database = database_to_use
+            return self._respond(iter(()), fmt=None, summary={}, cleanup=_noop, **respond)
+        if is_set_statement(query):
+            base = session.settings if session else {}
+            updated = await anyio.to_thread.run_sync(self.engine.apply_set, base, query)
+            if session is not None:
+                session.settings = updated
+            return self._respond(iter(()), fmt=None, summary={}, cleanup=_noop, **respond)
+
+        fmt = output_format(query, params.default_format)
+        produces_result = is_read_only(query)
+        if is_select(query) and not params.wait_end_of_query and fmt.lower() in STREAMABLE_FORMATS:
+            return await self._stream(query, fmt, params, ctx, respond)
+
+        outcome: Outcome = await anyio.to_thread.run_sync(
+            self.engine.query, query, fmt, params.bindings, ctx
+        )
+        has_result = produces_result or len(outcome.payload) > 0
+        return self._respond(
+            _slices(outcome),
+            fmt=fmt if has_result else None,
+            summary=outcome.summary,
+            cleanup=_noop,
+            **respond,
+        )
+
+    async def _stream(
+        self, query: str, fmt: str, params: RequestParams, ctx: Context, respond: dict
+    ) -> Response:
+        stream = self.engine.stream(query, fmt, params.bindings, ctx)
+        try:
+            # Wait for the first chunk so that a failing query still gets a real error status
+            first = await anyio.to_thread.run_sync(stream.get)
+        except BaseException:
+            stream.cancel()
+            raise
+        joiner = ArrowStreamJoiner() if fmt.lower() == "arrowstream" else None
+        if joiner is not None and first is None:
+            # No block at all: only a one-shot query writes the schema of an empty result
+            outcome = await anyio.to_thread.run_sync(
+                self.engine.query, query, fmt, params.bindings, ctx
+            )
+            piece = bytes(outcome.payload)
+            return self._respond(
+                iter((piece,)), fmt=fmt, summary=outcome.summary, cleanup=_noop, **respond
+            )
+
+        def pieces() -> Iterator[bytes]:
+            chunk = first
+            while chunk is not None:
+                yield joiner.feed(chunk) if joiner else chunk
+                chunk = stream.get()
+            if joiner is not None and first is not None:
+                yield joiner.finish()
+
+        summary = {"read_rows": "0", "read_bytes": "0", "written_rows": "0", "written_bytes": "0"}
+        return self._respond(pieces(), fmt=fmt, summary=summary, cleanup=stream.cancel, **respond)
+
+
+def _looks_like_values(statement: str) -> bool:
+    # ``INSERT ... VALUES ('x FORMAT y')`` or ``INSERT ... SELECT`` is a whole query, not a head
+    upper = statement.upper()
+    return " VALUES" in upper or "SELECT " in upper or "\nSELECT" in upper
+
+
+def _slices(outcome: Outcome) -> Iterator[bytes]:
+    # The payload is a view into chdb's result buffer, valid only while this frame holds
+    # ``outcome`` (and with it the chdb result)
+    payload = outcome.payload
+    for start in range(0, len(payload), _SLICE):
+        yield bytes(payload[start : start + _SLICE])
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _noop() -> None:
+    return None
+
+
+def create_app(engine: Engine, credentials: Credentials, spool_dir: str) -> Starlette:
+    os.makedirs(spool_dir, exist_ok=True)
+    warehouse = WarehouseApp(engine, credentials, spool_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        yield
+        # Uvicorn has drained in-flight requests by now; closing flushes chdb's data
+        await anyio.to_thread.run_sync(engine.close)
+
+    return Starlette(
+        routes=[
+            Route("/ping", warehouse.ping, methods=["GET", "HEAD"]),
+            Route("/", warehouse.query, methods=["GET", "POST"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,104 @@
+"""Process lifecycle of the warehouse server: directory lock, engine, uvicorn, shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from quant_resources.warehouse_server.app import Credentials, create_app
+from quant_resources.warehouse_server.engine import Engine
+
+log = logging.getLogger("quant.warehouse")
+
+LOCK_FILE = ".quant-warehouse.lock"
+
+
+class AlreadyServing(RuntimeError):
+    """Another server process holds the directory."""
+
+
+def lock_directory(directory: Path) -> int:
+    """Take the directory's exclusive lock for the life of this process; return its fd."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise AlreadyServing(
+            f"another quant warehouse server already serves {directory} (pid {holder})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill the process
+    before the engine is closed and the directory lock released; handle them and exit normally."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _SHUTDOWN_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def serve(
+    directory: Path,
+    host: str = "127.0.0.1",
+    port: int = 8123,
+    user: str = "default",
+    password: str = "",
+    log_level: str = "info",
+    graceful_timeout: int = 30,
+) -> None:
+    """Serve ``directory`` until SIGTERM/SIGINT. Uvicorn stops accepting, lets in-flight requests
+    finish (up to ``graceful_timeout`` s), then the app's lifespan closes chdb, flushing data."""
+    directory = directory.resolve()
+    lock_fd = lock_directory(directory)
+    try:
+        engine = Engine(str(directory))
+        app = create_app(
+            engine, Credentials(user, password), str(directory / ".quant-warehouse-spool")
+        )
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            # Access lines would carry URL parameters, which may hold a password
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_timeout,
+            server_header=False,
+        )
+        log.warning(
+            "quant warehouse %s serving %s on http://%s:%d as user %r",
+            engine.version,
+            directory,
+            host,
+            port,
+            user,
+        )
+        try:
+            _Server(config).run()
+        finally:
+            # A no-op after a normal lifespan shutdown; covers a failed startup
+            engine.close()
+    finally:
+        os.close(lock_fd)

@@ -1,0 +1,116 @@
+"""A ``quant warehouse serve`` subprocess for tests, and raw HTTP helpers to talk to it."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+QUANT = Path(sys.executable).with_name("quant")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class WarehouseServer:
+    path: Path
+    user: str
+    password: str
+    port: int = field(default_factory=free_port)
+    password_via_env: bool = False
+    proc: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """The server's output, next to (not inside) its directory."""
+        return self.path.parent / f"{self.path.name}-{self.port}.log"
+
+    def command(self) -> list[str]:
+        cmd = [str(QUANT), "warehouse", "serve", "--path", str(self.path), "--port", str(self.port)]
+        cmd += ["--user", self.user, "--log-level", "warning"]
+        return cmd if self.password_via_env else [*cmd, "--password", self.password]
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("QUANT_WAREHOUSE_PASSWORD", None)
+        if self.password_via_env:
+            env["QUANT_WAREHOUSE_PASSWORD"] = self.password
+        return env
+
+    def start(self, timeout: float = 60.0) -> WarehouseServer:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                self.command(), env=self.env(), stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"warehouse server exited {self.proc.returncode}: {self.log_path.read_text()}"
+                )
+            try:
+                if self.request("GET", "/ping")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("warehouse server did not answer /ping in time")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode
+
+    def client(self, **kwargs):
+        import clickhouse_connect
+
+        kwargs.setdefault("username", self.user)
+        kwargs.setdefault("password", self.password)
+        return clickhouse_connect.get_client(host="127.0.0.1", port=self.port, **kwargs)
+
+    def basic_auth(self, user: str | None = None, password: str | None = None) -> dict[str, str]:
+        token = f"{user or self.user}:{self.password if password is None else password}"
+        return {"Authorization": "Basic " + base64.b64encode(token.encode()).decode()}
+
+    def request(
+        self,
+        method: str,
+        path: str = "/",
+        params: dict[str, str] | None = None,
+        body=None,
+        headers: dict[str, str] | None = None,
+        encode_chunked: bool = False,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One raw HTTP request; returns status, lower-cased headers and the undecoded body."""
+        url = path + ("?" + urllib.parse.urlencode(params) if params else "")
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(
+                method, url, body=body, headers=headers or {}, encode_chunked=encode_chunked
+            )
+            response = conn.getresponse()
+            data = response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, data
+        finally:
+            conn.close()
