@@ -4,14 +4,17 @@ import dagster as dg
 
 from quant_assets.historical import historical_assets
 from quant_assets.jobs import jobs
+from quant_assets.live import live_bars_1m, live_ingest_job, live_trades
 from quant_assets.resources import build_resources
 from quant_assets.schema import schema_assets, schema_checks
+from sensors.live import live_ingest_supervisor
 from sensors.schedules import schedules
 
 defs = dg.Definitions(
-    assets=[*schema_assets, *historical_assets],
+    assets=[*schema_assets, *historical_assets, live_trades, live_bars_1m],
     asset_checks=[*schema_checks],
-    jobs=jobs,
+    jobs=[*jobs, live_ingest_job],
     schedules=schedules,
+    sensors=[live_ingest_supervisor],
     resources=build_resources(),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from quant_cli import schemas
+from quant_cli import backfill, live, replay, schemas, sim, warehouse
 
 app = typer.Typer(
     name="quant",
@@ -13,6 +13,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(warehouse.app, name="warehouse")
+app.add_typer(sim.app, name="sim")
+app.add_typer(replay.app, name="replay")
+app.command("backfill")(backfill.backfill)
+app.command("live")(live.live)
 
 
 @app.command()

@@ -47,6 +47,11 @@ class WarehouseError(RuntimeError):
     """A warehouse operation failed; the message names the table, column or value involved."""
 
 
+class WarehouseValidationError(WarehouseError):
+    """Data refused before it reached the server (unknown column, invalid symbol): retrying
+    the same rows can never succeed."""
+
+
 def identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise WarehouseError(f"identifier {name!r} is not a valid table or column name")
@@ -212,7 +217,7 @@ class WarehouseResource(dg.ConfigurableResource):
         columns = self.table_columns(table)
         unknown = [c for c in data.column_names if c not in columns]
         if unknown:
-            raise WarehouseError(
+            raise WarehouseValidationError(
                 f"column {unknown[0]!r} does not exist in table {table!r} "
                 f"(columns: {', '.join(columns)})"
             )
@@ -221,7 +226,9 @@ class WarehouseResource(dg.ConfigurableResource):
             ok = pc.match_substring_regex(symbols, SYMBOL_PATTERN)
             if not pc.all(pc.fill_null(ok, False)).as_py():
                 bad = symbols.filter(pc.invert(pc.fill_null(ok, False)))[0].as_py()
-                raise WarehouseError(f"symbol={bad!r} in data for {table!r} is not a valid symbol")
+                raise WarehouseValidationError(
+                    f"symbol={bad!r} in data for {table!r} is not a valid symbol"
+                )
 
 
 def close_all_clients() -> None:

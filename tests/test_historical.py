@@ -21,6 +21,7 @@ from quant_assets.schema import clickhouse_schema
 from quant_resources.lake import LakeResource
 from quant_resources.migrations import load
 from quant_resources.synthetic import SyntheticMarketResource
+from tests.dagster_helpers import failure_text
 
 DAYS = ["2024-11-27", "2024-11-29"]  # a full day and the half day after Thanksgiving
 ALL = [stock_bars_1m, stock_bars_1d, option_chain_snapshots, option_bars_1m]
@@ -147,7 +148,7 @@ def test_bad_bar_fails_the_partition_naming_symbol_and_ts_and_keeps_previous(env
         raise_on_error=False,
     )
     assert not result.success
-    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    message = failure_text(result)
     assert "low_above_body: symbol=SPY ts=2024-11-27T09:" in message
     assert "nothing written" in message
     assert _fingerprint(env) == before
@@ -192,7 +193,7 @@ def test_a_session_that_has_not_ended_is_refused(env) -> None:
     result = _run(env, [stock_bars_1m], today, raise_on_error=False)
     if result.success:  # the last partition has ended when this runs late at night
         return
-    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    message = failure_text(result)
     assert "has not ended yet" in message
 
 
@@ -209,5 +210,4 @@ def test_partitions_are_nyse_sessions_and_backfills_batch() -> None:
 def test_option_bars_need_a_chain_first(env) -> None:
     result = _run(env, [option_bars_1m], DAYS[0], raise_on_error=False)
     assert not result.success
-    error = result.get_step_failure_events()[0].event_specific_data.error
-    assert "materialise option_chain_snapshots" in error.message
+    assert "materialise option_chain_snapshots" in failure_text(result)

@@ -1,0 +1,193 @@
+"""Replay verification throughput: chain check + decode + aggregate over a session log, against
+the live decoding path over the same raw frames without the log.
+
+The session (``QUANT_BENCH_REPLAY_EVENTS`` frames, default 5,000,000: 70 % aggTrade, 30 %
+bookTicker over four symbols) is generated once and cached in the temp directory. The live
+peer runs ``EventPipeline.on_ws`` (Normalizer, trade de-duplication, StreamingBarAggregator:
+what the live job does per frame after the write-ahead append) over frames held in memory; it
+is measured on the first ``QUANT_BENCH_REPLAY_LIVE_EVENTS`` frames (default 1,000,000) to keep
+memory bounded. Rates are per frame, so the ratio compares like with like.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import zstandard
+
+from benchmarks.report import Figure
+from quant_core.replay import EventPipeline, replay
+from quant_core.sessionlog.reader import SessionReader, segment_files
+from quant_resources.session_writer import SessionWriter
+
+EVENTS = int(os.environ.get("QUANT_BENCH_REPLAY_EVENTS", "5000000"))
+LIVE_EVENTS = min(EVENTS, int(os.environ.get("QUANT_BENCH_REPLAY_LIVE_EVENTS", "1000000")))
+CACHE = Path(tempfile.gettempdir()) / "quant-bench-replay-v1"
+T0_MS = 1_723_127_400_000
+SYMBOLS = [
+    (b"BTCUSDT", 5_612_345),
+    (b"ETHUSDT", 257_110),
+    (b"SOLUSDT", 14_512),
+    (b"BNBUSDT", 51_230),
+]
+_AGG = (
+    b'{"stream":"%s@aggTrade","data":{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%d.%02d000000",'
+    b'"q":"0.%08d","f":%d,"l":%d,"T":%d,"m":%s,"M":true}}'
+)
+_BOOK = (
+    b'{"stream":"%s@bookTicker","data":{"u":%d,"s":"%s","b":"%d.%02d000000","B":"1.50000000",'
+    b'"a":"%d.%02d000000","A":"0.75000000"}}'
+)
+
+
+def frames(n: int) -> Iterator[tuple[int, bytes]]:
+    """Deterministic (recv_ns, frame) pairs: ~1.5 frames per exchange millisecond."""
+    ids = [[1_000_000 * (k + 1), 5_000_000 * (k + 1), 9_000_000 * (k + 1)] for k in range(4)]
+    for i in range(n):
+        k = (i * 7) % 4
+        symbol, base = SYMBOLS[k]
+        lower = symbol.lower()
+        t = T0_MS + i * 2 // 3
+        cents = base + (i * 7919) % 997 - 498
+        state = ids[k]
+        if i % 10 < 7:
+            a, f = state[0], state[1]
+            last = f + (i % 3 == 0)
+            state[0], state[1] = a + 1, last + 1
+            frame = _AGG % (
+                lower, t + 2, symbol, a, cents // 100, cents % 100, 1_000 + i % 90_000,
+                f, last, t, b"true" if i % 2 else b"false",
+            )  # fmt: skip
+        else:
+            state[2] += 1
+            frame = _BOOK % (
+                lower, state[2], symbol, (cents - 1) // 100, (cents - 1) % 100, cents // 100,
+                cents % 100,
+            )  # fmt: skip
+        yield t * 1_000_000 + 3_000_000 + i % 1_000, frame
+
+
+def session(n: int = EVENTS) -> Path:
+    """The cached session of ``n`` frames (generated on first use)."""
+    final = CACHE / f"bench-{n}"
+    if (final / "session.json").exists() and b'"closed"' in (final / "session.json").read_bytes():
+        return final
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=CACHE))
+    writer = SessionWriter(
+        work,
+        final.name,
+        "binance",
+        [f"{s.decode().lower()}@{kind}" for s, _ in SYMBOLS for kind in ("aggTrade", "bookTicker")],
+        [s.decode() for s, _ in SYMBOLS],
+        "bench",
+        start_ns=T0_MS * 1_000_000,
+    )
+    last_t = T0_MS
+    for recv_ns, frame in frames(n):
+        writer.append("ws", 1, recv_ns, frame)
+        last_t = recv_ns // 1_000_000
+    writer.close(last_t)
+    shutil.rmtree(final, ignore_errors=True)
+    (work / final.name).rename(final)
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _timed(work) -> float:
+    start = time.perf_counter()
+    items = work()
+    return items / (time.perf_counter() - start)
+
+
+def run() -> list[Figure]:
+    path = session()
+
+    def replayed() -> int:
+        result = replay(path)
+        assert result.summary["records"]["ws"] == EVENTS
+        return EVENTS
+
+    sample = [frame for _, frame in frames(LIVE_EVENTS)]
+
+    def live() -> int:
+        pipeline = EventPipeline(tuple(s.decode() for s, _ in SYMBOLS))
+        on_ws = pipeline.on_ws
+        for frame in sample:
+            on_ws(frame)
+        pipeline.finish(None)
+        return len(sample)
+
+    def chain_only() -> int:
+        return sum(1 for _ in SessionReader(path).records(structural=True))
+
+    def decompress_only() -> int:
+        dctx = zstandard.ZstdDecompressor()
+        for seg in segment_files(path):
+            with open(seg, "rb") as fh, dctx.stream_reader(fh) as reader:
+                while reader.read(1 << 20):
+                    pass
+        return EVENTS
+
+    append_n = min(EVENTS, 500_000)
+    append_frames = sample[:append_n]
+
+    def append() -> int:
+        root = Path(tempfile.mkdtemp(dir=CACHE))
+        try:
+            writer = SessionWriter(root, "append", "binance", [], [], "bench", start_ns=0)
+            for i, frame in enumerate(append_frames):
+                writer.append("ws", 1, i, frame)
+            writer.sync()
+            return append_n
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def plain_write() -> int:
+        root = Path(tempfile.mkdtemp(dir=CACHE))
+        try:
+            with open(root / "plain", "wb", buffering=1 << 20) as fh:
+                for frame in append_frames:
+                    fh.write(frame)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return append_n
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    return [
+        Figure(
+            name=f"replay verification (chain + decode + aggregate), {EVENTS:,} events",
+            unit="events/s",
+            ours=_timed(replayed),
+            peer_name="live decode path (normaliser + dedup + aggregator), no log",
+            peer=_timed(live),
+            goal=">= 1,000,000 events/s and replay at least as fast as live decoding",
+        ),
+        Figure(
+            name="session log chain verification only (BLAKE2b chain, zstd)",
+            unit="records/s",
+            ours=_timed(chain_only),
+            peer_name="zstd decompression only",
+            peer=_timed(decompress_only),
+            goal="informational (cost of the chain check)",
+        ),
+        Figure(
+            name="session log append (write-ahead, batched fsync)",
+            unit="records/s",
+            ours=_timed(append),
+            peer_name="buffered file.write of the raw frames",
+            peer=_timed(plain_write),
+            goal="informational (per-frame cost on the live path)",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    for figure in run():
+        print(figure.as_dict())

@@ -1,0 +1,574 @@
+"""1-minute bars with Binance's 1m kline semantics, streaming (live) and batch (replay, backfill).
+
+Both implementations define a bar identically, and tests hold them to identical output:
+
+* the bar of a trade is the minute of its exchange time: ``open_time = T // 60000 * 60000``,
+  ``close_time = open_time + 59_999``;
+* open/close are the prices of the first/last trade in exchange trade-id order (``first_trade_id``:
+  the ``f`` of an aggTrade, the ``t`` of a trade), not in arrival order;
+* ``volume`` sums qty; ``quote_volume`` sums price x qty exactly (Python ints / Int128) and
+  rounds half-even to 8 places once, at the end; ``taker_buy_*`` do the same over taker buys
+  (``is_buyer_maker`` false); ``trade_count`` sums ``last - first + 1`` (1 for a plain trade);
+* ``vwap`` is the exact sum of price x qty over volume, rounded half-even to 8 places. Dividing
+  the exact sum (not the rounded quote volume) keeps ``low <= vwap <= high``, which a rounded
+  numerator can break on a bar of a few satoshis of volume;
+* a duplicate is a second trade with the same ``first_trade_id`` in the same symbol and minute;
+  the first to arrive (first row, in batch) wins. Binance gives a trade one time, so every
+  duplicate it sends (reconnect replays, REST gap-repair overlaps) is caught. Feed a symbol one
+  trade stream (aggTrade or trade): the two id ranges only dedupe when they start alike.
+
+Prices and sizes are integers scaled by 10**8 (``quant_core.normalize.PRICE_SCALE``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quant_core.normalize import PRICE_SCALE, BookTickerEvent, TradeEvent
+from quant_core.tables import BARS_1M, PRICE, TS, decimal_from_scaled
+
+INTERVAL = "1m"
+INTERVAL_MS = 60_000
+CLOSE_OFFSET_MS = INTERVAL_MS - 1
+DAY_MS = 86_400_000
+BARS_1M_VERSIONED = BARS_1M.append(pa.field("version", pa.uint64()))
+_INT64_MAX = 2**63 - 1
+
+
+def div_half_even(num: int, den: int) -> int:
+    """``num / den`` rounded half to even, in integers (num >= 0, den > 0)."""
+    quot, rem = divmod(num, den)
+    twice = 2 * rem
+    if twice > den or (twice == den and quot & 1):
+        return quot + 1
+    return quot
+
+
+@dataclass(frozen=True, slots=True)
+class BarRecord:
+    """One emitted bar. Prices and sizes scaled by 10**8; ``vwap`` is None for mid bars.
+
+    ``version`` is 1 on first emission and grows by one for every correction a late trade
+    causes; consumers keep the highest version of (source, symbol, open_time_ms).
+    """
+
+    source: str
+    symbol: str
+    interval: str
+    open_time_ms: int
+    close_time_ms: int
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int
+    quote_volume: int
+    vwap: int | None
+    trade_count: int
+    taker_buy_volume: int
+    taker_buy_quote_volume: int
+    first_trade_id: int
+    last_trade_id: int
+    version: int
+
+
+class _Bar:
+    """Running state of one symbol-minute. ``seen`` holds the first trade ids for de-duplication:
+    it is the only part that grows with the bar's trades, and it goes when the bar is evicted."""
+
+    __slots__ = (
+        "close",
+        "close_key",
+        "count",
+        "high",
+        "last_id",
+        "low",
+        "open",
+        "open_key",
+        "pq",
+        "seen",
+        "start",
+        "symbol",
+        "tb_pq",
+        "tb_volume",
+        "version",
+        "volume",
+    )
+
+    def __init__(self, symbol: str, start: int, key: int, price: int) -> None:
+        self.symbol = symbol
+        self.start = start
+        self.open_key = self.close_key = key
+        self.open = self.close = self.high = self.low = price
+        self.volume = self.pq = self.count = self.tb_volume = self.tb_pq = 0
+        self.last_id = key
+        self.seen: set[int] = set()
+        self.version = 0  # emissions so far; 0 = still open
+
+    def record(self, source: str) -> BarRecord:
+        return BarRecord(
+            source=source,
+            symbol=self.symbol,
+            interval=INTERVAL,
+            open_time_ms=self.start,
+            close_time_ms=self.start + CLOSE_OFFSET_MS,
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            quote_volume=div_half_even(self.pq, PRICE_SCALE),
+            vwap=div_half_even(self.pq, self.volume) if self.volume else None,
+            trade_count=self.count,
+            taker_buy_volume=self.tb_volume,
+            taker_buy_quote_volume=div_half_even(self.tb_pq, PRICE_SCALE),
+            first_trade_id=self.open_key,
+            last_trade_id=self.last_id,
+            version=self.version,
+        )
+
+
+class StreamingBarAggregator:
+    """Live 1m bars, final once the exchange-time watermark has passed them by ``lateness_ms``.
+
+    The watermark is the largest exchange time seen (``ts_event_ms`` of trades, the time given
+    with book tickers) or passed to ``advance``; it is shared by all symbols, as the exchange
+    clock is, so a quiet symbol's bar closes on time instead of waiting for its next trade.
+    A bar is final when ``watermark > close_time + lateness_ms``; it is then emitted (version 1).
+
+    A trade for a bar already emitted re-emits the whole corrected bar with ``version + 1``.
+    Emitted bars are kept ``retain_ms`` past finality for that purpose, then evicted; a trade
+    arriving later still cannot be applied and is counted in ``dropped_late`` (never applied
+    silently, never crashing). ``duplicates`` counts dropped duplicate trade ids.
+
+    Mode ``"mid"`` builds bars of the mid price ``(bid + ask) / 2`` (rounded half-even to 8
+    places) from book tickers: open/high/low/close of the mid in update-id order, volume 0,
+    ``trade_count`` = number of updates, ``vwap`` None, first/last_trade_id = update ids. Spot
+    book tickers carry no exchange time, so ``add_book_ticker`` takes the caller's ``ts_ms``
+    (the receive time) when the event has none; the watermark then runs on that clock. Give mid
+    bars their own ``source`` (e.g. ``"binance_mid"``) so they never mix with trade bars.
+    """
+
+    def __init__(
+        self,
+        lateness_ms: int = 2000,
+        source: str = "binance",
+        mode: Literal["trades", "mid"] = "trades",
+        retain_ms: int = 15 * INTERVAL_MS,
+    ) -> None:
+        if mode not in ("trades", "mid"):
+            raise ValueError(f"mode={mode!r} must be 'trades' or 'mid'")
+        if lateness_ms < 0 or retain_ms < 0:
+            raise ValueError(f"lateness_ms={lateness_ms} and retain_ms={retain_ms} must be >= 0")
+        self.lateness_ms = lateness_ms
+        self.source = source
+        self.mode = mode
+        self.retain_ms = retain_ms
+        self.watermark_ms: int | None = None
+        self.dropped_late = 0
+        self.duplicates = 0
+        self._bars: dict[str, dict[int, _Bar]] = {}
+        # Open bars by minute (emitted at finality) and emitted ones (evicted after retain_ms);
+        # the heaps hold each minute once, so the per-trade cost stays O(1) amortised.
+        self._pending: dict[int, list[_Bar]] = {}
+        self._pending_heap: list[int] = []
+        self._retained: dict[int, list[_Bar]] = {}
+        self._retained_heap: list[int] = []
+        self._final_after = CLOSE_OFFSET_MS + lateness_ms  # final when start + this < watermark
+        self._evict_after = self._final_after + retain_ms
+        self._due: float = float("inf")  # smallest watermark at which _settle has work
+        # Exchange time an open trade-id gap keeps from finality (see ``hold``).
+        self.hold_ms: int | None = None
+
+    # -- input -----------------------------------------------------------------------------
+
+    def add_trade(self, ev: TradeEvent) -> list[BarRecord]:
+        """Apply one trade; returns bars that became final and corrections it caused."""
+        if self.mode != "trades":
+            raise ValueError("add_trade on a mode='mid' aggregator: route trades elsewhere")
+        return self._add(
+            ev.symbol,
+            ev.ts_event_ms,
+            ev.first_trade_id,
+            ev.last_trade_id,
+            ev.price,
+            ev.qty,
+            not ev.is_buyer_maker,
+        )
+
+    def add_book_ticker(self, ev: BookTickerEvent, ts_ms: int | None = None) -> list[BarRecord]:
+        """Apply one book ticker (mode "mid") at its event time, else at ``ts_ms``."""
+        if self.mode != "mid":
+            raise ValueError("add_book_ticker on a mode='trades' aggregator: use mode='mid'")
+        ts = ev.ts_event_ms if ev.ts_event_ms is not None else ts_ms
+        if ts is None:
+            raise ValueError(
+                f"book ticker update_id={ev.update_id} of {ev.symbol} has no event time: "
+                "pass ts_ms (the receive time)"
+            )
+        mid = div_half_even(ev.bid_price + ev.ask_price, 2)
+        return self._add(ev.symbol, ts, ev.update_id, ev.update_id, mid, 0, False)
+
+    def advance(self, watermark_ms: int) -> list[BarRecord]:
+        """Move the exchange-time watermark (e.g. from a heartbeat); returns bars now final."""
+        if self.watermark_ms is None or watermark_ms > self.watermark_ms:
+            self.watermark_ms = watermark_ms
+            if watermark_ms > self._due:
+                return self._settle()
+        return []
+
+    def hold(self, hold_ms: int | None) -> list[BarRecord]:
+        """Keep the minute containing ``hold_ms`` and later ones from becoming final (a gap
+        in the trade ids is being repaired there); ``None`` releases and settles what is due."""
+        self.hold_ms = hold_ms
+        if hold_ms is None and self.watermark_ms is not None and self.watermark_ms > self._due:
+            return self._settle()
+        return []
+
+    def flush(self, now_exchange_ms: int) -> list[BarRecord]:
+        """Clean stop: emit every bar whose minute has ended (``close_time < now``), whatever
+        the lateness, and never the minute still running. Later trades for them re-version."""
+        out: list[BarRecord] = []
+        heap = self._pending_heap
+        while heap and heap[0] + CLOSE_OFFSET_MS < now_exchange_ms:
+            out.extend(self._emit(heapq.heappop(heap)))
+        self._recompute_due()
+        return out
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _add(
+        self,
+        symbol: str,
+        ts: int,
+        key: int,
+        last: int,
+        price: int,
+        qty: int,
+        taker_buy: bool,
+    ) -> list[BarRecord]:
+        start = ts - ts % INTERVAL_MS
+        wm = self.watermark_ms
+        if wm is not None and start + self._evict_after < wm:
+            self.dropped_late += 1
+            return []
+        bars = self._bars.get(symbol)
+        if bars is None:
+            bars = self._bars[symbol] = {}
+        bar = bars.get(start)
+        out: list[BarRecord] = []
+        if bar is None:
+            bar = bars[start] = _Bar(symbol, start, key, price)
+            hold = self.hold_ms
+            if (
+                wm is not None
+                and start + self._final_after < wm
+                and (hold is None or start + INTERVAL_MS <= hold)
+            ):
+                bar.version = -1  # a minute already final with no bar yet: emit it right away
+            else:
+                self._track(self._pending, self._pending_heap, bar)
+                if start + self._final_after < self._due:
+                    self._due = start + self._final_after
+        elif key in bar.seen:
+            self.duplicates += 1
+            return out
+        else:
+            if key < bar.open_key:
+                bar.open_key = key
+                bar.open = price
+            elif key > bar.close_key:
+                bar.close_key = key
+                bar.close = price
+            if price > bar.high:
+                bar.high = price
+            elif price < bar.low:
+                bar.low = price
+        bar.seen.add(key)
+        bar.volume += qty
+        pq = price * qty
+        bar.pq += pq
+        bar.count += last - key + 1
+        if last > bar.last_id:
+            bar.last_id = last
+        if taker_buy:
+            bar.tb_volume += qty
+            bar.tb_pq += pq
+        if bar.version:
+            if bar.version < 0:  # created final (see above)
+                bar.version = 0
+                self._track(self._retained, self._retained_heap, bar)
+            bar.version += 1
+            out.append(bar.record(self.source))
+        if wm is None or ts > wm:
+            self.watermark_ms = ts
+            if ts > self._due:
+                out.extend(self._settle())
+        return out
+
+    @staticmethod
+    def _track(by_start: dict[int, list[_Bar]], heap: list[int], bar: _Bar) -> None:
+        group = by_start.get(bar.start)
+        if group is None:
+            by_start[bar.start] = [bar]
+            heapq.heappush(heap, bar.start)
+        else:
+            group.append(bar)
+
+    def _emit(self, start: int) -> list[BarRecord]:
+        out = []
+        for bar in sorted(self._pending.pop(start, ()), key=lambda b: b.symbol):
+            bar.version = 1
+            out.append(bar.record(self.source))
+            self._track(self._retained, self._retained_heap, bar)
+        return out
+
+    def _settle(self) -> list[BarRecord]:
+        wm = self.watermark_ms
+        assert wm is not None
+        out: list[BarRecord] = []
+        heap = self._pending_heap
+        hold = self.hold_ms
+        while heap and heap[0] + self._final_after < wm:
+            if hold is not None and heap[0] + INTERVAL_MS > hold:
+                break  # its trades are still being repaired
+            out.extend(self._emit(heapq.heappop(heap)))
+        heap = self._retained_heap
+        while heap and heap[0] + self._evict_after < wm:
+            for bar in self._retained.pop(heapq.heappop(heap)):
+                bars = self._bars[bar.symbol]
+                del bars[bar.start]
+                if not bars:
+                    del self._bars[bar.symbol]
+        self._recompute_due()
+        return out
+
+    def _recompute_due(self) -> None:
+        due = float("inf")
+        if self._pending_heap:
+            due = self._pending_heap[0] + self._final_after
+        if self._retained_heap:
+            due = min(due, self._retained_heap[0] + self._evict_after)
+        self._due = due
+
+    def open_bars(self) -> int:
+        """Bars held in memory (open or retained for corrections)."""
+        return sum(len(b) for b in self._bars.values())
+
+
+# -- Arrow -------------------------------------------------------------------------------------
+
+
+def _decimal_column(values: list[int | None]) -> pa.Array:
+    if None not in values:
+        return decimal_from_scaled(values, 8)
+    filled = decimal_from_scaled([0 if v is None else v for v in values], 8)
+    return pc.if_else(pa.array([v is None for v in values]), pa.scalar(None, PRICE), filled)
+
+
+def bars_to_arrow(records: Iterable[BarRecord]) -> pa.Table:
+    """Records -> a table of schema ``BARS_1M`` plus ``version`` (uint64), in the given order.
+
+    Values must fit int64 once scaled by 10**8 (the warehouse's decimal(38, 8) is built from
+    int64); an overflow raises rather than wraps.
+    """
+    rows = list(records)
+    open_ms = np.array([r.open_time_ms for r in rows], dtype=np.int64)
+    return _bars_table(
+        source=pa.array([r.source for r in rows], pa.string()),
+        symbol=pa.array([r.symbol for r in rows], pa.string()),
+        interval=pa.array([r.interval for r in rows], pa.string()),
+        open_ms=open_ms,
+        close_ms=np.array([r.close_time_ms for r in rows], dtype=np.int64),
+        decimals={
+            name: _decimal_column([getattr(r, name) for r in rows])
+            for name in (
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "quote_volume",
+                "vwap",
+                "taker_buy_volume",
+                "taker_buy_quote_volume",
+            )
+        },
+        trade_count=pa.array([r.trade_count for r in rows], pa.uint64()),
+        version=pa.array([r.version for r in rows], pa.uint64()),
+    )
+
+
+def _bars_table(
+    *,
+    source: pa.Array,
+    symbol: pa.Array,
+    interval: pa.Array,
+    open_ms: np.ndarray,
+    close_ms: np.ndarray,
+    decimals: dict[str, pa.Array],
+    trade_count: pa.Array,
+    version: pa.Array,
+) -> pa.Table:
+    n = len(open_ms)
+    columns = {
+        "source": source,
+        "symbol": symbol,
+        "interval": interval,
+        "ts": pa.array(open_ms, pa.int64()).cast(TS),
+        "ts_close": pa.array(close_ms, pa.int64()).cast(TS),
+        "session_date": pa.array((open_ms // DAY_MS).astype(np.int32), pa.int32()).cast(
+            pa.date32()
+        ),
+        "session": pa.array(["continuous"] * n, pa.string()),
+        **decimals,
+        "trade_count": trade_count,
+        "adjustment": pa.array(["raw"] * n, pa.string()),
+        "adj_factor": pa.array(np.ones(n), pa.float64()),
+        "version": version,
+    }
+    return pa.table([columns[f.name] for f in BARS_1M_VERSIONED], schema=BARS_1M_VERSIONED)
+
+
+# -- batch -------------------------------------------------------------------------------------
+
+_I128 = pl.Int128
+_SCALE = pl.lit(PRICE_SCALE, dtype=_I128)
+
+
+def _scaled_int64(column: pa.ChunkedArray | pa.Array, name: str) -> pa.Array:
+    """A price/qty column -> int64 counts of 10**-8, exactly, or a ValueError/TypeError."""
+    kind = column.type
+    if pa.types.is_integer(kind):
+        return pc.cast(column, pa.int64())  # already scaled by 10**8 (the normaliser's units)
+    if pa.types.is_decimal(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # Arrow's safe cast refuses anything that would lose a digit (more than 8 places).
+        try:
+            exact = pc.cast(column, PRICE)
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"column {name!r} is not exact at 8 decimal places: {exc}") from exc
+        physical = pl.from_arrow(exact).to_physical()  # Int128 units of 10**-8
+        if physical.null_count() == 0 and len(physical) and physical.abs().max() > _INT64_MAX:
+            raise ValueError(f"column {name!r} has a value beyond int64 once scaled by 10**8")
+        return physical.cast(pl.Int64).to_arrow()
+    raise TypeError(
+        f"column {name!r} has type {kind}: give decimal128, string, or int64 scaled by 10**8 "
+        "(floats are refused: they are not exact)"
+    )
+
+
+def _epoch_ms(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    kind = column.type
+    if not pa.types.is_timestamp(kind) or kind.tz is None:
+        raise TypeError(f"column 'ts_event' has type {kind}: give a UTC (tz-aware) timestamp")
+    per_ms = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[kind.unit]
+    raw = pl.from_arrow(pc.cast(column, pa.int64()))
+    # Floor, so a sub-millisecond time stays in its minute (Binance times are whole ms anyway).
+    ms = raw * 1000 if per_ms is None else raw // per_ms
+    return ms.to_arrow()
+
+
+def _half_even(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    quot = num // den
+    twice = (num - quot * den) * 2
+    bump = (twice > den) | ((twice == den) & (quot % 2 == 1))
+    return quot + bump.cast(_I128)
+
+
+def aggregate_trades(trades: pa.Table) -> pa.Table:
+    """Trades -> 1m bars (schema ``BARS_1M`` + ``version`` = 1), sorted by symbol, ts.
+
+    Public and stable. Columns: ``symbol`` (string), ``trade_id`` (int), ``price`` and ``qty``
+    (decimal128 of scale <= 8 or any decimal exact at 8 places, decimal strings, or int64
+    already scaled by 10**8), ``ts_event`` (tz-aware timestamp, any unit), ``is_buyer_maker``
+    (bool); optionally ``first_trade_id``/``last_trade_id`` (aggTrades: the ids they cover,
+    used for ordering, de-duplication and trade_count; null or absent -> ``trade_id``).
+    ``source`` is taken from a ``source`` column when present, else ``"binance"``.
+    Raises ValueError on nulls, non-positive prices or sizes, or values not exact at 8 places.
+    Sums are exact (Int128) and rounded half-even once per bar, as the streaming aggregator does.
+    """
+    required = ("symbol", "trade_id", "price", "qty", "ts_event", "is_buyer_maker")
+    missing = [c for c in required if c not in trades.column_names]
+    if missing:
+        raise ValueError(f"trades lack column(s) {missing}; required: {list(required)}")
+    names = trades.column_names
+    trade_id = pc.cast(trades["trade_id"], pa.int64())
+    first = pc.cast(trades["first_trade_id"], pa.int64()) if "first_trade_id" in names else None
+    last = pc.cast(trades["last_trade_id"], pa.int64()) if "last_trade_id" in names else None
+    frame = pl.DataFrame(
+        {
+            "source": trades["source"] if "source" in names else pa.nulls(trades.num_rows),
+            "symbol": pc.utf8_upper(pc.cast(trades["symbol"], pa.string())),
+            "key": pc.coalesce(first, trade_id) if first is not None else trade_id,
+            "last": pc.coalesce(last, trade_id) if last is not None else trade_id,
+            "price": _scaled_int64(trades["price"], "price"),
+            "qty": _scaled_int64(trades["qty"], "qty"),
+            "ts": _epoch_ms(trades["ts_event"]),
+            "maker": pc.cast(trades["is_buyer_maker"], pa.bool_()),
+        }
+    ).with_columns(pl.col("source").cast(pl.String).fill_null("binance"))
+    for col in ("symbol", "key", "last", "price", "qty", "ts", "maker"):
+        if frame[col].null_count():
+            raise ValueError(f"trades have nulls in {col!r}")
+    if frame.height and (frame["price"].min() <= 0 or frame["qty"].min() <= 0):
+        raise ValueError("trades have a non-positive price or qty")
+    if frame.height and (frame["last"] < frame["key"]).any():
+        raise ValueError("trades have last_trade_id < first_trade_id")
+
+    pq = pl.col("price").cast(_I128) * pl.col("qty").cast(_I128)
+    taker = ~pl.col("maker")
+    bars = (
+        frame.with_columns(start=pl.col("ts") - pl.col("ts") % INTERVAL_MS)
+        .unique(subset=["symbol", "start", "key"], keep="first", maintain_order=True)
+        .group_by("source", "symbol", "start")
+        .agg(
+            open=pl.col("price").get(pl.col("key").arg_min()),
+            close=pl.col("price").get(pl.col("key").arg_max()),
+            high=pl.col("price").max(),
+            low=pl.col("price").min(),
+            volume=pl.col("qty").cast(_I128).sum(),
+            pq=pq.sum(),
+            trade_count=(pl.col("last") - pl.col("key") + 1).sum(),
+            tb_volume=pl.col("qty").cast(_I128).filter(taker).sum(),
+            tb_pq=pq.filter(taker).sum(),
+        )
+        .with_columns(
+            quote_volume=_half_even(pl.col("pq"), _SCALE),
+            vwap=_half_even(pl.col("pq"), pl.col("volume")),
+            tb_quote=_half_even(pl.col("tb_pq"), _SCALE),
+        )
+        .sort("symbol", "start", "source")
+    )
+    as_int64 = {
+        name: bars[src].cast(pl.Int64, strict=True).to_numpy()
+        for name, src in (
+            ("open", "open"),
+            ("high", "high"),
+            ("low", "low"),
+            ("close", "close"),
+            ("volume", "volume"),
+            ("quote_volume", "quote_volume"),
+            ("vwap", "vwap"),
+            ("taker_buy_volume", "tb_volume"),
+            ("taker_buy_quote_volume", "tb_quote"),
+        )
+    }
+    open_ms = bars["start"].to_numpy().astype(np.int64)
+    return _bars_table(
+        source=bars["source"].to_arrow().cast(pa.string()),
+        symbol=bars["symbol"].to_arrow().cast(pa.string()),
+        interval=pa.array([INTERVAL] * bars.height, pa.string()),
+        open_ms=open_ms,
+        close_ms=open_ms + CLOSE_OFFSET_MS,
+        decimals={name: decimal_from_scaled(v, 8) for name, v in as_int64.items()},
+        trade_count=pa.array(bars["trade_count"].to_numpy(), pa.int64()).cast(pa.uint64()),
+        version=pa.array(np.ones(bars.height, dtype=np.uint64), pa.uint64()),
+    )

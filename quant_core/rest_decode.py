@@ -1,0 +1,55 @@
+"""Binance REST ``/api/v3/aggTrades`` answers (gap repair) -> ``TradeEvent``s.
+
+The answer is a JSON array of ``{"a","p","q","f","l","T","m","M"}`` objects, the same fields as
+an ``aggTrade`` stream event minus ``e``/``E``/``s``: the symbol comes from the request, which the
+session log keeps in the record's meta. Numbers are decoded exactly like the stream's
+(``normalize.scaled``), so a trade reaches the aggregator identically by either path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from quant_core.normalize import TradeEvent, scaled
+
+AGG_TRADES_PATH = "/api/v3/aggTrades"
+_INT_FIELDS = ("a", "f", "l", "T")
+
+
+class RestDecodeError(ValueError):
+    """A REST body that is not an aggTrades answer; names the row and the field."""
+
+
+def decode_agg_trades(body: bytes, symbol: str) -> list[TradeEvent]:
+    try:
+        rows = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RestDecodeError(f"aggTrades body {body[:60]!r} is not JSON") from exc
+    if not isinstance(rows, list):
+        raise RestDecodeError(f"aggTrades body is not a JSON array: {str(rows)[:80]}")
+    symbol = symbol.upper()
+    return [_trade(i, row, symbol) for i, row in enumerate(rows)]
+
+
+def _trade(i: int, row: Any, symbol: str) -> TradeEvent:
+    if not isinstance(row, dict):
+        raise RestDecodeError(f"row {i}: {str(row)[:60]} is not an object")
+    try:
+        for name in _INT_FIELDS:
+            value = row[name]
+            if type(value) is not int or value < 0:
+                raise RestDecodeError(f"row {i}: field {name!r}={value!r} is not an id/time")
+        if type(row["m"]) is not bool:
+            raise RestDecodeError(f"row {i}: field 'm'={row['m']!r} is not a boolean")
+        price, qty = scaled(row["p"]), scaled(row["q"])
+    except KeyError as exc:
+        raise RestDecodeError(f"row {i}: field {exc.args[0]!r} is missing") from None
+    if price <= 0 or qty <= 0:
+        raise RestDecodeError(f"row {i}: price {row['p']!r} / qty {row['q']!r} is not a number")
+    if row["f"] > row["l"]:
+        raise RestDecodeError(f"row {i}: first trade id {row['f']} > last {row['l']}")
+    return TradeEvent(
+        symbol, "aggTrade", row["a"], row["f"], row["l"], price, qty, row["T"], row["m"]
+    )

@@ -1,0 +1,531 @@
+"""Read and verify session logs: a session directory or a single segment file.
+
+Every problem raises ``SessionLogError`` naming the file, the record index (its position in the
+session, which equals the sequence number it should carry) and the byte offset inside the
+segment's decoded bytes (for ``.zst`` segments, the offset after decompression).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from pathlib import Path
+
+import orjson
+import zstandard
+
+from quant_core.sessionlog.format import (
+    BODY_FIELDS,
+    DATA_KINDS,
+    DIGEST_SIZE,
+    LEN_FIELD,
+    MAX_BODY,
+    SEGMENT_END_META,
+    TAG_SIZE,
+    ZERO_DIGEST,
+    Footer,
+    FormatError,
+    Incomplete,
+    Record,
+    RecordKind,
+    SegmentHeader,
+    decode_checkpoint,
+    decode_header,
+    decode_record,
+    empty_counts,
+    peek_seq,
+)
+
+_new = tuple.__new__  # builds a Record without NamedTuple's Python-level __new__
+_MIN_BODY = BODY_FIELDS.size
+_MIN_RECORD = LEN_FIELD.size + BODY_FIELDS.size + TAG_SIZE
+KIND_NAMES = ("", *(k.name.lower() for k in RecordKind))
+SEGMENT_RE = re.compile(r"^seg-(\d{6})\.qlog(\.zst)?$")
+MANIFEST = "session.json"
+CHUNK = 1 << 20
+
+
+def segment_name(index: int, compressed: bool) -> str:
+    return f"seg-{index:06d}.qlog" + (".zst" if compressed else "")
+
+
+class SessionLogError(Exception):
+    """A session log that is not intact; names the file and the position of the problem."""
+
+    def __init__(
+        self,
+        file: Path | str,
+        what: str,
+        *,
+        record: int | None = None,
+        offset: int | None = None,
+        header: bool = False,
+    ) -> None:
+        self.file = str(file)
+        self.what = what
+        self.record = record
+        self.offset = offset
+        self.header = header
+        if header:
+            where = f"segment header at byte offset {offset}: "
+        elif record is not None:
+            where = f"record {record} at byte offset {offset}: "
+        elif offset is not None:
+            where = f"byte offset {offset}: "
+        else:
+            where = ""
+        super().__init__(f"{self.file}: {where}{what}")
+
+
+@dataclass
+class SegmentInfo:
+    path: Path
+    header: SegmentHeader
+    first_seq: int
+    records: int = 0
+    final_digest: bytes = ZERO_DIGEST
+    sha256: str = ""
+    sealed: bool = False  # ends with an end-of-segment checkpoint or the footer
+    end_offset: int = 0  # decoded bytes of intact records (the cut point of a torn tail)
+
+
+@dataclass
+class SessionInfo:
+    """What a full pass over a session found; complete once iteration finished."""
+
+    header: SegmentHeader | None = None
+    segments: list[SegmentInfo] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=empty_counts)
+    records: int = 0
+    first_recv_ns: int | None = None
+    last_recv_ns: int | None = None
+    footer: Footer | None = None
+    digest: bytes = ZERO_DIGEST  # chain digest after the last record read
+    torn_tail: tuple[Path, int] | None = None  # (file, offset) where an unsynced tail begins
+
+    @property
+    def closed(self) -> bool:
+        return self.footer is not None
+
+    @property
+    def final_digest(self) -> str:
+        return self.digest.hex()
+
+
+def segment_files(session_dir: Path) -> list[Path]:
+    """Segments ordered by index; a compressed segment wins over a leftover raw copy."""
+    found: dict[int, Path] = {}
+    for path in session_dir.iterdir():
+        m = SEGMENT_RE.match(path.name)
+        if not m:
+            continue
+        index = int(m.group(1))
+        if index not in found or path.name.endswith(".zst"):
+            found[index] = path
+    return [found[i] for i in sorted(found)]
+
+
+def _chunks(path: Path, sha: hashlib._Hash) -> Iterator[bytes]:
+    """Decoded bytes of a segment file in chunks; hashes the file bytes on the way."""
+    with open(path, "rb") as fh:
+        if not path.name.endswith(".zst"):
+            while raw := fh.read(CHUNK):
+                sha.update(raw)
+                yield raw
+            return
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        while raw := fh.read(CHUNK):
+            sha.update(raw)
+            if dobj.eof:
+                raise zstandard.ZstdError("data after the end of the zstd frame")
+            out = dobj.decompress(raw)
+            if dobj.eof and dobj.unused_data:
+                raise zstandard.ZstdError("data after the end of the zstd frame")
+            if out:
+                yield out
+        if not dobj.eof:
+            raise zstandard.ZstdError("compressed segment is truncated (zstd frame incomplete)")
+
+
+def _all_zero(buf: bytes, start: int) -> bool:
+    return buf[start:].count(0) == len(buf) - start
+
+
+class _SegmentScan:
+    """Verifies one segment against the chain state carried in ``info``."""
+
+    def __init__(
+        self, path: Path, info: SessionInfo, *, first: bool, lone: bool, tolerate_tail: bool
+    ) -> None:
+        self.path = path
+        self.info = info
+        self.first = first
+        self.lone = lone  # a single segment file: it may start mid-session
+        self.tolerate_tail = tolerate_tail
+
+    def error(self, what: str, record: int | None, offset: int | None) -> SessionLogError:
+        return SessionLogError(self.path, what, record=record, offset=offset)
+
+    def _check_header(self, header: SegmentHeader) -> None:
+        info = self.info
+        if self.first:
+            if not self.lone and (
+                header.segment_index != 1
+                or header.first_seq != 0
+                or header.prev_digest != ZERO_DIGEST
+            ):
+                raise SessionLogError(
+                    self.path,
+                    f"first segment has index {header.segment_index}, first_seq "
+                    f"{header.first_seq}: earlier segments are missing",
+                    offset=0,
+                    header=True,
+                )
+            info.header = header
+            info.records = header.first_seq
+            info.digest = header.prev_digest
+            return
+        prev = info.segments[-1]
+        problems = []
+        if header.session_id != info.header.session_id:
+            problems.append(f"session_id {header.session_id!r} != {info.header.session_id!r}")
+        if header.segment_index != prev.header.segment_index + 1:
+            problems.append(
+                f"segment index {header.segment_index} follows {prev.header.segment_index} "
+                "(missing or reordered segment)"
+            )
+        if header.first_seq != info.records:
+            problems.append(f"first_seq {header.first_seq}, expected {info.records}")
+        if header.prev_digest != info.digest:
+            problems.append("prev_digest does not continue the chain of the previous segment")
+        if not prev.sealed:
+            problems.append(f"previous segment {prev.path.name} was not sealed")
+        if problems:
+            raise SessionLogError(self.path, "; ".join(problems), offset=0, header=True)
+
+    def run(self) -> Iterator[Record]:
+        """Yield the segment's records, verifying each; see the module docstring.
+
+        Hot loop: the common case (a complete, intact data record with the expected seq) is
+        decoded inline with local variables; anything else (buffer refill, damage, checkpoints,
+        the footer) takes the slow path through ``format.decode_record``, which re-checks the
+        record and produces the precise error. State is written back to ``info``/``seg`` at
+        structural records and when the generator ends, so read them after iteration.
+        """
+        info = self.info
+        sha = hashlib.sha256()
+        chunks = _chunks(self.path, sha)
+        buf = b""
+        base = 0  # decoded offset of buf[0]
+        pos = 0
+        seg: SegmentInfo | None = None
+        try:
+            buf = next(chunks, b"")
+            try:
+                header, pos, digest = decode_header(buf)
+            except FormatError as exc:
+                raise SessionLogError(self.path, str(exc), offset=exc.offset, header=True) from None
+            self._check_header(header)
+            seg = SegmentInfo(self.path, header, first_seq=header.first_seq)
+            info.segments.append(seg)
+            info.digest = digest
+            expected = header.first_seq
+            every = header.checkpoint_every
+            since_checkpoint = 0
+            by_kind = [0] * 6
+            first_recv, last_recv = info.first_recv_ns, info.last_recv_ns
+            blen = len(buf)
+            b2, make = blake2b, _new
+            unpack_len, unpack_body = LEN_FIELD.unpack_from, BODY_FIELDS.unpack_from
+
+            def sync() -> None:
+                info.records = expected
+                info.digest = digest
+                info.first_recv_ns, info.last_recv_ns = first_recv, last_recv
+                for k in range(1, 5):
+                    info.counts[KIND_NAMES[k]] += by_kind[k]
+                    by_kind[k] = 0
+                seg.records = expected - seg.first_seq
+                seg.final_digest = digest
+                seg.end_offset = base + pos
+
+            try:
+                while True:
+                    # fast path
+                    if pos + _MIN_RECORD <= blen:
+                        (n,) = unpack_len(buf, pos)
+                        end = pos + 4 + n
+                        if end + TAG_SIZE <= blen and _MIN_BODY <= n <= MAX_BODY:
+                            nd = b2(digest + buf[pos:end], digest_size=DIGEST_SIZE).digest()
+                            kind, seq, recv_ns, conn_id, meta_len = unpack_body(buf, pos + 4)
+                            if (
+                                kind <= 3
+                                and seq == expected
+                                and since_checkpoint < every
+                                and meta_len <= n - _MIN_BODY
+                                and nd[:TAG_SIZE] == buf[end : end + TAG_SIZE]
+                                and not seg.sealed
+                                and kind >= 1
+                            ):
+                                m = pos + 4 + _MIN_BODY
+                                rec = make(
+                                    Record,
+                                    (
+                                        kind,
+                                        seq,
+                                        recv_ns,
+                                        conn_id,
+                                        buf[m : m + meta_len],
+                                        buf[m + meta_len : end],
+                                    ),
+                                )
+                                if first_recv is None:
+                                    first_recv = recv_ns
+                                last_recv = recv_ns
+                                since_checkpoint += 1
+                                by_kind[kind] += 1
+                                pos = end + TAG_SIZE
+                                digest = nd
+                                expected += 1
+                                yield rec
+                                continue
+                    # slow path
+                    try:
+                        rec, npos, ndigest = decode_record(buf, pos, digest)
+                    except Incomplete:
+                        chunk = next(chunks, None)
+                        if chunk is None:
+                            break
+                        buf = buf[pos:] + chunk
+                        base += pos
+                        pos = 0
+                        blen = len(buf)
+                        continue
+                    except FormatError as exc:
+                        if self.tolerate_tail and self._is_tail(buf, pos, chunks):
+                            break
+                        what = self._diagnose(buf, pos, expected, exc)
+                        raise self.error(what, expected, base + pos) from None
+                    if seg.sealed:
+                        raise self.error("data after the end of the segment", expected, base + pos)
+                    if rec.seq != expected:
+                        # The chain is intact but the numbering is not: a record was
+                        # re-chained out of order, repeated or dropped.
+                        raise self.error(self._seq_problem(rec.seq, expected), expected, base + pos)
+                    kind = rec.kind
+                    if kind in DATA_KINDS:
+                        if first_recv is None:
+                            first_recv = rec.recv_ns
+                        last_recv = rec.recv_ns
+                        since_checkpoint += 1
+                        if since_checkpoint > every:
+                            raise self.error(
+                                f"no checkpoint within {every} records (checkpoint removed)",
+                                expected,
+                                base + pos,
+                            )
+                    else:
+                        sync()
+                        if kind == RecordKind.CHECKPOINT:
+                            self._check_checkpoint(rec, digest, expected, base + pos)
+                            since_checkpoint = 0
+                            if rec.meta == SEGMENT_END_META:
+                                seg.sealed = True
+                        else:
+                            info.footer = self._check_footer(rec, digest, expected, base + pos)
+                            seg.sealed = True
+                    if kind != RecordKind.FOOTER:
+                        by_kind[kind] += 1
+                    pos, digest = npos, ndigest
+                    expected += 1
+                    yield rec
+            finally:
+                sync()
+        except zstandard.ZstdError as exc:
+            raise self.error(
+                f"compressed data is corrupt ({exc}); records before this one verified",
+                info.records,
+                base + pos,
+            ) from None
+        seg.sha256 = sha.hexdigest()
+        if pos < len(buf):
+            if not self.tolerate_tail:
+                raise self.error(
+                    f"truncated record: {len(buf) - pos} bytes at the end do not form a record",
+                    info.records,
+                    base + pos,
+                )
+            info.torn_tail = (self.path, base + pos)
+        elif not seg.sealed and not self.tolerate_tail:
+            raise self.error(
+                "segment ends without a sealing checkpoint or footer "
+                "(truncated, or an unclosed session: run recover)",
+                info.records,
+                base + pos,
+            )
+
+    def _is_tail(self, buf: bytes, pos: int, chunks: Iterator[bytes]) -> bool:
+        """A bad record is a torn tail when nothing intact can follow it: it reaches the end
+        of the file, or only zero bytes follow (space allocated but never written)."""
+        rest = next(chunks, None)
+        if rest is not None:
+            return False
+        if _all_zero(buf, pos):
+            return True
+        n = int.from_bytes(buf[pos : pos + 4], "little")
+        return pos + 4 + n + 4 >= len(buf)
+
+    def _diagnose(self, buf: bytes, pos: int, expected: int, exc: FormatError) -> str:
+        seq = peek_seq(buf, pos)
+        if seq is not None and seq != expected and "digest" in str(exc):
+            return self._seq_problem(seq, expected)
+        return str(exc)
+
+    @staticmethod
+    def _seq_problem(seq: int, expected: int) -> str:
+        if seq < expected:
+            return f"sequence {seq} where {expected} was expected (duplicated or reordered record)"
+        return (
+            f"sequence {seq} where {expected} was expected "
+            "(missing or reordered record: sequence gap)"
+        )
+
+    def _check_checkpoint(self, rec: Record, digest: bytes, index: int, offset: int) -> None:
+        try:
+            count, stored = decode_checkpoint(rec.payload)
+        except FormatError as exc:
+            raise self.error(str(exc), index, offset) from None
+        if count != index or stored != digest:
+            raise self.error(
+                f"checkpoint (count {count}) does not match the chain: a record before it was "
+                "altered",
+                index,
+                offset,
+            )
+
+    def _check_footer(self, rec: Record, digest: bytes, index: int, offset: int) -> Footer:
+        info = self.info
+        try:
+            footer = Footer.from_json(orjson.loads(rec.meta))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self.error(f"footer JSON is invalid: {exc}", index, offset) from None
+        if rec.payload != digest:
+            raise self.error("footer digest does not match the chain", index, offset)
+        if footer.records != index:
+            raise self.error(
+                f"footer records={footer.records} but it is record {index}", index, offset
+            )
+        if self.lone and info.header.first_seq != 0:
+            return footer  # counts cover segments that are not being read
+        expected = {
+            "counts": dict(sorted(info.counts.items())),
+            "first_recv_ns": info.first_recv_ns,
+            "last_recv_ns": info.last_recv_ns,
+            "segments": len(info.segments),
+        }
+        actual = footer.to_json()
+        for key, value in expected.items():
+            if actual[key] != value:
+                raise self.error(
+                    f"footer {key}={actual[key]!r} but the log holds {value!r}", index, offset
+                )
+        return footer
+
+
+class SessionReader:
+    """Iterate the records of a session directory or of one segment file, verifying them.
+
+    ``strict`` (the default) demands a complete, closed session: a torn tail or a missing
+    footer is an error. ``strict=False`` reads an unclosed session up to its torn tail (what
+    ``recover`` does), and a lone segment file from the middle of a session.
+    """
+
+    def __init__(self, path: Path | str, *, strict: bool = True) -> None:
+        self.path = Path(path)
+        self.strict = strict
+        self.info = SessionInfo()
+        if self.path.is_dir():
+            self.files = segment_files(self.path)
+            if not self.files:
+                raise SessionLogError(self.path, "no segment files (seg-NNNNNN.qlog[.zst])")
+            self.lone = False
+        elif self.path.is_file():
+            self.files = [self.path]
+            self.lone = True
+        else:
+            raise SessionLogError(self.path, "does not exist")
+
+    def records(self, structural: bool = False) -> Iterator[Record]:
+        """All records in order; checkpoints and the footer only when ``structural``."""
+        info = self.info
+        for i, path in enumerate(self.files):
+            tolerate = not self.strict and i == len(self.files) - 1
+            scan = _SegmentScan(path, info, first=i == 0, lone=self.lone, tolerate_tail=tolerate)
+            if structural:
+                yield from scan.run()
+            else:
+                for rec in scan.run():
+                    if rec.kind <= 3:  # ws, rest, conn (see RecordKind)
+                        yield rec
+            if info.footer is not None and i != len(self.files) - 1:
+                nxt = self.files[i + 1]
+                raise SessionLogError(nxt, "segment after the footer", offset=0, header=True)
+        if self.strict and not self.lone and info.footer is None:
+            last = info.segments[-1]
+            raise SessionLogError(
+                last.path,
+                "session has no footer (unclosed: run recover)",
+                record=info.records,
+                offset=last.end_offset,
+            )
+        if not self.lone:
+            self._check_manifest()
+
+    __iter__ = records
+
+    def verify(self) -> SessionInfo:
+        for _ in self.records(structural=True):
+            pass
+        return self.info
+
+    def _check_manifest(self) -> None:
+        """session.json, when present, must agree with the segments: it is what pins the bytes
+        of each compressed file (zstd framing included) and the final digest."""
+        path = self.path / MANIFEST
+        if not path.exists():
+            return
+        try:
+            doc = orjson.loads(path.read_bytes())
+            listed = {s["file"]: s for s in doc["segments"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SessionLogError(path, f"manifest is invalid: {exc}") from None
+        info = self.info
+        for seg in info.segments:
+            entry = listed.pop(seg.path.name, None)
+            if entry is None:
+                if doc.get("state") == "open" or not seg.path.name.endswith(".zst"):
+                    continue  # the active segment is listed once it is closed
+                raise SessionLogError(path, f"does not list segment {seg.path.name}")
+            if entry["sha256"] != seg.sha256:
+                raise SessionLogError(
+                    seg.path,
+                    f"file sha256 {seg.sha256} differs from {MANIFEST} ({entry['sha256']}); "
+                    "its records verify, so the compressed framing was altered",
+                    record=seg.first_seq + seg.records,
+                    offset=seg.end_offset,
+                )
+        if listed:
+            raise SessionLogError(path, f"lists missing segments: {sorted(listed)}")
+        final = doc.get("final_digest")
+        if info.footer is not None and final is not None and final != info.final_digest:
+            raise SessionLogError(
+                path, f"final_digest {final} differs from the chain ({info.final_digest})"
+            )
+
+
+def read_manifest(session_dir: Path | str) -> dict | None:
+    path = Path(session_dir) / MANIFEST
+    return orjson.loads(path.read_bytes()) if path.exists() else None

@@ -1,0 +1,498 @@
+"""The live ingestion pipeline (asyncio, one process).
+
+    socket readers --(bounded queue, drop+count when full)--> processor --> sinks
+                                                                  ^
+                               REST gap repair (rate-limited) ---'
+
+The processor is the only writer of state. For every item it first appends the raw bytes to the
+session log (write-ahead), then decodes, de-duplicates by trade id, opens gaps, aggregates and
+buffers rows for the sinks. REST answers travel through the same queue, so the log holds them
+in the order they were applied and a replay reproduces the live result exactly.
+
+Bars are final once the exchange-time watermark has passed them by the lateness; while a gap
+is open the aggregator is held at the time of the last trade before the gap, so a bar is never
+final before its missing trades are repaired. On a clean stop every bar whose minute has
+ended by exchange time is written (after a REST catch-up to the stop time), never the
+still-open minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from quant_core import __version__
+from quant_core.bars import BarRecord, StreamingBarAggregator
+from quant_core.gaps import Gap, GapTracker
+from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
+from quant_core.rest_decode import AGG_TRADES_PATH, decode_agg_trades
+from quant_core.telemetry import TelemetryClock
+from quant_resources.binance.rest import BinanceRest
+from quant_resources.binance.stream import BinanceStreamClient, RawFrame
+from quant_resources.binance.urls import stream_names
+from quant_resources.live.sinks import NatsSink, WarehouseSink
+from quant_resources.session_writer import SessionWriter
+
+log = logging.getLogger(__name__)
+REPAIR_PAGE = 1000
+
+
+@dataclass
+class LiveConfig:
+    symbols: list[str]
+    streams: list[str]
+    ws_url: str
+    rest_url: str
+    session_root: Path
+    duration_s: float | None = None
+    lateness_ms: int = 2000
+    queue_size: int = 100_000
+    flush_rows: int = 5000
+    flush_seconds: float = 1.0
+    nats_url: str | None = None
+    silence_s: float = 30.0
+    session_id: str = field(
+        default_factory=lambda: (
+            f"live-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        )
+    )
+
+    @property
+    def bar_stream(self) -> str:
+        return "aggTrade" if "aggTrade" in self.streams else "trade"
+
+
+@dataclass
+class _RestItem:
+    symbol: str
+    stream: str
+    path: str
+    params: dict
+    body: bytes
+    recv_ns: int
+    applied: asyncio.Future | None = None
+
+
+@dataclass
+class LiveSummary:
+    session_id: str
+    session_dir: str
+    frames: int = 0
+    trades: int = 0
+    quotes: int = 0
+    bars: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+    trades_repaired: int = 0
+    rest_requests: int = 0
+    drops: int = 0
+    reconnects: int = 0
+    handovers: int = 0
+    rejects: dict = field(default_factory=dict)
+    stop_exchange_ms: int | None = None
+    rows_written: dict = field(default_factory=dict)
+    final_digest: str = ""
+    seconds: float = 0.0
+
+
+class LivePipeline:
+    def __init__(self, config: LiveConfig, warehouse, lake=None) -> None:
+        self.config = config
+        self.warehouse = warehouse
+        self.lake = lake
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=config.queue_size)
+        self.normalizer = Normalizer(set(config.symbols))
+        self.aggregator = StreamingBarAggregator(lateness_ms=config.lateness_ms, source="binance")
+        self.gaps = GapTracker()
+        self.rest = BinanceRest(config.rest_url)
+        self.client = BinanceStreamClient(
+            config.ws_url,
+            stream_names(config.symbols, config.streams),
+            self.queue,
+            silence_s=config.silence_s,
+        )
+        self.sink = WarehouseSink(
+            warehouse, config.session_id, config.flush_rows, config.flush_seconds
+        )
+        self.nats = NatsSink(config.nats_url) if config.nats_url else None
+        self.log: SessionWriter | None = None
+        self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
+        self.telemetry = TelemetryClock(int(time.time() * 1000))
+        self.stop = asyncio.Event()
+        self._last_quote_id: dict[str, int] = {}
+        self._repairs: dict[tuple[str, str], asyncio.Task] = {}
+        self._repair_queue: set[tuple[str, str, int, int]] = set()
+        self.status: Callable[[LiveSummary, LivePipeline], None] = lambda s, p: None
+        self._started = time.monotonic()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> LiveSummary:
+        cfg = self.config
+        cfg.session_root.mkdir(parents=True, exist_ok=True)
+        self.log = SessionWriter(
+            cfg.session_root,
+            cfg.session_id,
+            "binance",
+            cfg.streams,
+            cfg.symbols,
+            f"quant {__version__}",
+        )
+        self.client.on_event = self._connection_event
+        if self.nats:
+            await self.nats.connect()
+        await self._resume()
+        reader = asyncio.create_task(self.client.run(self.stop), name="binance-client")
+        ticker = asyncio.create_task(self._tick(), name="live-ticker")
+        try:
+            await self._process()
+        finally:
+            self.stop.set()
+            ticker.cancel()
+            with contextlib.suppress(BaseException):
+                await ticker
+            with contextlib.suppress(BaseException):
+                await reader
+        await self._finish()
+        return self.summary
+
+    def request_stop(self) -> None:
+        self.stop.set()
+
+    async def _tick(self) -> None:
+        """Once a second: duration, watermark heartbeat, sink flush, telemetry, status."""
+        while not self.stop.is_set():
+            await asyncio.sleep(0.2)
+            if (
+                self.config.duration_s
+                and time.monotonic() - self._started >= self.config.duration_s
+            ):
+                self.stop.set()
+                return
+            self._advance(int(time.time() * 1000) - self.config.lateness_ms)
+            await self._flush_sinks()
+            self._roll_telemetry()
+            self.status(self.summary, self)
+
+    # -- resume after restart ------------------------------------------------------------------
+    async def _resume(self) -> None:
+        """Continue after the last stored trade per symbol; bars not yet final when the previous
+        process died are rebuilt from the trades it stored (recorded, so replays match)."""
+        try:
+            rows = await asyncio.to_thread(
+                self.warehouse.query_rows,
+                "SELECT symbol, stream, max(trade_id), max(ts) FROM trades "
+                "WHERE source = 'binance' AND symbol IN {s:Array(String)} "
+                "AND stream = {st:String} GROUP BY symbol, stream",
+                {"s": self.config.symbols, "st": self.config.bar_stream},
+            )
+        except Exception as exc:  # a fresh warehouse has no history: start clean
+            log.info("no stored trades to resume from (%s)", exc)
+            return
+        for symbol, stream, last_id, last_ts in rows:
+            last_ts_ms = int(last_ts.timestamp() * 1000)
+            bars_done = await asyncio.to_thread(
+                self.warehouse.scalar,
+                "SELECT max(ts) FROM bars_1m WHERE source = 'binance' AND symbol = {s:String}",
+                {"s": symbol},
+            )
+            start_ms = int(bars_done.timestamp() * 1000) + 60_000 if bars_done else 0
+            table = await asyncio.to_thread(
+                self.warehouse.query_rows,
+                "SELECT trade_id, first_trade_id, last_trade_id, toString(price), toString(qty), "
+                "toUnixTimestamp64Milli(ts), is_buyer_maker FROM trades FINAL "
+                "WHERE source = 'binance' AND symbol = {s:String} AND stream = {st:String} "
+                "AND ts >= fromUnixTimestamp64Milli({t:Int64}) ORDER BY trade_id",
+                {"s": symbol, "st": stream, "t": start_ms},
+            )
+            body = orjson.dumps(
+                [
+                    {
+                        "a": r[0],
+                        "f": r[1],
+                        "l": r[2],
+                        "p": r[3],
+                        "q": r[4],
+                        "T": r[5],
+                        "m": bool(r[6]),
+                        "M": True,
+                    }
+                    for r in table
+                ]
+            )
+            if not table:
+                self.gaps.seed(symbol, stream, int(last_id), last_ts_ms)
+                continue
+            # Already stored: re-apply them to the aggregator (recorded in the session log so a
+            # replay rebuilds the same bars) without writing them again.
+            self.gaps.seed(symbol, stream, int(table[0][0]) - 1, int(table[0][5]))
+            self._apply_rest(
+                _RestItem(
+                    symbol,
+                    stream,
+                    AGG_TRADES_PATH,
+                    {"origin": "warehouse", "from_ms": start_ms},
+                    body,
+                    time.time_ns(),
+                ),
+                store=False,
+            )
+            log.info("resumed %s %s after trade id %s", symbol, stream, last_id)
+
+    # -- processing ------------------------------------------------------------------------------
+    async def _process(self) -> None:
+        queue = self.queue
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), 0.25)
+            except TimeoutError:
+                if self.stop.is_set() and queue.empty():
+                    return
+                continue
+            if isinstance(item, RawFrame):
+                self._on_frame(item)
+            else:
+                self._apply_rest(item, store=True)
+            if self.sink.buffered() >= self.config.flush_rows:
+                await self._flush_sinks()
+
+    def _on_frame(self, frame: RawFrame) -> None:
+        self.log.append("ws", frame.conn_id, frame.recv_ns, frame.data)
+        self.summary.frames += 1
+        minute = self.telemetry.current.counters
+        minute["messages"] += 1
+        minute["bytes"] += len(frame.data)
+        event = self.normalizer.decode(frame.data)
+        if isinstance(event, TradeEvent):
+            self._on_trade(event, frame.recv_ns, store=True)
+        elif isinstance(event, BookTickerEvent):
+            if event.ts_event_ms is not None:  # futures: the exchange clock moves bars on
+                self._on_bars(self.aggregator.advance(event.ts_event_ms))
+            if event.update_id > self._last_quote_id.get(event.symbol, -1):
+                self._last_quote_id[event.symbol] = event.update_id
+                self.sink.quotes.append((event, frame.recv_ns))
+                self.summary.quotes += 1
+                minute["quotes"] += 1
+                if self.nats:
+                    asyncio.get_running_loop().create_task(self.nats.bbo(event))
+        elif isinstance(event, ControlEvent):
+            if "shutdown" in event.kind.lower():
+                log.info("serverShutdown received: handing over to a new connection")
+        elif event is None:
+            minute["rejects"] += 1
+
+    def _on_trade(self, ev: TradeEvent, recv_ns: int, store: bool) -> None:
+        seen = self.gaps.observe(ev.symbol, ev.stream, ev.trade_id, ev.ts_event_ms)
+        if seen == "dup":
+            self.summary.duplicates += 1
+            self.telemetry.current.counters["duplicates"] += 1
+            return
+        if isinstance(seen, Gap):
+            self.aggregator.hold(self.gaps.hold_ms())
+            self._repair(seen)
+        if store:
+            self.sink.trades.append((ev, recv_ns))
+            self.summary.trades += 1
+            minute = self.telemetry.current
+            minute.counters["trades"] += 1
+            minute.lags_ms.append(recv_ns / 1e6 - ev.ts_event_ms)
+            if self.nats:
+                asyncio.get_running_loop().create_task(self.nats.trade(ev))
+        if ev.stream == self.config.bar_stream:
+            self._on_bars(self.aggregator.add_trade(ev))
+
+    def _on_bars(self, bars: list[BarRecord]) -> None:
+        if not bars:
+            return
+        for bar in bars:
+            self.sink.bars[(bar.symbol, bar.open_time_ms)] = bar
+        self.summary.bars += len(bars)
+        self.telemetry.current.counters["bars"] += len(bars)
+        if self.nats:
+            for bar in bars:
+                asyncio.get_running_loop().create_task(self.nats.bar(bar))
+
+    def _advance(self, exchange_now_ms: int) -> None:
+        """Heartbeat: a quiet market still closes its bars on time (open gaps hold them)."""
+        self._on_bars(self.aggregator.advance(exchange_now_ms))
+
+    # -- gap repair -------------------------------------------------------------------------------
+    def _repair(self, gap: Gap) -> None:
+        self.summary.gaps += 1
+        self.telemetry.current.counters["gaps_opened"] += 1
+        key = (gap.symbol, gap.stream)
+        task = self._repairs.get(key)
+        if task is None or task.done():
+            self._repairs[key] = asyncio.get_running_loop().create_task(self._repair_task(key))
+
+    async def _repair_task(self, key: tuple[str, str]) -> None:
+        symbol, stream = key
+        fetch = self.rest.agg_trades if stream == "aggTrade" else self.rest.historical_trades
+        while True:
+            open_gaps = [g for g in self.gaps.open_gaps() if (g.symbol, g.stream) == key]
+            if not open_gaps:
+                return
+            gap = open_gaps[0]
+            try:
+                answer = await asyncio.to_thread(fetch, symbol, gap.first_id, REPAIR_PAGE)
+            except Exception as exc:  # keep the gap open; retry shortly
+                log.warning(
+                    "REST repair of %s %s from %s failed: %s", symbol, stream, gap.first_id, exc
+                )
+                await asyncio.sleep(1.0)
+                continue
+            self.summary.rest_requests += 1
+            applied = asyncio.get_running_loop().create_future()
+            item = _RestItem(
+                symbol, stream, answer.path, answer.params, answer.body, time.time_ns(), applied
+            )
+            await self.queue.put(item)
+            # The processor applies the page (and logs it) in queue order; wait for that before
+            # looking at the gaps again.
+            events = await applied
+            if not events:
+                return  # nothing more on the exchange yet; the next gap restarts repair
+
+    def _apply_rest(self, item: _RestItem, store: bool) -> list[TradeEvent]:
+        meta = {
+            "symbol": item.symbol,
+            "stream": item.stream,
+            "path": item.path,
+            "params": item.params,
+        }
+        self.log.append("rest", 0, item.recv_ns, item.body, meta)
+        if item.path == AGG_TRADES_PATH:
+            events = decode_agg_trades(item.body, item.symbol)
+        else:
+            events = _decode_trades(item.body, item.symbol)
+        before = self.gaps.ids_repaired
+        for ev in events:
+            if ev.stream != item.stream:
+                ev = _with_stream(ev, item.stream)
+            self._on_trade(ev, item.recv_ns, store=store)
+        repaired = self.gaps.ids_repaired - before
+        self._on_bars(self.aggregator.hold(self.gaps.hold_ms()))
+        self.summary.trades_repaired += repaired
+        self.telemetry.current.counters["trades_repaired"] += repaired
+        if item.applied is not None and not item.applied.done():
+            item.applied.set_result(events)
+        return events
+
+    # -- sinks and telemetry ----------------------------------------------------------------------
+    async def _flush_sinks(self) -> None:
+        await self.sink.flush()
+
+    def _roll_telemetry(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for minute in self.telemetry.roll(now_ms):
+            minute.counters["drops"] = self.client.stats.drops
+            minute.gauges["queue_depth"] = float(self.queue.qsize())
+            minute.gauges["open_gaps"] = float(len(self.gaps.open_gaps()))
+            self.sink.telemetry.extend(minute.rows("binance", "live", self.config.session_id))
+
+    def _connection_event(self, kind: str, conn_id: int, detail: str) -> None:
+        if self.log is not None:
+            payload = orjson.dumps({"event": kind, "detail": detail})
+            self.log.append("conn", conn_id, time.time_ns(), payload)
+        if kind == "replace" and detail in ("closed", "silent"):
+            self.telemetry.current.counters["reconnects"] += 1
+
+    # -- clean stop ------------------------------------------------------------------------------
+    async def _finish(self) -> None:
+        stop_ms = int(time.time() * 1000)
+        await self._catch_up(stop_ms)
+        self._on_bars(self.aggregator.flush(stop_ms))
+        self._roll_telemetry()
+        self.sink.telemetry.extend(
+            self.telemetry.current.rows("binance", "live", self.config.session_id)
+        )
+        drained = await self.sink.drain(timeout_s=120)
+        closed = self.log.close(stop_ms)
+        if self.nats:
+            await self.nats.close()
+        stats = self.client.stats
+        self.summary.stop_exchange_ms = stop_ms
+        self.summary.drops = stats.drops
+        self.summary.reconnects = stats.reconnects
+        self.summary.handovers = stats.handovers
+        self.summary.rejects = dict(self.normalizer.rejects)
+        self.summary.rows_written = dict(self.sink.rows_written)
+        self.summary.final_digest = getattr(closed, "final_digest", "") or self.log.digest
+        self.summary.seconds = time.monotonic() - self._started
+        if not drained:
+            raise RuntimeError(
+                f"{len(self.sink.pending)} batches could not be written to the warehouse "
+                "before the stop deadline; they are in the session log for replay"
+            )
+        if self.lake is not None:
+            await asyncio.to_thread(_upload_session, self.lake, Path(self.summary.session_dir))
+
+    async def _catch_up(self, stop_ms: int) -> None:
+        """Fetch every trade up to the stop time from REST (and repair open gaps), so the bars
+        of every ended minute are complete when they are written."""
+        for symbol in self.config.symbols:
+            stream = self.config.bar_stream
+            fetch = self.rest.agg_trades if stream == "aggTrade" else self.rest.historical_trades
+            for _ in range(10_000):
+                open_gaps = [
+                    g for g in self.gaps.open_gaps() if (g.symbol, g.stream) == (symbol, stream)
+                ]
+                last = self.gaps.last_ids().get((symbol, stream))
+                start = open_gaps[0].first_id if open_gaps else (None if last is None else last + 1)
+                if start is None:
+                    break
+                try:
+                    answer = await asyncio.to_thread(fetch, symbol, start, REPAIR_PAGE)
+                except Exception as exc:  # the stop must not hang on REST
+                    log.warning("catch-up of %s failed: %s", symbol, exc)
+                    break
+                self.summary.rest_requests += 1
+                item = _RestItem(
+                    symbol, stream, answer.path, answer.params, answer.body, time.time_ns()
+                )
+                self._apply_rest(item, store=True)
+                rows = answer.json()
+                if not rows or (not open_gaps and rows[-1]["T"] >= stop_ms):
+                    break
+
+
+def _with_stream(ev: TradeEvent, stream: str) -> TradeEvent:
+    import msgspec
+
+    return msgspec.structs.replace(ev, stream=stream)
+
+
+def _decode_trades(body: bytes, symbol: str) -> list[TradeEvent]:
+    """``historicalTrades`` rows (``id, price, qty, time, isBuyerMaker``) as trade events."""
+    from quant_core.normalize import scaled
+
+    return [
+        TradeEvent(
+            symbol=symbol.upper(),
+            stream="trade",
+            trade_id=r["id"],
+            first_trade_id=r["id"],
+            last_trade_id=r["id"],
+            price=scaled(r["price"]),
+            qty=scaled(r["qty"]),
+            ts_event_ms=r["time"],
+            is_buyer_maker=r["isBuyerMaker"],
+        )
+        for r in orjson.loads(body)
+    ]
+
+
+def _upload_session(lake, session_dir: Path) -> None:
+    """Closed session files to ``sessions/<id>/`` in the lake (the replay sensor looks there);
+    the manifest goes last, so a session is never listed before its segments are there."""
+    files = sorted(p for p in session_dir.iterdir() if p.is_file())
+    files.sort(key=lambda p: p.name == "session.json")
+    for path in files:
+        lake.write_bytes(f"sessions/{session_dir.name}/{path.name}", path.read_bytes())

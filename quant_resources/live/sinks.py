@@ -1,0 +1,284 @@
+"""Batched sinks of the live pipeline.
+
+ClickHouse: rows are batched per table and flushed by size or age. Each batch gets a
+deterministic insert deduplication token, so a retried insert (timeout after the server had
+already written it) never duplicates. While the warehouse is down, batches queue in memory in
+order and are retried with backoff; nothing is dropped.
+
+NATS: normalised events as JSON on ``v1.market.{trades,bbo,bars}.binance.{symbol}[.1m]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from quant_core.bars import BarRecord, bars_to_arrow
+from quant_core.normalize import BookTickerEvent, TradeEvent
+from quant_core.tables import decimal_from_scaled
+
+log = logging.getLogger(__name__)
+TS_MS = pa.timestamp("ms", tz="UTC")
+TS_NS = pa.timestamp("ns", tz="UTC")
+
+
+def trades_table(rows: list[tuple[TradeEvent, int]], session_id: str) -> pa.Table:
+    n = len(rows)
+    events = [r[0] for r in rows]
+    return pa.table(
+        {
+            "source": pa.array(["binance"] * n),
+            "symbol": pa.array([e.symbol for e in events]),
+            "stream": pa.array([e.stream for e in events]),
+            "trade_id": pa.array([e.trade_id for e in events], pa.uint64()),
+            "first_trade_id": pa.array([e.first_trade_id for e in events], pa.uint64()),
+            "last_trade_id": pa.array([e.last_trade_id for e in events], pa.uint64()),
+            "price": decimal_from_scaled(np.fromiter((e.price for e in events), np.int64, n), 8),
+            "qty": decimal_from_scaled(np.fromiter((e.qty for e in events), np.int64, n), 8),
+            "is_buyer_maker": pa.array([e.is_buyer_maker for e in events]),
+            "ts": pa.array([e.ts_event_ms for e in events], pa.int64()).cast(TS_MS),
+            "ts_init": pa.array([r[1] for r in rows], pa.int64()).cast(TS_NS),
+            "session_id": pa.array([session_id] * n),
+        }
+    )
+
+
+def quotes_table(rows: list[tuple[BookTickerEvent, int]], session_id: str) -> pa.Table:
+    n = len(rows)
+    events = [r[0] for r in rows]
+
+    def dec(name: str) -> pa.Array:
+        return decimal_from_scaled(np.fromiter((getattr(e, name) for e in events), np.int64, n), 8)
+
+    return pa.table(
+        {
+            "source": pa.array(["binance"] * n),
+            "symbol": pa.array([e.symbol for e in events]),
+            "update_id": pa.array([e.update_id for e in events], pa.uint64()),
+            "bid_price": dec("bid_price"),
+            "bid_qty": dec("bid_qty"),
+            "ask_price": dec("ask_price"),
+            "ask_qty": dec("ask_qty"),
+            # Spot book tickers carry no exchange time: the receive time stands in for it.
+            "ts": pa.array(
+                [
+                    e.ts_event_ms if e.ts_event_ms is not None else r[1] // 1_000_000
+                    for e, r in zip(events, rows, strict=True)
+                ],
+                pa.int64(),
+            ).cast(TS_MS),
+            "ts_init": pa.array([r[1] for r in rows], pa.int64()).cast(TS_NS),
+            "session_id": pa.array([session_id] * n),
+        }
+    )
+
+
+@dataclass
+class _Batch:
+    table: str
+    data: pa.Table
+    token: str
+
+
+@dataclass
+class WarehouseSink:
+    """Buffers rows per table; ``flush_due`` / ``flush_all`` move them to ClickHouse."""
+
+    warehouse: object
+    session_id: str
+    flush_rows: int = 5000
+    flush_seconds: float = 1.0
+    trades: list = field(default_factory=list)
+    quotes: list = field(default_factory=list)
+    # Latest version per (symbol, minute): a burst of corrections (a large repair) writes once.
+    bars: dict = field(default_factory=dict)
+    telemetry: list[tuple] = field(default_factory=list)
+    pending: deque = field(default_factory=deque)
+    rejected: list = field(default_factory=list)
+    batches: int = 0
+    rows_written: dict = field(default_factory=lambda: {"trades": 0, "quotes": 0, "bars_1m": 0})
+    failures: int = 0
+    _last_flush: float = field(default_factory=time.monotonic)
+    _retry_at: float = 0.0
+    _retry_delay: float = 0.5
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def buffered(self) -> int:
+        return len(self.trades) + len(self.quotes) + len(self.bars)
+
+    def _cut(self) -> None:
+        """Turn buffered rows into immutable batches with their dedup tokens."""
+        for table, rows, build in (
+            ("trades", self.trades, lambda r: trades_table(r, self.session_id)),
+            ("quotes", self.quotes, lambda r: quotes_table(r, self.session_id)),
+            ("bars_1m", self.bars, lambda r: bars_to_arrow(list(r.values()))),
+            ("telemetry", self.telemetry, _telemetry_table),
+        ):
+            if rows:
+                self.batches += 1
+                data = build(rows if isinstance(rows, dict) else list(rows))
+                self.pending.append(
+                    _Batch(table, data, f"{self.session_id}:{table}:{self.batches}")
+                )
+                rows.clear()
+        self._last_flush = time.monotonic()
+
+    def flush_due(self) -> bool:
+        return (
+            self.buffered() >= self.flush_rows
+            or (self.buffered() and time.monotonic() - self._last_flush >= self.flush_seconds)
+            or bool(self.pending)
+        )
+
+    async def flush(self, force: bool = False) -> None:
+        # The processor and the ticker both flush; one insert of a batch at a time.
+        async with self._lock:
+            await self._flush(force)
+
+    async def _flush(self, force: bool) -> None:
+        if (
+            force
+            or self.buffered() >= self.flush_rows
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        ):
+            self._cut()
+        if not self.pending or time.monotonic() < self._retry_at:
+            return
+        while self.pending:
+            batch = self.pending[0]
+            try:
+                await asyncio.to_thread(
+                    self.warehouse.insert, batch.table, batch.data, dedup_token=batch.token
+                )
+            except Exception as exc:
+                self.failures += 1
+                self._retry_at = time.monotonic() + self._retry_delay
+                self._retry_delay = min(self._retry_delay * 2, 15.0)
+                log.warning(
+                    "warehouse insert of %s failed (%s); %d batches buffered",
+                    batch.table,
+                    exc,
+                    len(self.pending),
+                )
+                return
+            self.pending.popleft()
+            self._retry_delay = 0.5
+            if batch.table in self.rows_written:
+                self.rows_written[batch.table] += batch.data.num_rows
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Flush everything, retrying through an outage for up to ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        self._cut()
+        while self.pending and time.monotonic() < deadline:
+            self._retry_at = 0.0
+            await self.flush()
+            if self.pending:
+                await asyncio.sleep(min(self._retry_delay, 1.0))
+        return not self.pending
+
+
+def _telemetry_table(rows: list[tuple]) -> pa.Table:
+    columns = list(zip(*rows, strict=True))
+    return pa.table(
+        {
+            "source": pa.array(columns[0]),
+            "symbol": pa.array(columns[1]),
+            "component": pa.array(columns[2]),
+            "session_id": pa.array(columns[3]),
+            "ts": pa.array(columns[4], pa.int64()).cast(TS_MS),
+            "metric": pa.array(columns[5]),
+            "value": pa.array(columns[6], pa.float64()),
+        }
+    )
+
+
+class NatsSink:
+    """Publishes normalised events to NATS (core NATS; JetStream captures them when configured)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.nc = None
+        self.published = 0
+
+    async def connect(self) -> None:
+        import nats
+
+        self.nc = await nats.connect(self.url, name="quant-live", max_reconnect_attempts=-1)
+
+    async def trade(self, ev: TradeEvent) -> None:
+        await self._publish(
+            f"v1.market.trades.binance.{ev.symbol}",
+            {
+                "source": "binance",
+                "symbol": ev.symbol,
+                "trade_id": ev.trade_id,
+                "first_trade_id": ev.first_trade_id,
+                "last_trade_id": ev.last_trade_id,
+                "price": _dec(ev.price),
+                "qty": _dec(ev.qty),
+                "taker_side": "sell" if ev.is_buyer_maker else "buy",
+                "ts_event": ev.ts_event_ms,
+            },
+        )
+
+    async def bbo(self, ev: BookTickerEvent) -> None:
+        await self._publish(
+            f"v1.market.bbo.binance.{ev.symbol}",
+            {
+                "source": "binance",
+                "symbol": ev.symbol,
+                "update_id": ev.update_id,
+                "bid_price": _dec(ev.bid_price),
+                "bid_qty": _dec(ev.bid_qty),
+                "ask_price": _dec(ev.ask_price),
+                "ask_qty": _dec(ev.ask_qty),
+                "ts_event": ev.ts_event_ms,
+            },
+        )
+
+    async def bar(self, bar: BarRecord) -> None:
+        await self._publish(
+            f"v1.market.bars.binance.{bar.symbol}.1m",
+            {
+                "source": bar.source,
+                "symbol": bar.symbol,
+                "interval": "1m",
+                "ts_event": bar.open_time_ms,
+                "ts_close": bar.close_time_ms,
+                "open": _dec(bar.open),
+                "high": _dec(bar.high),
+                "low": _dec(bar.low),
+                "close": _dec(bar.close),
+                "volume": _dec(bar.volume),
+                "quote_volume": _dec(bar.quote_volume),
+                "trade_count": bar.trade_count,
+                "version": bar.version,
+            },
+        )
+
+    async def _publish(self, subject: str, payload: dict) -> None:
+        if self.nc is not None:
+            await self.nc.publish(subject, orjson.dumps(payload))
+            self.published += 1
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.drain()
+
+
+def _dec(scaled: int | None) -> str | None:
+    """Fixed-point (10**8) -> the decimal string the v1 contracts serialise."""
+    if scaled is None:
+        return None
+    sign = "-" if scaled < 0 else ""
+    whole, frac = divmod(abs(scaled), 10**8)
+    text = f"{whole}.{frac:08d}".rstrip("0").rstrip(".")
+    return sign + text

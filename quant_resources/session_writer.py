@@ -1,0 +1,487 @@
+"""Write-ahead session log writer (format v1, docs/session-log.md) and crash recovery.
+
+The live loop calls ``append`` for every frame before processing it, so the per-record cost is
+one encode, one BLAKE2b call and a buffered write; ``fsync`` happens in batches (every
+``fsync_every_records`` records or ``fsync_every_seconds``, whichever comes first). The active
+segment is a plain append-only file, so whatever reached the disk before a crash is readable;
+a segment is compressed to ``.qlog.zst`` when it is closed (rotation or ``close``).
+
+Not thread-safe: one writer per session, called from one thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zstandard
+
+from quant_core.sessionlog.format import (
+    DATA_KINDS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SEGMENT_END_META,
+    ZERO_DIGEST,
+    Footer,
+    FormatError,
+    RecordKind,
+    SegmentHeader,
+    canonical_json,
+    checkpoint_payload,
+    decode_header,
+    empty_counts,
+    encode_header,
+    encode_record,
+)
+from quant_core.sessionlog.reader import (
+    MANIFEST,
+    SessionInfo,
+    SessionLogError,
+    SessionReader,
+    segment_files,
+    segment_name,
+)
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KINDS: dict[Any, RecordKind] = {
+    **{k: k for k in DATA_KINDS},
+    **{int(k): k for k in DATA_KINDS},
+    **{k.name.lower(): k for k in DATA_KINDS},
+}
+
+
+def _fsync_dir(path: Path) -> None:
+    # A rename or a new file is durable only once its directory entry is.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def compress_segment(raw: Path, level: int = 3) -> Path:
+    """seg-N.qlog -> seg-N.qlog.zst (one zstd frame with content size and checksum).
+
+    Written to a temp file, fsynced, renamed, and only then is the raw file removed: a crash at
+    any point leaves either the raw segment or a complete compressed one (or both, which
+    ``recover`` resolves).
+    """
+    final = raw.with_name(raw.name + ".zst")
+    tmp = raw.with_name(raw.name + ".zst.tmp")
+    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+    with open(raw, "rb") as src, open(tmp, "wb") as dst:
+        cctx.copy_stream(src, dst, size=os.fstat(src.fileno()).st_size)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(raw.parent)
+    raw.unlink()
+    _fsync_dir(raw.parent)
+    return final
+
+
+@dataclass(frozen=True)
+class ClosedSession:
+    session_dir: Path
+    segments: list[Path]
+    records: int
+    final_digest: str
+    footer: Footer
+
+
+class SessionWriter:
+    """Append records to ``root_dir/session_id/``; see the module docstring."""
+
+    def __init__(
+        self,
+        root_dir: Path | str,
+        session_id: str,
+        venue: str,
+        streams: Iterable[str],
+        symbols: Iterable[str],
+        software_version: str,
+        *,
+        rotate_bytes: int = 64 << 20,
+        rotate_seconds: float = 3600.0,
+        fsync_every_records: int = 1000,
+        fsync_every_seconds: float = 1.0,
+        checkpoint_every: int = 1000,
+        compression_level: int = 3,
+        start_ns: int | None = None,
+        extra: dict[str, Any] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        _resume: tuple[SessionInfo, SegmentHeader] | None = None,
+    ) -> None:
+        if not SESSION_ID.match(session_id):
+            raise ValueError(f"session_id {session_id!r} must match {SESSION_ID.pattern}")
+        if checkpoint_every < 1 or fsync_every_records < 1 or rotate_bytes < 1:
+            raise ValueError("checkpoint_every, fsync_every_records, rotate_bytes must be >= 1")
+        self.session_dir = Path(root_dir) / session_id
+        self.rotate_bytes = rotate_bytes
+        # Rotation by time follows the records' receive clock, not the wall clock, so that an
+        # import of an old capture rotates exactly like the live session did.
+        self._rotate_ns = int(rotate_seconds * 1e9)
+        self.fsync_every_records = fsync_every_records
+        self.fsync_every_seconds = fsync_every_seconds
+        self.compression_level = compression_level
+        self._monotonic = monotonic
+        self._closed: list[dict[str, Any]] = []
+        self._fh = None
+        if _resume is not None:
+            self._init_resumed(*_resume)
+            return
+        self.session_dir.mkdir(parents=True, exist_ok=False)
+        _fsync_dir(self.session_dir.parent)
+        self._header = SegmentHeader(
+            session_id=session_id,
+            venue=venue,
+            streams=tuple(streams),
+            symbols=tuple(symbols),
+            start_ns=time.time_ns() if start_ns is None else start_ns,
+            software_version=software_version,
+            checkpoint_every=checkpoint_every,
+            extra=dict(extra or {}),
+        )
+        self._seq = 0
+        self._digest = ZERO_DIGEST
+        self._counts = empty_counts()
+        self._first_recv: int | None = None
+        self._last_recv: int | None = None
+        self._write_manifest("open")
+        self._open_segment(self._header)
+
+    # --- hot path ----------------------------------------------------------------------------
+
+    def append(
+        self,
+        kind: RecordKind | int | str,
+        conn_id: int,
+        recv_ns: int,
+        payload: bytes,
+        meta: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one record (ws frame, REST response or connection event); -> its seq."""
+        rkind = _KINDS.get(kind)
+        if rkind is None:
+            raise ValueError(f"kind {kind!r} is not one of ws, rest, conn")
+        if self._fh is None:
+            raise RuntimeError("the session is closed")
+        seq = self._seq
+        frame, self._digest = encode_record(
+            self._digest,
+            rkind,
+            seq,
+            recv_ns,
+            conn_id,
+            canonical_json(meta) if meta else b"",
+            payload,
+        )
+        self._fh.write(frame)
+        self._seq = seq + 1
+        self._seg_bytes += len(frame)
+        self._unsynced += 1
+        self._since_checkpoint += 1
+        self._counts[rkind.name.lower()] += 1
+        if self._first_recv is None:
+            self._first_recv = recv_ns
+        if self._seg_first_recv is None:
+            self._seg_first_recv = recv_ns
+        self._last_recv = recv_ns
+        if self._since_checkpoint >= self._header.checkpoint_every:
+            self._checkpoint(segment_end=False)
+        if (
+            self._seg_bytes >= self.rotate_bytes
+            or recv_ns - self._seg_first_recv >= self._rotate_ns
+        ):
+            self._rotate()
+        elif (
+            self._unsynced >= self.fsync_every_records
+            or self._monotonic() - self._last_sync >= self.fsync_every_seconds
+        ):
+            self.sync()
+        return seq
+
+    def sync(self) -> None:
+        """Flush and fsync now (the live loop may call this on an idle timer)."""
+        if self._fh is None:
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._unsynced = 0
+        self._last_sync = self._monotonic()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self, stop_exchange_ms: int | None, *, clean: bool = True) -> ClosedSession:
+        """Write the footer, compress the last segment and mark the session closed.
+
+        ``stop_exchange_ms`` is the exchange-time watermark at the stop: replay emits exactly
+        the bars whose minute ended by then, like the live job's clean stop.
+        """
+        if self._fh is None:
+            raise RuntimeError("the session is closed")
+        footer = Footer(
+            records=self._seq,
+            counts=dict(self._counts),
+            first_recv_ns=self._first_recv,
+            last_recv_ns=self._last_recv,
+            stop_exchange_ms=stop_exchange_ms,
+            clean=clean,
+            segments=self._header.segment_index,
+        )
+        self._write_structural(RecordKind.FOOTER, canonical_json(footer.to_json()), self._digest)
+        self._close_segment()
+        state = "closed" if clean else "recovered"
+        self._write_manifest(state, footer=footer)
+        return ClosedSession(
+            self.session_dir, self.closed_segments(), self._seq, self._digest.hex(), footer
+        )
+
+    def closed_segments(self) -> list[Path]:
+        """Compressed, immutable segments, in order: safe to upload."""
+        return [self.session_dir / s["file"] for s in self._closed]
+
+    @property
+    def records(self) -> int:
+        return self._seq
+
+    @property
+    def digest(self) -> str:
+        return self._digest.hex()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _open_segment(self, header: SegmentHeader) -> None:
+        self._last_sync = self._monotonic()
+        self._header = header
+        self._seg_path = self.session_dir / segment_name(header.segment_index, compressed=False)
+        head, self._digest = encode_header(header)
+        self._fh = open(self._seg_path, "xb", buffering=1 << 20)  # noqa: SIM115 - lives on
+        self._fh.write(head)
+        self._seg_bytes = len(head)
+        self._seg_first_recv = None
+        self._since_checkpoint = 0
+        self._unsynced = 0
+        self.sync()
+        _fsync_dir(self.session_dir)
+
+    def _write_structural(self, kind: RecordKind, meta: bytes, payload: bytes) -> None:
+        recv_ns = self._last_recv if self._last_recv is not None else self._header.start_ns
+        frame, self._digest = encode_record(
+            self._digest, kind, self._seq, recv_ns, 0, meta, payload
+        )
+        self._fh.write(frame)
+        self._seq += 1
+        self._seg_bytes += len(frame)
+        if kind is RecordKind.CHECKPOINT:
+            self._counts["checkpoint"] += 1
+
+    def _checkpoint(self, segment_end: bool) -> None:
+        payload = checkpoint_payload(self._seq, self._digest)
+        self._write_structural(
+            RecordKind.CHECKPOINT, SEGMENT_END_META if segment_end else b"", payload
+        )
+        self._since_checkpoint = 0
+
+    def _close_segment(self) -> None:
+        self.sync()
+        self._fh.close()
+        self._fh = None
+        raw_size = self._seg_path.stat().st_size
+        final = compress_segment(self._seg_path, self.compression_level)
+        self._closed.append(
+            {
+                "file": final.name,
+                "index": self._header.segment_index,
+                "first_seq": self._header.first_seq,
+                "records": self._seq - self._header.first_seq,
+                "raw_bytes": raw_size,
+                "bytes": final.stat().st_size,
+                "sha256": _sha256(final),
+                "final_digest": self._digest.hex(),
+            }
+        )
+
+    def _rotate(self) -> None:
+        self._checkpoint(segment_end=True)
+        self._close_segment()
+        self._write_manifest("open")
+        self._open_segment(self._header.next_segment(self._seq, self._digest))
+
+    def _write_manifest(self, state: str, footer: Footer | None = None) -> None:
+        doc: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "state": state,
+            "header": {
+                k: v
+                for k, v in self._header.to_json().items()
+                if k not in ("segment_index", "first_seq", "prev_digest")
+            },
+            "segments": self._closed,
+        }
+        if footer is not None:
+            doc["records"] = self._seq
+            doc["final_digest"] = self._digest.hex()
+            doc["footer"] = footer.to_json()
+        _write_atomic(
+            self.session_dir / MANIFEST, orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"
+        )
+
+    def _init_resumed(self, info: SessionInfo, header: SegmentHeader) -> None:
+        """Continue an unclosed session after ``recover`` cut its torn tail."""
+        self._header = header
+        self._seq = info.records
+        self._digest = info.digest
+        self._counts = dict(info.counts)
+        self._first_recv = info.first_recv_ns
+        self._last_recv = info.last_recv_ns
+        self._last_sync = self._monotonic()
+        if not info.segments:
+            self._open_segment(header)
+            return
+        last = info.segments[-1]
+        for seg in info.segments:
+            if seg.path.name.endswith(".zst"):
+                self._closed.append(
+                    {
+                        "file": seg.path.name,
+                        "index": seg.header.segment_index,
+                        "first_seq": seg.first_seq,
+                        "records": seg.records,
+                        "raw_bytes": seg.end_offset,
+                        "bytes": seg.path.stat().st_size,
+                        "sha256": seg.sha256,
+                        "final_digest": seg.final_digest.hex(),
+                    }
+                )
+        if last.path.name.endswith(".zst"):
+            # Crashed between compressing a rotated segment and opening the next one.
+            self._open_segment(self._header.next_segment(self._seq, self._digest))
+            return
+        self._seg_path = last.path
+        self._fh = open(last.path, "ab", buffering=1 << 20)  # noqa: SIM115 - lives on
+        self._seg_bytes = last.path.stat().st_size
+        self._last_sync = self._monotonic()
+        self._seg_first_recv = None
+        self._since_checkpoint = 0
+        self._unsynced = 0
+
+
+@dataclass(frozen=True)
+class Recovery:
+    session_dir: Path
+    already_closed: bool
+    cut_bytes: int  # bytes of torn tail removed
+    records: int
+    final_digest: str
+
+
+def _resolve_leftovers(session_dir: Path) -> None:
+    """Finish or undo a compression that a crash interrupted."""
+    for tmp in session_dir.glob("seg-*.qlog.zst.tmp"):
+        tmp.unlink()
+    for raw in session_dir.glob("seg-*.qlog"):
+        zst = raw.with_name(raw.name + ".zst")
+        if zst.exists():
+            # The .zst was fsynced before its rename, so it is complete: the raw copy goes.
+            raw.unlink()
+    for tmp in session_dir.glob("*.tmp"):
+        tmp.unlink()
+    _fsync_dir(session_dir)
+
+
+def _drop_torn_header(session_dir: Path) -> bool:
+    """An active segment whose header never fully reached the disk holds no records."""
+    files = segment_files(session_dir)
+    if not files or files[-1].name.endswith(".zst"):
+        return False
+    data = files[-1].read_bytes()
+    try:
+        decode_header(data)
+    except FormatError as exc:
+        if "truncated" in str(exc) or not data.strip(b"\0"):
+            files[-1].unlink()
+            return True
+        raise SessionLogError(files[-1], str(exc), offset=exc.offset, header=True) from None
+    return False
+
+
+def _manifest_header(session_dir: Path) -> SegmentHeader:
+    head = orjson.loads((session_dir / MANIFEST).read_bytes())["header"]
+    return SegmentHeader(
+        session_id=head["session_id"],
+        venue=head["venue"],
+        streams=tuple(head["streams"]),
+        symbols=tuple(head["symbols"]),
+        start_ns=head["start_ns"],
+        software_version=head["software_version"],
+        checkpoint_every=head["checkpoint_every"],
+        extra=head.get("extra") or {},
+    )
+
+
+def recover(session_dir: Path | str, stop_exchange_ms: int | None = None) -> Recovery:
+    """Close a session that ended without a footer (a crash): cut the torn tail of the active
+    segment, then write the footer (``clean=false``) and compress. Idempotent.
+
+    Corruption anywhere but the very end is not a torn tail and raises ``SessionLogError``:
+    recovery never throws away records that were followed by intact data.
+    """
+    session_dir = Path(session_dir)
+    if not (session_dir / MANIFEST).exists() and not segment_files(session_dir):
+        raise SessionLogError(session_dir, "is not a session directory (no segments, no manifest)")
+    _resolve_leftovers(session_dir)
+    _drop_torn_header(session_dir)
+    if segment_files(session_dir):
+        info = SessionReader(session_dir, strict=False).verify()
+        header = info.segments[-1].header
+    else:  # the first segment's header never reached the disk: the session is empty
+        info = SessionInfo()
+        header = _manifest_header(session_dir)
+    if info.footer is not None:
+        return Recovery(session_dir, True, 0, info.records, info.final_digest)
+    cut = 0
+    if info.torn_tail is not None:
+        path, offset = info.torn_tail
+        cut = path.stat().st_size - offset
+        with open(path, "r+b") as fh:
+            fh.truncate(offset)
+            fh.flush()
+            os.fsync(fh.fileno())
+    writer = SessionWriter(
+        session_dir.parent,
+        session_dir.name,
+        header.venue,
+        header.streams,
+        header.symbols,
+        header.software_version,
+        _resume=(info, header),
+    )
+    closed = writer.close(stop_exchange_ms, clean=False)
+    return Recovery(session_dir, False, cut, closed.records, closed.final_digest)
