@@ -64,8 +64,11 @@ def verify(
         None, "--golden", help=f"directory with {GOLDEN_BARS} (and optionally {GOLDEN_SUMMARY})"
     ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+    against_warehouse: bool = typer.Option(
+        False, "--against-warehouse", help="compare the bars with ClickHouse (CLICKHOUSE_URL)"
+    ),
 ) -> None:
-    """Verify the hash chain and counts, replay, and compare with golden files.
+    """Verify the hash chain and counts, replay, and compare with golden files or ClickHouse.
 
     Exits 1 naming the first bad record (file, index, byte offset) or the first differing bar.
     """
@@ -83,6 +86,13 @@ def verify(
             diff = compare_summary(json.loads(summary_file.read_text()), result.summary)
             if diff:
                 problems.append(f"{summary_file}: {diff}")
+    if against_warehouse:
+        from quant_resources.replay_check import diff_against_warehouse
+        from quant_resources.warehouse import WarehouseResource
+
+        diff = diff_against_warehouse(WarehouseResource(), result.bars)
+        if diff:
+            problems.append(f"bars differ from ClickHouse: {diff}")
     if as_json:
         typer.echo(
             json.dumps({**result.summary, "timing": result.timing}, indent=2, sort_keys=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from quant_core.migrations import Migration, ordered, parse, plan
+from quant_core.migrations import Migration, ordered, parse, plan, render
 
 MIGRATIONS_ROOT = Path(
     os.environ.get("QUANT_MIGRATIONS_DIR") or Path(__file__).resolve().parents[1] / "migrations"
@@ -51,17 +51,37 @@ def _num(key: str) -> int:
     return int(key.split("_", 1)[0])
 
 
+def clickhouse_cluster() -> str | None:
+    """``QUANT_CLICKHOUSE_CLUSTER``: the cluster the ClickHouse migrations are rendered for
+    (``ON CLUSTER`` and Replicated engines); None on a single server."""
+    return os.environ.get("QUANT_CLICKHOUSE_CLUSTER") or None
+
+
 class ClickHouseLedger:
     """Ledger table ``schema_migrations`` in the warehouse database. ClickHouse has no
     transactional DDL, so migrations are written idempotently (IF NOT EXISTS) and the ledger row
-    is written only after every statement succeeded."""
+    is written only after every statement succeeded.
+
+    With ``QUANT_CLICKHOUSE_CLUSTER`` set, every statement (the ledger table's too) is rendered
+    for that cluster (:func:`quant_core.migrations.render`), the warehouse database is created
+    on every node first, and the ledger still records the checksum of the file text."""
 
     def __init__(self, warehouse) -> None:
         self.warehouse = warehouse
+        self.cluster = clickhouse_cluster()
+        if self.cluster:
+            # The resource created the database on the node it talks to; DDL ON CLUSTER needs
+            # it on every node.
+            warehouse.command(
+                render(f"CREATE DATABASE IF NOT EXISTS {warehouse.database}", self.cluster)
+            )
         warehouse.command(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (id String, filename String, "
-            "checksum String, applied_at DateTime64(3, 'UTC'), duration_ms UInt64) "
-            "ENGINE = ReplacingMergeTree ORDER BY id"
+            render(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (id String, filename String, "
+                "checksum String, applied_at DateTime64(3, 'UTC'), duration_ms UInt64) "
+                "ENGINE = ReplacingMergeTree ORDER BY id",
+                self.cluster,
+            )
         )
 
     def applied(self) -> dict[str, str]:
@@ -71,7 +91,7 @@ class ClickHouseLedger:
     def apply(self, migration: Migration) -> float:
         start = time.perf_counter()
         for statement in migration.statements:
-            self.warehouse.command(statement)
+            self.warehouse.command(render(statement, self.cluster))
         seconds = time.perf_counter() - start
         self.warehouse.command(
             "INSERT INTO schema_migrations VALUES ({id:String}, {f:String}, {c:String}, "

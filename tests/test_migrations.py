@@ -81,14 +81,12 @@ def test_clickhouse_schema_asset_materialises_twice_without_change(warehouse) ->
     assert meta["applied_now"].value == [m.key for m in migrations[:2]]
     last = migrations[-1].key
     assert _materialize(last, warehouse).success
-    ledger = warehouse.query_rows("SELECT id, checksum, applied_at FROM schema_migrations FINAL")
+    ledger_sql = "SELECT id, checksum, applied_at FROM schema_migrations FINAL ORDER BY id"
+    ledger = warehouse.query_rows(ledger_sql)
     again = _materialize(last, warehouse)
     meta = again.asset_materializations_for_node("clickhouse_schema")[0].metadata
     assert meta["applied_now"].value == []
-    assert (
-        warehouse.query_rows("SELECT id, checksum, applied_at FROM schema_migrations FINAL")
-        == ledger
-    )
+    assert warehouse.query_rows(ledger_sql) == ledger
     tables = {r[0] for r in warehouse.query_rows("SHOW TABLES")}
     assert {
         "bars_1m",

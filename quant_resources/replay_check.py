@@ -1,0 +1,34 @@
+"""Compare a replayed session with what the warehouse holds for it."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quant_core.replay import compare_bars
+from quant_core.tables import BARS_1M
+
+
+def warehouse_bars(warehouse, replayed: pa.Table, source: str = "binance") -> pa.Table:
+    """ClickHouse's bars (final versions) for the symbols and minutes of ``replayed``."""
+    if replayed.num_rows == 0:
+        return BARS_1M.empty_table()
+    lo, hi = pc.min_max(replayed.column("ts")).values()
+    columns = ", ".join(f.name for f in BARS_1M)
+    return warehouse.query_arrow(
+        f"SELECT {columns} FROM bars_1m FINAL WHERE source = {{src:String}} "
+        "AND interval = '1m' AND symbol IN {syms:Array(String)} "
+        "AND ts BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
+        "ORDER BY symbol, ts",
+        {
+            "src": source,
+            "syms": pc.unique(replayed.column("symbol")).to_pylist(),
+            "lo": lo.as_py(),
+            "hi": hi.as_py(),
+        },
+    )
+
+
+def diff_against_warehouse(warehouse, replayed: pa.Table) -> str | None:
+    """The first bar where the replay and ClickHouse disagree, or None."""
+    return compare_bars(replayed, warehouse_bars(warehouse, replayed))
