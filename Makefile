@@ -24,8 +24,7 @@ demo: setup
 	$(BIN)/python -m quant_cli.demo
 
 dev: setup
-	@mkdir -p $(QUANT_HOME)/dagster
-	DAGSTER_HOME=$(QUANT_HOME)/dagster $(BIN)/dagster dev -w workspace.yaml
+	scripts/dev
 
 lint: setup
 	$(BIN)/ruff check .

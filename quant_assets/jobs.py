@@ -26,3 +26,10 @@ option_bars_job = dg.define_asset_job(
     description="Minute bars of the option contracts seen in the day's chain snapshots.",
 )
 jobs = [historical_daily_job, option_snapshot_job, option_bars_job]
+
+clickhouse_schema_job = dg.define_asset_job(
+    "clickhouse_schema_job",
+    selection=["clickhouse_schema"],
+    description="Apply the ClickHouse migrations up to the chosen partition.",
+)
+jobs.append(clickhouse_schema_job)

@@ -1,39 +1,222 @@
 """``make demo``: the main job on embedded defaults, with no servers, keys or network.
 
-Each step prints what it did; the demo grows with the platform (see docs/architecture.md).
+1. starts the chDB-backed ClickHouse endpoint (data under QUANT_HOME/warehouse),
+2. materialises the ClickHouse schema assets,
+3. backfills 5 NYSE sessions of 1-minute bars, daily bars, option chain snapshots and option
+   bars for a few symbols from the synthetic provider,
+4. runs a live session of about a minute against the local Binance simulator with faults,
+5. replay-verifies that session against ClickHouse (also as the Dagster asset with checks),
+6. prints a report and the command that opens the UI on the same data, and stops what it
+   started. Runs land in the Dagster instance under QUANT_HOME/dagster, so the UI shows them.
+A second run reuses the data: every write replaces its slice.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
+import urllib.request
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from quant_cli.main import app
-
-
-def _run(*args: str) -> str:
-    result = CliRunner().invoke(app, list(args))
-    if result.exit_code != 0:
-        sys.stderr.write(result.output)
-        raise SystemExit(f"quant {' '.join(args)} failed with exit code {result.exit_code}")
-    return result.output
+SYMBOLS = "SPY,QQQ,AAPL"
+LIVE_SECONDS = float(os.environ.get("QUANT_DEMO_LIVE_SECONDS") or 60)
+FAULTS = "disconnect:2,duplicate:4,malformed:3,reorder:3,shutdown:1"
 
 
-def main() -> None:
-    home = Path(os.environ.get("QUANT_HOME", ".quant"))
-    schema_dir = home / "schemas" / "v1"
-    print(f"[1/2] exporting the v1 contract schemas to {schema_dir}")
-    print(_run("schemas", "export", str(schema_dir)), end="")
-    print("[2/2] validating an example of every contract against that schema")
-    print(_run("schemas", "check", str(schema_dir)), end="")
-    print(
-        "\nNext: `make test` runs the whole suite; `make dev` opens the Dagster UI "
-        "(DAGSTER_HOME=$QUANT_HOME/dagster)."
+def step(n: int, text: str) -> None:
+    print(f"\n[{n}/6] {text}", flush=True)
+
+
+def main() -> int:
+    home = Path(os.environ.setdefault("QUANT_HOME", str(Path(".quant").resolve()))).resolve()
+    os.environ["QUANT_HOME"] = str(home)
+    os.environ.setdefault("QUANT_EQUITY_SOURCE", "synthetic")
+    os.environ.setdefault("QUANT_EQUITY_SYMBOLS", SYMBOLS)
+    os.environ.setdefault("QUANT_OPTION_UNDERLYINGS", "SPY")
+    embedded_dagster_home(home)
+    started = time.monotonic()
+    from quant_cli.children import binance_simulator, warehouse_endpoint
+
+    step(1, f"starting the ClickHouse endpoint on chDB ({home / 'warehouse'})")
+    with warehouse_endpoint(home / "warehouse") as url:
+        os.environ["CLICKHOUSE_URL"] = url
+        report = run(home)
+        with binance_simulator(
+            "--symbols",
+            "btcusdt,ethusdt",
+            "--rate",
+            "200",
+            "--faults",
+            FAULTS,
+            "--fault-gap",
+            "600",
+        ) as (_sim, ws_url, rest_url):
+            step(
+                4,
+                f"live session of {LIVE_SECONDS:.0f} s against the Binance simulator "
+                f"({ws_url}, faults {FAULTS})",
+            )
+            live = live_session(ws_url, rest_url)
+            faults = json.loads(urllib.request.urlopen(f"{rest_url}/_sim/stats").read())
+        step(5, f"replay-verifying session {live.session_id}")
+        replay_report = verify(live.session_id)
+        print_report(report, live, faults, replay_report, time.monotonic() - started)
+    return 0 if replay_report["ok"] and report["checks_failed"] == 0 else 1
+
+
+def embedded_dagster_home(home: Path) -> Path:
+    """The embedded Dagster instance: SQLite storage under QUANT_HOME/dagster."""
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "# Embedded default: SQLite storage in this folder.\ntelemetry:\n  enabled: false\n"
+        )
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return dagster_home
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def run(home: Path) -> dict:
+    import dagster as dg
+
+    from quant_assets.definitions import defs
+    from quant_core.calendar import session, trading_days
+    from quant_resources.migrations import load
+
+    instance = dg.DagsterInstance.get()
+    checks = {"passed": 0, "failed": 0}
+
+    def execute(job: str, **kwargs) -> None:
+        result = defs.get_job_def(job).execute_in_process(
+            instance=instance, raise_on_error=False, run_config=QUIET, **kwargs
+        )
+        for event in result.all_events:
+            if event.event_type_value == "ASSET_CHECK_EVALUATION":
+                checks["passed" if event.event_specific_data.passed else "failed"] += 1
+        if not result.success:
+            failure = result.get_step_failure_events()
+            detail = failure[0].event_specific_data.error.message if failure else "failed"
+            raise SystemExit(f"{job} failed: {detail}")
+
+    step(2, "materialising the ClickHouse schema assets")
+    execute("clickhouse_schema_job", partition_key=load("clickhouse")[-1].key)
+
+    now = datetime.now(UTC)
+    days = [
+        d for d in trading_days(date(now.year - 1, 1, 1), now.date()) if session(d).post_close < now
+    ][-5:]
+    first, last = days[0].isoformat(), days[-1].isoformat()
+    step(
+        3,
+        f"backfilling {first}..{last} ({len(days)} sessions) of "
+        f"{os.environ['QUANT_EQUITY_SYMBOLS']} from the synthetic provider",
+    )
+    ranged = {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }
+    execute("historical_daily_job", tags=ranged)
+    print("      1m and 1d bars done", flush=True)
+    for day in days:
+        execute("option_snapshot_job", partition_key=day.isoformat())
+    print("      option chain snapshots done", flush=True)
+    execute("option_bars_job", tags=ranged)
+    print("      option bars done", flush=True)
+    return {
+        "checks_passed": checks["passed"],
+        "checks_failed": checks["failed"],
+        "days": (first, last),
+    }
+
+
+def live_session(ws_url: str, rest_url: str):
+    from quant_cli.live import run_live
+
+    os.environ["BINANCE_WS_URL"], os.environ["BINANCE_REST_URL"] = ws_url, rest_url
+    return run_live(
+        symbols=["BTCUSDT", "ETHUSDT"],
+        streams=["aggTrade", "bookTicker"],
+        ws_url=ws_url,
+        rest_url=rest_url,
+        duration_s=LIVE_SECONDS,
+        interactive=sys.stderr.isatty(),
     )
 
 
+def verify(session_id: str) -> dict:
+    import dagster as dg
+
+    from quant_assets.replay import replay_sessions, replay_verification
+    from quant_assets.resources import build_resources
+
+    instance = dg.DagsterInstance.get()
+    instance.add_dynamic_partitions(replay_sessions.name, [session_id])
+    result = dg.materialize(
+        [replay_verification],
+        partition_key=session_id,
+        instance=instance,
+        resources=build_resources(),
+        raise_on_error=False,
+    )
+    checks = {
+        e.event_specific_data.asset_check_key.name: e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    meta = result.asset_materializations_for_node("replay_verification")
+    digest = meta[0].metadata["final_digest"].value if meta else "?"
+    return {"ok": result.success and all(checks.values()), "checks": checks, "digest": digest}
+
+
+def print_report(report: dict, live, faults: dict, replay: dict, seconds: float) -> None:
+    from quant_resources.warehouse import WarehouseResource
+
+    wh = WarehouseResource()
+    tables = [
+        "bars_1m",
+        "bars_1d",
+        "options_quotes",
+        "option_bars_1m",
+        "trades",
+        "quotes",
+        "telemetry",
+    ]
+    rows = {
+        t: wh.scalar(f"SELECT count() FROM {t} FINAL")
+        if t != "telemetry"
+        else wh.scalar("SELECT count() FROM telemetry")
+        for t in tables
+    }
+    injected = faults.get("faults_injected") or faults.get("faults") or {}
+    print("\n" + "=" * 72)
+    print(f"quant demo report ({seconds:.0f} s)")
+    print("-" * 72)
+    print("rows per table (ClickHouse, FINAL):")
+    for table, count in rows.items():
+        print(f"  {table:<16} {count:>10,}")
+    print(f"historical sessions   {report['days'][0]} .. {report['days'][1]}")
+    print(
+        f"asset checks          {report['checks_passed']} passed, {report['checks_failed']} failed"
+    )
+    print(f"faults survived       {json.dumps(injected, sort_keys=True)}")
+    print(
+        f"live session          {live.session_id}: {live.trades:,} trades, {live.bars} bars, "
+        f"{live.reconnects} reconnects, {live.handovers} handovers, "
+        f"{live.duplicates} duplicates dropped"
+    )
+    print(f"gaps repaired         {live.gaps} gaps, {live.trades_repaired:,} trades from REST")
+    print(f"replay verification   {replay['checks']} digest {replay['digest']}")
+    print("-" * 72)
+    print("open the UI on the same data:  make dev   (then http://127.0.0.1:3000)")
+    print("=" * 72)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

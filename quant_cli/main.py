@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from quant_cli import backfill, live, replay, schemas, sim, warehouse
+from quant_cli import backfill, live, nats, replay, schemas, sim, warehouse
 
 app = typer.Typer(
     name="quant",
@@ -16,6 +16,7 @@ app.add_typer(schemas.app, name="schemas")
 app.add_typer(warehouse.app, name="warehouse")
 app.add_typer(sim.app, name="sim")
 app.add_typer(replay.app, name="replay")
+app.add_typer(nats.app, name="nats")
 app.command("backfill")(backfill.backfill)
 app.command("live")(live.live)
 

@@ -139,7 +139,8 @@ _DDL = re.compile(
     r"|TRUNCATE(?:\s+TABLE)?(?:\s+IF\s+EXISTS)?"
     r"|OPTIMIZE\s+TABLE"
     # The name is taken whole (no backtracking into it) and not already followed by ON CLUSTER.
-    rf")\s+)(?P<name>{_OBJECT})(?![\w`])(?!\s*\.)(?!\s+ON\s+CLUSTER\b)",
+    # ...nor a keyword of the head (`IF [NOT] EXISTS`, TRUNCATE's optional `TABLE`).
+    rf")\s+)(?!(?:IF|TABLE)\b)(?P<name>{_OBJECT})(?![\w`])(?!\s*\.)(?!\s+ON\s+CLUSTER\b)",
     re.IGNORECASE,
 )
 _ENGINE = re.compile(

@@ -99,6 +99,8 @@ class LiveSummary:
     rejects: dict = field(default_factory=dict)
     stop_exchange_ms: int | None = None
     rows_written: dict = field(default_factory=dict)
+    nats_published: int = 0
+    nats_dropped: int = 0
     final_digest: str = ""
     seconds: float = 0.0
 
@@ -230,9 +232,23 @@ class LivePipeline:
             if not table:
                 self.gaps.seed(symbol, stream, int(last_id), last_ts_ms)
                 continue
+            # Continuity is checked from the last trade before the re-applied ones: trades are
+            # stored in the order they were processed, so a gap repair still open when the
+            # previous process died leaves a hole that may sit right before table[0] (or inside
+            # the table, where the tracker below finds it); either way it is repaired from REST.
+            before = await asyncio.to_thread(
+                self.warehouse.query_rows,
+                "SELECT trade_id, toUnixTimestamp64Milli(ts) FROM trades "
+                "WHERE source = 'binance' AND symbol = {s:String} AND stream = {st:String} "
+                "AND ts < fromUnixTimestamp64Milli({t:Int64}) ORDER BY trade_id DESC LIMIT 1",
+                {"s": symbol, "st": stream, "t": start_ms},
+            )
+            if before:
+                self.gaps.seed(symbol, stream, int(before[0][0]), int(before[0][1]))
+            else:
+                self.gaps.seed(symbol, stream, int(table[0][0]) - 1, int(table[0][5]))
             # Already stored: re-apply them to the aggregator (recorded in the session log so a
             # replay rebuilds the same bars) without writing them again.
-            self.gaps.seed(symbol, stream, int(table[0][0]) - 1, int(table[0][5]))
             self._apply_rest(
                 _RestItem(
                     symbol,
@@ -262,6 +278,11 @@ class LivePipeline:
                 self._apply_rest(item, store=True)
             if self.sink.buffered() >= self.config.flush_rows:
                 await self._flush_sinks()
+            # NATS consumers want events promptly: publish when the queue runs dry (or the
+            # buffer grows), which costs one await per burst rather than one per frame.
+            nats = self.nats
+            if nats is not None and nats.buffered() and (queue.empty() or nats.buffered() >= 1000):
+                await nats.flush()
 
     def _on_frame(self, frame: RawFrame) -> None:
         self.log.append("ws", frame.conn_id, frame.recv_ns, frame.data)
@@ -281,7 +302,7 @@ class LivePipeline:
                 self.summary.quotes += 1
                 minute["quotes"] += 1
                 if self.nats:
-                    asyncio.get_running_loop().create_task(self.nats.bbo(event))
+                    self.nats.bbo(event, frame.recv_ns)
         elif isinstance(event, ControlEvent):
             if "shutdown" in event.kind.lower():
                 log.info("serverShutdown received: handing over to a new connection")
@@ -304,7 +325,7 @@ class LivePipeline:
             minute.counters["trades"] += 1
             minute.lags_ms.append(recv_ns / 1e6 - ev.ts_event_ms)
             if self.nats:
-                asyncio.get_running_loop().create_task(self.nats.trade(ev))
+                self.nats.trade(ev, recv_ns)
         if ev.stream == self.config.bar_stream:
             self._on_bars(self.aggregator.add_trade(ev))
 
@@ -317,7 +338,7 @@ class LivePipeline:
         self.telemetry.current.counters["bars"] += len(bars)
         if self.nats:
             for bar in bars:
-                asyncio.get_running_loop().create_task(self.nats.bar(bar))
+                self.nats.bar(bar)
 
     def _advance(self, exchange_now_ms: int) -> None:
         """Heartbeat: a quiet market still closes its bars on time (open gaps hold them)."""
@@ -388,6 +409,8 @@ class LivePipeline:
     # -- sinks and telemetry ----------------------------------------------------------------------
     async def _flush_sinks(self) -> None:
         await self.sink.flush()
+        if self.nats is not None:
+            await self.nats.flush()
 
     def _roll_telemetry(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -417,6 +440,8 @@ class LivePipeline:
         closed = self.log.close(stop_ms)
         if self.nats:
             await self.nats.close()
+            self.summary.nats_published = self.nats.published
+            self.summary.nats_dropped = self.nats.dropped
         stats = self.client.stats
         self.summary.stop_exchange_ms = stop_ms
         self.summary.drops = stats.drops

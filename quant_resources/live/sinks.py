@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import orjson
@@ -201,36 +202,58 @@ def _telemetry_table(rows: list[tuple]) -> pa.Table:
 
 
 class NatsSink:
-    """Publishes normalised events to NATS (core NATS; JetStream captures them when configured)."""
+    """Publishes normalised events to NATS (core NATS; JetStream captures them when configured).
 
-    def __init__(self, url: str) -> None:
+    Payloads are exactly the v1 contracts' JSON (``Trade``, ``BookTicker``, ``Bar``): a consumer
+    can ``model_validate_json`` them. They are built from the typed records with orjson (no
+    pydantic per event) and buffered; ``flush`` publishes the buffer in order. NATS is a
+    best-effort side channel: the warehouse and the session log are the record, so a message
+    the client cannot take (outbound buffer full while NATS is down) is counted in ``dropped``,
+    never allowed to stall ingestion. A bar's ``version`` is not a contract field: it travels in
+    the ``Quant-Bar-Version`` header, so consumers keep the highest.
+    """
+
+    def __init__(self, url: str, max_buffer: int = 200_000) -> None:
         self.url = url
         self.nc = None
         self.published = 0
+        self.dropped = 0
+        self.max_buffer = max_buffer
+        self._buffer: list[tuple[str, bytes, dict | None]] = []
 
     async def connect(self) -> None:
         import nats
 
         self.nc = await nats.connect(self.url, name="quant-live", max_reconnect_attempts=-1)
 
-    async def trade(self, ev: TradeEvent) -> None:
-        await self._publish(
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def _add(self, subject: str, payload: dict, headers: dict | None = None) -> None:
+        if len(self._buffer) >= self.max_buffer:
+            self.dropped += 1
+            return
+        self._buffer.append((subject, orjson.dumps(payload), headers))
+
+    def trade(self, ev: TradeEvent, recv_ns: int) -> None:
+        self._add(
             f"v1.market.trades.binance.{ev.symbol}",
             {
                 "source": "binance",
                 "symbol": ev.symbol,
                 "trade_id": ev.trade_id,
-                "first_trade_id": ev.first_trade_id,
-                "last_trade_id": ev.last_trade_id,
                 "price": _dec(ev.price),
                 "qty": _dec(ev.qty),
                 "taker_side": "sell" if ev.is_buyer_maker else "buy",
-                "ts_event": ev.ts_event_ms,
+                "ts_event": _iso_ms(ev.ts_event_ms),
+                "ts_init": _iso_ns(recv_ns),
+                "first_trade_id": ev.first_trade_id,
+                "last_trade_id": ev.last_trade_id,
             },
         )
 
-    async def bbo(self, ev: BookTickerEvent) -> None:
-        await self._publish(
+    def bbo(self, ev: BookTickerEvent, recv_ns: int) -> None:
+        self._add(
             f"v1.market.bbo.binance.{ev.symbol}",
             {
                 "source": "binance",
@@ -240,38 +263,74 @@ class NatsSink:
                 "bid_qty": _dec(ev.bid_qty),
                 "ask_price": _dec(ev.ask_price),
                 "ask_qty": _dec(ev.ask_qty),
-                "ts_event": ev.ts_event_ms,
+                "ts_init": _iso_ns(recv_ns),
+                "ts_event": None if ev.ts_event_ms is None else _iso_ms(ev.ts_event_ms),
             },
         )
 
-    async def bar(self, bar: BarRecord) -> None:
-        await self._publish(
+    def bar(self, bar: BarRecord) -> None:
+        self._add(
             f"v1.market.bars.binance.{bar.symbol}.1m",
             {
                 "source": bar.source,
                 "symbol": bar.symbol,
-                "interval": "1m",
-                "ts_event": bar.open_time_ms,
-                "ts_close": bar.close_time_ms,
+                "interval": bar.interval,
+                "ts_event": _iso_ms(bar.open_time_ms),
+                "ts_close": _iso_ms(bar.close_time_ms),
                 "open": _dec(bar.open),
                 "high": _dec(bar.high),
                 "low": _dec(bar.low),
                 "close": _dec(bar.close),
                 "volume": _dec(bar.volume),
-                "quote_volume": _dec(bar.quote_volume),
+                "vwap": _dec(bar.vwap),
                 "trade_count": bar.trade_count,
-                "version": bar.version,
+                "quote_volume": _dec(bar.quote_volume),
+                "taker_buy_volume": _dec(bar.taker_buy_volume),
+                "taker_buy_quote_volume": _dec(bar.taker_buy_quote_volume),
+                "session": "continuous",
+                "adjustment": "raw",
             },
+            {"Quant-Bar-Version": str(bar.version)},
         )
 
-    async def _publish(self, subject: str, payload: dict) -> None:
-        if self.nc is not None:
-            await self.nc.publish(subject, orjson.dumps(payload))
+    async def flush(self) -> None:
+        if self.nc is None or not self._buffer:
+            return
+        from nats.errors import Error as NatsError
+
+        batch, self._buffer = self._buffer, []
+        publish = self.nc.publish
+        for subject, payload, headers in batch:
+            try:
+                await publish(subject, payload, headers=headers)
+            except NatsError as exc:  # disconnected with a full outbound buffer, or closed
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 10_000 == 0:
+                    log.warning("NATS publish failed (%s); %d messages dropped", exc, self.dropped)
+                continue
             self.published += 1
 
     async def close(self) -> None:
         if self.nc is not None:
+            await self.flush()
             await self.nc.drain()
+
+
+@lru_cache(maxsize=64)
+def _iso_second(second: int) -> str:
+    # Consecutive events share their second: format it once (strftime costs about 1 us).
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def _iso_ms(ms: int) -> str:
+    """Epoch milliseconds -> the contracts' UTC ISO 8601 text, e.g. 2024-01-02T03:04:05.678Z."""
+    second, milli = divmod(ms, 1000)
+    return f"{_iso_second(second)}.{milli:03d}Z"
+
+
+def _iso_ns(ns: int) -> str:
+    second, nanos = divmod(ns, 1_000_000_000)
+    return f"{_iso_second(second)}.{nanos // 1000:06d}Z"
 
 
 def _dec(scaled: int | None) -> str | None:

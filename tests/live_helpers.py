@@ -1,0 +1,344 @@
+"""Real processes for the live-ingestion tests: ``quant sim binance``, ``quant live``, a fresh
+database on the ClickHouse endpoint, and the checks that compare what was stored with what the
+simulator says happened (its REST ``aggTrades`` and its own ``klines``)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from quant_resources.migrations import ClickHouseLedger, load, migrate
+from quant_resources.warehouse import WarehouseResource
+
+MINUTE_MS = 60_000
+QUANT = [sys.executable, "-m", "quant_cli.main"]
+
+
+# Every process started here, so a fixture can stop them all whatever failed half-way.
+STARTED: list[subprocess.Popen] = []
+
+
+def stop_all() -> None:
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- the simulator ---------------------------------------------------------------------------
+
+
+@dataclass
+class Sim:
+    port: int
+    proc: subprocess.Popen
+    stderr: Path
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def request(self, path: str, body: Any = None) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(
+                "GET" if body is None else "POST",
+                path,
+                None if body is None else orjson.dumps(body),
+            )
+            resp = conn.getresponse()
+            data = orjson.loads(resp.read())
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise AssertionError(f"simulator {path} -> HTTP {resp.status}: {data}")
+        return data
+
+    def stats(self) -> dict:
+        return self.request("/_sim/stats")
+
+    def pause(self) -> None:
+        self.request("/_sim/market", {"paused": True})
+
+    def agg_trades(self, symbol: str, first: int, last: int) -> list[dict]:
+        rows: list[dict] = []
+        while not rows or rows[-1]["a"] < last:
+            start = rows[-1]["a"] + 1 if rows else first
+            page = self.request(f"/api/v3/aggTrades?symbol={symbol}&fromId={start}&limit=1000")
+            if not page:
+                break
+            rows += page
+        return [r for r in rows if r["a"] <= last]
+
+    def kline(self, symbol: str, open_ms: int) -> list | None:
+        rows = self.request(
+            f"/api/v3/klines?symbol={symbol}&interval=1m&startTime={open_ms}"
+            f"&endTime={open_ms}&limit=1"
+        )
+        return rows[0] if rows and rows[0][0] == open_ms else None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_sim(workdir: Path, *args: str) -> Sim:
+    workdir.mkdir(parents=True, exist_ok=True)
+    stderr = workdir / "sim.stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [*QUANT, "sim", "binance", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    STARTED.append(proc)
+    line = proc.stdout.readline()
+    found = re.fullmatch(r"listening on ws://127\.0\.0\.1:(\d+) \(rest http://[^)]+\)\n", line)
+    if not found:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"simulator did not start: {line!r}\n{tail(stderr)}")
+    return Sim(int(found.group(1)), proc, stderr)
+
+
+# -- the warehouse ---------------------------------------------------------------------------
+
+
+def fresh_warehouse(clickhouse_url: str) -> WarehouseResource:
+    """A new database on the test services' ClickHouse endpoint, migrated to the latest."""
+    database = f"live_{uuid.uuid4().hex[:12]}"
+    url = urlunsplit(urlsplit(clickhouse_url)._replace(path=f"/{database}"))
+    warehouse = WarehouseResource(url=url)
+    migrations = load("clickhouse")
+    migrate(ClickHouseLedger(warehouse), migrations, migrations[-1].key)
+    return warehouse
+
+
+def drop(warehouse: WarehouseResource) -> None:
+    warehouse.command(f"DROP DATABASE IF EXISTS {warehouse.database}")
+
+
+# -- quant live ------------------------------------------------------------------------------
+
+
+@dataclass
+class Live:
+    """One ``quant live --json`` subprocess; output goes to files so a failure can show it."""
+
+    proc: subprocess.Popen
+    stdout: Path
+    stderr: Path
+    started: float = field(default_factory=time.time)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"quant live did not exit within {timeout:.0f} s\n{self.explain()}"
+            ) from None
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def explain(self) -> str:
+        return (
+            f"exit code {self.proc.returncode}\n--- stderr tail ---\n{tail(self.stderr)}\n"
+            f"--- stdout tail ---\n{tail(self.stdout, 10)}"
+        )
+
+    def summary(self, timeout: float) -> dict:
+        """Wait for a clean exit and return the ``--json`` summary."""
+        rc = self.wait(timeout)
+        if rc != 0:
+            raise AssertionError(f"quant live failed\n{self.explain()}")
+        lines = [ln for ln in self.stdout.read_text().splitlines() if ln.startswith("{")]
+        if not lines:
+            raise AssertionError(f"quant live printed no JSON summary\n{self.explain()}")
+        return json.loads(lines[-1])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+def live_env(sim: Sim, warehouse: WarehouseResource, home: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("NATS_URL", None)
+    env.update(
+        BINANCE_WS_URL=f"ws://{sim.url}",
+        BINANCE_REST_URL=f"http://{sim.url}",
+        CLICKHOUSE_URL=warehouse.resolved_url,
+        QUANT_HOME=str(home),
+        **extra,
+    )
+    return env
+
+
+def start_live(
+    workdir: Path,
+    name: str,
+    env: dict[str, str],
+    symbols: str,
+    duration: float | None = None,
+    streams: str = "aggTrade,bookTicker",
+) -> Live:
+    workdir.mkdir(parents=True, exist_ok=True)
+    args = [*QUANT, "live", "--symbols", symbols, "--streams", streams, "--json"]
+    if duration is not None:
+        args += ["--duration", f"{duration:.1f}"]
+    stdout, stderr = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
+    STARTED.append(proc)
+    return Live(proc, stdout, stderr)
+
+
+def seconds_to_minute_end(now: float | None = None, offset_s: float = 0.0) -> float:
+    """Seconds from now until ``offset_s`` past the next minute boundary."""
+    now = time.time() if now is None else now
+    return (60 - now % 60) + offset_s
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TradeCheck:
+    symbol: str
+    first_id: int
+    last_id: int
+    first_ms: int
+    last_ms: int
+    count: int
+
+
+def check_trades(warehouse: WarehouseResource, sim: Sim, symbol: str) -> TradeCheck:
+    """Stored aggTrades of ``symbol``: contiguous ids, no duplicates (logical or physical), and
+    exactly the simulator's REST answer for that id range."""
+    final = warehouse.query_rows(
+        "SELECT count(), uniqExact(trade_id), min(trade_id), max(trade_id) FROM trades FINAL "
+        "WHERE source = 'binance' AND symbol = {s:String} AND stream = 'aggTrade'",
+        {"s": symbol},
+    )[0]
+    count, unique, lo, hi = final
+    assert count > 0, f"{symbol}: no trades stored"
+    assert count == unique == hi - lo + 1, (
+        f"{symbol}: {count} trades, {unique} distinct ids, ids {lo}..{hi} "
+        f"({hi - lo + 1 - unique} missing)"
+    )
+    raw = warehouse.scalar(
+        "SELECT count() FROM trades WHERE source = 'binance' AND symbol = {s:String} "
+        "AND stream = 'aggTrade'",
+        {"s": symbol},
+    )
+    assert raw == count, f"{symbol}: {raw - count} physical duplicate rows (FINAL hides them)"
+    stored = warehouse.query_rows(
+        "SELECT trade_id, toString(price), toString(qty), first_trade_id, last_trade_id, "
+        "toUnixTimestamp64Milli(ts), is_buyer_maker FROM trades FINAL "
+        "WHERE source = 'binance' AND symbol = {s:String} AND stream = 'aggTrade' "
+        "ORDER BY trade_id",
+        {"s": symbol},
+    )
+    exchange = sim.agg_trades(symbol, lo, hi)
+    assert len(exchange) == len(stored), f"{symbol}: simulator has {len(exchange)} for {lo}..{hi}"
+    for row, ref in zip(stored, exchange, strict=True):
+        mine = (row[0], Decimal(row[1]), Decimal(row[2]), row[3], row[4], row[5], bool(row[6]))
+        theirs = (
+            ref["a"],
+            Decimal(ref["p"]),
+            Decimal(ref["q"]),
+            ref["f"],
+            ref["l"],
+            ref["T"],
+            ref["m"],
+        )
+        assert mine == theirs, f"{symbol}: stored {mine} but the exchange has {theirs}"
+    return TradeCheck(symbol, lo, hi, stored[0][5], stored[-1][5], count)
+
+
+BAR_COLUMNS = (
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "quote_volume",
+    "trade_count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+)
+# Kline fields in the same order: o, h, l, c, v, q (quote volume), n, V, Q.
+KLINE_INDEX = (1, 2, 3, 4, 5, 7, 8, 9, 10)
+
+
+def stored_bars(warehouse: WarehouseResource, symbol: str) -> dict[int, tuple]:
+    rows = warehouse.query_rows(
+        f"SELECT toUnixTimestamp64Milli(ts), {', '.join(f'toString({c})' for c in BAR_COLUMNS)} "
+        "FROM bars_1m FINAL WHERE source = 'binance' AND symbol = {s:String} ORDER BY ts",
+        {"s": symbol},
+    )
+    return {r[0]: tuple(Decimal(v) for v in r[1:]) for r in rows}
+
+
+def full_minutes(first_ms: int, last_ms: int) -> list[int]:
+    """Minutes whose every trade lies strictly inside (first_ms, last_ms]: with contiguous ids
+    and exchange times that never go backwards, all of their trades are between the two."""
+    start = first_ms // MINUTE_MS * MINUTE_MS + MINUTE_MS
+    return list(range(start, last_ms - MINUTE_MS + 1, MINUTE_MS))
+
+
+def check_bars(
+    warehouse: WarehouseResource, sim: Sim, trades: TradeCheck, until_ms: int | None = None
+) -> list[int]:
+    """Every minute fully covered by the stored trades (and ended by ``until_ms``) has a bar,
+    and it equals the simulator's own kline; returns those minutes."""
+    last = trades.last_ms if until_ms is None else min(trades.last_ms, until_ms)
+    minutes = full_minutes(trades.first_ms, last)
+    bars = stored_bars(warehouse, trades.symbol)
+    for minute in minutes:
+        assert minute in bars, f"{trades.symbol}: no bar stored for the full minute {minute}"
+        kline = sim.kline(trades.symbol, minute)
+        assert kline is not None, f"{trades.symbol}: the simulator has no kline at {minute}"
+        expected = tuple(Decimal(str(kline[i])) for i in KLINE_INDEX)
+        got = bars[minute]
+        assert got == expected, (
+            f"{trades.symbol} bar {minute}: stored "
+            f"{dict(zip(BAR_COLUMNS, got, strict=True))} but the exchange's kline is "
+            f"{dict(zip(BAR_COLUMNS, expected, strict=True))}"
+        )
+    return minutes
