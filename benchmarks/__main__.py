@@ -8,10 +8,17 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import bench_contracts
+from benchmarks import (
+    bench_alpaca,
+    bench_contracts,
+    bench_decode,
+    bench_live,
+    bench_replay,
+    bench_storage,
+)
 from benchmarks.report import Figure, render_markdown
 
-SUITES = [bench_contracts]
+SUITES = [bench_storage, bench_alpaca, bench_decode, bench_live, bench_replay, bench_contracts]
 HERE = Path(__file__).parent
 
 

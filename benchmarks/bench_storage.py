@@ -127,6 +127,13 @@ def run() -> list[Figure]:
             )
             served = _measure(client, data)
             client.close()
+            from quant_resources.warehouse import WarehouseResource, close_all_clients
+
+            resource = WarehouseResource(
+                url=f"http://bench:{password}@127.0.0.1:{port}/bench_resource"
+            )
+            wrapped = _measure(_ResourceAsClient(resource), data)
+            close_all_clients()
         local = clickhouse_connect.get_client(dsn=f"chdb://{Path(tmp) / 'inproc'}")
         inproc = _measure(local, data)
         local.close()
@@ -148,7 +155,39 @@ def run() -> list[Figure]:
             peer=inproc[1],
             goal=">= 0.7x in-process",
         ),
+        Figure(
+            name=f"WarehouseResource.insert over the endpoint ({n:,} rows)",
+            unit="rows/s",
+            ours=wrapped[0],
+            peer_name="raw clickhouse-connect insert_arrow, same endpoint",
+            peer=served[0],
+            goal=">= 0.9x raw (adds < 10%)",
+        ),
+        Figure(
+            name=f"WarehouseResource.query_arrow over the endpoint ({n:,} rows)",
+            unit="rows/s",
+            ours=wrapped[1],
+            peer_name="raw clickhouse-connect query_arrow, same endpoint",
+            peer=served[1],
+            goal=">= 0.9x raw (adds < 10%)",
+        ),
     ]
+
+
+class _ResourceAsClient:
+    """The resource behind the client calls ``_measure`` makes, so both run the same loop."""
+
+    def __init__(self, resource) -> None:
+        self.resource = resource
+
+    def command(self, sql: str) -> None:
+        self.resource.command(sql)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        self.resource.insert(table, data)
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        return self.resource.query_arrow(sql)
 
 
 if __name__ == "__main__":
