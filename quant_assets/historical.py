@@ -6,6 +6,7 @@ and the previous content stays), then writes the Parquet lake and replaces the (
 slice of the ClickHouse table. The checks then read back what was stored.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
@@ -73,17 +74,20 @@ def _refuse(findings, what: str) -> None:
 
 
 def _write_lake(lake: LakeResource, dataset: str, source: str, day: date, table: pa.Table) -> int:
-    """One Parquet file per symbol; files of symbols no longer present are removed after."""
+    """One Parquet file per symbol (written by a few threads: Parquet encoding releases the GIL);
+    files of symbols no longer present are removed after."""
     prefix = f"{dataset}/source={source}/date={day.isoformat()}/"
-    written: set[str] = set()
-    for symbol in pc.unique(table.column("symbol")).to_pylist():
-        part = table.filter(pc.equal(table.column("symbol"), symbol))
-        key = lake.key(dataset, source, day, symbol)
-        lake.write_parquet(key, part)
-        written.add(key)
-    for stale in set(lake.list(prefix)) - written:
+    parts = {
+        lake.key(dataset, source, day, symbol): table.filter(
+            pc.equal(table.column("symbol"), symbol)
+        )
+        for symbol in pc.unique(table.column("symbol")).to_pylist()
+    }
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda item: lake.write_parquet(*item), parts.items()))
+    for stale in set(lake.list(prefix)) - parts.keys():
         lake.delete_prefix(stale)
-    return len(written)
+    return len(parts)
 
 
 def _stored(warehouse: WarehouseResource, table: str, source: str, days: list[date]) -> pa.Table:
