@@ -1,0 +1,198 @@
+"""Live ingestion end to end: ``quant sim binance`` -> ``quant live`` -> ClickHouse endpoint.
+
+Three real processes, as deployed: the simulator offers ``QUANT_BENCH_LIVE_RATE`` aggregate
+trades per second (default 25,000) over ``QUANT_BENCH_LIVE_SYMBOLS`` symbols (default 8), each
+followed by a bookTicker, so twice that many messages a second; ``quant live`` ingests both
+streams for ``QUANT_BENCH_LIVE_SECONDS`` (default 130) into ``quant warehouse serve``.
+
+* messages/s: frames ``quant live`` processed (each written ahead to the session log, decoded,
+  de-duplicated, aggregated and stored) per second of the run, against the rate the simulator
+  offered. Zero loss is checked, not assumed: at the end the stored aggTrade ids of every symbol
+  must be contiguous without duplicates (REST repair included), else the benchmark fails.
+* bar delay: from the end of a minute to its bar being queryable in ClickHouse, polled every
+  100 ms from this process; p50 and p99 over every (symbol, minute) that ended during the run.
+  Its peer is the design floor, the configured lateness (a bar is final only after it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.bench_storage import warehouse_server
+from benchmarks.report import Figure
+from quant_core.telemetry import percentile
+
+SECONDS = float(os.environ.get("QUANT_BENCH_LIVE_SECONDS", "130"))
+RATE = float(os.environ.get("QUANT_BENCH_LIVE_RATE", "25000"))
+N_SYMBOLS = int(os.environ.get("QUANT_BENCH_LIVE_SYMBOLS", "8"))
+LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "2000"))
+SYMBOLS = ["btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt", "adausdt", "dogeusdt", "trxusdt"]
+STREAMS = "aggTrade,bookTicker"
+QUANT = [sys.executable, "-m", "quant_cli.main"]
+
+
+def _symbols() -> list[str]:
+    extra = [f"s{i:03d}usdt" for i in range(max(0, N_SYMBOLS - len(SYMBOLS)))]
+    return (SYMBOLS + extra)[:N_SYMBOLS]
+
+
+class _BarPoller(threading.Thread):
+    """Records when each (symbol, minute) bar first becomes visible in ClickHouse."""
+
+    def __init__(self, warehouse) -> None:
+        super().__init__(daemon=True)
+        self.warehouse = warehouse
+        self.first_seen: dict[tuple[str, int], float] = {}
+        self.stop = threading.Event()
+        self.errors = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(0.1):
+            try:
+                rows = self.warehouse.query_rows(
+                    "SELECT DISTINCT symbol, toUnixTimestamp64Milli(ts) FROM bars_1m"
+                )
+            except Exception:  # the table appears with the migrations; the server may be busy
+                self.errors += 1
+                continue
+            now = time.time()
+            for key in rows:
+                self.first_seen.setdefault(key, now)
+
+
+def run() -> list[Figure]:
+    from quant_resources.migrations import ClickHouseLedger, load, migrate
+    from quant_resources.warehouse import WarehouseResource, close_all_clients
+
+    symbols = _symbols()
+    offered = RATE * len(STREAMS.split(","))
+    with tempfile.TemporaryDirectory(prefix="quant-bench-live-") as tmp:
+        root = Path(tmp)
+        password = "bench-live"
+        with warehouse_server(root / "warehouse", password) as port:
+            url = f"http://bench:{password}@127.0.0.1:{port}/live"
+            warehouse = WarehouseResource(url=url)
+            migrations = load("clickhouse")
+            migrate(ClickHouseLedger(warehouse), migrations, migrations[-1].key)
+            sim = subprocess.Popen(
+                [*QUANT, "sim", "binance", "--port", "0", "--symbols", ",".join(symbols)]
+                + ["--rate", str(RATE), "--seed", "5"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            try:
+                found = re.search(r"ws://127\.0\.0\.1:(\d+)", sim.stdout.readline())
+                if not found:
+                    raise RuntimeError("the simulator did not start")
+                sim_port = int(found.group(1))
+                poller = _BarPoller(warehouse)
+                poller.start()
+                env = {
+                    **os.environ,
+                    "BINANCE_WS_URL": f"ws://127.0.0.1:{sim_port}",
+                    "BINANCE_REST_URL": f"http://127.0.0.1:{sim_port}",
+                    "CLICKHOUSE_URL": url,
+                    "QUANT_HOME": str(root / "home"),
+                }
+                env.pop("NATS_URL", None)
+                started = time.time()
+                live = subprocess.run(
+                    [*QUANT, "live", "--symbols", ",".join(symbols), "--streams", STREAMS]
+                    + ["--duration", str(SECONDS), "--lateness-ms", str(LATENESS_MS), "--json"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=SECONDS + 300,
+                )
+                poller.stop.set()
+                poller.join()
+                if live.returncode != 0:
+                    raise RuntimeError(f"quant live failed: {live.stderr[-3000:]}")
+                summary = json.loads(live.stdout.strip().splitlines()[-1])
+                sent = _sim_stats(sim_port)["frames_sent"]
+            finally:
+                sim.terminate()
+                sim.wait(30)
+            losses = _check_zero_loss(warehouse, symbols)
+            close_all_clients()
+    if losses:
+        raise RuntimeError(f"live ingestion lost or duplicated trades: {losses}")
+    achieved = summary["frames"] / SECONDS
+    stop_s = summary["stop_exchange_ms"] / 1000
+    delays = [
+        (seen - (minute / 1000 + 60)) * 1000
+        for (_, minute), seen in poller.first_seen.items()
+        # Minutes that ended while the pipeline ran (not those only the clean stop wrote).
+        if started < minute / 1000 + 60 < stop_s - 1
+    ]
+    print(
+        f"  bench_live: {summary['frames']:,} frames in {SECONDS:.0f} s "
+        f"({achieved:,.0f}/s; simulator sent {sent['aggTrade'] + sent['bookTicker']:,}); "
+        f"drops {summary['drops']}, gaps {summary['gaps']}, repaired "
+        f"{summary['trades_repaired']}, reconnects {summary['reconnects']}; "
+        f"{len(delays)} bar delays",
+        flush=True,
+    )
+    if not delays:
+        raise RuntimeError(f"no minute ended during the {SECONDS:.0f} s run; raise the duration")
+    goal = "p99 bar delay under 2 s"
+    return [
+        Figure(
+            name=f"live end to end sim -> ClickHouse ({len(symbols)} symbols, zero loss)",
+            unit="msgs/s",
+            ours=achieved,
+            peer_name="simulator offered rate",
+            peer=offered,
+            goal="at least 50,000 msgs/s end to end with zero loss",
+        ),
+        Figure(
+            name="live bar delay p50 (minute end -> queryable)",
+            unit="ms",
+            ours=percentile(delays, 50),
+            peer_name=f"lateness setting ({LATENESS_MS} ms)",
+            peer=LATENESS_MS,
+            goal=goal,
+            higher_is_better=False,
+        ),
+        Figure(
+            name=f"live bar delay p99 ({len(delays)} bars)",
+            unit="ms",
+            ours=percentile(delays, 99),
+            peer_name=f"lateness setting ({LATENESS_MS} ms)",
+            peer=LATENESS_MS,
+            goal=goal,
+            higher_is_better=False,
+        ),
+    ]
+
+
+def _sim_stats(port: int) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def _check_zero_loss(warehouse, symbols: list[str]) -> dict:
+    rows = warehouse.query_rows(
+        "SELECT symbol, count(), uniqExact(trade_id), max(trade_id) - min(trade_id) + 1 "
+        "FROM trades FINAL WHERE stream = 'aggTrade' GROUP BY symbol"
+    )
+    found = {r[0]: r[1:] for r in rows}
+    bad = {s: found.get(s.upper()) for s in symbols if s.upper() not in found}
+    bad.update({s: v for s, v in found.items() if not v[0] == v[1] == v[2]})
+    return bad
+
+
+if __name__ == "__main__":
+    for figure in run():
+        print(figure.as_dict())
