@@ -1,7 +1,7 @@
 """Live ingestion end to end: ``quant sim binance`` -> ``quant live`` -> ClickHouse endpoint.
 
 Three real processes, as deployed: the simulator offers ``QUANT_BENCH_LIVE_RATE`` aggregate
-trades per second (default 25,000) over ``QUANT_BENCH_LIVE_SYMBOLS`` symbols (default 8), each
+trades per second (default 5,000) over ``QUANT_BENCH_LIVE_SYMBOLS`` symbols (default 8), each
 followed by a bookTicker, so twice that many messages a second; ``quant live`` ingests both
 streams for ``QUANT_BENCH_LIVE_SECONDS`` (default 130) into ``quant warehouse serve``.
 
@@ -31,7 +31,10 @@ from benchmarks.report import Figure
 from quant_core.telemetry import percentile
 
 SECONDS = float(os.environ.get("QUANT_BENCH_LIVE_SECONDS", "130"))
-RATE = float(os.environ.get("QUANT_BENCH_LIVE_RATE", "25000"))
+# 10,000 msgs/s is sustained on 2 cores shared with the simulator and the endpoint; at 25,000
+# quant live falls behind, its queue overflows and the REST repair of the backlog (weight
+# limited to ~5,000 trades/s) does not finish: offer more only on a bigger machine.
+RATE = float(os.environ.get("QUANT_BENCH_LIVE_RATE", "5000"))
 N_SYMBOLS = int(os.environ.get("QUANT_BENCH_LIVE_SYMBOLS", "8"))
 LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "2000"))
 SYMBOLS = ["btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt", "adausdt", "dogeusdt", "trxusdt"]
@@ -83,8 +86,19 @@ def run() -> list[Figure]:
             migrations = load("clickhouse")
             migrate(ClickHouseLedger(warehouse), migrations, migrations[-1].key)
             sim = subprocess.Popen(
-                [*QUANT, "sim", "binance", "--port", "0", "--symbols", ",".join(symbols)]
-                + ["--rate", str(RATE), "--seed", "5"],
+                [
+                    *QUANT,
+                    "sim",
+                    "binance",
+                    "--port",
+                    "0",
+                    "--symbols",
+                    ",".join(symbols),
+                    "--rate",
+                    str(RATE),
+                    "--seed",
+                    "5",
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
@@ -106,8 +120,19 @@ def run() -> list[Figure]:
                 env.pop("NATS_URL", None)
                 started = time.time()
                 live = subprocess.run(
-                    [*QUANT, "live", "--symbols", ",".join(symbols), "--streams", STREAMS]
-                    + ["--duration", str(SECONDS), "--lateness-ms", str(LATENESS_MS), "--json"],
+                    [
+                        *QUANT,
+                        "live",
+                        "--symbols",
+                        ",".join(symbols),
+                        "--streams",
+                        STREAMS,
+                        "--duration",
+                        str(SECONDS),
+                        "--lateness-ms",
+                        str(LATENESS_MS),
+                        "--json",
+                    ],
                     env=env,
                     capture_output=True,
                     text=True,
