@@ -154,8 +154,11 @@ class EventPipeline:
             self._trade(ev)
 
     def on_conn(self, meta: dict[str, Any]) -> None:
-        if meta.get("event") == "reconnect":
+        event = meta.get("event")
+        if event == "reconnect":
             self.counts["reconnect"] += 1
+        elif event == "seed":  # the live job knew these ids were accounted for (restart, start)
+            self.gaps.seed(meta["symbol"], meta["stream"], meta["last_id"], meta["last_ts_ms"])
 
     def _trade(self, ev: TradeEvent) -> None:
         if self.gaps.observe(ev.symbol, ev.stream, ev.trade_id, ev.ts_event_ms) == "dup":

@@ -272,6 +272,18 @@ class BinanceStreamClient:
             await self._current[index].request("UNSUBSCRIBE", [name], self.ack_timeout_s)
             self.shards[index].remove(name)
 
+    def settled(self, seconds: float) -> bool:
+        """Every shard connected, none (re)connected in the last ``seconds``, all streaming."""
+        now = time.monotonic()
+        conns = [self._current.get(i) for i in range(len(self.shards))]
+        return all(
+            c is not None
+            and not c.reader.done()
+            and now - c.opened >= seconds
+            and now - c.last_rx < 2.0
+            for c in conns
+        )
+
     def connection_ids(self) -> list[int]:
         return [c.id for c in self._current.values()]
 

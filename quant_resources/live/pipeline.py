@@ -178,7 +178,10 @@ class LivePipeline:
             ):
                 self.stop.set()
                 return
-            self._advance(int(time.time() * 1000) - self.config.lateness_ms)
+            # The wall clock may close a quiet minute only while every connection is up and
+            # settled: after a drop, missing trades are unknown until the next one arrives.
+            if self.client.settled(5.0):
+                self._advance(int(time.time() * 1000) - self.config.lateness_ms)
             await self._flush_sinks()
             self._roll_telemetry()
             self.status(self.summary, self)
@@ -197,7 +200,9 @@ class LivePipeline:
             )
         except Exception as exc:  # a fresh warehouse has no history: start clean
             log.info("no stored trades to resume from (%s)", exc)
-            return
+            rows = []
+        fresh = [s for s in self.config.symbols if s not in {r[0] for r in rows}]
+        await self._seed_fresh(fresh)
         for symbol, stream, last_id, last_ts in rows:
             last_ts_ms = int(last_ts.timestamp() * 1000)
             bars_done = await asyncio.to_thread(
@@ -230,7 +235,7 @@ class LivePipeline:
                 ]
             )
             if not table:
-                self.gaps.seed(symbol, stream, int(last_id), last_ts_ms)
+                self._seed(symbol, stream, int(last_id), last_ts_ms)
                 continue
             # Continuity is checked from the last trade before the re-applied ones: trades are
             # stored in the order they were processed, so a gap repair still open when the
@@ -244,9 +249,9 @@ class LivePipeline:
                 {"s": symbol, "st": stream, "t": start_ms},
             )
             if before:
-                self.gaps.seed(symbol, stream, int(before[0][0]), int(before[0][1]))
+                self._seed(symbol, stream, int(before[0][0]), int(before[0][1]))
             else:
-                self.gaps.seed(symbol, stream, int(table[0][0]) - 1, int(table[0][5]))
+                self._seed(symbol, stream, int(table[0][0]) - 1, int(table[0][5]))
             # Already stored: re-apply them to the aggregator (recorded in the session log so a
             # replay rebuilds the same bars) without writing them again.
             self._apply_rest(
@@ -261,6 +266,38 @@ class LivePipeline:
                 store=False,
             )
             log.info("resumed %s %s after trade id %s", symbol, stream, last_id)
+
+    def _seed(self, symbol: str, stream: str, last_id: int, last_ts_ms: int) -> None:
+        """Ids up to ``last_id`` are accounted for; recorded so a replay seeds the same way."""
+        self.gaps.seed(symbol, stream, last_id, last_ts_ms)
+        meta = {
+            "event": "seed",
+            "symbol": symbol,
+            "stream": stream,
+            "last_id": last_id,
+            "last_ts_ms": last_ts_ms,
+        }
+        self.log.append("conn", 0, time.time_ns(), b"", meta)
+
+    async def _seed_fresh(self, symbols: list[str]) -> None:
+        """A first start mid-minute: the trades of the running minute before the first live
+        frame come from REST (the first live trade opens that gap), so the first bar is whole."""
+        if self.config.bar_stream != "aggTrade":
+            return
+        minute_ms = int(time.time() * 1000) // 60_000 * 60_000
+        for symbol in symbols:
+            try:
+                answer = await asyncio.to_thread(
+                    self.rest.get,
+                    AGG_TRADES_PATH,
+                    {"symbol": symbol, "startTime": minute_ms, "limit": 1},
+                )
+                rows = answer.json()
+            except Exception as exc:  # REST unreachable: the first minute may start late
+                log.warning("cannot find the first trade of the minute for %s: %s", symbol, exc)
+                continue
+            if rows:
+                self._seed(symbol, "aggTrade", int(rows[0]["a"]) - 1, minute_ms - 1)
 
     # -- processing ------------------------------------------------------------------------------
     async def _process(self) -> None:
