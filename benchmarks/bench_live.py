@@ -36,7 +36,7 @@ SECONDS = float(os.environ.get("QUANT_BENCH_LIVE_SECONDS", "130"))
 # limited to ~5,000 trades/s) does not finish: offer more only on a bigger machine.
 RATE = float(os.environ.get("QUANT_BENCH_LIVE_RATE", "5000"))
 N_SYMBOLS = int(os.environ.get("QUANT_BENCH_LIVE_SYMBOLS", "8"))
-LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "2000"))
+LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "500"))
 SYMBOLS = ["btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt", "adausdt", "dogeusdt", "trxusdt"]
 STREAMS = "aggTrade,bookTicker"
 QUANT = [sys.executable, "-m", "quant_cli.main"]
