@@ -40,7 +40,8 @@ def price_chart(bars: pa.Table, title: str) -> dg.MetadataValue:
     top.plot(frame["ts"], frame["close"], linewidth=0.8)
     top.set_title(title, fontsize=9)
     top.tick_params(labelsize=7)
-    bottom.bar(frame["ts"], frame["volume"], width=0.0006)
+    # One polygon, not a Rectangle patch per minute (a bar chart of 960 minutes costs ~1 s).
+    bottom.fill_between(frame["ts"], frame["volume"], step="post", linewidth=0)
     bottom.tick_params(labelsize=6)
     fig.autofmt_xdate()
     buffer = io.BytesIO()
