@@ -96,7 +96,13 @@ def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhou
         assert len(first_five) == 5
         assert all(m["subject"] == "v1.market.trades.binance.BTCUSDT" for m in first_five)
 
-        time.sleep(1.0)  # the last messages reach the subscriber after live has exited
+        # The last messages reach the subscriber after live has exited: wait until it has
+        # written as many as were published (bounded), instead of guessing a delay.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if len(read_lines(tmp_path / "all.jsonl")) >= summary["nats_published"]:
+                break
+            time.sleep(0.2)
         everything.send_signal(signal.SIGTERM)
         assert everything.wait(30) == 0, everything.stderr.read().decode()
         messages = read_lines(tmp_path / "all.jsonl")

@@ -59,6 +59,7 @@ class LiveConfig:
     flush_seconds: float = 1.0
     nats_url: str | None = None
     silence_s: float = 30.0
+    stop_budget_s: float = 60.0  # REST catch-up time allowed on a clean stop
     session_id: str = field(
         default_factory=lambda: (
             f"live-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
@@ -466,8 +467,9 @@ class LivePipeline:
 
     # -- clean stop ------------------------------------------------------------------------------
     async def _finish(self) -> None:
-        stop_ms = int(time.time() * 1000)
-        await self._catch_up(stop_ms)
+        # Bars are written up to the time every symbol is known to be complete: the stop time,
+        # or earlier when the REST catch-up could not finish within its budget.
+        stop_ms = await self._catch_up(int(time.time() * 1000), self.config.stop_budget_s)
         self._on_bars(self.aggregator.flush(stop_ms))
         self._roll_telemetry()
         self.sink.telemetry.extend(
@@ -496,19 +498,24 @@ class LivePipeline:
         if self.lake is not None:
             await asyncio.to_thread(_upload_session, self.lake, Path(self.summary.session_dir))
 
-    async def _catch_up(self, stop_ms: int) -> None:
+    async def _catch_up(self, stop_ms: int, budget_s: float) -> int:
         """Fetch every trade up to the stop time from REST (and repair open gaps), so the bars
-        of every ended minute are complete when they are written."""
+        of every ended minute are complete when they are written. Returns the exchange time up
+        to which all symbols are complete: ``stop_ms``, or less when the budget ran out."""
+        deadline = time.monotonic() + budget_s
+        complete = stop_ms
+        stream = self.config.bar_stream
+        fetch = self.rest.agg_trades if stream == "aggTrade" else self.rest.historical_trades
         for symbol in self.config.symbols:
-            stream = self.config.bar_stream
-            fetch = self.rest.agg_trades if stream == "aggTrade" else self.rest.historical_trades
-            for _ in range(10_000):
+            reached, done = None, False
+            while time.monotonic() < deadline:
                 open_gaps = [
                     g for g in self.gaps.open_gaps() if (g.symbol, g.stream) == (symbol, stream)
                 ]
                 last = self.gaps.last_ids().get((symbol, stream))
                 start = open_gaps[0].first_id if open_gaps else (None if last is None else last + 1)
                 if start is None:
+                    done = True
                     break
                 try:
                     answer = await asyncio.to_thread(fetch, symbol, start, REPAIR_PAGE)
@@ -519,10 +526,18 @@ class LivePipeline:
                 item = _RestItem(
                     symbol, stream, answer.path, answer.params, answer.body, time.time_ns()
                 )
-                self._apply_rest(item, store=True)
-                rows = answer.json()
-                if not rows or (not open_gaps and rows[-1]["T"] >= stop_ms):
+                events = self._apply_rest(item, store=True)
+                if not events or (not open_gaps and events[-1].ts_event_ms >= stop_ms):
+                    done = True
                     break
+                reached = events[-1].ts_event_ms
+            if not done:
+                log.warning(
+                    "catch-up of %s stopped at %s: later bars are left open", symbol, reached
+                )
+                complete = min(complete, reached or 0)
+        hold = self.gaps.hold_ms()
+        return complete if hold is None else min(complete, hold)
 
 
 def _with_stream(ev: TradeEvent, stream: str) -> TradeEvent:
