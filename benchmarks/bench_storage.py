@@ -8,21 +8,15 @@ reads. ``QUANT_BENCH_ROWS`` sets the row count (default 2,000,000).
 from __future__ import annotations
 
 import os
-import secrets
-import signal
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pyarrow as pa
 
 from benchmarks.report import Figure, best_rate
+from quant_cli.children import warehouse_endpoint
 
 BARS_DDL = (
     "CREATE TABLE {table} (source LowCardinality(String), symbol LowCardinality(String), "
@@ -56,39 +50,6 @@ def bars_table(n: int, symbols: int = 50) -> pa.Table:
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def warehouse_server(path: Path, password: str) -> Iterator[int]:
-    port = _free_port()
-    quant = Path(sys.executable).with_name("quant")
-    cmd = [str(quant), "warehouse", "serve", "--path", str(path), "--port", str(port)]
-    cmd += ["--user", "bench", "--log-level", "warning"]
-    env = {**os.environ, "QUANT_WAREHOUSE_PASSWORD": password}
-    proc = subprocess.Popen(cmd, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as r:
-                    if r.read() == b"Ok.\n":
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("warehouse server did not start") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-
-
 def _measure(client, data: pa.Table) -> tuple[float, float]:
     """Best insert and Arrow-read rates (rows/s) of ``client`` over ``data``."""
     n = data.num_rows
@@ -120,18 +81,17 @@ def run() -> list[Figure]:
     n = int(os.environ.get("QUANT_BENCH_ROWS", "2000000"))
     data = bars_table(n)
     with tempfile.TemporaryDirectory(prefix="quant-bench-") as tmp:
-        password = secrets.token_hex(12)
-        with warehouse_server(Path(tmp) / "served", password) as port:
+        with warehouse_endpoint(Path(tmp) / "served") as url:
+            parts = urlsplit(url)
+            port, password = parts.port, parts.password
             client = clickhouse_connect.get_client(
-                host="127.0.0.1", port=port, username="bench", password=password
+                host="127.0.0.1", port=port, username=parts.username, password=password
             )
             served = _measure(client, data)
             client.close()
             from quant_resources.warehouse import WarehouseResource, close_all_clients
 
-            resource = WarehouseResource(
-                url=f"http://bench:{password}@127.0.0.1:{port}/bench_resource"
-            )
+            resource = WarehouseResource(url=urlunsplit(parts._replace(path="/bench_resource")))
             wrapped = _measure(_ResourceAsClient(resource), data)
             close_all_clients()
         local = clickhouse_connect.get_client(dsn=f"chdb://{Path(tmp) / 'inproc'}")
