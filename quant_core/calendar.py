@@ -79,15 +79,6 @@ def trading_days(start: date, end: date) -> list[date]:
     return [d.date() for d in days]
 
 
-def last_completed_session(now: datetime) -> date:
-    """The most recent session whose post-market has ended at ``now``."""
-    cal = nyse()
-    candidate = now.astimezone(NEW_YORK).date()
-    while not cal.is_session(pd.Timestamp(candidate)) or session(candidate).post_close > now:
-        candidate -= timedelta(days=1)
-    return candidate
-
-
 def weekday_holidays(start: date) -> list[date]:
     """Weekdays from ``start`` to the end of the calendar on which the NYSE is closed."""
     cal = nyse()

@@ -22,12 +22,18 @@ import pyarrow as pa
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, StreamingBarAggregator, bars_to_arrow
 from quant_core.gaps import GapTracker
 from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
-from quant_core.rest_decode import AGG_TRADES_PATH, RestDecodeError, decode_agg_trades
+from quant_core.rest_decode import (
+    AGG_TRADES_PATH,
+    HISTORICAL_TRADES_PATH,
+    RestDecodeError,
+    decode_rest,
+)
 from quant_core.sessionlog.format import FORMAT_VERSION, RecordKind
 from quant_core.sessionlog.reader import SessionInfo, SessionReader
 from quant_core.tables import PRICE, TS, decimal_from_scaled
 
 INTERVAL_MS = 60_000
+TRADE_PATHS = (AGG_TRADES_PATH, HISTORICAL_TRADES_PATH)
 
 TRADES_SCHEMA = pa.schema(
     [
@@ -141,11 +147,11 @@ class EventPipeline:
             self.counts["rejected"] += 1
 
     def on_rest(self, payload: bytes, meta: dict[str, Any]) -> None:
-        if meta.get("path") != AGG_TRADES_PATH or "symbol" not in meta:
+        if meta.get("path") not in TRADE_PATHS or "symbol" not in meta:
             self.counts["rest_other"] += 1
             return
         try:
-            trades = decode_agg_trades(payload, meta["symbol"])
+            trades = decode_rest(meta["path"], payload, meta["symbol"])
         except RestDecodeError:
             self.counts["rest_rejected"] += 1
             return

@@ -15,6 +15,7 @@ import orjson
 from quant_core.normalize import TradeEvent, scaled
 
 AGG_TRADES_PATH = "/api/v3/aggTrades"
+HISTORICAL_TRADES_PATH = "/api/v3/historicalTrades"
 _INT_FIELDS = ("a", "f", "l", "T")
 
 
@@ -22,13 +23,18 @@ class RestDecodeError(ValueError):
     """A REST body that is not an aggTrades answer; names the row and the field."""
 
 
-def decode_agg_trades(body: bytes, symbol: str) -> list[TradeEvent]:
+def _rows(body: bytes, what: str) -> list:
     try:
         rows = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RestDecodeError(f"aggTrades body {body[:60]!r} is not JSON") from exc
+        raise RestDecodeError(f"{what} body {body[:60]!r} is not JSON") from exc
     if not isinstance(rows, list):
-        raise RestDecodeError(f"aggTrades body is not a JSON array: {str(rows)[:80]}")
+        raise RestDecodeError(f"{what} body is not a JSON array: {str(rows)[:80]}")
+    return rows
+
+
+def decode_agg_trades(body: bytes, symbol: str) -> list[TradeEvent]:
+    rows = _rows(body, "aggTrades")
     symbol = symbol.upper()
     return [_trade(i, row, symbol) for i, row in enumerate(rows)]
 
@@ -53,3 +59,32 @@ def _trade(i: int, row: Any, symbol: str) -> TradeEvent:
     return TradeEvent(
         symbol, "aggTrade", row["a"], row["f"], row["l"], price, qty, row["T"], row["m"]
     )
+
+
+def decode_historical_trades(body: bytes, symbol: str) -> list[TradeEvent]:
+    """``/api/v3/historicalTrades`` rows (``id, price, qty, time, isBuyerMaker``) -> trades."""
+    rows = _rows(body, "historicalTrades")
+    symbol = symbol.upper()
+    events = []
+    for i, row in enumerate(rows):
+        try:
+            ident, stamp, maker = row["id"], row["time"], row["isBuyerMaker"]
+            price, qty = scaled(row["price"]), scaled(row["qty"])
+        except (KeyError, TypeError) as exc:
+            raise RestDecodeError(f"row {i}: field {exc.args[0]!r} is missing or invalid") from None
+        if type(ident) is not int or type(stamp) is not int or type(maker) is not bool:
+            raise RestDecodeError(f"row {i}: id/time/isBuyerMaker have the wrong types: {row}")
+        if price <= 0 or qty <= 0:
+            raise RestDecodeError(f"row {i}: price {row['price']!r} / qty {row['qty']!r}")
+        events.append(TradeEvent(symbol, "trade", ident, ident, ident, price, qty, stamp, maker))
+    return events
+
+
+def decode_rest(path: str, body: bytes, symbol: str) -> list[TradeEvent]:
+    """The trades of a recorded REST answer, by the endpoint that produced it (live and replay
+    both call this, so a repair replays exactly as it was applied)."""
+    if path == AGG_TRADES_PATH:
+        return decode_agg_trades(body, symbol)
+    if path == HISTORICAL_TRADES_PATH:
+        return decode_historical_trades(body, symbol)
+    raise RestDecodeError(f"path={path!r} is not a trade endpoint")

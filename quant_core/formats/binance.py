@@ -142,24 +142,3 @@ def parse_combined_frame(
             f"frame={str(frame)[:80]!r} lacks the combined-stream 'stream'/'data' keys"
         )
     return parse_event(frame["data"], frame["stream"], ts_init)
-
-
-def parse_kline_row(symbol: str, row: list[Any]) -> Bar:
-    """One row of REST ``/api/v3/klines`` (1m) -> Bar."""
-    return Bar(
-        source=SOURCE,
-        symbol=symbol,
-        interval=Interval.M1,
-        ts_event=ms_to_utc(row[0]),
-        ts_close=ms_to_utc(row[6]),
-        open=Decimal(row[1]),
-        high=Decimal(row[2]),
-        low=Decimal(row[3]),
-        close=Decimal(row[4]),
-        volume=Decimal(row[5]),
-        quote_volume=Decimal(row[7]),
-        trade_count=row[8],
-        taker_buy_volume=Decimal(row[9]),
-        taker_buy_quote_volume=Decimal(row[10]),
-        session=Session.CONTINUOUS,
-    )

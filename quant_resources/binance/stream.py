@@ -284,9 +284,6 @@ class BinanceStreamClient:
             for c in conns
         )
 
-    def connection_ids(self) -> list[int]:
-        return [c.id for c in self._current.values()]
-
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):

@@ -33,7 +33,7 @@ from quant_core import __version__
 from quant_core.bars import BarRecord, StreamingBarAggregator
 from quant_core.gaps import Gap, GapTracker
 from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
-from quant_core.rest_decode import AGG_TRADES_PATH, decode_agg_trades
+from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH, decode_rest
 from quant_core.telemetry import TelemetryClock
 from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
@@ -132,7 +132,6 @@ class LivePipeline:
         self.stop = asyncio.Event()
         self._last_quote_id: dict[str, int] = {}
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
-        self._repair_queue: set[tuple[str, str, int, int]] = set()
         self.status: Callable[[LiveSummary, LivePipeline], None] = lambda s, p: None
         self._started = time.monotonic()
 
@@ -220,21 +219,7 @@ class LivePipeline:
                 "AND ts >= fromUnixTimestamp64Milli({t:Int64}) ORDER BY trade_id",
                 {"s": symbol, "st": stream, "t": start_ms},
             )
-            body = orjson.dumps(
-                [
-                    {
-                        "a": r[0],
-                        "f": r[1],
-                        "l": r[2],
-                        "p": r[3],
-                        "q": r[4],
-                        "T": r[5],
-                        "m": bool(r[6]),
-                        "M": True,
-                    }
-                    for r in table
-                ]
-            )
+            path, body = _as_rest_answer(stream, table)
             if not table:
                 self._seed(symbol, stream, int(last_id), last_ts_ms)
                 continue
@@ -259,7 +244,7 @@ class LivePipeline:
                 _RestItem(
                     symbol,
                     stream,
-                    AGG_TRADES_PATH,
+                    path,
                     {"origin": "warehouse", "from_ms": start_ms},
                     body,
                     time.time_ns(),
@@ -427,14 +412,9 @@ class LivePipeline:
             "params": item.params,
         }
         self.log.append("rest", 0, item.recv_ns, item.body, meta)
-        if item.path == AGG_TRADES_PATH:
-            events = decode_agg_trades(item.body, item.symbol)
-        else:
-            events = _decode_trades(item.body, item.symbol)
+        events = decode_rest(item.path, item.body, item.symbol)
         before = self.gaps.ids_repaired
         for ev in events:
-            if ev.stream != item.stream:
-                ev = _with_stream(ev, item.stream)
             self._on_trade(ev, item.recv_ns, store=store)
         repaired = self.gaps.ids_repaired - before
         self._on_bars(self.aggregator.hold(self.gaps.hold_ms()))
@@ -540,30 +520,38 @@ class LivePipeline:
         return complete if hold is None else min(complete, hold)
 
 
-def _with_stream(ev: TradeEvent, stream: str) -> TradeEvent:
-    import msgspec
-
-    return msgspec.structs.replace(ev, stream=stream)
-
-
-def _decode_trades(body: bytes, symbol: str) -> list[TradeEvent]:
-    """``historicalTrades`` rows (``id, price, qty, time, isBuyerMaker``) as trade events."""
-    from quant_core.normalize import scaled
-
-    return [
-        TradeEvent(
-            symbol=symbol.upper(),
-            stream="trade",
-            trade_id=r["id"],
-            first_trade_id=r["id"],
-            last_trade_id=r["id"],
-            price=scaled(r["price"]),
-            qty=scaled(r["qty"]),
-            ts_event_ms=r["time"],
-            is_buyer_maker=r["isBuyerMaker"],
+def _as_rest_answer(stream: str, rows: list[tuple]) -> tuple[str, bytes]:
+    """Stored trades (id, first, last, price, qty, ts_ms, maker) as the REST answer of their
+    stream's endpoint, so the session log records them in a format replay decodes."""
+    if stream == "aggTrade":
+        return AGG_TRADES_PATH, orjson.dumps(
+            [
+                {
+                    "a": r[0],
+                    "f": r[1],
+                    "l": r[2],
+                    "p": r[3],
+                    "q": r[4],
+                    "T": r[5],
+                    "m": bool(r[6]),
+                    "M": True,
+                }
+                for r in rows
+            ]
         )
-        for r in orjson.loads(body)
-    ]
+    return HISTORICAL_TRADES_PATH, orjson.dumps(
+        [
+            {
+                "id": r[0],
+                "price": r[3],
+                "qty": r[4],
+                "time": r[5],
+                "isBuyerMaker": bool(r[6]),
+                "isBestMatch": True,
+            }
+            for r in rows
+        ]
+    )
 
 
 def _upload_session(lake, session_dir: Path) -> None:

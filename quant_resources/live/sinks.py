@@ -90,7 +90,7 @@ class _Batch:
 
 @dataclass
 class WarehouseSink:
-    """Buffers rows per table; ``flush_due`` / ``flush_all`` move them to ClickHouse."""
+    """Buffers rows per table; ``flush`` / ``drain`` move them to ClickHouse."""
 
     warehouse: object
     session_id: str
@@ -130,13 +130,6 @@ class WarehouseSink:
                 )
                 rows.clear()
         self._last_flush = time.monotonic()
-
-    def flush_due(self) -> bool:
-        return (
-            self.buffered() >= self.flush_rows
-            or (self.buffered() and time.monotonic() - self._last_flush >= self.flush_seconds)
-            or bool(self.pending)
-        )
 
     async def flush(self, force: bool = False) -> None:
         # The processor and the ticker both flush; one insert of a batch at a time.
