@@ -2,6 +2,13 @@
 (raw JSON -> numpy columns -> exact-decimal Arrow) against alpaca-py's default path
 (``get_stock_bars(StockBarsRequest(...)).df``: a pydantic ``Bar`` per bar, then pandas) on the
 same requests. Both pay the same HTTP and JSON costs; the simulator's cache is warmed first.
+
+The backfill figure is the wall time of one whole Dagster run (``dg.materialize`` of
+``stock_bars_1m`` over the 20-session range, as the backfill policy batches it): run creation,
+the planned/materialisation/check events of every partition, fetch, validation, the Parquet
+lake, the ClickHouse (chDB) slice replacement, checks and metadata. The Dagster instance is
+created once before timing, as a deployment's instance exists before a backfill starts; the
+best of a few runs is kept (the first also replaces nothing, later ones replace a full slice).
 """
 
 from __future__ import annotations
@@ -97,15 +104,20 @@ def _backfill_rate(url: str, start: datetime, end: datetime, expected: int) -> f
             "lake": LakeResource(url=f"file://{tmp}/lake"),
             "market_data": AlpacaResource(api_key="test", secret_key="test", data_url=url),
         }
+        instance = dg.DagsterInstance.ephemeral()
         dg.materialize(
-            [clickhouse_schema], partition_key=load("clickhouse")[-1].key, resources=resources
+            [clickhouse_schema],
+            partition_key=load("clickhouse")[-1].key,
+            resources=resources,
+            instance=instance,
         )
         best = 0.0
-        for _ in range(2):
+        for _ in range(3):
             began = time.perf_counter()
             result = dg.materialize(
                 [stock_bars_1m],
                 resources=resources,
+                instance=instance,
                 tags={
                     "dagster/asset_partition_range_start": days[0].isoformat(),
                     "dagster/asset_partition_range_end": days[-1].isoformat(),

@@ -358,8 +358,17 @@ class LakeResource(dg.ConfigurableResource):
         store = self._store()
         if _is_temp(_check_key(key)):
             raise ValueError(f"invalid lake key {key!r}: names starting {TEMP_PREFIX!r} are temp")
+        # Dictionary pages only for text (symbols, sessions: a few values repeated): on decimal
+        # and time columns nearly every value is distinct and the attempt doubles encode time.
+        text = [
+            f.name
+            for f in table.schema
+            if pa.types.is_string(f.type)
+            or pa.types.is_large_string(f.type)
+            or pa.types.is_dictionary(f.type)
+        ]
         with store.atomic_writer(key) as sink:
-            pq.write_table(table, sink, compression="zstd")
+            pq.write_table(table, sink, compression="zstd", use_dictionary=text)
         return f"{store.location}/{key}"
 
     def write_bytes(self, key: str, data: bytes) -> str:

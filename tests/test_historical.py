@@ -213,3 +213,56 @@ def test_option_bars_need_a_chain_first(env) -> None:
     result = _run(env, [option_bars_1m], DAYS[0], raise_on_error=False)
     assert not result.success
     assert "materialise option_chain_snapshots" in failure_text(result)
+
+
+def test_lake_has_one_file_per_day_and_the_per_symbol_layout_is_replaced(env) -> None:
+    lake = env[0]["lake"]
+    day = date.fromisoformat(DAYS[0])
+    old = lake.key("bars_1m", "synthetic", day, "SPY")
+    lake.write_parquet(old, pa.table({"x": [1]}))
+    assert _run(env, [stock_bars_1m], DAYS[0]).success
+    (key,) = lake.list("bars_1m/")
+    assert key == "bars_1m/source=synthetic/date=2024-11-27/part.parquet"
+    stored = lake.read_parquet(key)
+    assert set(stored["symbol"].to_pylist()) == {"SPY", "AAPL"}
+    in_warehouse = env[0]["warehouse"].scalar(
+        "SELECT count() FROM bars_1m FINAL WHERE session_date = {d:Date}", {"d": day}
+    )
+    assert stored.num_rows == in_warehouse
+
+
+def test_checks_read_the_stored_slice_back_when_it_differs_from_what_was_written(env) -> None:
+    from quant_assets.historical import BAR_SLICE, _as_stored
+    from quant_core.calendar import session
+
+    resources, _ = env
+    wh, market = resources["warehouse"], resources["market_data"]
+    day = date.fromisoformat(DAYS[0])
+    sess = session(day)
+    bars = market.stock_bars_1m(["SPY", "AAPL"], sess.pre_open, sess.post_close)
+    wh.replace_slice("bars_1m", BAR_SLICE, {"src": "synthetic", "days": [day]}, bars)
+    assert _as_stored(wh, "bars_1m", "synthetic", [day], bars) is bars
+    leftover = bars.slice(0, 1).append_column("version", pa.array([1], pa.uint64()))
+    wh.insert("bars_1m", leftover)  # a row of an older version the delete did not remove
+    stored = _as_stored(wh, "bars_1m", "synthetic", [day], bars)
+    assert stored is not bars and stored.num_rows == bars.num_rows + 1
+
+
+def test_quality_rules_name_duplicates_and_bars_outside_their_session() -> None:
+    from quant_core.calendar import session
+    from quant_core.quality import duplicate_findings, outside_session_findings
+    from quant_core.synthetic import equity_bars
+
+    day = date(2024, 11, 27)
+    sess = session(day)
+    bars = equity_bars(11, "SPY", sess)
+    assert duplicate_findings(bars, ("symbol", "ts")) == []
+    assert outside_session_findings(bars, {day: sess}) == []
+    (dup,) = duplicate_findings(pa.concat_tables([bars, bars.slice(3, 1)]), ("symbol", "ts"))
+    assert str(dup).startswith("duplicate: symbol=SPY ts=2024-11-27T09:") and "2 rows" in str(dup)
+    late = pa.array([sess.post_close], bars.schema.field("ts").type)
+    moved = pa.concat_tables([bars, bars.slice(0, 1).set_column(3, "ts", late)])
+    (outside,) = outside_session_findings(moved, {day: sess})
+    assert outside.rule == "outside_session" and outside.ts == sess.post_close.isoformat()
+    stray = outside_session_findings(bars, {date(2024, 11, 26): session(date(2024, 11, 26))})
+    assert stray[-1].rule == "not_a_session"

@@ -144,7 +144,8 @@ def test_cli_backfill_of_a_month_is_repeatable(schema_ready, tmp_path) -> None:
     (rows, physical, files), again = prints
     assert again == prints[0]
     assert rows[0] == physical  # the re-run replaced the slice: no second copy remains
-    assert len(files) == 22 * 5
+    assert len(files) == 22  # one file per (source, session), every symbol in it
+    assert sum(files.values()) == rows[0]
     assert (
         warehouse.scalar("SELECT uniqExact(session_date) FROM bars_1d WHERE source = 'alpaca'")
         == 22
