@@ -23,7 +23,7 @@ Prices and sizes are integers scaled by 10**8 (``quant_core.normalize.PRICE_SCAL
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -202,6 +202,48 @@ class StreamingBarAggregator:
             ev.price,
             ev.qty,
             not ev.is_buyer_maker,
+        )
+
+    def add_trades(
+        self,
+        symbols: Sequence[str],
+        code: np.ndarray,
+        key: np.ndarray,
+        last: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        ts: np.ndarray,
+        taker_buy: np.ndarray,
+    ) -> list[BarRecord]:
+        """Many trades at once, as columns in arrival order (``symbols[code]``, first/last
+        trade id, scaled price/qty, exchange ms, taker buy): the same state as ``add_trade``
+        one by one; see ``quant_core.bars_columns``."""
+        if self.mode != "trades":
+            raise ValueError("add_trades on a mode='mid' aggregator: route trades elsewhere")
+        from quant_core.bars_columns import add_trade_columns  # it builds on this module
+
+        return add_trade_columns(self, symbols, code, key, last, price, qty, ts, taker_buy)
+
+    def add_book_tickers(
+        self,
+        symbols: Sequence[str],
+        code: np.ndarray,
+        update_id: np.ndarray,
+        bid: np.ndarray,
+        ask: np.ndarray,
+        ts: np.ndarray,
+    ) -> list[BarRecord]:
+        """``add_book_ticker`` for many updates (mode "mid"), ``ts`` the time of each."""
+        if self.mode != "mid":
+            raise ValueError("add_book_tickers on a mode='trades' aggregator: use mode='mid'")
+        from quant_core.bars_columns import add_trade_columns
+
+        total = bid + ask
+        half = total >> 1
+        mid = half + (total & half & 1)  # half to even, as div_half_even(bid + ask, 2)
+        none = np.zeros(len(ts), dtype=np.int64)
+        return add_trade_columns(
+            self, symbols, code, update_id, update_id, mid, none, ts, none.astype(bool)
         )
 
     def add_book_ticker(self, ev: BookTickerEvent, ts_ms: int | None = None) -> list[BarRecord]:

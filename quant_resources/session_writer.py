@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,57 @@ class SessionWriter:
         ):
             self.sync()
         return seq
+
+    def append_many(self, kind: RecordKind | int | str, records: Sequence[tuple]) -> None:
+        """``append`` of many (conn_id, recv_ns, payload) records without meta, in order: the
+        same bytes, segments and checkpoints as one ``append`` each, written a chunk at a time
+        (a chunk ends where a checkpoint or a rotation is due)."""
+        rkind = _KINDS.get(kind)
+        if rkind is None:
+            raise ValueError(f"kind {kind!r} is not one of ws, rest, conn")
+        if self._fh is None:
+            raise RuntimeError("the session is closed")
+        name = rkind.name.lower()
+        every = self._header.checkpoint_every
+        pos, n = 0, len(records)
+        while pos < n:
+            room = every - self._since_checkpoint
+            if self._seg_first_recv is None:
+                self._seg_first_recv = records[pos][1]
+            if self._first_recv is None:
+                self._first_recv = records[pos][1]
+            seg_first, limit_ns = self._seg_first_recv, self._rotate_ns
+            limit_bytes = self.rotate_bytes - self._seg_bytes
+            digest, seq, size = self._digest, self._seq, 0
+            out = []
+            for conn_id, recv_ns, payload in records[pos : pos + room]:
+                frame, digest = encode_record(digest, rkind, seq, recv_ns, conn_id, b"", payload)
+                out.append(frame)
+                seq += 1
+                size += len(frame)
+                if size >= limit_bytes or recv_ns - seg_first >= limit_ns:
+                    break  # rotation is due after this record
+            self._fh.write(b"".join(out))
+            count = len(out)
+            pos += count
+            self._digest, self._seq = digest, seq
+            self._seg_bytes += size
+            self._unsynced += count
+            self._since_checkpoint += count
+            self._counts[name] += count
+            self._last_recv = records[pos - 1][1]
+            if self._since_checkpoint >= every:
+                self._checkpoint(segment_end=False)
+            if (
+                self._seg_bytes >= self.rotate_bytes
+                or self._last_recv - self._seg_first_recv >= self._rotate_ns
+            ):
+                self._rotate()
+            elif (
+                self._unsynced >= self.fsync_every_records
+                or self._monotonic() - self._last_sync >= self.fsync_every_seconds
+            ):
+                self.sync()
 
     def sync(self) -> None:
         """Flush and fsync now (the live loop may call this on an idle timer)."""

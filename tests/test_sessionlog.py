@@ -554,3 +554,39 @@ def test_manifest_pins_compressed_bytes(tmp_path: Path) -> None:
     seg.write_bytes(zstandard.ZstdCompressor(level=19).compress(raw_segment(seg)))
     err = expect_error(session)
     assert "sha256" in str(err) and err.record is not None and err.offset is not None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=120), min_size=1, max_size=300),
+    st.lists(st.integers(1, 80), min_size=1, max_size=10),
+    st.sampled_from([400, 3000, 1 << 20]),
+    st.sampled_from([0.00005, 3600.0]),
+    st.sampled_from([1, 7, 1000]),
+)
+def test_append_many_writes_what_append_writes(
+    tmp_path_factory, payloads, sizes, rotate_bytes, rotate_seconds, checkpoint_every
+) -> None:
+    records = [(i % 3, 1_700_000_000_000_000_000 + i * 1_000, p) for i, p in enumerate(payloads)]
+    dirs = []
+    for batched in (False, True):
+        root = tmp_path_factory.mktemp("many")
+        w = SessionWriter(
+            root, "m", "binance", ["btcusdt@trade"], ["BTCUSDT"], "t", start_ns=1,
+            rotate_bytes=rotate_bytes, rotate_seconds=rotate_seconds,
+            checkpoint_every=checkpoint_every, monotonic=lambda: 0.0,
+        )  # fmt: skip
+        if batched:
+            pos = 0
+            for size in [*sizes, len(records)]:
+                w.append_many("ws", records[pos : pos + size])
+                pos += size
+        else:
+            for conn_id, recv_ns, payload in records:
+                w.append("ws", conn_id, recv_ns, payload)
+        w.append("conn", 0, records[-1][1], b"", {"event": "x"})
+        w.close(stop_exchange_ms=None)
+        dirs.append(root / "m")
+    one, many = ({p.name: p.read_bytes() for p in d.iterdir()} for d in dirs)
+    assert one == many
+    assert len(list(SessionReader(dirs[1]).records())) == len(records) + 1

@@ -31,51 +31,97 @@ TS_NS = pa.timestamp("ns", tz="UTC")
 
 
 def trades_table(rows: list[tuple[TradeEvent, int]], session_id: str) -> pa.Table:
-    n = len(rows)
     events = [r[0] for r in rows]
+    n = len(rows)
+
+    def ints(name: str) -> np.ndarray:
+        return np.fromiter((getattr(e, name) for e in events), np.int64, n)
+
+    return trade_columns_table(
+        [e.symbol for e in events],
+        [e.stream for e in events],
+        {
+            "trade_id": ints("trade_id"),
+            "first_trade_id": ints("first_trade_id"),
+            "last_trade_id": ints("last_trade_id"),
+            "price": ints("price"),
+            "qty": ints("qty"),
+            "ts": ints("ts_event_ms"),
+            "ts_init": np.fromiter((r[1] for r in rows), np.int64, n),
+        },
+        np.fromiter((e.is_buyer_maker for e in events), bool, n),
+        session_id,
+    )
+
+
+def trade_columns_table(
+    symbol: list[str],
+    stream: list[str],
+    ints: dict[str, np.ndarray],
+    is_buyer_maker: np.ndarray,
+    session_id: str,
+) -> pa.Table:
+    """The ``trades`` rows; ``ints`` holds trade_id, first/last_trade_id, price and qty
+    (scaled by 10**8), ts (exchange ms) and ts_init (receive ns)."""
+    n = len(symbol)
     return pa.table(
         {
             "source": pa.array(["binance"] * n),
-            "symbol": pa.array([e.symbol for e in events]),
-            "stream": pa.array([e.stream for e in events]),
-            "trade_id": pa.array([e.trade_id for e in events], pa.uint64()),
-            "first_trade_id": pa.array([e.first_trade_id for e in events], pa.uint64()),
-            "last_trade_id": pa.array([e.last_trade_id for e in events], pa.uint64()),
-            "price": decimal_from_scaled(np.fromiter((e.price for e in events), np.int64, n), 8),
-            "qty": decimal_from_scaled(np.fromiter((e.qty for e in events), np.int64, n), 8),
-            "is_buyer_maker": pa.array([e.is_buyer_maker for e in events]),
-            "ts": pa.array([e.ts_event_ms for e in events], pa.int64()).cast(TS_MS),
-            "ts_init": pa.array([r[1] for r in rows], pa.int64()).cast(TS_NS),
+            "symbol": pa.array(symbol, pa.string()),
+            "stream": pa.array(stream, pa.string()),
+            "trade_id": pa.array(ints["trade_id"], pa.uint64()),
+            "first_trade_id": pa.array(ints["first_trade_id"], pa.uint64()),
+            "last_trade_id": pa.array(ints["last_trade_id"], pa.uint64()),
+            "price": decimal_from_scaled(ints["price"], 8),
+            "qty": decimal_from_scaled(ints["qty"], 8),
+            "is_buyer_maker": pa.array(is_buyer_maker, pa.bool_()),
+            "ts": pa.array(ints["ts"], pa.int64()).cast(TS_MS),
+            "ts_init": pa.array(ints["ts_init"], pa.int64()).cast(TS_NS),
             "session_id": pa.array([session_id] * n),
         }
     )
 
 
 def quotes_table(rows: list[tuple[BookTickerEvent, int]], session_id: str) -> pa.Table:
-    n = len(rows)
     events = [r[0] for r in rows]
+    n = len(rows)
 
-    def dec(name: str) -> pa.Array:
-        return decimal_from_scaled(np.fromiter((getattr(e, name) for e in events), np.int64, n), 8)
+    def ints(name: str) -> np.ndarray:
+        return np.fromiter((getattr(e, name) for e in events), np.int64, n)
 
+    ts = [-1 if e.ts_event_ms is None else e.ts_event_ms for e in events]
+    return quote_columns_table(
+        [e.symbol for e in events],
+        {
+            "update_id": ints("update_id"),
+            "bid_price": ints("bid_price"),
+            "bid_qty": ints("bid_qty"),
+            "ask_price": ints("ask_price"),
+            "ask_qty": ints("ask_qty"),
+            "ts": np.array(ts, dtype=np.int64),
+            "ts_init": np.fromiter((r[1] for r in rows), np.int64, n),
+        },
+        session_id,
+    )
+
+
+def quote_columns_table(symbol: list[str], ints: dict[str, np.ndarray], session_id: str):
+    """The ``quotes`` rows; ``ints`` holds update_id, bid/ask price and qty (scaled by 10**8),
+    ts (exchange ms, -1 when the event has none) and ts_init (receive ns)."""
+    n = len(symbol)
+    # Spot book tickers carry no exchange time: the receive time stands in for it.
+    ts = np.where(ints["ts"] >= 0, ints["ts"], ints["ts_init"] // 1_000_000)
     return pa.table(
         {
             "source": pa.array(["binance"] * n),
-            "symbol": pa.array([e.symbol for e in events]),
-            "update_id": pa.array([e.update_id for e in events], pa.uint64()),
-            "bid_price": dec("bid_price"),
-            "bid_qty": dec("bid_qty"),
-            "ask_price": dec("ask_price"),
-            "ask_qty": dec("ask_qty"),
-            # Spot book tickers carry no exchange time: the receive time stands in for it.
-            "ts": pa.array(
-                [
-                    e.ts_event_ms if e.ts_event_ms is not None else r[1] // 1_000_000
-                    for e, r in zip(events, rows, strict=True)
-                ],
-                pa.int64(),
-            ).cast(TS_MS),
-            "ts_init": pa.array([r[1] for r in rows], pa.int64()).cast(TS_NS),
+            "symbol": pa.array(symbol, pa.string()),
+            "update_id": pa.array(ints["update_id"], pa.uint64()),
+            **{
+                name: decimal_from_scaled(ints[name], 8)
+                for name in ("bid_price", "bid_qty", "ask_price", "ask_qty")
+            },
+            "ts": pa.array(ts, pa.int64()).cast(TS_MS),
+            "ts_init": pa.array(ints["ts_init"], pa.int64()).cast(TS_NS),
             "session_id": pa.array([session_id] * n),
         }
     )
@@ -98,6 +144,8 @@ class WarehouseSink:
     flush_seconds: float = 1.0
     trades: list = field(default_factory=list)
     quotes: list = field(default_factory=list)
+    # Rows the batched path built as tables already (``add_tables``).
+    tables: dict[str, list[pa.Table]] = field(default_factory=lambda: {"trades": [], "quotes": []})
     # Latest version per (symbol, minute): a burst of corrections (a large repair) writes once.
     bars: dict = field(default_factory=dict)
     telemetry: list[tuple] = field(default_factory=list)
@@ -112,7 +160,18 @@ class WarehouseSink:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def buffered(self) -> int:
-        return len(self.trades) + len(self.quotes) + len(self.bars)
+        chunks = sum(t.num_rows for tables in self.tables.values() for t in tables)
+        return len(self.trades) + len(self.quotes) + len(self.bars) + chunks
+
+    def add_table(self, table: str, data: pa.Table) -> None:
+        """Rows already built as a table (``trades`` or ``quotes``), kept in arrival order
+        with the rows appended one by one."""
+        rows = self.trades if table == "trades" else self.quotes
+        if rows:  # keep the order: what came one by one before this table goes first
+            build = trades_table if table == "trades" else quotes_table
+            self.tables[table].append(build(rows, self.session_id))
+            rows.clear()
+        self.tables[table].append(data)
 
     def _cut(self) -> None:
         """Turn buffered rows into immutable batches with their dedup tokens."""
@@ -122,13 +181,17 @@ class WarehouseSink:
             ("bars_1m", self.bars, lambda r: bars_to_arrow(list(r.values()))),
             ("telemetry", self.telemetry, _telemetry_table),
         ):
+            chunks = self.tables.get(table, [])
             if rows:
+                chunks.append(build(rows if isinstance(rows, dict) else list(rows)))
+                rows.clear()
+            if chunks:
                 self.batches += 1
-                data = build(rows if isinstance(rows, dict) else list(rows))
+                data = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
                 self.pending.append(
                     _Batch(table, data, f"{self.session_id}:{table}:{self.batches}")
                 )
-                rows.clear()
+                chunks.clear()
         self._last_flush = time.monotonic()
 
     async def flush(self, force: bool = False) -> None:
