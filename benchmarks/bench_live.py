@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from benchmarks.bench_storage import warehouse_server
 from benchmarks.report import Figure
+from quant_cli.children import binance_simulator, quant, warehouse_endpoint
 from quant_core.telemetry import percentile
 
 SECONDS = float(os.environ.get("QUANT_BENCH_LIVE_SECONDS", "130"))
@@ -39,7 +37,6 @@ N_SYMBOLS = int(os.environ.get("QUANT_BENCH_LIVE_SYMBOLS", "8"))
 LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "500"))
 SYMBOLS = ["btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt", "adausdt", "dogeusdt", "trxusdt"]
 STREAMS = "aggTrade,bookTicker"
-QUANT = [sys.executable, "-m", "quant_cli.main"]
 
 
 def _symbols() -> list[str]:
@@ -79,49 +76,25 @@ def run() -> list[Figure]:
     offered = RATE * len(STREAMS.split(","))
     with tempfile.TemporaryDirectory(prefix="quant-bench-live-") as tmp:
         root = Path(tmp)
-        password = "bench-live"
-        with warehouse_server(root / "warehouse", password) as port:
-            url = f"http://bench:{password}@127.0.0.1:{port}/live"
+        with warehouse_endpoint(root / "warehouse") as url:
             warehouse = WarehouseResource(url=url)
             migrations = load("clickhouse")
             migrate(ClickHouseLedger(warehouse), migrations, migrations[-1].key)
-            sim = subprocess.Popen(
-                [
-                    *QUANT,
-                    "sim",
-                    "binance",
-                    "--port",
-                    "0",
-                    "--symbols",
-                    ",".join(symbols),
-                    "--rate",
-                    str(RATE),
-                    "--seed",
-                    "5",
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            try:
-                found = re.search(r"ws://127\.0\.0\.1:(\d+)", sim.stdout.readline())
-                if not found:
-                    raise RuntimeError("the simulator did not start")
-                sim_port = int(found.group(1))
+            sim_args = ("--symbols", ",".join(symbols), "--rate", str(RATE), "--seed", "5")
+            with binance_simulator(*sim_args) as (_, ws_url, rest_url):
                 poller = _BarPoller(warehouse)
                 poller.start()
                 env = {
                     **os.environ,
-                    "BINANCE_WS_URL": f"ws://127.0.0.1:{sim_port}",
-                    "BINANCE_REST_URL": f"http://127.0.0.1:{sim_port}",
+                    "BINANCE_WS_URL": ws_url,
+                    "BINANCE_REST_URL": rest_url,
                     "CLICKHOUSE_URL": url,
                     "QUANT_HOME": str(root / "home"),
                 }
                 env.pop("NATS_URL", None)
                 started = time.time()
                 live = subprocess.run(
-                    [
-                        *QUANT,
+                    quant(
                         "live",
                         "--symbols",
                         ",".join(symbols),
@@ -132,7 +105,7 @@ def run() -> list[Figure]:
                         "--lateness-ms",
                         str(LATENESS_MS),
                         "--json",
-                    ],
+                    ),
                     env=env,
                     capture_output=True,
                     text=True,
@@ -143,10 +116,7 @@ def run() -> list[Figure]:
                 if live.returncode != 0:
                     raise RuntimeError(f"quant live failed: {live.stderr[-3000:]}")
                 summary = json.loads(live.stdout.strip().splitlines()[-1])
-                sent = _sim_stats(sim_port)["frames_sent"]
-            finally:
-                sim.terminate()
-                sim.wait(30)
+                sent = _sim_stats(rest_url)["frames_sent"]
             losses = _check_zero_loss(warehouse, symbols)
             close_all_clients()
     if losses:
@@ -200,10 +170,10 @@ def run() -> list[Figure]:
     ]
 
 
-def _sim_stats(port: int) -> dict:
+def _sim_stats(rest_url: str) -> dict:
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sim/stats", timeout=30) as r:
+    with urllib.request.urlopen(f"{rest_url}/_sim/stats", timeout=30) as r:
         return json.loads(r.read())
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 from typer.testing import CliRunner
 
 from quant_cli.replay import app, import_captures
@@ -371,3 +372,26 @@ def test_import_and_replay_real_samples(tmp_path: Path, name: str) -> None:
     again = replay(session)
     assert parquet_bytes(again.bars) == parquet_bytes(result.bars)
     assert orjson.loads(orjson.dumps(result.summary)) == again.summary
+
+
+def test_parallel_verification_gives_the_serial_result(tmp_path: Path) -> None:
+    serial, parallel = replay(SESSION, parallel=False), replay(SESSION, parallel=True)
+    assert parallel.summary == serial.summary
+    assert parquet_bytes(parallel.bars) == parquet_bytes(serial.bars)
+    assert parquet_bytes(parallel.trades) == parquet_bytes(serial.trades)
+    with pytest.raises(ValueError, match="paced"):
+        replay(SESSION, parallel=True, speed=2.0)
+    # A flipped byte inside a record: the worker's error, with file and position, reaches us.
+    session = tmp_path / SESSION.name
+    shutil.copytree(SESSION, session)
+    seg = segment_files(session)[1]
+    raw = zstandard.ZstdDecompressor().decompress(seg.read_bytes())
+    damaged = bytearray(raw)
+    damaged[len(raw) // 2] ^= 0x40
+    seg.write_bytes(zstandard.ZstdCompressor().compress(bytes(damaged)))
+    with pytest.raises(SessionLogError) as serial_error:
+        replay(session, parallel=False)
+    with pytest.raises(SessionLogError) as parallel_error:
+        replay(session, parallel=True)
+    assert str(parallel_error.value) == str(serial_error.value)
+    assert serial_error.value.record is not None and seg.name in str(serial_error.value)

@@ -79,6 +79,13 @@ class SessionLogError(Exception):
             where = ""
         super().__init__(f"{self.file}: {where}{what}")
 
+    def __reduce__(self):  # crosses process boundaries (replay verifies in a worker)
+        return _session_log_error, (self.file, self.what, self.record, self.offset, self.header)
+
+
+def _session_log_error(file, what, record, offset, header) -> SessionLogError:
+    return SessionLogError(file, what, record=record, offset=offset, header=header)
+
 
 @dataclass
 class SegmentInfo:
@@ -206,8 +213,10 @@ class _SegmentScan:
         if problems:
             raise SessionLogError(self.path, "; ".join(problems), offset=0, header=True)
 
-    def run(self) -> Iterator[Record]:
-        """Yield the segment's records, verifying each; see the module docstring.
+    def run(self, emit: bool = True) -> Iterator[Record]:
+        """Yield the segment's records, verifying each; see the module docstring. Without
+        ``emit``, intact data records are verified but not yielded (a pure verification
+        skips building them).
 
         Hot loop: the common case (a complete, intact data record with the expected seq) is
         decoded inline with local variables; anything else (buffer refill, damage, checkpoints,
@@ -270,18 +279,6 @@ class _SegmentScan:
                                 and not seg.sealed
                                 and kind >= 1
                             ):
-                                m = pos + 4 + _MIN_BODY
-                                rec = make(
-                                    Record,
-                                    (
-                                        kind,
-                                        seq,
-                                        recv_ns,
-                                        conn_id,
-                                        buf[m : m + meta_len],
-                                        buf[m + meta_len : end],
-                                    ),
-                                )
                                 if first_recv is None:
                                     first_recv = recv_ns
                                 last_recv = recv_ns
@@ -290,7 +287,19 @@ class _SegmentScan:
                                 pos = end + TAG_SIZE
                                 digest = nd
                                 expected += 1
-                                yield rec
+                                if emit:
+                                    m = end - n + _MIN_BODY
+                                    yield make(
+                                        Record,
+                                        (
+                                            kind,
+                                            seq,
+                                            recv_ns,
+                                            conn_id,
+                                            buf[m : m + meta_len],
+                                            buf[m + meta_len : end],
+                                        ),
+                                    )
                                 continue
                     # slow path
                     try:
@@ -458,14 +467,14 @@ class SessionReader:
         else:
             raise SessionLogError(self.path, "does not exist")
 
-    def records(self, structural: bool = False) -> Iterator[Record]:
+    def records(self, structural: bool = False, *, _emit: bool = True) -> Iterator[Record]:
         """All records in order; checkpoints and the footer only when ``structural``."""
         info = self.info
         for i, path in enumerate(self.files):
             tolerate = not self.strict and i == len(self.files) - 1
             scan = _SegmentScan(path, info, first=i == 0, lone=self.lone, tolerate_tail=tolerate)
             if structural:
-                yield from scan.run()
+                yield from scan.run(_emit)
             else:
                 for rec in scan.run():
                     if rec.kind <= 3:  # ws, rest, conn (see RecordKind)
@@ -487,7 +496,7 @@ class SessionReader:
     __iter__ = records
 
     def verify(self) -> SessionInfo:
-        for _ in self.records(structural=True):
+        for _ in self.records(structural=True, _emit=False):
             pass
         return self.info
 
@@ -529,3 +538,49 @@ class SessionReader:
 def read_manifest(session_dir: Path | str) -> dict | None:
     path = Path(session_dir) / MANIFEST
     return orjson.loads(path.read_bytes()) if path.exists() else None
+
+
+def unverified_records(
+    files: list[Path], batch: int = 4096
+) -> Iterator[tuple[int, bytes, list[bytes]]]:
+    """The data records in order as (kind, meta, payloads), WITHOUT checking the chain:
+    consecutive ws frames come together (up to ``batch``, meta empty), a rest or conn record
+    alone. For a replay that verifies the same files in parallel and keeps its result only if
+    that passes (``quant_core.replay``). Stops at the first record it cannot parse; the
+    verifier names the problem."""
+    ws = int(RecordKind.WS)
+    for path in files:
+        try:
+            buf = b"".join(_chunks(path, hashlib.sha1()))  # the verifier checks the file hash
+            _, pos, _ = decode_header(buf)
+        except (FormatError, zstandard.ZstdError):
+            return
+        size = len(buf)
+        unpack_len, unpack_body = LEN_FIELD.unpack_from, BODY_FIELDS.unpack_from
+        frames: list[bytes] = []
+        while pos + _MIN_RECORD <= size:
+            (n,) = unpack_len(buf, pos)
+            end = pos + 4 + n
+            if n < _MIN_BODY or end + TAG_SIZE > size:
+                break
+            kind, _, _, _, meta_len = unpack_body(buf, pos + 4)
+            pos = end + TAG_SIZE
+            if kind == ws:
+                frames.append(buf[end - n + _MIN_BODY + meta_len : end])
+                if len(frames) >= batch:
+                    yield ws, b"", frames
+                    frames = []
+            elif kind <= 3:
+                if frames:
+                    yield ws, b"", frames
+                    frames = []
+                m = end - n + _MIN_BODY
+                yield kind, buf[m : m + meta_len], [buf[m + meta_len : end]]
+        if frames:
+            yield ws, b"", frames
+
+
+def read_header(path: Path) -> SegmentHeader:
+    """The header of one segment file, unverified (a full read checks it). Raises FormatError
+    or zstandard.ZstdError."""
+    return decode_header(next(_chunks(path, hashlib.sha1()), b""))[0]
