@@ -4,7 +4,8 @@ The live loop calls ``append`` for every frame before processing it, so the per-
 one encode, one BLAKE2b call and a buffered write; ``fsync`` happens in batches (every
 ``fsync_every_records`` records or ``fsync_every_seconds``, whichever comes first). The active
 segment is a plain append-only file, so whatever reached the disk before a crash is readable;
-a segment is compressed to ``.qlog.zst`` when it is closed (rotation or ``close``).
+a segment is compressed to ``.qlog.zst`` when it is closed (on a rotation in a background
+thread, so the live loop never waits for zstd; at ``close`` before it returns).
 
 Not thread-safe: one writer per session, called from one thread.
 """
@@ -16,6 +17,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,11 @@ def compress_segment(raw: Path, level: int = 3) -> Path:
     return final
 
 
+def _compress_and_hash(raw: Path, level: int) -> tuple[Path, str]:
+    final = compress_segment(raw, level)
+    return final, _sha256(final)
+
+
 @dataclass(frozen=True)
 class ClosedSession:
     session_dir: Path
@@ -151,6 +158,8 @@ class SessionWriter:
         self.compression_level = compression_level
         self._monotonic = monotonic
         self._closed: list[dict[str, Any]] = []
+        self._compressing: list[tuple[dict[str, Any], Future]] = []
+        self._compressor: ThreadPoolExecutor | None = None
         self._fh = None
         if _resume is not None:
             self._init_resumed(*_resume)
@@ -285,6 +294,8 @@ class SessionWriter:
         os.fsync(self._fh.fileno())
         self._unsynced = 0
         self._last_sync = self._monotonic()
+        if self._compressing and self._collect(wait=False):
+            self._write_manifest("open")
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -307,6 +318,7 @@ class SessionWriter:
         )
         self._write_structural(RecordKind.FOOTER, canonical_json(footer.to_json()), self._digest)
         self._close_segment()
+        self._compressor.shutdown()
         state = "closed" if clean else "recovered"
         self._write_manifest(state, footer=footer)
         return ClosedSession(
@@ -315,6 +327,7 @@ class SessionWriter:
 
     def closed_segments(self) -> list[Path]:
         """Compressed, immutable segments, in order: safe to upload."""
+        self._collect(wait=False)
         return [self.session_dir / s["file"] for s in self._closed]
 
     @property
@@ -359,29 +372,40 @@ class SessionWriter:
         )
         self._since_checkpoint = 0
 
-    def _close_segment(self) -> None:
+    def _close_segment(self, background: bool = False) -> None:
+        """Seal the active file and compress it: on a rotation in a background thread (a
+        64 MiB segment takes seconds the live loop must not stall for; zstd releases the GIL),
+        listed in the manifest once done; at ``close`` right away."""
         self.sync()
         self._fh.close()
         self._fh = None
-        raw_size = self._seg_path.stat().st_size
-        final = compress_segment(self._seg_path, self.compression_level)
-        self._closed.append(
-            {
-                "file": final.name,
-                "index": self._header.segment_index,
-                "first_seq": self._header.first_seq,
-                "records": self._seq - self._header.first_seq,
-                "raw_bytes": raw_size,
-                "bytes": final.stat().st_size,
-                "sha256": _sha256(final),
-                "final_digest": self._digest.hex(),
-            }
-        )
+        entry = {
+            "index": self._header.segment_index,
+            "first_seq": self._header.first_seq,
+            "records": self._seq - self._header.first_seq,
+            "raw_bytes": self._seg_path.stat().st_size,
+            "final_digest": self._digest.hex(),
+        }
+        if self._compressor is None:
+            self._compressor = ThreadPoolExecutor(1, thread_name_prefix="segment-zstd")
+        job = self._compressor.submit(_compress_and_hash, self._seg_path, self.compression_level)
+        self._compressing.append((entry, job))
+        self._collect(wait=not background)
+
+    def _collect(self, wait: bool) -> bool:
+        """List the segments whose compression finished (in order); True if any was."""
+        done = False
+        while self._compressing and (wait or self._compressing[0][1].done()):
+            entry, job = self._compressing.pop(0)
+            final, sha = job.result()  # a failed compression raises here, not silently
+            self._closed.append({"file": final.name, **entry, "bytes": final.stat().st_size})
+            self._closed[-1]["sha256"] = sha
+            done = True
+        return done
 
     def _rotate(self) -> None:
         self._checkpoint(segment_end=True)
-        self._close_segment()
-        self._write_manifest("open")
+        self._close_segment(background=True)
         self._open_segment(self._header.next_segment(self._seq, self._digest))
 
     def _write_manifest(self, state: str, footer: Footer | None = None) -> None:
@@ -418,16 +442,20 @@ class SessionWriter:
             return
         last = info.segments[-1]
         for seg in info.segments:
-            if seg.path.name.endswith(".zst"):
+            path, sha = seg.path, seg.sha256
+            if seg is not last and not path.name.endswith(".zst"):
+                # Sealed by a rotation, its background compression cut short by the crash.
+                path, sha = _compress_and_hash(path, self.compression_level)
+            if path.name.endswith(".zst"):
                 self._closed.append(
                     {
-                        "file": seg.path.name,
+                        "file": path.name,
                         "index": seg.header.segment_index,
                         "first_seq": seg.first_seq,
                         "records": seg.records,
                         "raw_bytes": seg.end_offset,
-                        "bytes": seg.path.stat().st_size,
-                        "sha256": seg.sha256,
+                        "bytes": path.stat().st_size,
+                        "sha256": sha,
                         "final_digest": seg.final_digest.hex(),
                     }
                 )

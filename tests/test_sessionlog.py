@@ -590,3 +590,37 @@ def test_append_many_writes_what_append_writes(
     one, many = ({p.name: p.read_bytes() for p in d.iterdir()} for d in dirs)
     assert one == many
     assert len(list(SessionReader(dirs[1]).records())) == len(records) + 1
+
+
+def test_rotation_compresses_in_the_background_and_recover_finishes_it(tmp_path) -> None:
+    from concurrent.futures import Future
+
+    class Stalled:  # a compressor thread that never gets to run before the "crash"
+        def submit(self, *args):
+            return Future()
+
+    w = SessionWriter(tmp_path, "bg", "binance", [], [], "t", rotate_bytes=600)
+    w._compressor = Stalled()
+    for i in range(40):
+        w.append("ws", 1, 1_000 + i, b"x" * 60)
+    w.sync()
+    raw = sorted(p.name for p in (tmp_path / "bg").glob("seg-*.qlog"))
+    assert len(raw) >= 3 and not list((tmp_path / "bg").glob("*.zst"))  # nothing waited for
+    # crash here: sealed raw segments and the active one are on disk, no footer
+    result = recover(tmp_path / "bg")
+    assert result.records >= 40 and not list((tmp_path / "bg").glob("seg-*.qlog"))
+    info = SessionReader(tmp_path / "bg").verify()
+    assert info.counts["ws"] == 40 and len(info.segments) == len(raw)
+    manifest = orjson.loads((tmp_path / "bg" / "session.json").read_bytes())
+    assert [s["file"] for s in manifest["segments"]] == [n + ".zst" for n in raw]
+
+
+def test_background_compression_lists_segments_as_they_finish(tmp_path) -> None:
+    w = SessionWriter(tmp_path, "bg", "binance", [], [], "t", rotate_bytes=600)
+    for i in range(40):
+        w.append("ws", 1, 1_000 + i, b"x" * 60)
+    w._compressor.shutdown(wait=True)  # let the thread finish what it was given
+    w.sync()  # lists finished segments in the manifest
+    manifest = orjson.loads((tmp_path / "bg" / "session.json").read_bytes())
+    assert manifest["state"] == "open" and len(manifest["segments"]) >= 3
+    assert w.closed_segments() == [tmp_path / "bg" / s["file"] for s in manifest["segments"]]
