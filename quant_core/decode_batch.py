@@ -341,29 +341,39 @@ class BatchDecoder:
         good = (codes >= 0) & ok & (bid > 0) & (ask > 0) & (bid <= ask)
         return good, (codes, update_id, bid, bid_qty, ask, ask_qty, ts)
 
+    def trade_columns(self, events: list[TradeEvent], index: list[int] | None = None):
+        """Trade records (REST repairs, the exact path) as columns; ``index`` defaults to
+        their positions."""
+        n = len(events)
+
+        def ints(name: str) -> np.ndarray:
+            return np.fromiter((getattr(e, name) for e in events), np.int64, n)
+
+        return TradeColumns(
+            np.arange(n, dtype=np.int64) if index is None else np.array(index, dtype=np.int64),
+            np.array([self.code(e.symbol) for e in events], dtype=np.int32),
+            np.array([AGG if e.stream == "aggTrade" else TRADE for e in events], dtype=np.int8),
+            ints("trade_id"),
+            ints("first_trade_id"),
+            ints("last_trade_id"),
+            ints("price"),
+            ints("qty"),
+            ints("ts_event_ms"),
+            np.fromiter((e.is_buyer_maker for e in events), bool, n),
+        )
+
     # -- exact path --------------------------------------------------------------------------
     def _per_frame(self, frames: list[bytes], rows, offset: int) -> _Part:
         decode = self.normalizer.decode
-        trades: list[tuple] = []
+        trades: list[TradeEvent] = []
+        trade_index: list[int] = []
         books: list[tuple] = []
         others: list[tuple[int, ControlEvent | None]] = []
         for i in rows:
             ev = decode(frames[i])
             if type(ev) is TradeEvent:
-                trades.append(
-                    (
-                        i + offset,
-                        self.code(ev.symbol),
-                        AGG if ev.stream == "aggTrade" else TRADE,
-                        ev.trade_id,
-                        ev.first_trade_id,
-                        ev.last_trade_id,
-                        ev.price,
-                        ev.qty,
-                        ev.ts_event_ms,
-                        ev.is_buyer_maker,
-                    )
-                )
+                trades.append(ev)
+                trade_index.append(i + offset)
             elif type(ev) is BookTickerEvent:
                 books.append(
                     (
@@ -379,7 +389,10 @@ class BatchDecoder:
                 )
             else:
                 others.append((i + offset, ev))
-        trade_cols = [_rows_to_columns(trades, _TRADE_DTYPES)] if trades else []
+        trade_cols = []
+        if trades:
+            cols = self.trade_columns(trades, trade_index)
+            trade_cols.append(tuple(getattr(cols, f) for f in _TRADE_FIELDS))
         return _Part(trade_cols, None, others, [_rows_to_columns(books, _BOOK_DTYPES)])
 
 

@@ -86,6 +86,10 @@ class GapTracker:
             series.next_id = int(ids[-1]) + 1
             series.last_ts_ms = max(series.last_ts_ms, int(ts_ms.max()))
             return None, []
+        if n and series.next_id is not None:
+            keep = self._contiguous(series, ids, ts_ms)
+            if keep is not None:
+                return keep, []
         keep = np.ones(n, dtype=bool)
         gaps: list[Gap] = []
         for i, (trade_id, ts) in enumerate(zip(ids.tolist(), ts_ms.tolist(), strict=True)):
@@ -95,6 +99,41 @@ class GapTracker:
             elif isinstance(seen, Gap):
                 gaps.append(seen)
         return keep, gaps
+
+    def _contiguous(self, series: _Series, ids: np.ndarray, ts_ms: np.ndarray):
+        """A run of consecutive ids (a REST page) that opens no gap, in O(intervals): the ids
+        inside missing intervals fill them, those past ``next_id`` extend the series, the rest
+        are duplicates; the same as ``observe`` one by one. None when it does not apply."""
+        first, last, n = int(ids[0]), int(ids[-1]), len(ids)
+        if last - first + 1 != n or first > series.next_id:
+            return None
+        if n > 1 and not bool((np.diff(ids) == 1).all()):
+            return None
+        keep = np.zeros(n, dtype=bool)
+        tail = series.next_id - first  # rows from here on are past what was seen
+        if tail < n:
+            keep[tail:] = True
+            series.last_ts_ms = max(series.last_ts_ms, int(ts_ms[tail:].max()))
+            series.next_id = last + 1
+        top = min(last, first + tail - 1)  # the repaired part of the page ends here
+        index = max(bisect_right(series.missing, [first, float("inf")]) - 1, 0)
+        filled = 0
+        while index < len(series.missing) and series.missing[index][0] <= top:
+            lo, hi = series.missing[index]
+            if hi < first:
+                index += 1
+                continue
+            a, b = max(lo, first), min(hi, top)
+            keep[a - first : b - first + 1] = True
+            filled += b - a + 1
+            pieces = [p for p in ([lo, a - 1], [b + 1, hi]) if p[0] <= p[1]]
+            hold = series.holds[index]
+            series.missing[index : index + 1] = pieces
+            series.holds[index : index + 1] = [hold] * len(pieces)
+            index += len(pieces)
+        self.ids_repaired += filled
+        self.duplicates += n - filled - max(n - tail, 0)
+        return keep
 
     @staticmethod
     def _fill(series: _Series, trade_id: int) -> bool:

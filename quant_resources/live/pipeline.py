@@ -361,7 +361,9 @@ class LivePipeline:
         if len(books):
             self._on_quote_columns(books, recv_ns)
 
-    def _on_trade_columns(self, trades: TradeColumns, recv_ns: np.ndarray) -> None:
+    def _on_trade_columns(
+        self, trades: TradeColumns, recv_ns: np.ndarray, store: bool = True
+    ) -> None:
         """``_on_trade`` for a burst: dedup and gaps per series, one table for the sink, one
         ``add_trades`` for the bars (held first when the burst opened a gap)."""
         symbols = self.decoder.symbols
@@ -386,7 +388,20 @@ class LivePipeline:
             trades = trades.take(np.flatnonzero(keep))
         if not len(trades):
             return
-        at = recv_ns[trades.index]
+        if store:
+            self._store_trades(trades, recv_ns[trades.index])
+        bars = trades.take(np.flatnonzero(trades.kind == self._bar_kind))
+        if len(bars):
+            self._on_bars(
+                self.aggregator.add_trades(
+                    symbols, bars.code, bars.first, bars.last, bars.price, bars.qty, bars.ts,
+                    ~bars.maker,
+                )
+            )  # fmt: skip
+
+    def _store_trades(self, trades: TradeColumns, at: np.ndarray) -> None:
+        symbols = self.decoder.symbols
+        minute = self.telemetry.current
         names = [symbols[c] for c in trades.code.tolist()]
         table = trade_columns_table(
             names,
@@ -407,14 +422,6 @@ class LivePipeline:
         self.summary.trades += len(trades)
         minute.counters["trades"] += len(trades)
         minute.lags_ms.extend((at / 1e6 - trades.ts).tolist())
-        bars = trades.take(np.flatnonzero(trades.kind == self._bar_kind))
-        if len(bars):
-            self._on_bars(
-                self.aggregator.add_trades(
-                    symbols, bars.code, bars.first, bars.last, bars.price, bars.qty, bars.ts,
-                    ~bars.maker,
-                )
-            )  # fmt: skip
 
     def _on_quote_columns(self, books: BookColumns, recv_ns: np.ndarray) -> None:
         """Quotes newer than the last stored update id of their symbol, as one table."""
@@ -551,8 +558,12 @@ class LivePipeline:
         self.log.append("rest", 0, item.recv_ns, item.body, meta)
         events = decode_rest(item.path, item.body, item.symbol)
         before = self.gaps.ids_repaired
-        for ev in events:
-            self._on_trade(ev, item.recv_ns, store=store)
+        if self.nats is not None:  # one NATS message per trade
+            for ev in events:
+                self._on_trade(ev, item.recv_ns, store=store)
+        elif events:  # a page of up to 1000 trades: as columns, like a burst of frames
+            recv_ns = np.full(len(events), item.recv_ns, dtype=np.int64)
+            self._on_trade_columns(self.decoder.trade_columns(events), recv_ns, store)
         repaired = self.gaps.ids_repaired - before
         self._on_bars(self.aggregator.hold(self.gaps.hold_ms()))
         self.summary.trades_repaired += repaired
