@@ -60,7 +60,10 @@ class _WeightBucket:
         self.stamp = time.monotonic()
         self.lock = threading.Lock()
 
-    def take(self, weight: int) -> None:
+    def take(self, weight: int, deadline: float | None, stopping: threading.Event) -> None:
+        """Wait for ``weight``; a request with a deadline it cannot make, or one without a
+        deadline once ``stopping`` is set (a background repair at shutdown), is refused
+        rather than left queueing behind the limit."""
         while True:
             with self.lock:
                 now = time.monotonic()
@@ -72,7 +75,14 @@ class _WeightBucket:
                     self.tokens -= weight
                     return
                 wait = (weight - self.tokens) * 60 / self.per_minute
-            time.sleep(wait)
+            if deadline is None and stopping.is_set():
+                raise BinanceRestError("request abandoned: the pipeline is stopping")
+            if deadline is not None and time.monotonic() + wait > deadline:
+                raise BinanceRestError("no request weight left before the deadline")
+            if deadline is None:
+                stopping.wait(wait)  # a sleep that a stop cuts short
+            else:
+                time.sleep(wait)
 
 
 @dataclass
@@ -91,6 +101,7 @@ class BinanceRest:
     ):
         self.base_url = base_url or rest_base()
         self.bucket = _WeightBucket(weight_per_minute)
+        self.stopping = threading.Event()  # set: requests without a deadline are refused
         self.session = requests.Session()
         self.timeout = timeout
         self.requests = 0
@@ -98,8 +109,9 @@ class BinanceRest:
     @retry(
         retry=retry_if_exception(_retryable), wait=_wait, stop=stop_after_attempt(8), reraise=True
     )
-    def get(self, path: str, params: dict) -> RestAnswer:
-        self.bucket.take(WEIGHTS.get(path, 1))
+    def get(self, path: str, params: dict, deadline: float | None = None) -> RestAnswer:
+        """``deadline`` (time.monotonic) bounds the wait for request weight."""
+        self.bucket.take(WEIGHTS.get(path, 1), deadline, self.stopping)
         self.requests += 1
         response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
         if response.status_code != 200:
@@ -111,16 +123,17 @@ class BinanceRest:
             )
         return RestAnswer(path, params, response.content)
 
-    def agg_trades(self, symbol: str, from_id: int, limit: int = 1000) -> RestAnswer:
-        return self.get(
-            "/api/v3/aggTrades", {"symbol": symbol.upper(), "fromId": from_id, "limit": limit}
-        )
+    def agg_trades(
+        self, symbol: str, from_id: int, limit: int = 1000, deadline: float | None = None
+    ) -> RestAnswer:
+        params = {"symbol": symbol.upper(), "fromId": from_id, "limit": limit}
+        return self.get("/api/v3/aggTrades", params, deadline)
 
-    def historical_trades(self, symbol: str, from_id: int, limit: int = 1000) -> RestAnswer:
-        return self.get(
-            "/api/v3/historicalTrades",
-            {"symbol": symbol.upper(), "fromId": from_id, "limit": limit},
-        )
+    def historical_trades(
+        self, symbol: str, from_id: int, limit: int = 1000, deadline: float | None = None
+    ) -> RestAnswer:
+        params = {"symbol": symbol.upper(), "fromId": from_id, "limit": limit}
+        return self.get("/api/v3/historicalTrades", params, deadline)
 
     def klines(self, symbol: str, start_ms: int, end_ms: int, limit: int = 1000) -> RestAnswer:
         return self.get(

@@ -595,6 +595,12 @@ class LivePipeline:
 
     # -- clean stop ------------------------------------------------------------------------------
     async def _finish(self) -> None:
+        # Background repairs stop (the catch-up below takes over their gaps), and their
+        # requests still waiting for weight give up instead of queueing ahead of it.
+        self.rest.stopping.set()
+        for task in self._repairs.values():
+            task.cancel()
+        await asyncio.gather(*self._repairs.values(), return_exceptions=True)
         # Bars are written up to the time every symbol is known to be complete: the stop time,
         # or earlier when the REST catch-up could not finish within its budget.
         stop_ms = await self._catch_up(int(time.time() * 1000), self.config.stop_budget_s)
@@ -646,7 +652,7 @@ class LivePipeline:
                     done = True
                     break
                 try:
-                    answer = await asyncio.to_thread(fetch, symbol, start, REPAIR_PAGE)
+                    answer = await asyncio.to_thread(fetch, symbol, start, REPAIR_PAGE, deadline)
                 except Exception as exc:  # the stop must not hang on REST
                     log.warning("catch-up of %s failed: %s", symbol, exc)
                     break
