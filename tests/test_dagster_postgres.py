@@ -13,6 +13,9 @@ import pytest
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 ROOT = Path(__file__).resolve().parents[1]
+# One worker: two instances creating Dagster's tables in the same fresh database at once race
+# (``type "alembic_version" already exists``).
+pytestmark = pytest.mark.xdist_group("dagster_pg")
 
 
 @pytest.fixture
