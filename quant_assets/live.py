@@ -92,11 +92,17 @@ def live_ingest(
 
     pipeline.status = on_status
 
+    terminated: list[int] = []
+
+    def terminate(sig: int) -> None:
+        terminated.append(sig)
+        pipeline.request_stop()
+
     async def main() -> LiveSummary:
         loop = asyncio.get_running_loop()
         # Run termination arrives as SIGTERM/SIGINT: turn it into a clean stop.
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, pipeline.request_stop)
+            loop.add_signal_handler(sig, terminate, sig)
         return await pipeline.run()
 
     summary = asyncio.run(main())
@@ -105,6 +111,13 @@ def live_ingest(
         f"session {summary.session_id}: {summary.trades} trades, {summary.bars} bars, "
         f"{summary.gaps} gaps repaired with {summary.trades_repaired} trades"
     )
+    if terminated:
+        # Stopped cleanly (flushed, session closed and uploaded), but on request: the run
+        # shows as cancelled in the UI, not as a success.
+        raise dg.DagsterExecutionInterruptedError(
+            f"terminated by signal {signal.Signals(terminated[0]).name} after a clean stop: "
+            f"session {summary.session_id} closed, {summary.bars} bars written"
+        )
     return dg.Output(
         summary.session_id,
         metadata={
