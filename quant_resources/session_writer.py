@@ -325,9 +325,11 @@ class SessionWriter:
             self.session_dir, self.closed_segments(), self._seq, self._digest.hex(), footer
         )
 
-    def closed_segments(self) -> list[Path]:
-        """Compressed, immutable segments, in order: safe to upload."""
-        self._collect(wait=False)
+    def closed_segments(self, wait: bool = False) -> list[Path]:
+        """Compressed, immutable segments, in order: safe to upload. Rotated segments join the
+        list when their background compression has finished (``wait``: wait for it)."""
+        if self._compressing and self._collect(wait) and self._fh is not None:
+            self._write_manifest("open")
         return [self.session_dir / s["file"] for s in self._closed]
 
     @property
