@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quant_core.gaps import Gap, GapTracker
 from quant_core.normalize import (
     _MAX_MS,
     BookTickerEvent,
@@ -115,6 +116,27 @@ class BookColumns:
 
 
 _TRADE_FIELDS = tuple(TradeColumns.__dataclass_fields__)
+
+
+def observe_trades(
+    gaps: GapTracker, trades: TradeColumns, symbols: Sequence[str]
+) -> tuple[np.ndarray, list[Gap]]:
+    """``GapTracker.observe_many`` for each (symbol, stream) series of a burst: (mask of the
+    trades not seen before, the gaps they opened)."""
+    series = (trades.code.astype(np.int64) << 8) | trades.kind
+    keep = np.ones(len(trades), dtype=bool)
+    opened: list[Gap] = []
+    for value in np.unique(series).tolist():
+        rows = np.flatnonzero(series == value)
+        mask, found = gaps.observe_many(
+            symbols[value >> 8], STREAM_NAMES[value & 0xFF], trades.trade_id[rows], trades.ts[rows]
+        )
+        if mask is not None:
+            keep[rows[~mask]] = False
+        opened.extend(found)
+    return keep, opened
+
+
 _BOOK_FIELDS = tuple(BookColumns.__dataclass_fields__)
 
 
@@ -256,12 +278,12 @@ class BatchDecoder:
                 books = (rows + offset, *cols)
             else:
                 trades.append((rows + offset, *cols))
-        part = _Part(trades, books, [], [])
+        part = _Part(trades, [books] if books is not None else [], [])
         if slow:
             slow.sort()
             extra = self._per_frame(frames, slow, offset)
             part.trades.extend(extra.trades)
-            part.books_extra = extra.books_extra
+            part.books.extend(extra.books)
             part.others = extra.others
         return part
 
@@ -393,15 +415,14 @@ class BatchDecoder:
         if trades:
             cols = self.trade_columns(trades, trade_index)
             trade_cols.append(tuple(getattr(cols, f) for f in _TRADE_FIELDS))
-        return _Part(trade_cols, None, others, [_rows_to_columns(books, _BOOK_DTYPES)])
+        return _Part(trade_cols, [_rows_to_columns(books, _BOOK_DTYPES)], others)
 
 
 @dataclass
 class _Part:
     trades: list[tuple[np.ndarray, ...]]
-    books: tuple[np.ndarray, ...] | None
+    books: list[tuple[np.ndarray, ...]]
     others: list[tuple[int, ControlEvent | None]]
-    books_extra: list[tuple[np.ndarray, ...]]
 
 
 _TRADE_DTYPES = (np.int64, np.int32, np.int8, *(np.int64,) * 6, bool)
@@ -417,7 +438,7 @@ def _rows_to_columns(rows: list[tuple], dtypes) -> tuple[np.ndarray, ...]:
 
 def _merge(parts: list[_Part]) -> FrameBatch:
     trade_groups = [t for p in parts for t in p.trades]
-    book_groups = [b for p in parts for b in ([p.books] if p.books else []) + p.books_extra]
+    book_groups = [b for p in parts for b in p.books]
     others = sorted((o for p in parts for o in p.others), key=lambda pair: pair[0])
     return FrameBatch(
         TradeColumns(*_concat(trade_groups, _TRADE_DTYPES)),

@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, StreamingBarAggregator, bars_to_arrow
-from quant_core.decode_batch import AGG, STREAM_NAMES, TRADE, BatchDecoder, TradeColumns
+from quant_core.decode_batch import AGG, TRADE, BatchDecoder, TradeColumns, observe_trades
 from quant_core.gaps import GapTracker
 from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
 from quant_core.rest_decode import (
@@ -181,9 +181,11 @@ class EventPipeline:
         if not len(trades):
             return
         counts["trade"] += len(trades)
-        keep = self._new_trades(trades)
-        if keep is not None:
-            trades = trades.take(keep)
+        keep, _ = observe_trades(self.gaps, trades, self.decoder.symbols)
+        duplicates = len(trades) - int(keep.sum())
+        if duplicates:
+            self.counts["duplicate_trade"] += duplicates
+            trades = trades.take(np.flatnonzero(keep))
         self.trades.extend(trades, self.decoder.symbols)
         bars = trades.take(np.flatnonzero(trades.kind == self._bar_kind))
         if not len(bars):
@@ -205,22 +207,6 @@ class EventPipeline:
                 ~bars.maker,
             )
         )
-
-    def _new_trades(self, trades: TradeColumns) -> np.ndarray | None:
-        """Mask of the trades not seen before (per symbol and stream), or None for all."""
-        series = (trades.code.astype(np.int64) << 8) | trades.kind
-        keep = None
-        for value in np.unique(series).tolist():
-            rows = np.flatnonzero(series == value)
-            symbol = self.decoder.symbols[value >> 8]
-            stream = STREAM_NAMES[value & 0xFF]
-            mask, _ = self.gaps.observe_many(symbol, stream, trades.trade_id[rows], trades.ts[rows])
-            if mask is not None:
-                if keep is None:
-                    keep = np.ones(len(trades), dtype=bool)
-                keep[rows[~mask]] = False
-                self.counts["duplicate_trade"] += int((~mask).sum())
-        return keep
 
     def _dispatch(self, ev) -> None:
         if type(ev) is TradeEvent:

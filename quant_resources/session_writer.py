@@ -212,27 +212,9 @@ class SessionWriter:
         )
         self._fh.write(frame)
         self._seq = seq + 1
-        self._seg_bytes += len(frame)
-        self._unsynced += 1
-        self._since_checkpoint += 1
-        self._counts[rkind.name.lower()] += 1
-        if self._first_recv is None:
-            self._first_recv = recv_ns
         if self._seg_first_recv is None:
             self._seg_first_recv = recv_ns
-        self._last_recv = recv_ns
-        if self._since_checkpoint >= self._header.checkpoint_every:
-            self._checkpoint(segment_end=False)
-        if (
-            self._seg_bytes >= self.rotate_bytes
-            or recv_ns - self._seg_first_recv >= self._rotate_ns
-        ):
-            self._rotate()
-        elif (
-            self._unsynced >= self.fsync_every_records
-            or self._monotonic() - self._last_sync >= self.fsync_every_seconds
-        ):
-            self.sync()
+        self._wrote(rkind.name.lower(), 1, len(frame), recv_ns, recv_ns)
         return seq
 
     def append_many(self, kind: RecordKind | int | str, records: Sequence[tuple]) -> None:
@@ -251,8 +233,6 @@ class SessionWriter:
             room = every - self._since_checkpoint
             if self._seg_first_recv is None:
                 self._seg_first_recv = records[pos][1]
-            if self._first_recv is None:
-                self._first_recv = records[pos][1]
             seg_first, limit_ns = self._seg_first_recv, self._rotate_ns
             limit_bytes = self.rotate_bytes - self._seg_bytes
             digest, seq, size = self._digest, self._seq, 0
@@ -265,26 +245,32 @@ class SessionWriter:
                 if size >= limit_bytes or recv_ns - seg_first >= limit_ns:
                     break  # rotation is due after this record
             self._fh.write(b"".join(out))
-            count = len(out)
-            pos += count
             self._digest, self._seq = digest, seq
-            self._seg_bytes += size
-            self._unsynced += count
-            self._since_checkpoint += count
-            self._counts[name] += count
-            self._last_recv = records[pos - 1][1]
-            if self._since_checkpoint >= every:
-                self._checkpoint(segment_end=False)
-            if (
-                self._seg_bytes >= self.rotate_bytes
-                or self._last_recv - self._seg_first_recv >= self._rotate_ns
-            ):
-                self._rotate()
-            elif (
-                self._unsynced >= self.fsync_every_records
-                or self._monotonic() - self._last_sync >= self.fsync_every_seconds
-            ):
-                self.sync()
+            self._wrote(name, len(out), size, records[pos][1], records[pos + len(out) - 1][1])
+            pos += len(out)
+
+    def _wrote(self, name: str, count: int, size: int, first_recv: int, last_recv: int) -> None:
+        """Bookkeeping after records reached the file, then what is due: a checkpoint, a
+        rotation, an fsync (in that order, as after each single record)."""
+        self._seg_bytes += size
+        self._unsynced += count
+        self._since_checkpoint += count
+        self._counts[name] += count
+        if self._first_recv is None:
+            self._first_recv = first_recv
+        self._last_recv = last_recv
+        if self._since_checkpoint >= self._header.checkpoint_every:
+            self._checkpoint(segment_end=False)
+        if (
+            self._seg_bytes >= self.rotate_bytes
+            or last_recv - self._seg_first_recv >= self._rotate_ns
+        ):
+            self._rotate()
+        elif (
+            self._unsynced >= self.fsync_every_records
+            or self._monotonic() - self._last_sync >= self.fsync_every_seconds
+        ):
+            self.sync()
 
     def sync(self) -> None:
         """Flush and fsync now (the live loop may call this on an idle timer)."""

@@ -39,6 +39,7 @@ from quant_core.decode_batch import (
     BatchDecoder,
     BookColumns,
     TradeColumns,
+    observe_trades,
 )
 from quant_core.gaps import Gap, GapTracker
 from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
@@ -367,19 +368,10 @@ class LivePipeline:
         """``_on_trade`` for a burst: dedup and gaps per series, one table for the sink, one
         ``add_trades`` for the bars (held first when the burst opened a gap)."""
         symbols = self.decoder.symbols
-        series = (trades.code.astype(np.int64) << 8) | trades.kind
-        keep = np.ones(len(trades), dtype=bool)
-        for value in np.unique(series).tolist():
-            rows = np.flatnonzero(series == value)
-            symbol, stream = symbols[value >> 8], STREAM_NAMES[value & 0xFF]
-            mask, gaps = self.gaps.observe_many(
-                symbol, stream, trades.trade_id[rows], trades.ts[rows]
-            )
-            if mask is not None:
-                keep[rows[~mask]] = False
-            for gap in gaps:
-                self.aggregator.hold(self.gaps.hold_ms())
-                self._repair(gap)
+        keep, gaps = observe_trades(self.gaps, trades, symbols)
+        for gap in gaps:
+            self.aggregator.hold(self.gaps.hold_ms())
+            self._repair(gap)
         minute = self.telemetry.current
         duplicates = len(trades) - int(keep.sum())
         if duplicates:
