@@ -169,9 +169,8 @@ class EventPipeline:
         books = batch.books
         if len(books) and bool((books.ts >= 0).any()):
             # Futures book tickers move the watermark between trades: keep their order.
-            for ev in batch.events(self.decoder.symbols):
-                self._dispatch(ev)
-            self.counts["rejected"] += sum(1 for _, ev in batch.others if ev is None)
+            for _, ev in batch.items(self.decoder.symbols):
+                self._dispatch(ev)  # None: a rejected frame
             return
         counts = self.counts
         counts["book_ticker"] += len(books)

@@ -395,3 +395,29 @@ def test_parallel_verification_gives_the_serial_result(tmp_path: Path) -> None:
         replay(session, parallel=True)
     assert str(parallel_error.value) == str(serial_error.value)
     assert serial_error.value.record is not None and seg.name in str(serial_error.value)
+
+
+def test_bursts_with_futures_book_tickers_equal_frame_by_frame() -> None:
+    """Futures book tickers carry an exchange time that moves the watermark between trades:
+    a burst holding them takes the frames in order, with the same result."""
+    from tests.test_decode_batch import book
+    from tests.test_normalize import agg
+
+    t0 = 1723127400000
+    frames = []
+    for i in range(300):
+        frames.append(agg(a=i, f=10 + i, l=10 + i, T=t0 + i * 700))
+        frames.append(book(u=i, e="bookTicker", T=t0 + i * 700 + 5))
+    frames.insert(100, b"{not json")
+    # Far ahead on the exchange clock: the trades after it are beyond retention, dropped late.
+    frames.insert(400, book(u=10_000, e="bookTicker", T=t0 + 30 * 60_000))
+    one, many = EventPipeline(("BTCUSDT",)), EventPipeline(("BTCUSDT",))
+    for frame in frames:
+        one.on_ws(frame)
+    many.on_ws_many(frames[:150])
+    many.on_ws_many(frames[150:])
+    assert many.counts == one.counts and one.counts["rejected"] == 1
+    assert one.counts["book_ticker"] == 301
+    assert many.aggregator.dropped_late == one.aggregator.dropped_late > 0
+    stop = t0 + 300 * 700
+    assert parquet_bytes(many.finish(stop)) == parquet_bytes(one.finish(stop))
