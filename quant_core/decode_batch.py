@@ -147,6 +147,14 @@ class FrameBatch:
     # Frames that are neither: control messages and rejects (None), by frame index.
     others: list[tuple[int, ControlEvent | None]] = field(default_factory=list)
 
+    def recode(self, codes: np.ndarray) -> FrameBatch:
+        """The batch with symbol code ``c`` replaced by ``codes[c]``: frames decoded by one
+        ``BatchDecoder`` (a replay worker's) handed to another."""
+        t, b = self.trades, self.books
+        t = TradeColumns(t.index, codes[t.code], *(getattr(t, f) for f in _TRADE_FIELDS[2:]))
+        b = BookColumns(b.index, codes[b.code], *(getattr(b, f) for f in _BOOK_FIELDS[2:]))
+        return FrameBatch(t, b, self.others)
+
     def events(self, symbols: Sequence[str]) -> list[Event]:
         """The records ``Normalizer.decode`` returns for the frames, in order (rejects left out)."""
         return [ev for _, ev in self.items(symbols) if ev is not None]

@@ -352,6 +352,13 @@ class Normalizer:
             raise _Reject(_classify(str(exc), kind)) from None
         return self._build(kind, wire)
 
+    def merge(self, later: Normalizer) -> None:
+        """Take in the rejects of a normalizer that decoded frames recorded after ours."""
+        for kind, n in later.rejects.items():
+            self.rejects[kind] = self.rejects.get(kind, 0) + n
+        for kind, raw in later.samples.items():
+            self.samples.setdefault(kind, raw)
+
     def _reject(self, kind: str, raw: bytes | str) -> None:
         self.rejects[kind] = self.rejects.get(kind, 0) + 1
         if kind not in self.samples:

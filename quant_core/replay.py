@@ -11,11 +11,14 @@ bars and digest on any machine.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,14 @@ import orjson
 import pyarrow as pa
 
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, StreamingBarAggregator, bars_to_arrow
-from quant_core.decode_batch import AGG, TRADE, BatchDecoder, TradeColumns, observe_trades
+from quant_core.decode_batch import (
+    AGG,
+    TRADE,
+    BatchDecoder,
+    FrameBatch,
+    TradeColumns,
+    observe_trades,
+)
 from quant_core.gaps import GapTracker
 from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
 from quant_core.rest_decode import (
@@ -38,6 +48,7 @@ from quant_core.sessionlog.reader import (
     SessionInfo,
     SessionLogError,
     SessionReader,
+    join_segments,
     read_header,
     unverified_records,
 )
@@ -165,7 +176,10 @@ class EventPipeline:
 
     def on_ws_many(self, payloads: list[bytes]) -> None:
         """``on_ws`` for consecutive frames, decoded and aggregated as columns (same result)."""
-        batch = self.decoder.decode(payloads)
+        self.on_decoded(self.decoder.decode(payloads))
+
+    def on_decoded(self, batch: FrameBatch) -> None:
+        """Consecutive frames decoded by ``self.decoder`` (symbol codes are its own)."""
         books = batch.books
         if len(books) and bool((books.ts >= 0).any()):
             # Futures book tickers move the watermark between trades: keep their order.
@@ -326,9 +340,11 @@ def replay(
     """Replay a closed session (directory or single segment file); see the module docstring.
 
     ``parallel`` (default: for sessions of ``PARALLEL_BYTES`` or more, replayed as fast as
-    possible) verifies the chain in a second process while this one decodes the records
-    unverified; the result is returned only if the verification passed (else its
-    ``SessionLogError``), so it is the serial result, in about half the time on two cores."""
+    possible) spreads the work over processes. A session of several segments is sharded: one
+    worker per core verifies and decodes whole segments, this process applies them in order.
+    A single segment is verified in a second process while this one decodes its records
+    unverified. Either way the result is returned only if every check passed, else the
+    ``SessionLogError`` of the serial pass: it is the serial result, sooner."""
     started = time.perf_counter()
     reader = SessionReader(session)
     pacer = Pacer(speed, sleep, clock)
@@ -336,7 +352,9 @@ def replay(
         parallel = speed is None and sum(f.stat().st_size for f in reader.files) >= PARALLEL_BYTES
     if parallel and speed is not None:
         raise ValueError("a paced replay verifies as it goes: parallel=True needs speed=None")
-    if parallel:
+    if parallel and len(reader.files) > 1:
+        pipeline, records, info = _replay_sharded(reader, lateness_ms, source)
+    elif parallel:
         pipeline, records, info = _replay_parallel(reader, lateness_ms, source)
     else:
         pipeline, records = _replay_serial(reader, pacer, lateness_ms, source)
@@ -383,32 +401,36 @@ def _replay_serial(
     reader: SessionReader, pacer: Pacer, lateness_ms: int, source: str
 ) -> tuple[EventPipeline, int]:
     pipeline: EventPipeline | None = None
-    ws, rest = int(RecordKind.WS), int(RecordKind.REST)
-    batch = None
     records = 0
-    for rec in reader.records():
-        if pipeline is None:  # the header is known (verified) once a record was read
-            pipeline = _pipeline_for(reader.info.header, lateness_ms, source)
-            batch = _WsBatcher(pipeline) if pacer.speed is None else None
-        records += 1
-        if batch is not None:
-            if rec.kind == ws:
-                batch.add(rec.payload)
-                continue
-            batch.flush()
-        else:
+    if pacer.speed is None:
+        for kind, meta, payloads in reader.batches(REPLAY_BATCH):
+            if pipeline is None:  # the header is known (verified) once a record was read
+                pipeline = _pipeline_for(reader.info.header, lateness_ms, source)
+            records += _feed(pipeline, kind, meta, payloads)
+    else:
+        for rec in reader.records():
+            if pipeline is None:
+                pipeline = _pipeline_for(reader.info.header, lateness_ms, source)
             pacer.wait(rec.recv_ns)
-        if rec.kind == ws:
-            pipeline.on_ws(rec.payload)
-        elif rec.kind == rest:
-            pipeline.on_rest(rec.payload, rec.meta_dict())
-        else:
-            pipeline.on_conn(rec.meta_dict())
-    if batch is not None:
-        batch.flush()
+            records += 1
+            if rec.kind == RecordKind.WS:
+                pipeline.on_ws(rec.payload)
+            else:
+                _feed(pipeline, rec.kind, rec.meta, [rec.payload])
     if pipeline is None:
         pipeline = _pipeline_for(reader.info.header, lateness_ms, source)
     return pipeline, records
+
+
+def _feed(pipeline: EventPipeline, kind: int, meta: bytes, payloads: list[bytes]) -> int:
+    """One item of ``SessionReader.batches`` / ``unverified_records``; returns its records."""
+    if kind == RecordKind.WS:
+        pipeline.on_ws_many(payloads)
+    elif kind == RecordKind.REST:
+        pipeline.on_rest(payloads[0], orjson.loads(meta) if meta else {})
+    else:
+        pipeline.on_conn(orjson.loads(meta) if meta else {})
+    return len(payloads)
 
 
 def _replay_parallel(
@@ -423,20 +445,11 @@ def _replay_parallel(
             verified.result()  # the verifier names what is wrong with it
             raise
         pipeline = _pipeline_for(header, lateness_ms, source)
-        ws, rest = int(RecordKind.WS), int(RecordKind.REST)
         records = 0
         for kind, meta, payloads in unverified_records(reader.files, REPLAY_BATCH):
-            records += len(payloads)
-            if kind == ws:
-                pipeline.on_ws_many(payloads)
-            elif kind == rest:
-                pipeline.on_rest(payloads[0], orjson.loads(meta) if meta else {})
-            else:
-                pipeline.on_conn(orjson.loads(meta) if meta else {})
+            records += _feed(pipeline, kind, meta, payloads)
         info = verified.result()  # raises the verifier's SessionLogError
-    data = sum(info.counts[k] for k in ("ws", "rest", "conn"))
-    if records != data:
-        raise SessionLogError(reader.path, f"replay read {records} records of the {data} verified")
+    _check_count(reader, records, info)
     return pipeline, records, info
 
 
@@ -444,22 +457,77 @@ def _verify(path: str) -> SessionInfo:
     return SessionReader(path).verify()
 
 
-class _WsBatcher:
-    """Consecutive frames go to ``on_ws_many`` together (same result as one by one)."""
+@dataclass
+class _Shard:
+    """One segment, verified alone and decoded: the ws frames as decoded batches (symbol
+    codes of ``symbols``), rest and conn records as (kind, meta, payload), in record order."""
 
-    def __init__(self, pipeline: EventPipeline) -> None:
-        self.pipeline = pipeline
-        self.pending: list[bytes] = []
+    info: SessionInfo
+    items: list[FrameBatch | tuple[int, bytes, list[bytes]]]
+    symbols: list[str]
+    normalizer: Normalizer
 
-    def add(self, payload: bytes) -> None:
-        self.pending.append(payload)
-        if len(self.pending) >= REPLAY_BATCH:
-            self.flush()
 
-    def flush(self) -> None:
-        if self.pending:
-            self.pipeline.on_ws_many(self.pending)
-            self.pending = []
+def _shard(path: str, symbols: tuple[str, ...]) -> _Shard:
+    reader = SessionReader(path)  # a lone segment: its chain from its header's claims
+    decoder = BatchDecoder(Normalizer(symbols=set(symbols) or None))
+    ws = int(RecordKind.WS)
+    items = [
+        decoder.decode(payloads) if kind == ws else (kind, meta, payloads)
+        for kind, meta, payloads in reader.batches(REPLAY_BATCH)
+    ]
+    return _Shard(reader.info, items, decoder.symbols, decoder.normalizer)
+
+
+def _replay_sharded(
+    reader: SessionReader, lateness_ms: int, source: str
+) -> tuple[EventPipeline, int, SessionInfo]:
+    """One worker process per core verifies and decodes whole segments (each segment's header
+    states where its chain starts); this process applies them in order (trade de-duplication
+    and bars are sequential) and checks that the segments link (``join_segments``)."""
+    files = reader.files
+    try:
+        header = read_header(files[0])
+    except Exception:
+        reader.verify()  # names what is wrong with it
+        raise
+    pipeline = _pipeline_for(header, lateness_ms, source)
+    workers = max(1, min(len(files), len(os.sched_getaffinity(0))))
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+    parts: list[SessionInfo] = []
+    records = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        todo = iter(files)
+        # At most one decoded segment waits beyond the ones being worked on: bounded memory.
+        running = deque(
+            pool.submit(_shard, str(f), header.symbols) for f in islice(todo, workers + 1)
+        )
+        while running:
+            try:
+                shard = running.popleft().result()
+            except SessionLogError:
+                pool.shutdown(cancel_futures=True)
+                SessionReader(reader.path).verify()  # the serial pass's error, for the session
+                raise
+            running.extend(pool.submit(_shard, str(f), header.symbols) for f in islice(todo, 1))
+            parts.append(shard.info)
+            codes = np.array([pipeline.decoder.code(s) for s in shard.symbols], dtype=np.int32)
+            pipeline.normalizer.merge(shard.normalizer)
+            for item in shard.items:
+                if isinstance(item, FrameBatch):
+                    records += len(item.trades) + len(item.books) + len(item.others)
+                    pipeline.on_decoded(item.recode(codes))
+                else:
+                    records += _feed(pipeline, *item)
+    info = join_segments(reader.path, parts)
+    _check_count(reader, records, info)
+    return pipeline, records, info
+
+
+def _check_count(reader: SessionReader, records: int, info: SessionInfo) -> None:
+    data = sum(info.counts[k] for k in ("ws", "rest", "conn"))
+    if records != data:
+        raise SessionLogError(reader.path, f"replay read {records} records of the {data} verified")
 
 
 def bar_stream(streams: Iterable[str]) -> str:

@@ -23,6 +23,7 @@ from quant_core.bars import aggregate_trades
 from quant_core.normalize import TradeEvent
 from quant_core.replay import EventPipeline, Pacer, compare_bars, replay
 from quant_core.rest_decode import RestDecodeError, decode_agg_trades
+from quant_core.sessionlog import format as fmt
 from quant_core.sessionlog.format import RecordKind
 from quant_core.sessionlog.reader import SessionLogError, SessionReader, segment_files
 from quant_resources.session_writer import SessionWriter
@@ -374,27 +375,107 @@ def test_import_and_replay_real_samples(tmp_path: Path, name: str) -> None:
     assert orjson.loads(orjson.dumps(result.summary)) == again.summary
 
 
-def test_parallel_verification_gives_the_serial_result(tmp_path: Path) -> None:
-    serial, parallel = replay(SESSION, parallel=False), replay(SESSION, parallel=True)
-    assert parallel.summary == serial.summary
-    assert parquet_bytes(parallel.bars) == parquet_bytes(serial.bars)
-    assert parquet_bytes(parallel.trades) == parquet_bytes(serial.trades)
-    with pytest.raises(ValueError, match="paced"):
-        replay(SESSION, parallel=True, speed=2.0)
-    # A flipped byte inside a record: the worker's error, with file and position, reaches us.
-    session = tmp_path / SESSION.name
-    shutil.copytree(SESSION, session)
-    seg = segment_files(session)[1]
-    raw = zstandard.ZstdDecompressor().decompress(seg.read_bytes())
-    damaged = bytearray(raw)
-    damaged[len(raw) // 2] ^= 0x40
-    seg.write_bytes(zstandard.ZstdCompressor().compress(bytes(damaged)))
+def same_error(session: Path) -> SessionLogError:
+    """Replays ``session`` serially and in parallel: both fail with the same words."""
     with pytest.raises(SessionLogError) as serial_error:
         replay(session, parallel=False)
     with pytest.raises(SessionLogError) as parallel_error:
         replay(session, parallel=True)
     assert str(parallel_error.value) == str(serial_error.value)
-    assert serial_error.value.record is not None and seg.name in str(serial_error.value)
+    return serial_error.value
+
+
+def flip_byte(seg: Path) -> None:
+    raw = zstandard.ZstdDecompressor().decompress(seg.read_bytes())
+    damaged = bytearray(raw)
+    damaged[len(raw) // 2] ^= 0x40
+    seg.write_bytes(zstandard.ZstdCompressor().compress(bytes(damaged)))
+
+
+@pytest.mark.parametrize("layout", ["segments", "one segment"])
+def test_parallel_verification_gives_the_serial_result(tmp_path: Path, layout: str) -> None:
+    """Several segments are sharded over worker processes; a single one is verified in a
+    second process while this one decodes. Either way: the serial result, or its error."""
+    if layout == "segments":
+        session = tmp_path / SESSION.name
+        shutil.copytree(SESSION, session)
+    else:
+        session = rewrite(SESSION, tmp_path)
+    assert (len(segment_files(session)) > 1) == (layout == "segments")
+    serial, parallel = replay(session, parallel=False), replay(session, parallel=True)
+    assert parallel.summary == serial.summary and parallel.rejects == serial.rejects
+    assert parallel.info == serial.info == SessionReader(session).verify()
+    assert parquet_bytes(parallel.bars) == parquet_bytes(serial.bars)
+    assert parquet_bytes(parallel.trades) == parquet_bytes(serial.trades)
+    with pytest.raises(ValueError, match="paced"):
+        replay(session, parallel=True, speed=2.0)
+    # A flipped byte inside a record: the error names the file and the position.
+    seg = segment_files(session)[-1]
+    flip_byte(seg)
+    error = same_error(session)
+    assert error.record is not None and seg.name in str(error)
+
+
+def test_sharded_segments_must_link_as_in_the_serial_pass(tmp_path: Path) -> None:
+    """Each segment verifies alone (its header says where its chain starts); what links them
+    is checked after, and a break is reported in the serial pass's words."""
+    session = tmp_path / SESSION.name
+    shutil.copytree(SESSION, session)
+    files = segment_files(session)
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    # Without session.json (it is optional) only the segments themselves can tell.
+    manifest = session / "session.json"
+    manifest.rename(aside / manifest.name)
+
+    files[1].rename(aside / files[1].name)  # a missing middle segment
+    assert "missing or reordered segment" in str(same_error(session))
+    (aside / files[1].name).rename(files[1])
+
+    files[0].rename(aside / files[0].name)  # a missing first segment
+    assert "earlier segments are missing" in str(same_error(session))
+    (aside / files[0].name).rename(files[0])
+
+    files[-1].rename(aside / files[-1].name)  # the footer's segment missing
+    assert "no footer" in str(same_error(session))
+    (aside / files[-1].name).rename(files[-1])
+
+    files[1].rename(aside / "b")  # two segments swapped
+    files[2].rename(files[1])
+    (aside / "b").rename(files[2])
+    assert "segment index" in str(same_error(session))
+    files[1].rename(aside / "b")
+    files[2].rename(files[1])
+    (aside / "b").rename(files[2])
+
+    # A footer whose totals are wrong, re-chained so that every digest holds.
+    intact = files[-1].read_bytes()
+    raw = zstandard.ZstdDecompressor().decompress(intact)
+    _, pos, digest = fmt.decode_header(raw)
+    out = raw[:pos]
+    while pos < len(raw):
+        start = pos
+        rec, pos, after = fmt.decode_record(raw, pos, digest)
+        if rec.kind == RecordKind.FOOTER:
+            meta = orjson.loads(rec.meta)
+            meta["counts"]["ws"] += 1
+            enc, after = fmt.encode_record(
+                digest, rec.kind, rec.seq, rec.recv_ns, rec.conn_id, orjson.dumps(meta), rec.payload
+            )
+            out += enc
+        else:
+            out += raw[start:pos]
+        digest = after
+    files[-1].write_bytes(zstandard.ZstdCompressor().compress(out))
+    assert "footer counts=" in str(same_error(session))
+    files[-1].write_bytes(intact)
+    replay(session, parallel=True)
+
+    (aside / manifest.name).rename(manifest)
+    doc = orjson.loads(manifest.read_bytes())
+    doc["final_digest"] = "00" * 32  # the segments link, the manifest disagrees
+    manifest.write_bytes(orjson.dumps(doc))
+    assert "final_digest" in str(same_error(session))
 
 
 def test_bursts_with_futures_book_tickers_equal_frame_by_frame() -> None:

@@ -88,6 +88,10 @@ def first_seq(raw: bytes) -> int:
 def expect_error(path: Path, **kwargs) -> SessionLogError:
     with pytest.raises(SessionLogError) as info:
         SessionReader(path, **kwargs).verify()
+    with pytest.raises(SessionLogError) as batched:  # the batched reader checks the same
+        for _ in SessionReader(path, **kwargs).batches(7):
+            pass
+    assert str(batched.value) == str(info.value)
     return info.value
 
 
@@ -159,6 +163,21 @@ def test_writer_round_trip_counts_and_footer(tmp_path: Path) -> None:
     # structural records are interleaved but never returned to a consumer of data
     kinds = [r.kind for r in SessionReader(session).records(structural=True)]
     assert kinds[-1] == RecordKind.FOOTER and RecordKind.CHECKPOINT in kinds
+
+
+def test_batches_hold_the_records_in_order(tmp_path: Path) -> None:
+    session, _ = make_session(tmp_path, n=300, rotate_bytes=3000)
+    assert len(segment_files(session)) > 3
+    records = [(r.kind, r.meta, r.payload) for r in SessionReader(session).records()]
+    assert {kind for kind, _, _ in records} == {1, 2, 3}
+    for size in (1, 7, 4096):
+        flat = []
+        for kind, meta, payloads in SessionReader(session).batches(size):
+            assert 1 <= len(payloads) <= size and (kind == RecordKind.WS or len(payloads) == 1)
+            flat += [(kind, meta, payload) for payload in payloads]
+        assert flat == records, size
+    with pytest.raises(ValueError, match="batch=0"):
+        SessionReader(session).batches(0)
 
 
 def test_append_rejects_structural_kinds(tmp_path: Path) -> None:

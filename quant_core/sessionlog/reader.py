@@ -213,10 +213,12 @@ class _SegmentScan:
         if problems:
             raise SessionLogError(self.path, "; ".join(problems), offset=0, header=True)
 
-    def run(self, emit: bool = True) -> Iterator[Record]:
+    def run(self, emit: bool = True, batch: int = 0) -> Iterator:
         """Yield the segment's records, verifying each; see the module docstring. Without
         ``emit``, intact data records are verified but not yielded (a pure verification
-        skips building them).
+        skips building them). With ``batch``, only data records are yielded, as
+        ``(kind, meta, payloads)``: up to ``batch`` consecutive ws frames together (meta
+        empty), a rest or conn record alone; no Record objects are built for them.
 
         Hot loop: the common case (a complete, intact data record with the expected seq) is
         decoded inline with local variables; anything else (buffer refill, damage, checkpoints,
@@ -245,6 +247,7 @@ class _SegmentScan:
             every = header.checkpoint_every
             since_checkpoint = 0
             by_kind = [0] * 6
+            frames: list[bytes] = []  # ws payloads not yet yielded (batch mode)
             first_recv, last_recv = info.first_recv_ns, info.last_recv_ns
             blen = len(buf)
             b2, make = blake2b, _new
@@ -287,7 +290,19 @@ class _SegmentScan:
                                 pos = end + TAG_SIZE
                                 digest = nd
                                 expected += 1
-                                if emit:
+                                if batch:
+                                    m = end - n + _MIN_BODY
+                                    if kind == 1:  # RecordKind.WS
+                                        frames.append(buf[m + meta_len : end])
+                                        if len(frames) >= batch:
+                                            yield 1, b"", frames
+                                            frames = []
+                                        continue
+                                    if frames:
+                                        yield 1, b"", frames
+                                        frames = []
+                                    yield kind, buf[m : m + meta_len], [buf[m + meta_len : end]]
+                                elif emit:
                                     m = end - n + _MIN_BODY
                                     yield make(
                                         Record,
@@ -350,7 +365,20 @@ class _SegmentScan:
                         by_kind[kind] += 1
                     pos, digest = npos, ndigest
                     expected += 1
-                    yield rec
+                    if not batch:
+                        yield rec
+                    elif kind == RecordKind.WS:
+                        frames.append(rec.payload)
+                        if len(frames) >= batch:
+                            yield 1, b"", frames
+                            frames = []
+                    elif kind in DATA_KINDS:
+                        if frames:
+                            yield 1, b"", frames
+                            frames = []
+                        yield kind, rec.meta, [rec.payload]
+                if frames:
+                    yield 1, b"", frames
             finally:
                 sync()
         except zstandard.ZstdError as exc:
@@ -469,16 +497,24 @@ class SessionReader:
 
     def records(self, structural: bool = False, *, _emit: bool = True) -> Iterator[Record]:
         """All records in order; checkpoints and the footer only when ``structural``."""
+        if structural:
+            return self._scan(lambda scan: scan.run(_emit))
+        return self._scan(lambda scan: (rec for rec in scan.run() if rec.kind <= 3))
+
+    def batches(self, batch: int = 4096) -> Iterator[tuple[int, bytes, list[bytes]]]:
+        """The data records in order, verified as ``records()`` verifies them, without a
+        Record object each: consecutive ws frames together as ``(1, b"", payloads)`` (at most
+        ``batch``), a rest or conn record alone as ``(kind, meta, [payload])``."""
+        if batch < 1:
+            raise ValueError(f"batch={batch} must be >= 1")
+        return self._scan(lambda scan: scan.run(True, batch))
+
+    def _scan(self, run) -> Iterator:
         info = self.info
         for i, path in enumerate(self.files):
             tolerate = not self.strict and i == len(self.files) - 1
             scan = _SegmentScan(path, info, first=i == 0, lone=self.lone, tolerate_tail=tolerate)
-            if structural:
-                yield from scan.run(_emit)
-            else:
-                for rec in scan.run():
-                    if rec.kind <= 3:  # ws, rest, conn (see RecordKind)
-                        yield rec
+            yield from run(scan)
             if info.footer is not None and i != len(self.files) - 1:
                 nxt = self.files[i + 1]
                 raise SessionLogError(nxt, "segment after the footer", offset=0, header=True)
@@ -533,6 +569,64 @@ class SessionReader:
             raise SessionLogError(
                 path, f"final_digest {final} differs from the chain ({info.final_digest})"
             )
+
+
+def join_segments(session_dir: Path | str, parts: list[SessionInfo]) -> SessionInfo:
+    """What ``SessionReader(session_dir).verify()`` returns, from one pass per segment file.
+
+    Each part is ``SessionReader(segment_file).verify()``: a lone segment, whose chain was
+    checked from the ``first_seq`` and ``prev_digest`` its header claims. What links them is
+    checked here: numbering, digests, sealing, the footer's totals and the manifest. Anything
+    amiss re-runs the serial pass, so the error names the same file and position as it would
+    have; the parallel path never words an error of its own."""
+    path = Path(session_dir)
+    info = SessionInfo()
+    problem = not parts
+    for k, part in enumerate(parts):
+        seg = part.segments[0]
+        h = seg.header
+        if k == 0:
+            info.header = h
+            problem |= h.segment_index != 1 or h.first_seq != 0 or h.prev_digest != ZERO_DIGEST
+        else:
+            prev = info.segments[-1]
+            problem |= (
+                h.session_id != info.header.session_id
+                or h.segment_index != prev.header.segment_index + 1
+                or h.first_seq != info.records
+                or h.prev_digest != info.digest
+                or not prev.sealed
+                or info.footer is not None
+            )
+        info.segments.append(seg)
+        for kind, n in part.counts.items():
+            info.counts[kind] += n
+        info.records = part.records
+        info.digest = part.digest
+        if info.first_recv_ns is None:
+            info.first_recv_ns = part.first_recv_ns
+        if part.last_recv_ns is not None:
+            info.last_recv_ns = part.last_recv_ns
+        info.footer = part.footer
+    if not problem and info.footer is not None:
+        totals = {
+            "counts": dict(sorted(info.counts.items())),
+            "first_recv_ns": info.first_recv_ns,
+            "last_recv_ns": info.last_recv_ns,
+            "segments": len(info.segments),
+        }
+        stated = info.footer.to_json()
+        problem = any(stated[key] != value for key, value in totals.items())
+    reader = SessionReader(path)
+    if not problem and info.footer is not None and reader.files == [s.path for s in info.segments]:
+        reader.info = info
+        try:
+            reader._check_manifest()
+            return info
+        except SessionLogError:
+            pass
+    SessionReader(path).verify()  # raises the serial pass's error
+    raise SessionLogError(path, "segments verified alone do not form one session")
 
 
 def read_manifest(session_dir: Path | str) -> dict | None:
