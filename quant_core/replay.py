@@ -76,10 +76,12 @@ BAR_VALUE_COLUMNS = [f.name for f in BARS_1M_VERSIONED if f.name != "version"]
 
 
 class _TradeColumns:
-    """Accepted trades in typed arrays: 8 bytes a value instead of a Python int object each."""
+    """Accepted trades in typed arrays: 8 bytes a value instead of a Python int object each,
+    and the symbol as a code of ``decoder`` (a string per trade costs more than its numbers)."""
 
-    def __init__(self) -> None:
-        self.symbol: list[str] = []
+    def __init__(self, decoder: BatchDecoder) -> None:
+        self.decoder = decoder
+        self.code = array("i")
         self.trade_id = array("q")
         self.first = array("q")
         self.last = array("q")
@@ -89,7 +91,7 @@ class _TradeColumns:
         self.maker = array("b")
 
     def add(self, ev: TradeEvent) -> None:
-        self.symbol.append(ev.symbol)
+        self.code.append(self.decoder.code(ev.symbol))
         self.trade_id.append(ev.trade_id)
         self.first.append(ev.first_trade_id)
         self.last.append(ev.last_trade_id)
@@ -98,8 +100,9 @@ class _TradeColumns:
         self.ts.append(ev.ts_event_ms)
         self.maker.append(ev.is_buyer_maker)
 
-    def extend(self, t: TradeColumns, symbols: list[str]) -> None:
-        self.symbol.extend([symbols[c] for c in t.code.tolist()])
+    def extend(self, t: TradeColumns) -> None:
+        """Columns whose codes are ``decoder``'s."""
+        self.code.frombytes(t.code.astype(np.int32).tobytes())
         for column, values in (
             (self.trade_id, t.trade_id),
             (self.first, t.first),
@@ -112,9 +115,10 @@ class _TradeColumns:
         self.maker.frombytes(t.maker.astype(np.int8).tobytes())
 
     def table(self) -> pa.Table:
+        names = pa.array(self.decoder.symbols, pa.string())
         return pa.table(
             [
-                pa.array(self.symbol, pa.string()),
+                names.take(pa.array(self.code, pa.int32())),
                 pa.array(self.trade_id, pa.int64()),
                 pa.array(self.first, pa.int64()),
                 pa.array(self.last, pa.int64()),
@@ -152,7 +156,7 @@ class EventPipeline:
         self._bar_kind = AGG if self.bar_stream == "aggTrade" else TRADE
         self.aggregator = StreamingBarAggregator(lateness_ms=self.lateness_ms, source=self.source)
         self.gaps = GapTracker()
-        self.trades = _TradeColumns()
+        self.trades = _TradeColumns(self.decoder)
         self.bars: dict[tuple[str, int], BarRecord] = {}
         self.counts = dict.fromkeys(
             (
@@ -199,7 +203,7 @@ class EventPipeline:
         if duplicates:
             self.counts["duplicate_trade"] += duplicates
             trades = trades.take(np.flatnonzero(keep))
-        self.trades.extend(trades, self.decoder.symbols)
+        self.trades.extend(trades)
         bars = trades.take(np.flatnonzero(trades.kind == self._bar_kind))
         if not len(bars):
             return

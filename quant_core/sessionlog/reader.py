@@ -250,7 +250,9 @@ class _SegmentScan:
             frames: list[bytes] = []  # ws payloads not yet yielded (batch mode)
             first_recv, last_recv = info.first_recv_ns, info.last_recv_ns
             blen = len(buf)
-            b2, make = blake2b, _new
+            # Copying a fresh state is cheaper than the constructor's keyword parsing.
+            fresh, make = blake2b(digest_size=DIGEST_SIZE).copy, _new
+            sealed = False  # seg.sealed, kept local for the hot loop
             unpack_len, unpack_body = LEN_FIELD.unpack_from, BODY_FIELDS.unpack_from
 
             def sync() -> None:
@@ -271,7 +273,9 @@ class _SegmentScan:
                         (n,) = unpack_len(buf, pos)
                         end = pos + 4 + n
                         if end + TAG_SIZE <= blen and _MIN_BODY <= n <= MAX_BODY:
-                            nd = b2(digest + buf[pos:end], digest_size=DIGEST_SIZE).digest()
+                            h = fresh()
+                            h.update(digest + buf[pos:end])
+                            nd = h.digest()
                             kind, seq, recv_ns, conn_id, meta_len = unpack_body(buf, pos + 4)
                             if (
                                 kind <= 3
@@ -279,7 +283,7 @@ class _SegmentScan:
                                 and since_checkpoint < every
                                 and meta_len <= n - _MIN_BODY
                                 and nd[:TAG_SIZE] == buf[end : end + TAG_SIZE]
-                                and not seg.sealed
+                                and not sealed
                                 and kind >= 1
                             ):
                                 if first_recv is None:
@@ -357,10 +361,10 @@ class _SegmentScan:
                             self._check_checkpoint(rec, digest, expected, base + pos)
                             since_checkpoint = 0
                             if rec.meta == SEGMENT_END_META:
-                                seg.sealed = True
+                                sealed = seg.sealed = True
                         else:
                             info.footer = self._check_footer(rec, digest, expected, base + pos)
-                            seg.sealed = True
+                            sealed = seg.sealed = True
                     if kind != RecordKind.FOOTER:
                         by_kind[kind] += 1
                     pos, digest = npos, ndigest
