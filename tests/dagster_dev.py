@@ -1,0 +1,80 @@
+"""A real ``dagster dev`` (webserver and daemon, started by ``scripts/dev``) for tests, and its
+GraphQL API: what the UI itself calls."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.live_helpers import tail
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = """query($filter: RunsFilter!) { runsOrError(filter: $filter) {
+  ... on Runs { results { runId status tags { key value } } } } }"""
+
+
+class Dev:
+    def __init__(self, port: int, log: Path) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/graphql"
+        self.log = log
+
+    def query(self, text: str, **variables) -> dict:
+        body = json.dumps({"query": text, "variables": variables}).encode()
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())["data"]
+
+    def runs(self, job: str | None = None, **tags: str) -> list[dict]:
+        run_filter: dict = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        if job is not None:
+            run_filter["pipelineName"] = job
+        return self.query(RUNS, filter=run_filter)["runsOrError"]["results"]
+
+    def wait(self, what: str, check, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                found = check()
+            except OSError:  # the webserver is still starting
+                found = None
+            if found:
+                return found
+            time.sleep(2)
+        raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail(self.log, 60)}")
+
+
+@contextlib.contextmanager
+def dagster_dev(env: dict[str, str], port: int, log: Path) -> Iterator[Dev]:
+    """``scripts/dev`` with ``env`` (DAGSTER_PORT=port), stopped whole on exit."""
+    env = {**env, "DAGSTER_PORT": str(port)}
+    env.pop("DAGSTER_HOME", None)  # scripts/dev keeps the instance in QUANT_HOME/dagster
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(ROOT / "scripts" / "dev")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped whole below
+        )
+    try:
+        yield Dev(port, log)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(90)
+        # dagster dev's code servers can outlive it until their heartbeat times out.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
