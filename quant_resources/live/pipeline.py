@@ -307,6 +307,8 @@ class LivePipeline:
     async def _process(self) -> None:
         queue = self.queue
         while True:
+            if self.stop.is_set() and not self.rest.stopping.is_set():
+                await self._stop_repairs()
             try:
                 item = await asyncio.wait_for(queue.get(), 0.25)
             except TimeoutError:
@@ -586,13 +588,18 @@ class LivePipeline:
             self.telemetry.current.counters["reconnects"] += 1
 
     # -- clean stop ------------------------------------------------------------------------------
-    async def _finish(self) -> None:
-        # Background repairs stop (the catch-up below takes over their gaps), and their
-        # requests still waiting for weight give up instead of queueing ahead of it.
+    async def _stop_repairs(self) -> None:
+        """On a stop, background repairs end and their requests still waiting for weight give
+        up: under overload their pages would keep the queue from ever running dry (the stop
+        would wait for every gap), and they would queue ahead of the catch-up that takes over
+        their gaps in ``_finish``. Pages already queued are still applied."""
         self.rest.stopping.set()
         for task in self._repairs.values():
             task.cancel()
         await asyncio.gather(*self._repairs.values(), return_exceptions=True)
+
+    async def _finish(self) -> None:
+        await self._stop_repairs()
         # Bars are written up to the time every symbol is known to be complete: the stop time,
         # or earlier when the REST catch-up could not finish within its budget.
         stop_ms = await self._catch_up(int(time.time() * 1000), self.config.stop_budget_s)
