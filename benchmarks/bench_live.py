@@ -8,7 +8,9 @@ streams for ``QUANT_BENCH_LIVE_SECONDS`` (default 130) into ``quant warehouse se
 * messages/s: frames ``quant live`` processed (each written ahead to the session log, decoded,
   de-duplicated, aggregated and stored) per second of the run, against the rate the simulator
   offered. Zero loss is checked, not assumed: at the end the stored aggTrade ids of every symbol
-  must be contiguous without duplicates (REST repair included), else the benchmark fails.
+  must be contiguous without duplicates (REST repair included). A run that lost a trade, or
+  dropped frames (it fell behind and REST repaired them), did not sustain its rate: the run is
+  repeated at 0.75x and 0.5x the rate, and the benchmark fails if none was sustained.
 * bar delay: from the end of a minute to its bar being queryable in ClickHouse, polled every
   100 ms from this process; p50 and p99 over every (symbol, minute) that ended during the run.
   Its peer is the design floor, the configured lateness (a bar is final only after it).
@@ -71,18 +73,29 @@ class _BarPoller(threading.Thread):
 
 
 def run() -> list[Figure]:
+    """The offered rate first; when ``quant live`` could not keep up with it (frames dropped
+    and repaired from REST, or any trade lost), the same run again at a lower rate, so the
+    figure is a rate sustained with zero loss on this machine today."""
+    symbols = _symbols()
+    for rate in (RATE, RATE * 0.75, RATE * 0.5):
+        result = _attempt(symbols, rate)
+        if result is not None:
+            return result
+    raise RuntimeError(f"quant live kept up with none of the rates down to {RATE * 0.5:,.0f}")
+
+
+def _attempt(symbols: list[str], rate: float) -> list[Figure] | None:
     from quant_resources.migrations import ClickHouseLedger, load, migrate
     from quant_resources.warehouse import WarehouseResource, close_all_clients
 
-    symbols = _symbols()
-    offered = RATE * len(STREAMS.split(","))
+    offered = rate * len(STREAMS.split(","))
     with tempfile.TemporaryDirectory(prefix="quant-bench-live-") as tmp:
         root = Path(tmp)
         with warehouse_endpoint(root / "warehouse") as url:
             warehouse = WarehouseResource(url=url)
             migrations = load("clickhouse")
             migrate(ClickHouseLedger(warehouse), migrations, migrations[-1].key)
-            sim_args = ("--symbols", ",".join(symbols), "--rate", str(RATE), "--seed", "5")
+            sim_args = ("--symbols", ",".join(symbols), "--rate", str(rate), "--seed", "5")
             with binance_simulator(*sim_args) as (_, ws_url, rest_url):
                 poller = _BarPoller(warehouse)
                 poller.start()
@@ -121,9 +134,17 @@ def run() -> list[Figure]:
                 sent = _sim_stats(rest_url)["frames_sent"]
             losses = _check_zero_loss(warehouse, symbols)
             close_all_clients()
-    if losses:
-        raise RuntimeError(f"live ingestion lost or duplicated trades: {losses}")
     achieved = summary["frames"] / SECONDS
+    print(
+        f"  bench_live at {offered:,.0f} msgs/s offered: {summary['frames']:,} frames in "
+        f"{SECONDS:.0f} s ({achieved:,.0f}/s; simulator sent "
+        f"{sent['aggTrade'] + sent['bookTicker']:,}); drops {summary['drops']}, gaps "
+        f"{summary['gaps']}, repaired {summary['trades_repaired']}, reconnects "
+        f"{summary['reconnects']}; lost or duplicated: {losses or 'none'}",
+        flush=True,
+    )
+    if losses or summary["drops"]:
+        return None  # not sustained: try a lower rate
     stop_s = summary["stop_exchange_ms"] / 1000
     delays = [
         (seen - (minute / 1000 + 60)) * 1000
@@ -131,14 +152,6 @@ def run() -> list[Figure]:
         # Minutes that ended while the pipeline ran (not those only the clean stop wrote).
         if started < minute / 1000 + 60 < stop_s - 1
     ]
-    print(
-        f"  bench_live: {summary['frames']:,} frames in {SECONDS:.0f} s "
-        f"({achieved:,.0f}/s; simulator sent {sent['aggTrade'] + sent['bookTicker']:,}); "
-        f"drops {summary['drops']}, gaps {summary['gaps']}, repaired "
-        f"{summary['trades_repaired']}, reconnects {summary['reconnects']}; "
-        f"{len(delays)} bar delays",
-        flush=True,
-    )
     if not delays:
         raise RuntimeError(f"no minute ended during the {SECONDS:.0f} s run; raise the duration")
     goal = "p99 bar delay under 2 s"
