@@ -582,7 +582,7 @@ def join_segments(session_dir: Path | str, parts: list[SessionInfo]) -> SessionI
     checked from the ``first_seq`` and ``prev_digest`` its header claims. What links them is
     checked here: numbering, digests, sealing, the footer's totals and the manifest. Anything
     amiss re-runs the serial pass, so the error names the same file and position as it would
-    have; the parallel path never words an error of its own."""
+    have (were the serial pass to find nothing, the parts disagree with it: an error too)."""
     path = Path(session_dir)
     info = SessionInfo()
     problem = not parts
