@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import platform
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import (
-    bench_alpaca,
-    bench_contracts,
-    bench_decode,
-    bench_live,
-    bench_replay,
-    bench_storage,
-)
 from benchmarks.report import Figure, render_markdown
 
-SUITES = [bench_storage, bench_alpaca, bench_decode, bench_live, bench_replay, bench_contracts]
+# Imported when they run, not here: worker processes started with "spawn" (the sharded
+# replay's) re-import this module, and should not pay for every suite's imports.
+SUITES = ["storage", "alpaca", "decode", "live", "replay", "contracts"]
 HERE = Path(__file__).parent
 
 
 def main() -> None:
     figures: list[Figure] = []
-    for suite in SUITES:
+    for name in SUITES:
+        suite = importlib.import_module(f"benchmarks.bench_{name}")
         print(f"running {suite.__name__} ...", flush=True)
         figures.extend(suite.run())
     meta = {
