@@ -151,8 +151,8 @@ class EventPipeline:
     counts: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.normalizer = Normalizer(symbols=set(self.symbols) or None)
-        self.decoder = BatchDecoder(self.normalizer)
+        self.decoder = _decoder_for(self.symbols)
+        self.normalizer = self.decoder.normalizer
         self._bar_kind = AGG if self.bar_stream == "aggTrade" else TRADE
         self.aggregator = StreamingBarAggregator(lateness_ms=self.lateness_ms, source=self.source)
         self.gaps = GapTracker()
@@ -474,7 +474,7 @@ class _Shard:
 
 def _shard(path: str, symbols: tuple[str, ...]) -> _Shard:
     reader = SessionReader(path)  # a lone segment: its chain from its header's claims
-    decoder = BatchDecoder(Normalizer(symbols=set(symbols) or None))
+    decoder = _decoder_for(symbols)  # configured as the parent's, whose rejects it joins
     ws = int(RecordKind.WS)
     items = [
         decoder.decode(payloads) if kind == ws else (kind, meta, payloads)
@@ -532,6 +532,10 @@ def _check_count(reader: SessionReader, records: int, info: SessionInfo) -> None
     data = sum(info.counts[k] for k in ("ws", "rest", "conn"))
     if records != data:
         raise SessionLogError(reader.path, f"replay read {records} records of the {data} verified")
+
+
+def _decoder_for(symbols: Iterable[str]) -> BatchDecoder:
+    return BatchDecoder(Normalizer(symbols=set(symbols) or None))
 
 
 def bar_stream(streams: Iterable[str]) -> str:

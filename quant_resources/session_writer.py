@@ -386,8 +386,9 @@ class SessionWriter:
         while self._compressing and (wait or self._compressing[0][1].done()):
             entry, job = self._compressing.pop(0)
             final, sha = job.result()  # a failed compression raises here, not silently
-            self._closed.append({"file": final.name, **entry, "bytes": final.stat().st_size})
-            self._closed[-1]["sha256"] = sha
+            self._closed.append(
+                {"file": final.name, **entry, "bytes": final.stat().st_size, "sha256": sha}
+            )
             done = True
         return done
 

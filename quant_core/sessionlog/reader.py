@@ -461,19 +461,25 @@ class _SegmentScan:
             )
         if self.lone and info.header.first_seq != 0:
             return footer  # counts cover segments that are not being read
-        expected = {
-            "counts": dict(sorted(info.counts.items())),
-            "first_recv_ns": info.first_recv_ns,
-            "last_recv_ns": info.last_recv_ns,
-            "segments": len(info.segments),
-        }
-        actual = footer.to_json()
-        for key, value in expected.items():
-            if actual[key] != value:
-                raise self.error(
-                    f"footer {key}={actual[key]!r} but the log holds {value!r}", index, offset
-                )
+        wrong = _footer_disagrees(footer, info)
+        if wrong is not None:
+            raise self.error(wrong, index, offset)
         return footer
+
+
+def _footer_disagrees(footer: Footer, info: SessionInfo) -> str | None:
+    """How the footer's totals differ from what the log holds, or None when they agree."""
+    held = {
+        "counts": dict(sorted(info.counts.items())),
+        "first_recv_ns": info.first_recv_ns,
+        "last_recv_ns": info.last_recv_ns,
+        "segments": len(info.segments),
+    }
+    stated = footer.to_json()
+    for key, value in held.items():
+        if stated[key] != value:
+            return f"footer {key}={stated[key]!r} but the log holds {value!r}"
+    return None
 
 
 class SessionReader:
@@ -613,14 +619,7 @@ def join_segments(session_dir: Path | str, parts: list[SessionInfo]) -> SessionI
             info.last_recv_ns = part.last_recv_ns
         info.footer = part.footer
     if not problem and info.footer is not None:
-        totals = {
-            "counts": dict(sorted(info.counts.items())),
-            "first_recv_ns": info.first_recv_ns,
-            "last_recv_ns": info.last_recv_ns,
-            "segments": len(info.segments),
-        }
-        stated = info.footer.to_json()
-        problem = any(stated[key] != value for key, value in totals.items())
+        problem = _footer_disagrees(info.footer, info) is not None
     reader = SessionReader(path)
     if not problem and info.footer is not None and reader.files == [s.path for s in info.segments]:
         reader.info = info
