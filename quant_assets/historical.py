@@ -1,14 +1,18 @@
 """Historical equities and options (group ``historical``): daily NYSE-session partitions.
 
 Each partition is one session for the whole universe. A materialisation validates what the
-provider returned *before* writing (a bad bar fails the partition, naming symbol and timestamp,
-and the previous content stays), then writes the Parquet lake (one file per source and day)
-and replaces the (source, day) slice of the ClickHouse table, both at once. The checks judge
-what was stored: for 1-minute bars, the written frame once ClickHouse has shown that the slice
-holds exactly it (``_as_stored``), else the stored rows read back.
+provider returned *before* writing (a bad bar fails the partition, naming symbol and
+timestamp, and the previous content stays), then replaces the Parquet lake files (one per
+source and day) and the (source, day) slice of the ClickHouse table, both at once. A run of
+many sessions fetches them in pieces: while the next piece is being fetched, the last one is
+validated and staged in ClickHouse; nothing is published until every piece is in.
+The checks judge what was stored: for 1-minute bars, the written frame once ClickHouse has
+shown that the slice holds exactly it (``_as_stored``), else the stored rows read back.
 """
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
@@ -23,22 +27,29 @@ from quant_assets.partitions import trading_day_partitions
 from quant_assets.quality_checks import (
     BAR_CHECKS,
     QUOTE_CHECKS,
+    BarFindings,
     bar_check_results,
+    bar_findings,
     check_specs,
     quote_check_results,
 )
 from quant_assets.schema import clickhouse_schema
 from quant_core.calendar import NEW_YORK, TradingSession, session
-from quant_core.quality import duplicate_findings, ohlc_findings, outside_session_findings
+from quant_core.quality import duplicate_findings, ohlc_findings
 from quant_core.quality import quote_findings as quote_rule_findings
 from quant_resources.lake import LakeResource
 from quant_resources.market import MarketDataResource
-from quant_resources.warehouse import WarehouseResource
+from quant_resources.warehouse import StagedSlice, WarehouseResource
 
 SCHEMA_DEPS = [
     dg.AssetDep(clickhouse_schema, partition_mapping=dg.AllPartitionMapping()),
 ]
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
+# Bars per provider request in a many-session run: the next piece is fetched while the last
+# one is judged and staged. A full extended-hours session is 960 minutes per symbol.
+PIECE_BARS = 50_000
+SESSION_MINUTES = 960
+MAX_DAY_RUNS = 4096
 BAR_SLICE = "source = {src:String} AND session_date IN {days:Array(Date)} AND interval = '1m'"
 SNAPSHOT_SLICE = (
     "source = {src:String} AND session_date = {d:Date} AND snapshot_ts = {at:DateTime64(3, 'UTC')}"
@@ -77,13 +88,16 @@ def _refuse(findings, what: str) -> None:
 
 
 def _write_lake(
-    lake: LakeResource, dataset: str, source: str, table: pa.Table, days: list[date]
+    lake: LakeResource,
+    dataset: str,
+    source: str,
+    by_day: Mapping[date, pa.Table],
+    days: list[date],
 ) -> int:
     """One Parquet file per (source, day) partition, ``dataset/source=S/date=D/part.parquet``,
-    rows in the table's order; written by a few threads (Parquet encoding releases the GIL).
-    Anything else under a day's folder (per-symbol files of the earlier layout) is removed
-    once the new file is in place, and a day without rows is left empty."""
-    by_day = _split_by_day(table)
+    from each day's rows (``_split_by_day``); written by a few threads (Parquet encoding
+    releases the GIL). Anything else under a day's folder (per-symbol files of the earlier
+    layout) is removed once the new file is in place, and a day without rows is left empty."""
     keys = {day: lake.key(dataset, source, day) for day in days}
 
     def write(day: date) -> None:
@@ -99,16 +113,22 @@ def _write_lake(
 
 
 def _split_by_day(table: pa.Table) -> dict[date, pa.Table]:
-    """Rows per session date, each day keeping the table's row order (one stable sort, then
-    slices: filtering once per day would scan the whole table every time)."""
+    """Rows per session date, each day keeping the table's row order. A provider's frame is
+    ordered by symbol, then time, so a day is a few runs of rows: those are sliced without a
+    copy. A frame in any other order (many short runs) is sorted once by day instead."""
     days = pc.cast(table.column("session_date"), pa.int32()).to_numpy()
-    order = np.argsort(days, kind="stable")
-    ordered = table.take(order) if np.any(order != np.arange(days.size)) else table
-    values, starts, counts = np.unique(days[order], return_index=True, return_counts=True)
     epoch = date(1970, 1, 1)
+    edges = np.flatnonzero(days[1:] != days[:-1]) + 1
+    if edges.size > MAX_DAY_RUNS:
+        order = np.argsort(days, kind="stable")
+        table, days = table.take(order), days[order]
+        edges = np.flatnonzero(days[1:] != days[:-1]) + 1
+    runs: dict[int, list[pa.Table]] = {}
+    for start, end in zip(np.r_[0, edges], np.r_[edges, days.size], strict=True):
+        if end > start:
+            runs.setdefault(int(days[start]), []).append(table.slice(start, end - start))
     return {
-        epoch + timedelta(days=int(v)): ordered.slice(int(s), int(n))
-        for v, s, n in zip(values, starts, counts, strict=True)
+        epoch + timedelta(days=day): pa.concat_tables(parts) for day, parts in sorted(runs.items())
     }
 
 
@@ -120,8 +140,10 @@ def _stored(warehouse: WarehouseResource, table: str, source: str, days: list[da
     )
 
 
+# Distinct keys are counted by their 64-bit hash (several times cheaper than the tuples): a
+# collision can only make the count look short, which reads the slice back; never the reverse.
 FINGERPRINT = (
-    "count(), uniqExact(symbol, ts), toUnixTimestamp64Milli(min(ts)), "
+    "count(), uniqExact(cityHash64(symbol, ts)), toUnixTimestamp64Milli(min(ts)), "
     "toUnixTimestamp64Milli(max(ts)), sum(open), sum(high), sum(low), "
     "sum(close), sum(volume), sum(trade_count)"
 )
@@ -160,6 +182,63 @@ def _chart(bars: pa.Table, symbol: str, day: date) -> dg.MetadataValue | None:
     return price_chart(one, f"{symbol} {day}") if one.num_rows else None
 
 
+@dataclass(frozen=True)
+class _Piece:
+    bars: pa.Table
+    by_day: dict[date, pa.Table]
+    found: BarFindings
+
+
+def _pieces(sessions: list[TradingSession], symbols: list[str]) -> list[list[TradingSession]]:
+    per = max(1, PIECE_BARS // (len(symbols) * SESSION_MINUTES))
+    return [sessions[i : i + per] for i in range(0, len(sessions), per)]
+
+
+def _judge_piece(
+    stage: StagedSlice,
+    bars: pa.Table,
+    sessions: list[TradingSession],
+    symbols: list[str],
+    what: str,
+) -> _Piece:
+    """Validate one piece and stage it in ClickHouse; its findings become the check results
+    if ClickHouse shows that the slice holds exactly it."""
+    found = bar_findings(bars, sessions, symbols)
+    _refuse(found.ohlc, what)
+    _refuse(found.duplicates, what)
+    _refuse(found.outside, what)
+    stage.add(bars)
+    return _Piece(bars, _split_by_day(bars), found)
+
+
+def _fetch_and_judge(
+    market_data: MarketDataResource,
+    symbols: list[str],
+    sessions: list[TradingSession],
+    adjustment: str,
+    what: str,
+    stage: StagedSlice,
+) -> list[_Piece]:
+    """The run's bars, requested a few sessions at a time: while the next piece is being
+    fetched, a worker judges the last one (refusing the run if anything is wrong) and stages
+    it. Nothing is published here."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        judged: list[Future[_Piece]] = []
+        try:
+            for part in _pieces(sessions, symbols):
+                bars = market_data.stock_bars_1m(
+                    symbols, part[0].pre_open, part[-1].post_close, adjustment
+                )
+                judged.append(worker.submit(_judge_piece, stage, bars, part, symbols, what))
+                for done in judged:  # a refused piece stops the fetch at once
+                    if done.done():
+                        done.result()
+            return [f.result() for f in judged]
+        except BaseException:
+            worker.shutdown(cancel_futures=True)
+            raise
+
+
 @dg.asset(
     group_name="historical",
     partitions_def=trading_day_partitions,
@@ -181,36 +260,32 @@ def stock_bars_1m(
     symbols = equity_symbols()
     source = market_data.source
     days = [s.day for s in sessions]
-    # One request, one validation, one slice replacement for the run's whole range: a
-    # backfill run of 25 sessions costs one mutation, not 25.
-    bars = market_data.stock_bars_1m(
-        symbols, sessions[0].pre_open, sessions[-1].post_close, config.adjustment
-    )
     what = f"{source} bars of {days[0]}..{days[-1]}"
-    _refuse(ohlc_findings(bars), what)
-    _refuse(duplicate_findings(bars, ("symbol", "ts")), what)
-    _refuse(outside_session_findings(bars, {s.day: s for s in sessions}), what)
-    # The ClickHouse insert (chDB or HTTP) and Parquet encoding release the GIL: the slice
-    # replacement, the lake files and the metadata overlap instead of queueing.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # One slice replacement (one mutation) for the run's whole range. The lake files are
+    # encoded and written while ClickHouse moves the staged pieces into bars_1m (both release
+    # the GIL).
+    with ThreadPoolExecutor(max_workers=1) as pool:
         slice_params = {"src": source, "days": days}
-        replaced = pool.submit(warehouse.replace_slice, "bars_1m", BAR_SLICE, slice_params, bars)
-        files = pool.submit(_write_lake, lake, "bars_1m", source, bars, days)
+        with warehouse.slice_replacement("bars_1m", BAR_SLICE, slice_params) as stage:
+            pieces = _fetch_and_judge(
+                market_data, symbols, sessions, config.adjustment, what, stage
+            )
+            by_day = {day: t for p in pieces for day, t in p.by_day.items()}
+            files = pool.submit(_write_lake, lake, "bars_1m", source, by_day, days)
+        bars = pa.concat_tables([p.bars for p in pieces])
+        checked = _as_stored(warehouse, "bars_1m", source, days, bars)
         metadata = {**frame_summary(bars), "source": source, "days": len(days)}
-        chart = _chart(bars, symbols[0], days[-1])
-        checks = bar_check_results(bars, sessions, symbols)  # kept if the slice holds `bars`
-        replaced.result()
-        files.result()
-    context.log.info(
-        f"{what}: {bars.num_rows} bars of {len(symbols)} symbols -> ClickHouse bars_1m, "
-        f"lake ({files.result()} files)"
+        chart = _chart(pieces[-1].bars, symbols[0], days[-1])
+        if chart is not None:
+            metadata["chart"] = chart
+        context.log.info(
+            f"{what}: {bars.num_rows} bars of {len(symbols)} symbols -> ClickHouse bars_1m, "
+            f"lake ({files.result()} files)"
+        )
+    found = sum((p.found for p in pieces[1:]), pieces[0].found) if checked is bars else None
+    return dg.MaterializeResult(
+        metadata=metadata, check_results=bar_check_results(checked, sessions, symbols, found)
     )
-    if chart is not None:
-        metadata["chart"] = chart
-    checked = _as_stored(warehouse, "bars_1m", source, days, bars)
-    if checked is not bars:
-        checks = bar_check_results(checked, sessions, symbols)
-    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 DAILY_SQL = """
@@ -260,7 +335,7 @@ def stock_bars_1d(
         if daily.num_rows == 0:
             raise dg.Failure(f"no regular-session {source} bars for {day}: run stock_bars_1m")
         daily = daily.drop_columns([c for c in ("version",) if c in daily.column_names])
-        _write_lake(lake, "bars_1d", source, daily, [day])
+        _write_lake(lake, "bars_1d", source, _split_by_day(daily), [day])
         warehouse.replace_slice(
             "bars_1d",
             "source = {src:String} AND session_date = {d:Date}",
@@ -396,7 +471,7 @@ def option_bars_1m(
         bars = market_data.option_bars_1m(contracts, sess.open, sess.close)
         _refuse(ohlc_findings(bars), f"{source} option bars of {sess.day}")
         _refuse(duplicate_findings(bars, ("symbol", "ts")), f"{source} option bars of {sess.day}")
-        _write_lake(lake, "option_bars_1m", source, bars, [sess.day])
+        _write_lake(lake, "option_bars_1m", source, _split_by_day(bars), [sess.day])
         warehouse.replace_slice(
             "option_bars_1m", BAR_SLICE, {"src": source, "days": [sess.day]}, bars
         )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
 
 from quant_core.calendar import TradingSession
 from quant_core.quality import (
+    Completeness,
     duplicate_findings,
     ohlc_findings,
     outside_session_findings,
@@ -59,18 +61,59 @@ def check_specs(asset: str, checks: list[tuple[str, bool]]) -> list[dg.AssetChec
     return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking) for name, blocking in checks]
 
 
-def bar_check_results(
-    stored: pa.Table, sessions: list[TradingSession], symbols: list[str] | None
-) -> list[dg.AssetCheckResult]:
+@dataclass(frozen=True)
+class BarFindings:
+    """What the bar rules found in one frame; pieces of a run are judged apart and joined."""
+
+    ohlc: list
+    duplicates: list
+    outside: list
+    completeness: list[Completeness] | None
+
+    def __add__(self, other: BarFindings) -> BarFindings:
+        completeness = (
+            None
+            if self.completeness is None or other.completeness is None
+            else self.completeness + other.completeness
+        )
+        return BarFindings(
+            self.ohlc + other.ohlc,
+            self.duplicates + other.duplicates,
+            self.outside + other.outside,
+            completeness,
+        )
+
+
+def bar_findings(
+    bars: pa.Table, sessions: list[TradingSession], symbols: list[str] | None
+) -> BarFindings:
     by_day = {s.day: s for s in sessions}
+    return BarFindings(
+        ohlc=ohlc_findings(bars),
+        duplicates=duplicate_findings(bars, ("source", "symbol", "ts")),
+        outside=outside_session_findings(bars, by_day),
+        completeness=None if symbols is None else regular_completeness(bars, by_day, symbols),
+    )
+
+
+def bar_check_results(
+    stored: pa.Table,
+    sessions: list[TradingSession],
+    symbols: list[str] | None,
+    found: BarFindings | None = None,
+) -> list[dg.AssetCheckResult]:
+    """Check results of ``stored``; ``found`` is what ``bar_findings`` already found in that
+    very frame (judged piece by piece while it was being written), else it is judged here."""
+    if found is None:
+        found = bar_findings(stored, sessions, symbols)
     results = [
-        _result("ohlc_valid", ohlc_findings(stored), rows=stored.num_rows),
-        _result("no_duplicates", duplicate_findings(stored, ("source", "symbol", "ts"))),
-        _result("inside_session", outside_session_findings(stored, by_day)),
+        _result("ohlc_valid", found.ohlc, rows=stored.num_rows),
+        _result("no_duplicates", found.duplicates),
+        _result("inside_session", found.outside),
         _result("timestamps_utc", _utc(stored, ("ts", "ts_close"))),
     ]
-    if symbols is not None:
-        report = regular_completeness(stored, by_day, symbols)
+    if found.completeness is not None:
+        report = found.completeness
         threshold = max_missing_ratio()
         worst = max((r.missing_ratio for r in report), default=0.0)
         results.append(

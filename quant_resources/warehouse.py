@@ -7,12 +7,17 @@ for chDB in this process. The same SQL and the same client code run on both.
 Values are always bound server-side (``{name:Type}`` placeholders); only identifiers that
 passed :func:`identifier` are ever spliced into SQL text.
 
-Replacing a slice (e.g. one source and session date of ``bars_1m``) is *write, then delete by
-key*: the new rows are inserted with a fresh ``version``; only when that insert has succeeded
-are the slice's rows of every other version deleted. A failed insert removes whatever part of
-the new version landed and leaves the previous rows untouched, so readers see the old slice
-or the new one, and during the short window between the two steps both, which
-``ReplacingMergeTree(version)`` + ``FINAL`` resolves to the new rows for every key they share.
+Replacing a slice (e.g. one source and a range of session dates of ``bars_1m``) is *stage,
+insert, then delete by key*. The new rows, stamped with a fresh ``version``, are first staged
+in a ``Memory`` table nobody reads, in one piece or several (while the caller is still
+fetching the rest); each piece is parsed there as it comes. Once every piece is in, one
+``INSERT ... SELECT`` moves them into the table as one part, and only when that has succeeded
+are the slice's rows of every other version deleted. A failure before that leaves the table
+untouched; a failed move removes whatever part of the new version landed. Readers see the old
+slice or the new one, and during the short window between the move and the delete both,
+which ``ReplacingMergeTree(version)`` + ``FINAL`` resolves to the new rows for every key they
+share. One part per replacement matters: the delete is a mutation, which would otherwise
+wait for the background merges that many small parts start.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -38,6 +44,11 @@ from quant_core.contracts import SYMBOL_PATTERN
 from quant_resources.settings import DEFAULT_DATABASE, clickhouse_url, redact_url
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+STAGE_PREFIX = "_stage_"
+STALE_STAGE_NS = 24 * 3600 * 10**9  # a stage this old was left by a process that died
+# Keys are unique within a slice (every caller validates that), so the insert-time
+# ReplacingMergeTree pass over the block would find nothing to collapse.
+_MOVE_SETTINGS = {"optimize_on_insert": 0}
 # chdb allows one engine per process: every resource on the same URL shares one client.
 _CLIENTS: dict[str, Client] = {}
 _CLIENTS_LOCK = threading.Lock()
@@ -168,13 +179,18 @@ class WarehouseResource(dg.ConfigurableResource):
             data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
         )
         self._validate(table, arrow)
-        if arrow.num_rows == 0:
-            return 0
         merged = dict(settings or {})
         if dedup_token is not None:
             merged["insert_deduplication_token"] = dedup_token
+        return self._insert_validated(table, table, arrow, merged)
+
+    def _insert_validated(
+        self, table: str, into: str, arrow: pa.Table, settings: Mapping[str, Any] | None = None
+    ) -> int:
+        if arrow.num_rows == 0:
+            return 0
         try:
-            self.client.insert_arrow(table, arrow, settings=merged or None)
+            self.client.insert_arrow(into, arrow, settings=dict(settings or {}) or None)
         except ClickHouseError as exc:
             raise WarehouseError(f"insert into {table!r} failed: {exc}") from exc
         return arrow.num_rows
@@ -189,22 +205,59 @@ class WarehouseResource(dg.ConfigurableResource):
         version_column: str = "version",
     ) -> int:
         """Replace the rows matching ``where`` (bound ``params``) with ``data``; see module doc."""
-        version = time.time_ns()
-        if version_column in data.column_names:
-            data = data.drop_columns([version_column])
-        stamped = data.append_column(
-            version_column, pa.array(np.full(data.num_rows, version, dtype=np.uint64))
-        )
-        self._validate(table, stamped)
-        col = identifier(version_column)
-        bound = {**params, "_version": version}
+        with self.slice_replacement(table, where, params, version_column=version_column) as stage:
+            stage.add(data)
+        return stage.rows
+
+    @contextmanager
+    def slice_replacement(
+        self,
+        table: str,
+        where: str,
+        params: Mapping[str, Any],
+        *,
+        version_column: str = "version",
+    ) -> Iterator[StagedSlice]:
+        """Replace the rows matching ``where`` with every piece given to ``add`` inside the
+        block, all published when the block ends without error (see module doc)."""
+        columns = self.table_columns(table)  # a missing table is named before anything starts
+        stage = StagedSlice(self, identifier(table), identifier(version_column))
+        self._drop_stale_stages(table)
+        self.client.command(f"CREATE TABLE {stage.name} AS {stage.table} ENGINE = Memory")
         try:
-            self.insert(table, stamped)
-        except Exception:
-            self._delete(table, f"{col} = {{_version:UInt64}}", {"_version": version})
-            raise
-        self._delete(table, f"({where}) AND {col} != {{_version:UInt64}}", bound)
-        return stamped.num_rows
+            yield stage
+            self._publish(stage, where, params, ", ".join(map(identifier, columns)))
+        finally:
+            self.client.command(f"DROP TABLE IF EXISTS {stage.name} SYNC")
+
+    def _publish(
+        self, stage: StagedSlice, where: str, params: Mapping[str, Any], columns: str
+    ) -> None:
+        col = stage.version_column
+        if stage.rows:
+            try:
+                self.client.command(
+                    f"INSERT INTO {stage.table} ({columns}) SELECT {columns} FROM {stage.name}",
+                    settings=_MOVE_SETTINGS,
+                )
+            except Exception:
+                self._delete(
+                    stage.table, f"{col} = {{_version:UInt64}}", {"_version": stage.version}
+                )
+                raise
+        bound = {**params, "_version": stage.version}
+        self._delete(stage.table, f"({where}) AND {col} != {{_version:UInt64}}", bound)
+
+    def _drop_stale_stages(self, table: str) -> None:
+        cutoff = time.time_ns() - STALE_STAGE_NS
+        for (name,) in self.query_rows(
+            "SELECT name FROM system.tables "
+            "WHERE database = {db:String} AND startsWith(name, {p:String})",
+            {"db": self.database, "p": f"{STAGE_PREFIX}{table}_"},
+        ):
+            stamp = name.rsplit("_", 1)[-1]
+            if stamp.isdigit() and int(stamp) < cutoff:
+                self.client.command(f"DROP TABLE IF EXISTS {identifier(name)} SYNC")
 
     def _delete(self, table: str, where: str, params: Mapping[str, Any]) -> None:
         self.client.command(
@@ -230,6 +283,32 @@ class WarehouseResource(dg.ConfigurableResource):
                 raise WarehouseValidationError(
                     f"symbol={bad!r} in data for {table!r} is not a valid symbol"
                 )
+
+
+class StagedSlice:
+    """The new version of one slice, filled piece by piece (see ``slice_replacement``).
+    ``add`` validates each piece against the target table before staging it; it may be
+    called from another thread than the one that opened the replacement."""
+
+    def __init__(self, warehouse: WarehouseResource, table: str, version_column: str) -> None:
+        self.warehouse = warehouse
+        self.table = table
+        self.version_column = version_column
+        self.version = time.time_ns()
+        self.name = identifier(f"{STAGE_PREFIX}{table}_{self.version}")
+        self.rows = 0
+
+    def add(self, data: pa.Table) -> int:
+        if self.version_column in data.column_names:
+            data = data.drop_columns([self.version_column])
+        stamped = data.append_column(
+            self.version_column,
+            pa.array(np.full(data.num_rows, self.version, dtype=np.uint64)),
+        )
+        self.warehouse._validate(self.table, stamped)
+        added = self.warehouse._insert_validated(self.table, self.name, stamped)
+        self.rows += added
+        return added
 
 
 def close_all_clients() -> None:

@@ -266,3 +266,94 @@ def test_quality_rules_name_duplicates_and_bars_outside_their_session() -> None:
     assert outside.rule == "outside_session" and outside.ts == sess.post_close.isoformat()
     stray = outside_session_findings(bars, {date(2024, 11, 26): session(date(2024, 11, 26))})
     assert stray[-1].rule == "not_a_session"
+
+
+RANGE = ["2024-11-25", "2024-11-26", "2024-11-27", "2024-11-29"]  # Thanksgiving is no session
+REQUESTS: list[tuple[date, date]] = []
+
+
+class CountingProvider(SyntheticMarketResource):
+    def stock_bars_1m(self, symbols, start, end, adjustment="raw"):
+        REQUESTS.append((start.date(), end.date()))
+        return super().stock_bars_1m(symbols, start, end, adjustment)
+
+
+class BrokenLastDayProvider(BrokenProvider):
+    """Good bars, except in the request that reaches the range's last session."""
+
+    def stock_bars_1m(self, symbols, start, end, adjustment="raw"):
+        if end.date() < date(2024, 11, 29):
+            return SyntheticMarketResource.stock_bars_1m(self, symbols, start, end, adjustment)
+        return super().stock_bars_1m(symbols, start, end, adjustment)
+
+
+def _run_range(env, market) -> dg.ExecuteInProcessResult:
+    resources, instance = env
+    return dg.materialize(
+        [stock_bars_1m],
+        resources={**resources, "market_data": market},
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": RANGE[0],
+            "dagster/asset_partition_range_end": RANGE[-1],
+        },
+        raise_on_error=False,
+    )
+
+
+def test_a_run_in_pieces_stores_what_one_piece_stores_and_a_bad_last_piece_writes_nothing(
+    env, monkeypatch
+) -> None:
+    import quant_assets.historical as historical
+
+    REQUESTS.clear()
+    assert _run_range(env, CountingProvider(seed=11)).success
+    assert len(REQUESTS) == 1  # 4 sessions of 2 symbols fit one piece
+    whole = _fingerprint(env)
+    wh = env[0]["warehouse"]
+    assert whole["tables"]["bars_1m"][0] > 4 * 2 * 390
+    monkeypatch.setattr(historical, "PIECE_BARS", 1)  # one session per request
+    REQUESTS.clear()
+    result = _run_range(env, CountingProvider(seed=11))
+    assert result.success
+    assert len(REQUESTS) == 4 and [r[0].isoformat() for r in REQUESTS] == RANGE
+    checks = _checks(result)
+    assert checks and all(checks.values()), checks
+    assert _fingerprint(env) == whole
+    assert wh.scalar("SELECT count() FROM bars_1m") == whole["tables"]["bars_1m"][0]
+    failed = _run_range(env, BrokenLastDayProvider(seed=11))
+    assert not failed.success
+    message = failure_text(failed)
+    assert "low_above_body: symbol=SPY ts=2024-11-29T" in message and "nothing written" in message
+    assert _fingerprint(env) == whole  # three good pieces were staged, none was published
+    assert wh.scalar("SELECT count() FROM bars_1m") == whole["tables"]["bars_1m"][0]
+    assert not wh.query_rows(
+        "SELECT name FROM system.tables WHERE database = currentDatabase() "
+        "AND startsWith(name, '_stage_')"
+    )
+
+
+def test_split_by_day_keeps_row_order_whether_sliced_or_sorted(monkeypatch) -> None:
+    import quant_assets.historical as historical
+    from quant_core.calendar import session
+
+    market = SyntheticMarketResource(seed=11)
+    first, last = session(date(2024, 11, 25)), session(date(2024, 11, 27))
+    bars = market.stock_bars_1m(["SPY", "AAPL"], first.pre_open, last.post_close)
+    expected = {
+        day: bars.filter(pc.equal(bars.column("session_date"), pa.scalar(day, pa.date32())))
+        for day in (date(2024, 11, 25), date(2024, 11, 26), date(2024, 11, 27))
+    }
+    shuffled = bars.take(
+        pa.array(list(range(1, bars.num_rows, 2)) + list(range(0, bars.num_rows, 2)))
+    )
+    shuffled_expected = {
+        day: shuffled.filter(pc.equal(shuffled.column("session_date"), pa.scalar(day, pa.date32())))
+        for day in expected
+    }
+    for limit in (historical.MAX_DAY_RUNS, 0):  # runs sliced without a copy; sorted by day
+        monkeypatch.setattr(historical, "MAX_DAY_RUNS", limit)
+        for table, want in ((bars, expected), (shuffled, shuffled_expected)):
+            got = historical._split_by_day(table)
+            assert list(got) == list(want)
+            assert all(got[d].equals(want[d]) for d in want)
