@@ -16,17 +16,18 @@ are the slice's rows of every other version deleted. A failure before that leave
 untouched; a failed move removes whatever part of the new version landed. Readers see the old
 slice or the new one, and during the short window between the move and the delete both,
 which ``ReplacingMergeTree(version)`` + ``FINAL`` resolves to the new rows for every key they
-share. One part per replacement matters: the delete is a mutation, which would otherwise
-wait for the background merges that many small parts start.
+share. One part per replacement matters: the delete is a mutation, which waits for any
+background merge of the parts it touches, and many small parts (or the empty parts earlier
+deletes left, which are therefore dropped at once) start such merges.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -44,6 +45,7 @@ from quant_core.contracts import SYMBOL_PATTERN
 from quant_resources.settings import DEFAULT_DATABASE, clickhouse_url, redact_url
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_PART_NAME = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 STAGE_PREFIX = "_stage_"
 STALE_STAGE_NS = 24 * 3600 * 10**9  # a stage this old was left by a process that died
 # Keys are unique within a slice (every caller validates that), so the insert-time
@@ -209,7 +211,7 @@ class WarehouseResource(dg.ConfigurableResource):
             stage.add(data)
         return stage.rows
 
-    @contextmanager
+    @contextlib.contextmanager
     def slice_replacement(
         self,
         table: str,
@@ -247,6 +249,21 @@ class WarehouseResource(dg.ConfigurableResource):
                 raise
         bound = {**params, "_version": stage.version}
         self._delete(stage.table, f"({where}) AND {col} != {{_version:UInt64}}", bound)
+        self._drop_empty_parts(stage.table)
+
+    def _drop_empty_parts(self, table: str) -> None:
+        """Parts the delete emptied stay active until a cleanup long after; a few of them
+        start a merge, and the next replacement's delete (a mutation) waits for that merge
+        (up to a second here). An empty part holds nothing: dropping it loses nothing, and
+        one a merge took first is left to the merge."""
+        for (name,) in self.query_rows(
+            "SELECT name FROM system.parts WHERE database = {db:String} AND table = {t:String} "
+            "AND active AND rows = 0",
+            {"db": self.database, "t": table},
+        ):
+            if _PART_NAME.match(name):
+                with contextlib.suppress(ClickHouseError):
+                    self.client.command(f"ALTER TABLE {identifier(table)} DROP PART '{name}'")
 
     def _drop_stale_stages(self, table: str) -> None:
         cutoff = time.time_ns() - STALE_STAGE_NS
