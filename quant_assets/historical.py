@@ -47,7 +47,7 @@ SCHEMA_DEPS = [
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
 # Bars per provider request in a many-session run: the next piece is fetched while the last
 # one is judged and staged. A full extended-hours session is 960 minutes per symbol.
-PIECE_BARS = 50_000
+PIECE_BARS = 60_000
 SESSION_MINUTES = 960
 MAX_DAY_RUNS = 4096
 BAR_SLICE = "source = {src:String} AND session_date IN {days:Array(Date)} AND interval = '1m'"

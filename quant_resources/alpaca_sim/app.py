@@ -112,7 +112,9 @@ def _corrupt(page: Page, draw_index: int) -> dict | None:
     if not rows:
         return None
     item, symbol = rows[draw_index % len(rows)]
-    bars = page.items[item][1]
+    runs = page.items[item][1]
+    bars = [orjson.dumps(b) for b in orjson.loads(b"[" + b",".join(runs) + b"]")]
+    page.items[item] = (symbol, bars)
     position = draw_index % len(bars)
     bar = orjson.loads(bars[position])
     kind = ("high<low", "negative volume", "NaN close")[draw_index % 3]

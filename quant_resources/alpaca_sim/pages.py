@@ -33,8 +33,8 @@ class BadRequest(ValueError):
 
 @dataclass
 class Page:
-    """One response: ``key`` ("bars", "snapshots") maps names to a list of JSON objects
-    (time series) or to one JSON object (latest, snapshots)."""
+    """One response: ``key`` ("bars", "snapshots") maps names to a list of runs of
+    comma-separated JSON objects (time series) or to one JSON object (latest, snapshots)."""
 
     key: str
     items: list[tuple[str, list[bytes] | bytes]] = field(default_factory=list)
@@ -167,7 +167,7 @@ def series_page(
                 page.token = encode_token(symbol, rfc3339(int(bars.ts_ms[lo])))
                 break
             take = min(hi - lo, limit - taken)
-            rows.extend(bars.rows[lo : lo + take])
+            rows.append(bars.joined(lo, lo + take))
             taken += take
             if take < hi - lo:
                 page.token = encode_token(symbol, rfc3339(int(bars.ts_ms[lo + take])))
