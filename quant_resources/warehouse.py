@@ -18,7 +18,8 @@ slice or the new one, and during the short window between the move and the delet
 which ``ReplacingMergeTree(version)`` + ``FINAL`` resolves to the new rows for every key they
 share. One part per replacement matters: the delete is a mutation, which waits for any
 background merge of the parts it touches, and many small parts (or the empty parts earlier
-deletes left, which are therefore dropped at once) start such merges.
+deletes left, which are therefore dropped at once) start such merges. The stage holds the
+new rows uncompressed in the server's memory until the move (about 200 bytes a bar).
 """
 
 from __future__ import annotations
