@@ -10,7 +10,6 @@ The checks judge what was stored: for 1-minute bars, the written frame once Clic
 shown that the slice holds exactly it (``_as_stored``), else the stored rows read back.
 """
 
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -46,9 +45,8 @@ SCHEMA_DEPS = [
 ]
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
 # Bars per provider request in a many-session run: the next piece is fetched while the last
-# one is judged and staged. A full extended-hours session is 960 minutes per symbol.
+# one is judged and staged.
 PIECE_BARS = 60_000
-SESSION_MINUTES = 960
 MAX_DAY_RUNS = 4096
 BAR_SLICE = "source = {src:String} AND session_date IN {days:Array(Date)} AND interval = '1m'"
 SNAPSHOT_SLICE = (
@@ -88,16 +86,13 @@ def _refuse(findings, what: str) -> None:
 
 
 def _write_lake(
-    lake: LakeResource,
-    dataset: str,
-    source: str,
-    by_day: Mapping[date, pa.Table],
-    days: list[date],
+    lake: LakeResource, dataset: str, source: str, table: pa.Table, days: list[date]
 ) -> int:
     """One Parquet file per (source, day) partition, ``dataset/source=S/date=D/part.parquet``,
-    from each day's rows (``_split_by_day``); written by a few threads (Parquet encoding
-    releases the GIL). Anything else under a day's folder (per-symbol files of the earlier
-    layout) is removed once the new file is in place, and a day without rows is left empty."""
+    rows in the table's order; written by a few threads (Parquet encoding releases the GIL).
+    Anything else under a day's folder (per-symbol files of the earlier layout) is removed
+    once the new file is in place, and a day without rows is left empty."""
+    by_day = _split_by_day(table)
     keys = {day: lake.key(dataset, source, day) for day in days}
 
     def write(day: date) -> None:
@@ -185,12 +180,12 @@ def _chart(bars: pa.Table, symbol: str, day: date) -> dg.MetadataValue | None:
 @dataclass(frozen=True)
 class _Piece:
     bars: pa.Table
-    by_day: dict[date, pa.Table]
     found: BarFindings
 
 
 def _pieces(sessions: list[TradingSession], symbols: list[str]) -> list[list[TradingSession]]:
-    per = max(1, PIECE_BARS // (len(symbols) * SESSION_MINUTES))
+    minutes = max((s.post_close - s.pre_open) // timedelta(minutes=1) for s in sessions)
+    per = max(1, PIECE_BARS // (len(symbols) * minutes))
     return [sessions[i : i + per] for i in range(0, len(sessions), per)]
 
 
@@ -208,7 +203,7 @@ def _judge_piece(
     _refuse(found.duplicates, what)
     _refuse(found.outside, what)
     stage.add(bars)
-    return _Piece(bars, _split_by_day(bars), found)
+    return _Piece(bars, found)
 
 
 def _fetch_and_judge(
@@ -270,9 +265,8 @@ def stock_bars_1m(
             pieces = _fetch_and_judge(
                 market_data, symbols, sessions, config.adjustment, what, stage
             )
-            by_day = {day: t for p in pieces for day, t in p.by_day.items()}
-            files = pool.submit(_write_lake, lake, "bars_1m", source, by_day, days)
-        bars = pa.concat_tables([p.bars for p in pieces])
+            bars = pa.concat_tables([p.bars for p in pieces])
+            files = pool.submit(_write_lake, lake, "bars_1m", source, bars, days)
         checked = _as_stored(warehouse, "bars_1m", source, days, bars)
         metadata = {**frame_summary(bars), "source": source, "days": len(days)}
         chart = _chart(pieces[-1].bars, symbols[0], days[-1])
@@ -335,7 +329,7 @@ def stock_bars_1d(
         if daily.num_rows == 0:
             raise dg.Failure(f"no regular-session {source} bars for {day}: run stock_bars_1m")
         daily = daily.drop_columns([c for c in ("version",) if c in daily.column_names])
-        _write_lake(lake, "bars_1d", source, _split_by_day(daily), [day])
+        _write_lake(lake, "bars_1d", source, daily, [day])
         warehouse.replace_slice(
             "bars_1d",
             "source = {src:String} AND session_date = {d:Date}",
@@ -471,7 +465,7 @@ def option_bars_1m(
         bars = market_data.option_bars_1m(contracts, sess.open, sess.close)
         _refuse(ohlc_findings(bars), f"{source} option bars of {sess.day}")
         _refuse(duplicate_findings(bars, ("symbol", "ts")), f"{source} option bars of {sess.day}")
-        _write_lake(lake, "option_bars_1m", source, _split_by_day(bars), [sess.day])
+        _write_lake(lake, "option_bars_1m", source, bars, [sess.day])
         warehouse.replace_slice(
             "option_bars_1m", BAR_SLICE, {"src": source, "days": [sess.day]}, bars
         )

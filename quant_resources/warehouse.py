@@ -223,19 +223,18 @@ class WarehouseResource(dg.ConfigurableResource):
     ) -> Iterator[StagedSlice]:
         """Replace the rows matching ``where`` with every piece given to ``add`` inside the
         block, all published when the block ends without error (see module doc)."""
-        columns = self.table_columns(table)  # a missing table is named before anything starts
+        self.table_columns(table)  # a missing table is named before anything starts
         stage = StagedSlice(self, identifier(table), identifier(version_column))
         self._drop_stale_stages(table)
         self.client.command(f"CREATE TABLE {stage.name} AS {stage.table} ENGINE = Memory")
         try:
             yield stage
-            self._publish(stage, where, params, ", ".join(map(identifier, columns)))
+            self._publish(stage, where, params)
         finally:
             self.client.command(f"DROP TABLE IF EXISTS {stage.name} SYNC")
 
-    def _publish(
-        self, stage: StagedSlice, where: str, params: Mapping[str, Any], columns: str
-    ) -> None:
+    def _publish(self, stage: StagedSlice, where: str, params: Mapping[str, Any]) -> None:
+        columns = ", ".join(map(identifier, self.table_columns(stage.table)))
         col = stage.version_column
         if stage.rows:
             try:

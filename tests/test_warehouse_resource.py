@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -215,7 +216,7 @@ def test_a_stage_left_by_a_dead_process_is_dropped_a_day_later(wh) -> None:
     from quant_resources.warehouse import STAGE_PREFIX, STALE_STAGE_NS
 
     old = f"{STAGE_PREFIX}bars_1m_{1_700_000_000 * 10**9}"
-    recent = f"{STAGE_PREFIX}bars_1m_{__import__('time').time_ns() - STALE_STAGE_NS // 2}"
+    recent = f"{STAGE_PREFIX}bars_1m_{time.time_ns() - STALE_STAGE_NS // 2}"
     for name in (old, recent):
         wh.command(f"CREATE TABLE {name} AS bars_1m ENGINE = Memory")
     wh.replace_slice("bars_1m", SLICE, {"src": "synthetic", "d": date(2024, 8, 8)}, bars())
