@@ -41,4 +41,4 @@ RUN groupadd --system --gid 10001 quant \
 USER quant
 WORKDIR /opt/dagster
 EXPOSE 3000 4000
-CMD ["dagster", "api", "grpc", "-m", "quant_assets.definitions", "-h", "0.0.0.0", "-p", "4000"]
+CMD ["dagster", "api", "grpc", "-m", "quant_definitions", "-h", "0.0.0.0", "-p", "4000"]

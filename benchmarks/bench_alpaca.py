@@ -26,8 +26,8 @@ from alpaca.data.timeframe import TimeFrame
 
 from benchmarks.report import Figure, best_rate
 from quant_core.calendar import trading_days
+from quant_dev.alpaca_sim import process
 from quant_resources.alpaca import AlpacaResource
-from quant_resources.alpaca_sim import process
 
 SYMBOLS = [f"S{i:02d}" for i in range(20)]
 FIRST_DAY = date(2024, 7, 1)

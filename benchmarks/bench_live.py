@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from benchmarks.report import Figure
-from quant_cli.children import binance_simulator, quant, warehouse_endpoint
 from quant_core.telemetry import percentile
+from quant_dev.processes import binance_simulator, quant, warehouse_endpoint
 
 SECONDS = float(os.environ.get("QUANT_BENCH_LIVE_SECONDS", "130"))
 # 40,000 msgs/s (20,000 aggTrades + 20,000 bookTickers) is sustained with zero loss on 2 cores

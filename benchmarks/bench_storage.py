@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from benchmarks.report import Figure, best_rate
-from quant_cli.children import warehouse_endpoint
+from quant_dev.processes import warehouse_endpoint
 
 BARS_DDL = (
     "CREATE TABLE {table} (source LowCardinality(String), symbol LowCardinality(String), "

@@ -8,15 +8,14 @@ from quant_assets.historical import (
     stock_bars_1d,
     stock_bars_1m,
 )
-from sensors.schedules import DAILY_BARS_JOB, SNAPSHOT_JOB
 
 historical_daily_job = dg.define_asset_job(
-    DAILY_BARS_JOB,
+    "historical_daily_job",
     selection=[stock_bars_1m, stock_bars_1d],
     description="1-minute and daily equity bars of NYSE sessions.",
 )
 option_snapshot_job = dg.define_asset_job(
-    SNAPSHOT_JOB,
+    "option_snapshot_job",
     selection=[option_chain_snapshots],
     description="One snapshot of the option chains of the configured underlyings.",
 )

@@ -27,8 +27,8 @@ def backfill(
     """Materialise every NYSE session in [--from, --to] of JOB, a few runs at a time."""
     import dagster as dg
 
-    from quant_assets.definitions import defs
     from quant_assets.partitions import trading_day_partitions
+    from quant_definitions import defs
     from quant_resources.settings import quant_home
 
     first, last = _day("--from", start), _day("--to", end)

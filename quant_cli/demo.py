@@ -38,7 +38,7 @@ def main() -> int:
     os.environ.setdefault("QUANT_OPTION_UNDERLYINGS", "SPY")
     embedded_dagster_home(home)
     started = time.monotonic()
-    from quant_cli.children import binance_simulator, warehouse_endpoint
+    from quant_dev.processes import binance_simulator, warehouse_endpoint
 
     step(1, f"starting the ClickHouse endpoint on chDB ({home / 'warehouse'})")
     with warehouse_endpoint(home / "warehouse") as url:
@@ -86,8 +86,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 def run(home: Path) -> dict:
     import dagster as dg
 
-    from quant_assets.definitions import defs
     from quant_core.calendar import session, trading_days
+    from quant_definitions import defs
     from quant_resources.migrations import load
 
     instance = dg.DagsterInstance.get()

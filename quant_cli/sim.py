@@ -28,9 +28,9 @@ def alpaca(
 
     Accepts the key pair QUANT_SIM_ALPACA_KEY / QUANT_SIM_ALPACA_SECRET (default test/test).
     """
-    from quant_resources.alpaca_sim.app import SimConfig
-    from quant_resources.alpaca_sim.faults import FaultSpecError, parse
-    from quant_resources.alpaca_sim.server import serve
+    from quant_dev.alpaca_sim.app import SimConfig
+    from quant_dev.alpaca_sim.faults import FaultSpecError, parse
+    from quant_dev.alpaca_sim.server import serve
 
     fixed = None
     if now:
@@ -77,9 +77,9 @@ def binance(
 
     Prints 'listening on ws://HOST:PORT (rest http://HOST:PORT)' once ready.
     """
-    from quant_resources.binance_sim.faults import FaultSpecError, parse
-    from quant_resources.binance_sim.market import spec_for
-    from quant_resources.binance_sim.server import SimConfig, serve
+    from quant_dev.binance_sim.faults import FaultSpecError, parse
+    from quant_dev.binance_sim.market import spec_for
+    from quant_dev.binance_sim.server import SimConfig, serve
 
     names = [s.strip().lower() for s in symbols.split(",") if s.strip()]
     try:

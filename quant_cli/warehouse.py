@@ -27,8 +27,8 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve DIR over ClickHouse's HTTP protocol so several processes can share it."""
-    from quant_resources.warehouse_server import AlreadyServing
-    from quant_resources.warehouse_server import serve as run
+    from quant_dev.warehouse_server import AlreadyServing
+    from quant_dev.warehouse_server import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:

@@ -7,10 +7,8 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
+from quant_assets.jobs import historical_daily_job, option_snapshot_job
 from quant_core.calendar import NEW_YORK, CalendarError, is_trading_day, session
-
-DAILY_BARS_JOB = "historical_daily_job"
-SNAPSHOT_JOB = "option_snapshot_job"
 
 
 def _session_day(context: dg.ScheduleEvaluationContext) -> tuple[date, datetime, str | None]:
@@ -27,7 +25,7 @@ def _session_day(context: dg.ScheduleEvaluationContext) -> tuple[date, datetime,
 @dg.schedule(
     cron_schedule="30 20 * * 1-5",
     execution_timezone="America/New_York",
-    job_name=DAILY_BARS_JOB,
+    job=historical_daily_job,
     description="1m and 1d bars of the session that just ended (after the post-market close).",
 )
 def daily_bars_schedule(context: dg.ScheduleEvaluationContext):
@@ -40,7 +38,7 @@ def daily_bars_schedule(context: dg.ScheduleEvaluationContext):
 @dg.schedule(
     cron_schedule="*/15 9-16 * * 1-5",
     execution_timezone="America/New_York",
-    job_name=SNAPSHOT_JOB,
+    job=option_snapshot_job,
     description="One option chain snapshot every 15 minutes of the regular session.",
 )
 def option_snapshot_schedule(context: dg.ScheduleEvaluationContext):

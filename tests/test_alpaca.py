@@ -15,8 +15,8 @@ from quant_core.calendar import NEW_YORK, session
 from quant_core.contracts import Bar, Interval, OptionsQuote
 from quant_core.synthetic import equity_bars
 from quant_core.tables import BARS_1M, OPTIONS_QUOTES
+from quant_dev.alpaca_sim import market, process
 from quant_resources.alpaca import AlpacaAuthError, AlpacaDataError, AlpacaError, AlpacaResource
-from quant_resources.alpaca_sim import market, process
 
 pytestmark = pytest.mark.xdist_group("alpaca_sim")
 

@@ -366,7 +366,7 @@ def test_dagster_commands_and_workspace() -> None:
         "api",
         "grpc",
         "-m",
-        "quant_assets.definitions",
+        "quant_definitions",
         "-h",
         "0.0.0.0",
         "-p",

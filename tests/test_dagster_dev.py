@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from quant_cli.children import free_port
+from quant_dev.processes import free_port
 from tests.dagster_dev import Dev, dagster_dev
 from tests.live_helpers import drop, fresh_warehouse, live_env, start_sim, tail
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from quant_cli.children import warehouse_endpoint
+from quant_dev.processes import warehouse_endpoint
 from quant_resources.warehouse import WarehouseResource, close_all_clients
 
 pytestmark = pytest.mark.xdist_group("demo")

@@ -204,7 +204,7 @@ def test_partitions_are_nyse_sessions_and_backfills_batch() -> None:
     assert {"2024-11-27", "2024-11-29", "2016-01-04"} <= keys
     assert not {"2024-11-28", "2024-12-25", "2024-11-30", "2024-07-04"} & keys
     assert stock_bars_1m.backfill_policy.max_partitions_per_run == 25
-    from quant_assets.definitions import defs
+    from quant_definitions import defs
 
     assert defs.get_job_def(historical_daily_job.name).partitions_def == trading_day_partitions
 

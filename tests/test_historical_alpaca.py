@@ -12,8 +12,8 @@ import pytest
 
 from quant_assets.historical import option_chain_snapshots, stock_bars_1m
 from quant_assets.schema import clickhouse_schema
+from quant_dev.alpaca_sim import process
 from quant_resources.alpaca import AlpacaResource
-from quant_resources.alpaca_sim import process
 from quant_resources.lake import LakeResource
 from quant_resources.migrations import load
 from tests.dagster_helpers import failure_text

@@ -129,7 +129,7 @@ def test_schema_assets_materialise_from_the_dagster_cli(tmp_path) -> None:
         "asset",
         "materialize",
         "-m",
-        "quant_assets.definitions",
+        "quant_definitions",
         "--select",
         "clickhouse_schema",
         "--partition",

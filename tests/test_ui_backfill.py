@@ -13,8 +13,8 @@ import shutil
 
 import pytest
 
-from quant_cli.children import free_port
-from quant_resources.alpaca_sim import process
+from quant_dev.alpaca_sim import process
+from quant_dev.processes import free_port
 from quant_resources.lake import LakeResource
 from tests.dagster_dev import Dev, dagster_dev
 from tests.live_helpers import drop, fresh_warehouse

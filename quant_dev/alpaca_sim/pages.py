@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from quant_core.calendar import NEW_YORK
-from quant_resources.alpaca_sim.market import Chunk, rfc3339
+from quant_dev.alpaca_sim.market import Chunk, rfc3339
 
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000

@@ -19,7 +19,7 @@ from typing import Any
 
 import chdb
 
-from quant_resources.warehouse_server.protocol import (
+from quant_dev.warehouse_server.protocol import (
     ClickHouseError,
     error,
     from_engine_exception,

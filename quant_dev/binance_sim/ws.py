@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from quant_resources.binance_sim import wire
-from quant_resources.binance_sim.market import fmt8
+from quant_dev.binance_sim import wire
+from quant_dev.binance_sim.market import fmt8
 
 if TYPE_CHECKING:
-    from quant_resources.binance_sim.server import Simulator
+    from quant_dev.binance_sim.server import Simulator
 
 STREAM_KINDS = ("aggTrade", "trade", "bookTicker")
 STREAM_RE = re.compile(r"^([a-z0-9]{2,20})@(aggTrade|trade|bookTicker)$")

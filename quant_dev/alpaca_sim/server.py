@@ -8,7 +8,7 @@ import sys
 
 import uvicorn
 
-from quant_resources.alpaca_sim.app import SimConfig, create_app
+from quant_dev.alpaca_sim.app import SimConfig, create_app
 
 
 def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> None:

@@ -6,7 +6,7 @@ This is an independent check of the platform's bar aggregator: it shares no code
 
 from __future__ import annotations
 
-from quant_resources.binance_sim.market import SymbolMarket, fmt8, round_half_even_8
+from quant_dev.binance_sim.market import SymbolMarket, fmt8, round_half_even_8
 
 INTERVALS_MS = {
     "1s": 1_000,

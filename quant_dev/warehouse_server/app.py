@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from quant_resources.warehouse_server.engine import Context, Engine, Outcome
-from quant_resources.warehouse_server.protocol import (
+from quant_dev.warehouse_server.engine import Context, Engine, Outcome
+from quant_dev.warehouse_server.protocol import (
     STREAMABLE_FORMATS,
     ArrowStreamJoiner,
     BodyDecoder,

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from quant_resources.alpaca_sim import market
-from quant_resources.alpaca_sim.faults import Draw, FaultPlan
-from quant_resources.alpaca_sim.pages import (
+from quant_dev.alpaca_sim import market
+from quant_dev.alpaca_sim.faults import Draw, FaultPlan
+from quant_dev.alpaca_sim.pages import (
     ADJUSTMENTS,
     DEFAULT_LIMIT,
     MAX_LIMIT,

@@ -24,6 +24,6 @@ aggregation), ``wire`` (HTTP/WebSocket framing), ``ws`` (a stream client), ``res
 ``faults``, ``server``.
 """
 
-from quant_resources.binance_sim.server import SimConfig, Simulator, serve
+from quant_dev.binance_sim.server import SimConfig, Simulator, serve
 
 __all__ = ["SimConfig", "Simulator", "serve"]

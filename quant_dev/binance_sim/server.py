@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from quant_resources.binance_sim import faults, rest, wire
-from quant_resources.binance_sim.market import Market, SymbolMarket, fmt8
-from quant_resources.binance_sim.ws import MAX_STREAMS, StreamNameError, WsSession, check_streams
+from quant_dev.binance_sim import faults, rest, wire
+from quant_dev.binance_sim.market import Market, SymbolMarket, fmt8
+from quant_dev.binance_sim.ws import MAX_STREAMS, StreamNameError, WsSession, check_streams
 
 FRAME_KINDS = (
     "aggTrade",

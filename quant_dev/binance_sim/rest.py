@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from quant_resources.binance_sim import faults, klines
-from quant_resources.binance_sim.market import SymbolMarket, fmt8, round_half_even_8
-from quant_resources.binance_sim.wire import Request
+from quant_dev.binance_sim import faults, klines
+from quant_dev.binance_sim.market import SymbolMarket, fmt8, round_half_even_8
+from quant_dev.binance_sim.wire import Request
 
 if TYPE_CHECKING:
-    from quant_resources.binance_sim.server import Simulator
+    from quant_dev.binance_sim.server import Simulator
 
 # Binance's documented request weights (spot, IP based).
 WEIGHTS = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
-from quant_resources.warehouse_server.app import Credentials, create_app
-from quant_resources.warehouse_server.engine import Engine
+from quant_dev.warehouse_server.app import Credentials, create_app
+from quant_dev.warehouse_server.engine import Engine
 
 log = logging.getLogger("quant.warehouse")
 

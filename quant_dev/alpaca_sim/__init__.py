@@ -9,6 +9,6 @@ Modules: ``market`` (data in Alpaca's JSON shapes), ``pages`` (parameters and pa
 ``faults`` (the --faults spec), ``app`` (routes), ``server`` (uvicorn runner).
 """
 
-from quant_resources.alpaca_sim.app import SimConfig, create_app
+from quant_dev.alpaca_sim.app import SimConfig, create_app
 
 __all__ = ["SimConfig", "create_app"]
