@@ -8,6 +8,7 @@ from quant_assets.historical import (
     stock_bars_1d,
     stock_bars_1m,
 )
+from quant_assets.replay import replay_sessions, replay_verification
 
 historical_daily_job = dg.define_asset_job(
     "historical_daily_job",
@@ -32,3 +33,12 @@ clickhouse_schema_job = dg.define_asset_job(
     description="Apply the ClickHouse migrations up to the chosen partition.",
 )
 jobs.append(clickhouse_schema_job)
+
+# Named, so the sensor's and the demo's verification runs say what they are in the UI.
+replay_verification_job = dg.define_asset_job(
+    "replay_verification_job",
+    selection=[replay_verification],
+    partitions_def=replay_sessions,
+    description="Replay one recorded live session and compare it with ClickHouse.",
+)
+jobs.append(replay_verification_job)

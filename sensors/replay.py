@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import orjson
 
+from quant_assets.jobs import replay_verification_job
 from quant_assets.replay import SESSIONS_PREFIX, replay_sessions
 from quant_resources.lake import LakeResource
 
@@ -23,7 +24,7 @@ def closed_sessions(lake: LakeResource) -> list[str]:
 
 
 @dg.sensor(
-    asset_selection=["replay_verification"],
+    job=replay_verification_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a replay_sessions partition per closed session log and verifies it.",

@@ -65,26 +65,38 @@ def test_repository_migrations_are_well_formed() -> None:
         assert [m.number for m in migrations] == list(range(1, len(migrations) + 1))
 
 
-def _materialize(partition: str, warehouse) -> dg.ExecuteInProcessResult:
+def _materialize(partition: str, warehouse, instance=None) -> dg.ExecuteInProcessResult:
     from quant_assets.schema import clickhouse_schema
 
     return dg.materialize(
-        [clickhouse_schema], partition_key=partition, resources={"warehouse": warehouse}
+        [clickhouse_schema],
+        partition_key=partition,
+        resources={"warehouse": warehouse},
+        instance=instance,
     )
+
+
+def _target_meta(result: dg.ExecuteInProcessResult, partition: str) -> dict:
+    (event,) = [
+        m
+        for m in result.asset_materializations_for_node("clickhouse_schema")
+        if m.partition == partition
+    ]
+    return event.metadata
 
 
 def test_clickhouse_schema_asset_materialises_twice_without_change(warehouse) -> None:
     migrations = load("clickhouse")
     first = _materialize(migrations[1].key, warehouse)
     assert first.success
-    meta = first.asset_materializations_for_node("clickhouse_schema")[0].metadata
+    meta = _target_meta(first, migrations[1].key)
     assert meta["applied_now"].value == [m.key for m in migrations[:2]]
     last = migrations[-1].key
     assert _materialize(last, warehouse).success
     ledger_sql = "SELECT id, checksum, applied_at FROM schema_migrations FINAL ORDER BY id"
     ledger = warehouse.query_rows(ledger_sql)
     again = _materialize(last, warehouse)
-    meta = again.asset_materializations_for_node("clickhouse_schema")[0].metadata
+    meta = _target_meta(again, last)
     assert meta["applied_now"].value == []
     assert warehouse.query_rows(ledger_sql) == ledger
     tables = {r[0] for r in warehouse.query_rows("SHOW TABLES")}
@@ -97,6 +109,21 @@ def test_clickhouse_schema_asset_materialises_twice_without_change(warehouse) ->
         "actions",
         "telemetry",
     } <= tables
+
+
+def test_every_applied_migration_is_a_materialised_partition(warehouse) -> None:
+    """Applying the last migration applies all: the UI must count all of them, not 1 of N."""
+    migrations = load("clickhouse")
+    with dg.instance_for_test() as instance:
+        assert _materialize(migrations[-1].key, warehouse, instance).success
+        key = dg.AssetKey("clickhouse_schema")
+        assert instance.get_materialized_partitions(key) == {m.key for m in migrations}
+        events = instance.fetch_materializations(key, limit=100).records
+        assert len(events) == len(migrations)
+        # Again: nothing new to record for the earlier partitions, only the target itself.
+        assert _materialize(migrations[-1].key, warehouse, instance).success
+        events = instance.fetch_materializations(key, limit=100).records
+        assert len(events) == len(migrations) + 1
 
 
 def test_edited_applied_migration_is_a_hard_error(warehouse, monkeypatch) -> None:
@@ -142,6 +169,8 @@ def test_schema_assets_materialise_from_the_dagster_cli(tmp_path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr
     instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))
-    records = instance.fetch_materializations(dg.AssetKey("clickhouse_schema"), limit=10).records
-    assert len(records) == 2
-    assert records[0].asset_materialization.metadata["applied_now"].value == []
+    records = instance.fetch_materializations(dg.AssetKey("clickhouse_schema"), limit=100).records
+    targets = [r for r in records if r.asset_materialization.partition == last]
+    assert len(targets) == 2  # the earlier partitions are recorded once, by the first run
+    assert len(records) == 2 + len(load("clickhouse")) - 1
+    assert targets[0].asset_materialization.metadata["applied_now"].value == []

@@ -61,6 +61,7 @@ def test_sensor_registers_new_closed_sessions_once(setup) -> None:
     context = dg.build_sensor_context(instance=instance, resources={"lake": lake})
     result = new_session_logs(context)
     assert [r.partition_key for r in result.run_requests] == [SESSION]
+    assert new_session_logs.job_name == "replay_verification_job"  # not __ephemeral_asset_job__
     (request,) = result.dynamic_partitions_requests
     assert list(request.partition_keys) == [SESSION]
     instance.add_dynamic_partitions(replay_sessions.name, [SESSION])
