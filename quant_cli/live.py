@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import os
 import signal
 import sys
+import time
+from collections import deque
 from dataclasses import asdict
 
 import typer
+
+ENVIRONMENT = """
+Environment (read by this command):
+
+  BINANCE_WS_URL / BINANCE_REST_URL   bare bases of the exchange (default Binance spot)
+
+  CLICKHOUSE_URL   warehouse (default: the local warehouse of QUANT_HOME)
+
+  QUANT_HOME       local state: session logs, the local warehouse (default .quant/)
+
+  LAKE_URL         where closed session logs are uploaded (default file://$QUANT_HOME/lake)
+
+  NATS_URL         publish normalised events on v1.market.* when set
+"""
 
 
 def live(
@@ -27,6 +45,7 @@ def live(
         rest_base,
         ws_base,
     )
+    from quant_resources.warehouse import WarehouseError, WarehouseResource
 
     try:
         config_args = {
@@ -37,13 +56,24 @@ def live(
         }
     except BinanceConfigError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    # clickhouse-connect logs each failed request itself; the error below says it once.
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
+    warehouse = WarehouseResource()
+    try:
+        # A warehouse that cannot take the rows is found now, in one line, not as a flood of
+        # failed inserts later.
+        warehouse.table_columns("trades")
+    except WarehouseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"warehouse {warehouse.display_url}", err=True)
     summary = run_live(
         duration_s=duration, lateness_ms=lateness_ms, interactive=sys.stderr.isatty(), **config_args
     )
     if json_summary:
         typer.echo(json.dumps(asdict(summary), default=str))
     else:
-        typer.echo(_describe(summary))
+        typer.echo(describe(summary))
 
 
 def run_live(interactive: bool = False, **config_args):
@@ -60,7 +90,7 @@ def run_live(interactive: bool = False, **config_args):
     )
     pipeline = LivePipeline(config, WarehouseResource(), LakeResource())
     if interactive:
-        pipeline.status = _status_line
+        pipeline.status = StatusLine(config.duration_s)
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -71,24 +101,66 @@ def run_live(interactive: bool = False, **config_args):
     return asyncio.run(main())
 
 
-def _status_line(summary, pipeline) -> None:
-    sys.stderr.write(
-        f"\r{summary.frames:>10,} frames {summary.trades:>9,} trades {summary.bars:>6,} bars "
-        f"gaps {summary.gaps} repaired {summary.trades_repaired} dups {summary.duplicates} "
-        f"queue {pipeline.queue.qsize()} buffered {pipeline.sink.buffered()}   "
-    )
-    sys.stderr.flush()
+class StatusLine:
+    """One refreshed terminal line: elapsed (and remaining), trades and their rate over the last
+    few seconds, lag of this minute, connection state, open gaps."""
+
+    def __init__(self, duration_s: float | None, window_s: float = 5.0) -> None:
+        self.duration_s = duration_s
+        self.window_s = window_s
+        self.started = time.monotonic()
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def __call__(self, summary, pipeline) -> None:
+        sys.stderr.write("\r" + self.render(summary, pipeline) + "\x1b[K")
+        sys.stderr.flush()
+
+    def render(self, summary, pipeline) -> str:
+        from quant_core.telemetry import percentile
+
+        now = time.monotonic()
+        self.samples.append((now, summary.trades))
+        while self.samples and now - self.samples[0][0] > self.window_s:
+            self.samples.popleft()
+        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
+        rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+        elapsed = now - self.started
+        clock = _duration(elapsed)
+        if self.duration_s:
+            clock += f" (-{_duration(math.ceil(max(0.0, self.duration_s - elapsed)))})"
+        lags = pipeline.telemetry.current.lags_ms
+        lag = f"lag p50 {percentile(lags, 50):.0f} ms" if lags else "lag -"
+        state = "connected" if pipeline.client.settled(0.0) else "reconnecting"
+        gaps = len(pipeline.gaps.open_gaps())
+        return (
+            f"{clock}  {summary.trades:,} trades ({rate:,.0f}/s)  {summary.bars:,} bars  {lag}  "
+            f"{state}  gaps open {gaps}, repaired trades {summary.trades_repaired:,}"
+        )
 
 
-def _describe(summary) -> str:
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:d}:{secs:02d}"
+
+
+def _pairs(counts: dict) -> str:
+    shown = [f"{name} {count:,}" for name, count in sorted(counts.items()) if count]
+    return ", ".join(shown) or "none"
+
+
+def describe(summary) -> str:
+    from quant_resources.warehouse import WarehouseResource
+
     return (
         f"\nsession {summary.session_id} ({summary.seconds:.1f} s)\n"
-        f"  frames {summary.frames:,}  trades {summary.trades:,}  quotes {summary.quotes:,}  "
-        f"bars {summary.bars:,}\n"
-        f"  duplicates dropped {summary.duplicates}  gaps {summary.gaps}  trades repaired "
-        f"{summary.trades_repaired}  REST requests {summary.rest_requests}\n"
-        f"  reconnects {summary.reconnects}  handovers {summary.handovers}  "
-        f"queue drops {summary.drops}  rejected frames {summary.rejects}\n"
-        f"  rows written {summary.rows_written}\n"
-        f"  session log {summary.session_dir} digest {summary.final_digest}"
+        f"  received    {summary.frames:,} frames: {summary.trades:,} trades, "
+        f"{summary.quotes:,} quotes; {summary.bars:,} bar versions\n"
+        f"  repaired    {summary.gaps} gaps, {summary.trades_repaired:,} trades from REST "
+        f"({summary.rest_requests} requests); {summary.duplicates:,} duplicates dropped\n"
+        f"  connection  {summary.reconnects} reconnects, {summary.handovers} handovers, "
+        f"{summary.drops:,} frames dropped in the queue\n"
+        f"  rejected    {_pairs(summary.rejects)}\n"
+        f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
+        f"  session log {summary.session_dir}\n"
+        f"  digest      {summary.final_digest}"
     )

@@ -18,7 +18,7 @@ app.add_typer(sim.app, name="sim")
 app.add_typer(replay.app, name="replay")
 app.add_typer(nats.app, name="nats")
 app.command("backfill")(backfill.backfill)
-app.command("live")(live.live)
+app.command("live", epilog=live.ENVIRONMENT)(live.live)
 
 
 @app.command()
