@@ -18,8 +18,26 @@ pytestmark = pytest.mark.xdist_group("demo")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Secrets the demo's environment carries (as a user's shell would): none may show up in its
+# output, its Dagster event storage, its logs or anything else it writes.
+SECRETS = {
+    "ALPACA_API_KEY": "PKDEMOSECRETKEY0001",
+    "ALPACA_SECRET_KEY": "demo-alpaca-secret-0002",
+    "AWS_ACCESS_KEY_ID": "AKIADEMOSECRET0003",
+    "AWS_SECRET_ACCESS_KEY": "demo-aws-secret-0004",
+    "QUANT_WAREHOUSE_PASSWORD": "demo-warehouse-secret-0005",
+    "POSTGRES_URL": "postgresql://quant:demo-pg-secret-0006@127.0.0.1:1/quant",
+}
+
+
 def _demo(home: Path) -> str:
-    env = {**os.environ, "QUANT_HOME": str(home), "QUANT_DEMO_LIVE_SECONDS": "12"}
+    env = {
+        **os.environ,
+        **SECRETS,
+        "QUANT_HOME": str(home),
+        "QUANT_DEMO_LIVE_SECONDS": "12",
+        "QUANT_EQUITY_SOURCE": "synthetic",
+    }
     for name in ("CLICKHOUSE_URL", "LAKE_URL", "DAGSTER_HOME", "QUANT_EQUITY_SYMBOLS"):
         env.pop(name, None)
     done = subprocess.run(
@@ -31,7 +49,30 @@ def _demo(home: Path) -> str:
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _assert_no_secret(done.stdout + done.stderr, "the demo's output")
     return done.stdout
+
+
+def _secret_values() -> list[str]:
+    return [
+        "demo-pg-secret-0006" if name == "POSTGRES_URL" else value
+        for name, value in SECRETS.items()
+    ]
+
+
+def _assert_no_secret(text: str, where: str) -> None:
+    for secret in _secret_values():
+        assert secret not in text, f"{secret!r} appears in {where}"
+
+
+def _assert_no_secret_in_files(home: Path) -> None:
+    """Every file the demo left in QUANT_HOME: the Dagster instance (SQLite event storage,
+    run storage, compute logs), the warehouse's data and logs, the lake, session logs."""
+    for path in home.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            for secret in _secret_values():
+                assert secret.encode() not in data, f"{secret!r} appears in {path}"
 
 
 def _reported(report: str) -> dict[str, int]:
@@ -45,6 +86,7 @@ def test_demo_runs_twice_and_its_report_matches_the_warehouse(tmp_path) -> None:
     for report in (first, second):
         assert "asset checks" in report and ", 0 failed" in report
         assert "'chain_intact': True, 'bars_match_warehouse': True" in report
+    _assert_no_secret_in_files(tmp_path)
     counts = _reported(second)
     assert _reported(first)["bars_1d"] == counts["bars_1d"] == 15  # replaced, not duplicated
     with warehouse_endpoint(tmp_path / "warehouse") as url:
