@@ -7,7 +7,6 @@ the UI stops it cleanly: the stop handler flushes every ended minute and closes 
 """
 
 import asyncio
-import os
 import signal
 import time
 
@@ -17,7 +16,7 @@ from pydantic import Field
 from quant_resources.binance.urls import parse_streams, parse_symbols, rest_base, ws_base
 from quant_resources.lake import LakeResource
 from quant_resources.live.pipeline import LiveConfig, LivePipeline, LiveSummary
-from quant_resources.settings import quant_home
+from quant_resources.settings import live_symbols, nats_url, quant_home
 from quant_resources.warehouse import WarehouseResource
 
 LIVE_TAG = "quant/live-ingest"
@@ -39,9 +38,7 @@ live_bars_1m = dg.AssetSpec(
 
 
 class LiveIngestConfig(dg.Config):
-    symbols: str = Field(
-        default_factory=lambda: os.environ.get("QUANT_LIVE_SYMBOLS") or "btcusdt,ethusdt"
-    )
+    symbols: str = Field(default_factory=lambda: live_symbols())
     streams: str = "aggTrade,bookTicker"
     duration_s: float | None = Field(default=None, description="None: until cancelled.")
     lateness_ms: int = 2000
@@ -79,7 +76,7 @@ def live_ingest(
         session_root=quant_home() / "sessions",
         duration_s=config.duration_s,
         lateness_ms=config.lateness_ms,
-        nats_url=os.environ.get("NATS_URL") or None,
+        nats_url=nats_url(),
     )
     pipeline = LivePipeline(live_config, warehouse, lake)
     hour = {"value": int(time.time() // 3600)}

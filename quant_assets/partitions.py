@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
 
@@ -10,6 +9,7 @@ import dagster as dg
 
 from quant_core.calendar import weekday_holidays
 from quant_resources.migrations import load
+from quant_resources.settings import history_start
 
 clickhouse_migrations = load("clickhouse")
 postgres_migrations = load("postgres")
@@ -23,7 +23,7 @@ postgres_migration_partitions = dg.StaticPartitionsDefinition([m.key for m in po
 def _trading_day_partitions() -> dg.TimeWindowPartitionsDefinition:
     """One partition per NYSE session from QUANT_HISTORY_START to today: weekdays, minus the
     exchange's holidays (exchange_calendars), keyed YYYY-MM-DD in New York time."""
-    start = date.fromisoformat(os.environ.get("QUANT_HISTORY_START") or "2016-01-04")
+    start = date.fromisoformat(history_start())
     new_york = ZoneInfo("America/New_York")
     holidays = [datetime.combine(d, time(), new_york) for d in weekday_holidays(start)]
     return dg.TimeWindowPartitionsDefinition(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import dagster as dg
@@ -17,6 +16,7 @@ from quant_core.quality import (
     quote_findings,
     regular_completeness,
 )
+from quant_resources.settings import max_missing_ratio
 
 # (check name, blocking): blocking checks stop downstream assets from using bad data.
 BAR_CHECKS = [
@@ -31,10 +31,6 @@ QUOTE_CHECKS = [
     ("no_duplicates", True),
     ("timestamps_utc", True),
 ]
-
-
-def max_missing_ratio() -> float:
-    return float(os.environ.get("QUANT_MAX_MISSING_RATIO") or 0.05)
 
 
 def _result(name: str, findings: list, **metadata) -> dg.AssetCheckResult:

@@ -29,7 +29,7 @@ def backfill(
 
     from quant_assets.partitions import trading_day_partitions
     from quant_definitions import defs
-    from quant_resources.settings import quant_home
+    from quant_resources.settings import quant_home, setting
 
     first, last = _day("--from", start), _day("--to", end)
     if last < first:
@@ -41,8 +41,9 @@ def backfill(
     ]
     if not keys:
         raise typer.BadParameter(f"no NYSE sessions between {start} and {end} in the partitions")
-    os.environ.setdefault("DAGSTER_HOME", str(quant_home() / "dagster"))
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    dagster_home = setting("DAGSTER_HOME") or str(quant_home() / "dagster")
+    os.environ["DAGSTER_HOME"] = dagster_home  # where DagsterInstance.get() looks
+    os.makedirs(dagster_home, exist_ok=True)
     instance = dg.DagsterInstance.get()
     job_def = defs.get_job_def(job)
     chunks = [keys[i : i + per_run] for i in range(0, len(keys), per_run)]

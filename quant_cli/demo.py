@@ -21,8 +21,10 @@ import urllib.request
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from quant_resources.settings import demo_live_seconds, equity_symbols_text, quant_home
+
 SYMBOLS = "SPY,QQQ,AAPL"
-LIVE_SECONDS = float(os.environ.get("QUANT_DEMO_LIVE_SECONDS") or 60)
+LIVE_SECONDS = demo_live_seconds()
 FAULTS = "disconnect:2,duplicate:4,malformed:3,reorder:3,shutdown:1"
 
 
@@ -31,8 +33,8 @@ def step(n: int, text: str) -> None:
 
 
 def main() -> int:
-    home = Path(os.environ.setdefault("QUANT_HOME", str(Path(".quant").resolve()))).resolve()
-    os.environ["QUANT_HOME"] = str(home)
+    home = quant_home()
+    os.environ["QUANT_HOME"] = str(home)  # every child process and Dagster run sees the same
     os.environ.setdefault("QUANT_EQUITY_SOURCE", "synthetic")
     os.environ.setdefault("QUANT_EQUITY_SYMBOLS", SYMBOLS)
     os.environ.setdefault("QUANT_OPTION_UNDERLYINGS", "SPY")
@@ -116,7 +118,7 @@ def run(home: Path) -> dict:
     step(
         3,
         f"backfilling {first}..{last} ({len(days)} sessions) of "
-        f"{os.environ['QUANT_EQUITY_SYMBOLS']} from the synthetic provider",
+        f"{equity_symbols_text()} from the synthetic provider",
     )
     ranged = {
         "dagster/asset_partition_range_start": first,

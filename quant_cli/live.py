@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
@@ -14,6 +13,8 @@ from collections import deque
 from dataclasses import asdict
 
 import typer
+
+from quant_resources import settings
 
 ENVIRONMENT = """
 Environment (read by this command):
@@ -85,7 +86,7 @@ def run_live(interactive: bool = False, **config_args):
 
     config = LiveConfig(
         session_root=quant_home() / "sessions",
-        nats_url=os.environ.get("NATS_URL") or None,
+        nats_url=settings.nats_url(),
         **config_args,
     )
     pipeline = LivePipeline(config, WarehouseResource(), LakeResource())

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 
 import orjson
 import typer
+
+from quant_resources import settings
 
 app = typer.Typer(help="NATS: watch the normalised market events.", no_args_is_help=True)
 
@@ -23,7 +24,7 @@ def tail(
 ) -> None:
     """Print each message as one JSON line: {"subject", "data", "headers"?}; data is the payload
     as JSON (as a string when it is not JSON). Stops after --count or on SIGTERM/Ctrl-C."""
-    server = url or os.environ.get("NATS_URL")
+    server = url or settings.nats_url()
     if not server:
         raise typer.BadParameter("give --url or set NATS_URL", param_hint="--url")
     try:

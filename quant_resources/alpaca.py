@@ -22,7 +22,6 @@ never in ``repr``, logs, errors or metadata.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ from urllib3.util import Retry
 from quant_core.calendar import NEW_YORK, is_trading_day, session
 from quant_core.tables import BARS_1M, OPTIONS_QUOTES, PRICE, decimal_from_scaled
 from quant_resources.market import MarketDataResource
-from quant_resources.settings import redact_url
+from quant_resources.settings import alpaca_data_url, alpaca_keys, redact_url
 
 _log = logging.getLogger(__name__)
 
@@ -188,12 +187,13 @@ class AlpacaResource(MarketDataResource):
         return self.feed
 
     def _base_url(self) -> str | None:
-        url = self.data_url or os.environ.get("ALPACA_DATA_URL") or None
+        url = self.data_url or alpaca_data_url()
         return url.rstrip("/") if url else None
 
     def _keys(self) -> tuple[str, str]:
-        key = self.api_key or os.environ.get(KEY_VARIABLES[0])
-        secret = self.secret_key or os.environ.get(KEY_VARIABLES[1])
+        env_key, env_secret = alpaca_keys()
+        key = self.api_key or env_key
+        secret = self.secret_key or env_secret
         missing = [name for name, v in zip(KEY_VARIABLES, (key, secret), strict=True) if not v]
         if missing:
             raise AlpacaAuthError(

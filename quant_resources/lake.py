@@ -34,7 +34,7 @@ from pydantic import Field, PrivateAttr
 
 from quant_core.contracts import SYMBOL_PATTERN
 from quant_core.contracts.types import SOURCE_PATTERN
-from quant_resources.settings import quant_home
+from quant_resources.settings import aws_region, lake_url
 
 _log = logging.getLogger(__name__)
 # All matched with fullmatch: `$` alone would let a trailing newline into a path.
@@ -47,10 +47,6 @@ TEMP_PREFIX = ".tmp-"
 
 class LakeError(RuntimeError):
     """A lake operation failed; the message names the store, bucket and key, never a secret."""
-
-
-def default_lake_url() -> str:
-    return f"file://{quant_home() / 'lake'}"
 
 
 def _is_temp(key: str) -> bool:
@@ -166,7 +162,7 @@ class _S3Backend:
             connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}
         )
         # botocore itself reads only AWS_DEFAULT_REGION; the project documents AWS_REGION.
-        region = os.environ.get("AWS_REGION") or None
+        region = aws_region()
         self.client = boto3.client("s3", region_name=region, config=config)
         self.endpoint = self.client.meta.endpoint_url
         self._bucket_checked = False
@@ -318,7 +314,7 @@ class LakeResource(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
-        return self.url or os.environ.get("LAKE_URL") or default_lake_url()
+        return self.url or lake_url()
 
     @property
     def display_url(self) -> str:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from quant_core.migrations import Migration, ordered, parse, plan, render
+from quant_resources.settings import clickhouse_cluster, migrations_dir
 
-MIGRATIONS_ROOT = Path(
-    os.environ.get("QUANT_MIGRATIONS_DIR") or Path(__file__).resolve().parents[1] / "migrations"
-)
+MIGRATIONS_ROOT = Path(migrations_dir() or Path(__file__).resolve().parents[1] / "migrations")
 
 
 def load(kind: str) -> list[Migration]:
@@ -49,12 +47,6 @@ def migrate(ledger: Ledger, migrations: list[Migration], target: str) -> Migrati
 
 def _num(key: str) -> int:
     return int(key.split("_", 1)[0])
-
-
-def clickhouse_cluster() -> str | None:
-    """``QUANT_CLICKHOUSE_CLUSTER``: the cluster the ClickHouse migrations are rendered for
-    (``ON CLUSTER`` and Replicated engines); None on a single server."""
-    return os.environ.get("QUANT_CLICKHOUSE_CLUSTER") or None
 
 
 class ClickHouseLedger:

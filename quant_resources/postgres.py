@@ -9,7 +9,6 @@ The password never leaves this module: not in ``repr``, logs or error messages.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -20,7 +19,7 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field
 
-from quant_resources.settings import redact_url
+from quant_resources.settings import postgres_url, redact_url
 
 Query = str | pgsql.Composable
 Params = Sequence[Any] | Mapping[str, Any] | None
@@ -65,7 +64,7 @@ class PostgresResource(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
-        url = self.url or os.environ.get("POSTGRES_URL")
+        url = self.url or postgres_url()
         if not url:
             raise PostgresError(
                 "POSTGRES_URL is not set: point it at the platform metadata database "

@@ -1,5 +1,9 @@
 """Where each process finds its state and servers: environment first, embedded defaults second.
 
+The one module that reads environment variables: every other module asks a function here, so
+the variables a process honours are listed in one place (and in README's table). Secrets are
+returned to the code that needs them and never logged here.
+
 The embedded defaults (chDB and a Parquet folder under ``QUANT_HOME``) need no servers or keys.
 They are defaults of *location*, never of data: a configured but unreachable server is an
 error, not a reason to fall back to the embedded engine.
@@ -26,6 +30,95 @@ def default_clickhouse_url() -> str:
 
 def clickhouse_url() -> str:
     return os.environ.get("CLICKHOUSE_URL") or default_clickhouse_url()
+
+
+def setting(name: str, default: str | None = None) -> str | None:
+    """The variable's value, or ``default`` when it is unset or empty."""
+    return os.environ.get(name) or default
+
+
+def lake_url() -> str:
+    return setting("LAKE_URL") or f"file://{quant_home() / 'lake'}"
+
+
+def postgres_url() -> str | None:
+    return setting("POSTGRES_URL")
+
+
+def aws_region() -> str | None:
+    """``AWS_REGION`` (botocore itself reads only ``AWS_DEFAULT_REGION``)."""
+    return setting("AWS_REGION")
+
+
+def alpaca_keys() -> tuple[str | None, str | None]:
+    return setting("ALPACA_API_KEY"), setting("ALPACA_SECRET_KEY")
+
+
+def alpaca_data_url() -> str | None:
+    return setting("ALPACA_DATA_URL")
+
+
+def migrations_dir() -> str | None:
+    return setting("QUANT_MIGRATIONS_DIR")
+
+
+def clickhouse_cluster() -> str | None:
+    """``QUANT_CLICKHOUSE_CLUSTER``: the cluster the ClickHouse migrations are rendered for
+    (``ON CLUSTER`` and Replicated engines); None on a single server."""
+    return setting("QUANT_CLICKHOUSE_CLUSTER")
+
+
+def binance_ws_url(default: str) -> str:
+    return setting("BINANCE_WS_URL", default)
+
+
+def binance_rest_url(default: str) -> str:
+    return setting("BINANCE_REST_URL", default)
+
+
+def nats_url() -> str | None:
+    return setting("NATS_URL")
+
+
+def history_start() -> str:
+    return setting("QUANT_HISTORY_START", "2016-01-04")
+
+
+def equity_symbols_text() -> str | None:
+    return setting("QUANT_EQUITY_SYMBOLS")
+
+
+def universe_file() -> str | None:
+    return setting("QUANT_UNIVERSE_FILE")
+
+
+def option_underlyings_text() -> str:
+    return setting("QUANT_OPTION_UNDERLYINGS", "SPY,QQQ")
+
+
+def equity_source_text() -> str:
+    return (setting("QUANT_EQUITY_SOURCE") or "").strip().lower()
+
+
+def max_missing_ratio() -> float:
+    return float(setting("QUANT_MAX_MISSING_RATIO", "0.05"))
+
+
+def live_symbols() -> str:
+    return setting("QUANT_LIVE_SYMBOLS", "btcusdt,ethusdt")
+
+
+def live_autostart() -> bool:
+    return setting("QUANT_LIVE_AUTOSTART") == "1"
+
+
+def demo_live_seconds() -> float:
+    return float(setting("QUANT_DEMO_LIVE_SECONDS", "60"))
+
+
+def sim_alpaca_credentials() -> tuple[str, str]:
+    """The key pair ``quant sim alpaca`` accepts (a local simulator's, not a real secret)."""
+    return setting("QUANT_SIM_ALPACA_KEY", "test"), setting("QUANT_SIM_ALPACA_SECRET", "test")
 
 
 def env_or(name: str, default: str | None) -> str | dg.EnvVar | None:

@@ -7,9 +7,9 @@ Turned on by default when ``QUANT_LIVE_AUTOSTART=1``.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
+
+from quant_resources.settings import live_autostart
 
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
@@ -24,9 +24,7 @@ ACTIVE = [
     job_name="live_ingest_job",
     minimum_interval_seconds=30,
     default_status=(
-        dg.DefaultSensorStatus.RUNNING
-        if os.environ.get("QUANT_LIVE_AUTOSTART") == "1"
-        else dg.DefaultSensorStatus.STOPPED
+        dg.DefaultSensorStatus.RUNNING if live_autostart() else dg.DefaultSensorStatus.STOPPED
     ),
     description="Restarts live_ingest_job whenever no run of it is active.",
 )

@@ -63,3 +63,60 @@ def test_the_rule_catches_an_offence(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import quant_dev.binance_sim\nfrom sensors.live import x\n")
     assert {top for top, _ in imported_packages(module)} == {"quant_dev", "sensors"}
+
+
+SETTINGS = ROOT / "quant_resources" / "settings.py"
+
+
+def environment_reads(path: Path) -> list[int]:
+    """Lines that read a variable: ``os.environ.get(...)``, ``os.environ[...]`` as a value,
+    ``os.getenv(...)``, ``os.environ.setdefault(...)`` used as a value. Setting a variable
+    for child processes (``os.environ[X] = ...``) and handing the whole environment to a child
+    (``{**os.environ}``) are not reads of a variable."""
+    tree = ast.parse(path.read_text(), str(path))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+    def is_environ(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == "environ"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        )
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "getenv":
+            lines.append(node.lineno)
+        elif is_environ(node):
+            parent = parents.get(node)
+            if isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Load):
+                lines.append(node.lineno)
+            elif isinstance(parent, ast.Attribute) and parent.attr in ("get", "setdefault"):
+                call = parents.get(parent)
+                if parent.attr == "get" or not isinstance(parents.get(call), ast.Expr):
+                    lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_environment_is_read_in_one_settings_module() -> None:
+    offences = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for package in ALLOWED
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if path != SETTINGS
+        for line in environment_reads(path)
+    ]
+    assert not offences, "read the variable through quant_resources.settings: " + ", ".join(
+        offences
+    )
+
+
+def test_the_environment_rule_catches_reads(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import os\na = os.environ.get('A')\nb = os.environ['B']\nc = os.getenv('C')\n"
+        "os.environ['D'] = '1'\nos.environ.setdefault('E', '1')\nf = {**os.environ}\n"
+        "g = os.environ.setdefault('G', '1')\n"
+    )
+    assert environment_reads(module) == [2, 3, 4, 8]

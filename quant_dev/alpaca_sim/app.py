@@ -37,6 +37,7 @@ from quant_dev.alpaca_sim.pages import (
     parse_symbols,
     series_page,
 )
+from quant_resources.settings import sim_alpaca_credentials
 
 SNAPSHOT_DEFAULT_LIMIT = 100
 SNAPSHOT_MAX_LIMIT = 1_000
@@ -54,8 +55,7 @@ class SimConfig:
 
     @classmethod
     def from_env(cls, **kwargs) -> SimConfig:
-        key = os.environ.get("QUANT_SIM_ALPACA_KEY") or "test"
-        secret = os.environ.get("QUANT_SIM_ALPACA_SECRET") or "test"
+        key, secret = sim_alpaca_credentials()
         return cls(key_id=key, secret=secret, **kwargs)
 
     def clock(self) -> datetime:

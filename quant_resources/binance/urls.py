@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
+
+from quant_resources.settings import binance_rest_url, binance_ws_url
 
 DEFAULT_WS_URL = "wss://stream.binance.com:9443"
 DEFAULT_REST_URL = "https://api.binance.com"
@@ -17,11 +18,11 @@ class BinanceConfigError(ValueError):
 
 
 def ws_base() -> str:
-    return _bare("BINANCE_WS_URL", os.environ.get("BINANCE_WS_URL") or DEFAULT_WS_URL)
+    return _bare("BINANCE_WS_URL", binance_ws_url(DEFAULT_WS_URL))
 
 
 def rest_base() -> str:
-    return _bare("BINANCE_REST_URL", os.environ.get("BINANCE_REST_URL") or DEFAULT_REST_URL)
+    return _bare("BINANCE_REST_URL", binance_rest_url(DEFAULT_REST_URL))
 
 
 def _bare(name: str, url: str) -> str:
