@@ -1,1 +1,12 @@
-"""Dagster wiring: assets, asset checks and jobs. ``definitions.py`` is the code location."""
+"""Dagster wiring: assets, asset checks and jobs (``quant_definitions`` is the code location).
+
+The backfill policies of the partitioned assets are a Dagster beta feature this project chose
+knowingly; its warning, printed once per asset at every import (UI, daemon, CLI, runs), says
+nothing a user can act on, so it is silenced here, before any asset is defined.
+"""
+
+import warnings
+
+from dagster import BetaWarning
+
+warnings.filterwarnings("ignore", category=BetaWarning, message=".*backfill_policy.*")

@@ -21,6 +21,7 @@ import urllib.request
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from quant_cli.dev import dagster_home
 from quant_resources.settings import demo_live_seconds, equity_symbols_text, quant_home
 
 SYMBOLS = "SPY,QQQ,AAPL"
@@ -38,7 +39,7 @@ def main() -> int:
     os.environ.setdefault("QUANT_EQUITY_SOURCE", "synthetic")
     os.environ.setdefault("QUANT_EQUITY_SYMBOLS", SYMBOLS)
     os.environ.setdefault("QUANT_OPTION_UNDERLYINGS", "SPY")
-    embedded_dagster_home(home)
+    os.environ["DAGSTER_HOME"] = str(dagster_home(home))  # SQLite instance in QUANT_HOME
     started = time.monotonic()
     from quant_dev.processes import binance_simulator, warehouse_endpoint
 
@@ -67,19 +68,6 @@ def main() -> int:
         replay_report = verify(live.session_id)
         print_report(report, live, faults, replay_report, time.monotonic() - started)
     return 0 if replay_report["ok"] and report["checks_failed"] == 0 else 1
-
-
-def embedded_dagster_home(home: Path) -> Path:
-    """The embedded Dagster instance: SQLite storage under QUANT_HOME/dagster."""
-    dagster_home = home / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(
-            "# Embedded default: SQLite storage in this folder.\ntelemetry:\n  enabled: false\n"
-        )
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    return dagster_home
 
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

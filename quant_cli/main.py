@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from quant_cli import backfill, live, nats, replay, schemas, sim, warehouse
+from quant_cli import backfill, dev, live, nats, replay, schemas, sim, warehouse
 
 app = typer.Typer(
     name="quant",
@@ -19,6 +19,7 @@ app.add_typer(replay.app, name="replay")
 app.add_typer(nats.app, name="nats")
 app.command("backfill")(backfill.backfill)
 app.command("live", epilog=live.ENVIRONMENT)(live.live)
+app.command("dev")(dev.dev)
 
 
 @app.command()

@@ -1,0 +1,171 @@
+"""``quant dev`` (``make dev``): the Dagster UI on the embedded defaults, with a clean terminal.
+
+Starts the local warehouse endpoint on ``QUANT_HOME/warehouse`` (the data ``make demo`` wrote)
+unless ``CLICKHOUSE_URL`` names another warehouse, then ``dagster dev`` (webserver, daemon, code
+server) in a process group of its own, so that a stop reaches every child. Dagster's own output
+goes to ``QUANT_HOME/logs/dagster-dev.log`` (``--verbose`` shows it here). The terminal shows
+where the UI and the warehouse are and how to stop; Ctrl-C or SIGTERM stops everything within
+``STOP_SECONDS`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+
+from quant_resources import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+STOP_SECONDS = 10.0
+# Library warnings the UI user can do nothing about: Dagster's own notice that `dagster dev`
+# has a successor, and the beta marker of the backfill policies this project chose knowingly.
+QUIET_WARNINGS = "ignore::FutureWarning"
+DEFAULTS = {
+    "QUANT_EQUITY_SOURCE": "synthetic",
+    "QUANT_EQUITY_SYMBOLS": "SPY,QQQ,AAPL",
+    "QUANT_OPTION_UNDERLYINGS": "SPY",
+}
+
+
+def dev(
+    host: str = typer.Option("127.0.0.1", envvar="DAGSTER_HOST", help="Interface of the UI."),
+    port: int = typer.Option(3000, envvar="DAGSTER_PORT", help="Port of the UI."),
+    verbose: bool = typer.Option(False, help="Show Dagster's own output here too."),
+) -> None:
+    """Run the Dagster UI on the embedded defaults (the data `make demo` wrote)."""
+    home = settings.quant_home()
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "QUANT_HOME": str(home)}
+    for name, value in DEFAULTS.items():
+        env[name] = settings.setting(name, value)
+    env["DAGSTER_HOME"] = str(dagster_home(home))
+    env["PYTHONWARNINGS"] = QUIET_WARNINGS
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with warehouse(home, env) as (url, note):
+        env["CLICKHOUSE_URL"] = url
+        ui = f"http://{host}:{port}"
+        log_file = logs / "dagster-dev.log"
+        typer.echo(f"warehouse   {settings.redact_url(url)}")
+        if note:
+            typer.echo(f"            {note}")
+        typer.echo(f"Dagster     starting (its log: {log_file})")
+        with dagster_dev(env, host, port, log_file, verbose) as process:
+            if wait_ready(ui, process, stop):
+                typer.echo(f"Dagster UI  {ui}")
+            typer.echo(
+                "stop        Ctrl-C (or SIGTERM): stops the UI, daemon, code server and warehouse"
+            )
+            while not stop.is_set() and process.poll() is None:
+                stop.wait(0.5)
+            code = process.poll()
+        if code not in (None, 0) and not stop.is_set():
+            typer.echo(f"dagster dev exited with status {code}; see {log_file}", err=True)
+            raise typer.Exit(1)
+    typer.echo("stopped")
+
+
+def dagster_home(home: Path) -> Path:
+    """The embedded instance: SQLite storage under QUANT_HOME/dagster, telemetry off."""
+    folder = home / "dagster"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "dagster.yaml"
+    if not config.exists():
+        config.write_text(
+            "# Embedded default: SQLite storage in this folder.\ntelemetry:\n  enabled: false\n"
+        )
+    return folder
+
+
+@contextlib.contextmanager
+def warehouse(home: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """``CLICKHOUSE_URL`` when set, else the local endpoint on QUANT_HOME/warehouse (started
+    here, stopped on exit). Yields the URL and where its password is kept."""
+    configured = settings.setting("CLICKHOUSE_URL")
+    if configured:
+        yield configured, "(from CLICKHOUSE_URL)"
+        return
+    from quant_dev.processes import warehouse_endpoint
+
+    directory = home / "warehouse"
+    with warehouse_endpoint(directory) as url:
+        yield url, f"data and password (mode 0600) in {directory}; clients find it there"
+
+
+@contextlib.contextmanager
+def dagster_dev(
+    env: dict[str, str], host: str, port: int, log_file: Path, verbose: bool
+) -> Iterator[subprocess.Popen]:
+    command = [
+        str(Path(sys.executable).with_name("dagster")),
+        "dev",
+        "-w",
+        str(ROOT / "workspace.yaml"),
+        "-h",
+        host,
+        "-p",
+        str(port),
+    ]
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            # Run from the instance folder: the repository's dagster.yaml (the deployment's,
+            # on PostgreSQL) is then not next to it, and Dagster has nothing to warn about.
+            cwd=env["DAGSTER_HOME"],
+            env=env,
+            stdout=None if verbose else log,
+            stderr=None if verbose else log,
+            start_new_session=True,  # one process group: the stop below reaches every child
+        )
+    try:
+        yield process
+    finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the whole group (dagster dev shuts its children down), SIGKILL to whatever
+    is left after ``STOP_SECONDS`` (code servers can outlive their parent otherwise)."""
+    deadline = time.monotonic() + STOP_SECONDS
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(max(0.0, deadline - time.monotonic()))
+    while time.monotonic() < deadline and group_alive(process.pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_ready(ui: str, process: subprocess.Popen, stop: threading.Event) -> bool:
+    """Until the webserver answers (True), dagster dev exits or a stop is asked (False)."""
+    while not stop.is_set() and process.poll() is None:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{ui}/server_info", timeout=2) as answer,
+        ):
+            if answer.status == 200:
+                return True
+        stop.wait(0.5)
+    return False

@@ -1,0 +1,93 @@
+"""`make dev` (`quant dev`) in a terminal: it says where the UI and the warehouse are and how to
+stop, prints no library warnings, and Ctrl-C (SIGINT to the terminal's process group) stops the
+UI, daemon, code server and warehouse endpoint and exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from quant_dev.processes import free_port
+
+pytestmark = pytest.mark.xdist_group("dagster_dev")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process whose ancestry leads to ``pid`` (read from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found.update(children)
+        todo.extend(children)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def test_ctrl_c_stops_every_child_and_exits_zero(tmp_path) -> None:
+    env = {**os.environ, "QUANT_HOME": str(tmp_path / "home")}
+    for name in ("CLICKHOUSE_URL", "DAGSTER_HOME", "LAKE_URL"):
+        env.pop(name, None)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quant_cli.main", "dev", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a terminal's foreground process group of its own
+    )
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("stop "):
+                break
+        text = "".join(lines)
+        assert f"Dagster UI  http://127.0.0.1:{port}" in text, text
+        assert "warehouse   http://quant:***@127.0.0.1:" in text, text
+        assert "Ctrl-C" in text
+        children = _descendants(proc.pid)
+        assert len(children) >= 3, children  # endpoint, dagster dev and its webserver at least
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        rest = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = text + rest
+    assert proc.returncode == 0, output
+    assert "stopped" in rest
+    deadline = time.monotonic() + 30
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), f"left running: {_alive(children)}"
+    for noise in ("Warning", "Traceback", "DEBUG", "make: ***"):
+        assert noise not in output, output
