@@ -6,6 +6,7 @@ clickhouse-connect HTTP client, exactly as they would to a ClickHouse server.
 
 from __future__ import annotations
 
+from quant_dev.warehouse_server.credentials import EmptyPassword
 from quant_dev.warehouse_server.serve import AlreadyServing, lock_directory, serve
 
-__all__ = ["AlreadyServing", "lock_directory", "serve"]
+__all__ = ["AlreadyServing", "EmptyPassword", "lock_directory", "serve"]

@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from quant_dev.warehouse_server.engine import Context, Engine, Outcome
+from quant_dev.warehouse_server.policy import Policy, Statement
 from quant_dev.warehouse_server.protocol import (
     STREAMABLE_FORMATS,
     ArrowStreamJoiner,
@@ -39,7 +40,6 @@ from quant_dev.warehouse_server.protocol import (
     insert_head,
     is_read_only,
     is_select,
-    is_set_statement,
     multi_statement_at,
     output_format,
     parse_params,
@@ -211,6 +211,7 @@ class WarehouseApp:
     def __init__(self, engine: Engine, credentials: Credentials, spool_dir: str):
         self.engine = engine
         self.credentials = credentials
+        self.policy = Policy(*engine.registry())
         self.spool_dir = spool_dir
         self.sessions = Sessions()
         self.display_name = socket.gethostname()
@@ -244,8 +245,6 @@ class WarehouseApp:
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
         if fmt is not None:
             headers["X-ClickHouse-Format"] = fmt
-        if params.cors:
-            headers["Access-Control-Allow-Origin"] = "*"
         tag = secrets.token_hex(8)
         headers["X-ClickHouse-Exception-Tag"] = tag
         encoding = None
@@ -318,6 +317,7 @@ class WarehouseApp:
         try:
             self.credentials.check(*request_credentials(request, raw_params))
             params = parse_params(raw_params)
+            self.policy.check_settings(params.settings)
             session = self.sessions.acquire(params)
             body = await _read_body(request, self.spool_dir)
             response = await self._execute(request, params, query_id, session, body)
@@ -355,6 +355,8 @@ class WarehouseApp:
 
         head = insert_head(prefix + body.read(0, _HEAD_BYTES))
         if head is not None and not _looks_like_values(head.statement):
+            # The rows that follow are data, not SQL: the statement is judged on its own
+            await self._guard(f"{head.statement} FORMAT {head.fmt}", request, params, ctx)
             data_at = head.data_offset - len(prefix)
             if data_at < 0:
                 chunks = _chain(prefix[head.data_offset :], body.chunks(0))
@@ -381,13 +383,7 @@ class WarehouseApp:
                 "Syntax error (Multi-statements are not allowed): failed at position "
                 f"{position + 1}: {query[position : position + 40]!r}",
             )
-        if request.method == "GET" and not is_read_only(query):
-            raise ClickHouseError(
-                164,
-                "Cannot execute query in readonly mode. For queries over HTTP, method GET "
-                "implies readonly. You should use method POST for modifying queries",
-                "READONLY",
-            )
+        statement = await self._guard(query, request, params, ctx)
 
         # Session state lives here, never on the engine's shared handles
         database_to_use = use_statement(query)
@@ -396,9 +392,11 @@ class WarehouseApp:
             if session is not None:
                 session.database = database_to_use
             return self._respond(iter(()), fmt=None, summary={}, cleanup=_noop, **respond)
-        if is_set_statement(query):
+        if statement.is_set:
             base = session.settings if session else {}
             updated = await anyio.to_thread.run_sync(self.engine.apply_set, base, query)
+            # Judged on what the engine says the SET changed, not on its text
+            self.policy.check_settings(updated)
             if session is not None:
                 session.settings = updated
             return self._respond(iter(()), fmt=None, summary={}, cleanup=_noop, **respond)
@@ -419,6 +417,13 @@ class WarehouseApp:
             cleanup=_noop,
             **respond,
         )
+
+    async def _guard(
+        self, sql: str, request: Request, params: RequestParams, ctx: Context
+    ) -> Statement:
+        """Refuse, before execution, a statement that would reach the host or, over GET, write."""
+        tree = await anyio.to_thread.run_sync(self.engine.explain_ast, sql, params.bindings, ctx)
+        return self.policy.check(sql, tree, request.method)
 
     async def _stream(
         self, query: str, fmt: str, params: RequestParams, ctx: Context, respond: dict

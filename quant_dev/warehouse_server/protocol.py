@@ -150,7 +150,6 @@ class RequestParams:
     session_check: bool = False
     compress_response: bool = False
     wait_end_of_query: bool = False
-    cors: bool = False
 
 
 def _flag(value: str | None) -> bool:
@@ -187,7 +186,6 @@ def parse_params(params: Mapping[str, str]) -> RequestParams:
     # ClickHouse only compresses responses when the query context asks for it
     out.compress_response = _flag(params.get("enable_http_compression"))
     out.wait_end_of_query = _flag(params.get("wait_end_of_query"))
-    out.cors = _flag(params.get("add_http_cors_header"))
     return out
 
 
@@ -204,7 +202,6 @@ def quote_identifier(name: str) -> str:
 
 _LEADING_COMMENTS_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _USE_RE = re.compile(r"^USE\s+(`(?:[^`\\]|\\.)+`|\"(?:[^\"\\]|\\.)+\"|\w+)\s*;?\s*$", re.I)
-_SET_RE = re.compile(r"^SET\s+(?!ROLE\b|DEFAULT\s+ROLE\b|TRANSACTION\b)", re.I)
 _READ_ONLY_RE = re.compile(r"^(SELECT|WITH|SHOW|DESC|DESCRIBE|EXISTS|EXPLAIN)\b|^\(", re.I)
 _FORMAT_RE = re.compile(
     r"\bFORMAT\s+(\w+)(?:\s+SETTINGS\s+[^;]*?)?\s*;?\s*$", re.IGNORECASE | re.DOTALL
@@ -227,10 +224,6 @@ def use_statement(query: str) -> str | None:
     if name[0] in '`"':
         name = re.sub(r"\\(.)", r"\1", name[1:-1])
     return name
-
-
-def is_set_statement(query: str) -> bool:
-    return _SET_RE.match(strip_leading_comments(query)) is not None
 
 
 def is_read_only(query: str) -> bool:
