@@ -197,7 +197,7 @@ class Engine:
 
     def registry(self) -> tuple[list[str], list[str]]:
         """The names of every table function, table engine and database engine, and of
-        every setting, this engine knows."""
+        every setting (query and MergeTree), this engine knows."""
         sources = self.query(
             "SELECT name FROM system.table_functions UNION ALL SELECT name FROM "
             "system.table_engines UNION ALL SELECT name FROM system.database_engines",
@@ -205,7 +205,13 @@ class Engine:
             {},
             Context(),
         )
-        settings = self.query("SELECT name FROM system.settings", "TSVRaw", {}, Context())
+        settings = self.query(
+            "SELECT name FROM system.settings "
+            "UNION ALL SELECT name FROM system.merge_tree_settings",
+            "TSVRaw",
+            {},
+            Context(),
+        )
         return (
             bytes(sources.payload).decode().split(),
             bytes(settings.payload).decode().split(),

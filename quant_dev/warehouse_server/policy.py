@@ -28,8 +28,6 @@ from quant_dev.warehouse_server.tokens import (
     tokenize,
 )
 
-ACCESS_DENIED = 497
-
 # The longest a client may let one query run, in seconds (the server's cap, not its default)
 MAX_EXECUTION_TIME = 300.0
 
@@ -50,8 +48,11 @@ ALLOWED_SOURCES = frozenset(
         "atomic", "ordinary", "lazy",
     }
 )  # fmt: skip
-# Ordinary functions that reach the host: file('path') reads a file, disk(...) defines a disk
-HOST_FUNCTIONS = frozenset({"file", "disk"})
+# Ordinary functions that reach the host: file('path') reads a file, disk(...) defines a disk;
+# introspection functions read the server's binary and memory (chDB enables them by default)
+HOST_FUNCTIONS = frozenset(
+    {"file", "disk", "addresstoline", "addresstolinewithinlines", "addresstosymbol", "demangle"}
+)
 DICTIONARY_SOURCES = frozenset({"clickhouse"})
 # Keys that point a ClickHouse dictionary source at another server
 _REMOTE_SOURCE_KEYS = frozenset({"HOST", "PORT", "USER", "PASSWORD", "SECURE"})
@@ -114,11 +115,10 @@ _DENIED_ALTER = frozenset(
 
 
 def access_denied(what: str) -> ClickHouseError:
-    return ClickHouseError(
-        ACCESS_DENIED,
+    return error(
+        "ACCESS_DENIED",
         f"{what} is not allowed: the quant warehouse endpoint does not let statements reach "
         "the host (files, URLs, other servers, programs, server settings)",
-        "ACCESS_DENIED",
     )
 
 
@@ -215,8 +215,7 @@ class Policy:
         self._check_nodes(nodes)
         if kind == "AttachQuery" and any(t.is_word("FROM") for t in tokens):
             raise access_denied("ATTACH ... FROM a path")
-        if kind != "Set":
-            self._check_settings_clauses(tokens, nodes)
+        self._check_settings_clauses(tokens, nodes)
         if any(n.text.startswith("Dictionary definition") for n in nodes):
             self._check_dictionary(tokens)
         if method == "GET" and not read_only:
@@ -255,7 +254,9 @@ class Policy:
                 raise access_denied(f"A table name that is a path ({node.text!r})")
 
     def _check_settings_clauses(self, tokens: list[Token], nodes: list[Node]) -> None:
-        clauses = settings_clauses(tokens)
+        # A SET statement is one clause led by SET (the app also checks what it changed)
+        lead = ("SET",) if nodes[0].kind == "Set" else ("SETTINGS", "SETTING")
+        clauses = settings_clauses(tokens, lead)
         expected = sum(1 for n in nodes if n.text == "Set")
         if len(clauses) != expected:
             raise access_denied(
@@ -297,13 +298,15 @@ def _value_end(tokens: list[Token], i: int) -> int:
     return i
 
 
-def settings_clauses(tokens: list[Token]) -> list[list[tuple[str, str]]]:
-    """Every ``SETTINGS a = 1, b = 'x'`` (or ``SETTING``, or ``SETTINGS(...)``) clause as
-    name/value pairs, values as written (strings unquoted)."""
+def settings_clauses(
+    tokens: list[Token], lead: tuple[str, ...] = ("SETTINGS", "SETTING")
+) -> list[list[tuple[str, str]]]:
+    """Every ``SETTINGS a = 1, b = 'x'`` (or ``SETTING``, or ``SETTINGS(...)``, or another
+    ``lead`` word) clause as name/value pairs, values as written (strings unquoted)."""
     clauses = []
     i = 0
     while i < len(tokens):
-        if not tokens[i].is_word("SETTINGS", "SETTING"):
+        if not tokens[i].is_word(*lead):
             i += 1
             continue
         j = i + 1 + _is_symbol(tokens, i + 1, "(")

@@ -50,6 +50,7 @@ _SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # HTTPHandler maps each to; anything unlisted is a 500.
 ERROR_CODES = {
     "AUTHENTICATION_FAILED": 516,
+    "ACCESS_DENIED": 497,
     "UNKNOWN_SETTING": 115,
     "SESSION_NOT_FOUND": 372,
     "SESSION_IS_LOCKED": 373,
@@ -66,7 +67,7 @@ ERROR_CODES = {
 }
 _STATUS_BY_CODE: dict[int, int] = {
     194: 401,
-    **dict.fromkeys((192, 193, 516, 512), 403),
+    **dict.fromkeys((192, 193, 516, 512, 497), 403),
     **dict.fromkeys(
         (
             *(36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, 27, 376, 15, 44, 37, 123, 8),
