@@ -145,6 +145,7 @@ def test_writes_to_the_host_are_refused_and_write_nothing(server, outside):
     disk_dir = outside / "disk"
     probes = [
         (f"INSERT INTO FUNCTION file('{target}', 'CSV') SELECT 1", "'file'"),
+        (f"INSERT INTO FUNCTION file('{target}', 'CSV') FORMAT CSV\n1\n", "'file'"),
         (f"SELECT 1 INTO OUTFILE '{target}'", "OUTFILE"),
         (f"SELECT 1 INTO OUTFILE '{target}' FORMAT CSV", "OUTFILE"),
         (f"EXPLAIN SELECT 1 INTO OUTFILE '{target}'", "OUTFILE"),
@@ -181,6 +182,12 @@ def test_every_table_function_the_engine_knows_is_allowed_or_refused(server):
     for name in refused:
         assert_refused(post(server, f"SELECT * FROM {name}('x')"), 497, f"'{name}'")
     assert_alive(server)
+
+
+def test_query_parameters_are_judged_after_substitution(server):
+    sql = "SELECT * FROM {t:Identifier}"
+    assert_refused(post(server, sql, {"param_t": "/proc/self/environ"}), 497, "path")
+    assert post(server, "SELECT {n:UInt8}", {"param_n": "7"})[2] == b"7\n"
 
 
 def test_settings_in_the_url_are_allow_listed(server):
