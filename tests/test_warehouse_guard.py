@@ -19,6 +19,7 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from quant_dev.processes import warehouse_endpoint
 from quant_dev.warehouse_server.policy import ALLOWED_SOURCES, MAX_EXECUTION_TIME
 from quant_resources.settings import ENDPOINT_FILE, PASSWORD_FILE
 from tests.warehouse_fixtures import QUANT, WarehouseServer
@@ -399,3 +400,33 @@ def test_the_server_runs_from_an_empty_directory(server):
     directory: the server's is empty, so the project's own files are out of reach."""
     status, _, body = post(server, f"SELECT * FROM `{os.path.basename(sys.executable)}`")
     assert status != 200 and b"UNKNOWN_TABLE" in body
+
+
+def test_dictionaries_over_this_servers_tables_are_allowed(server):
+    client = server.client()
+    try:
+        client.command("CREATE TABLE guard_src (k UInt64, v String) ENGINE = MergeTree ORDER BY k")
+        client.command("INSERT INTO guard_src VALUES (1, 'one')")
+        client.command(
+            "CREATE DICTIONARY guard_names (k UInt64, v String) PRIMARY KEY k "
+            "SOURCE(CLICKHOUSE(TABLE 'guard_src')) LAYOUT(FLAT()) LIFETIME(0)"
+        )
+        value = client.query("SELECT dictGet('guard_names', 'v', toUInt64(1))").result_rows
+        assert value == [("one",)]
+    finally:
+        client.command("DROP DICTIONARY IF EXISTS guard_names")
+        client.command("DROP TABLE IF EXISTS guard_src")
+        client.close()
+
+
+def test_the_demo_and_dev_launcher_uses_the_generated_credentials(tmp_path, monkeypatch):
+    monkeypatch.delenv("QUANT_WAREHOUSE_PASSWORD", raising=False)
+    with warehouse_endpoint(tmp_path / "warehouse") as url:
+        parts = urlsplit(url)
+        stored = (tmp_path / "warehouse" / PASSWORD_FILE).read_text().strip()
+        assert (parts.username, parts.password, parts.path) == ("quant", stored, "/quant")
+        client = clickhouse_connect.get_client(
+            host=parts.hostname, port=parts.port, username="quant", password=stored
+        )
+        assert client.command("SELECT 1") == 1
+        client.close()
