@@ -172,6 +172,13 @@ def test_insert_from_infile_is_refused(server):
     assert post(server, "CREATE TABLE guard_in (line String) ENGINE = Memory")[0] == 200
     sql = "INSERT INTO guard_in FROM INFILE '/proc/self/environ' FORMAT LineAsString"
     assert_refused(post(server, sql), 497, "INFILE")
+    # The rows of VALUES are evaluated by the engine but are not part of its parse tree
+    for sql in (
+        "INSERT INTO guard_in VALUES ('a'), (file('/proc/self/environ'))",
+        "INSERT INTO guard_in VALUES ((SELECT * FROM url('file:///proc/self/environ', 'RawBLOB')))",
+        "INSERT INTO guard_in VALUES ((SELECT any(*) FROM `/proc/self/environ`))",
+    ):
+        assert_refused(post(server, sql), 497)
     assert post(server, "SELECT count() FROM guard_in")[2] == b"0\n"
     assert post(server, "DROP TABLE guard_in")[0] == 200
 

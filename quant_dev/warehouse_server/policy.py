@@ -86,6 +86,7 @@ ALLOWED_SETTINGS = frozenset(
         "input_format_allow_errors_num", "input_format_allow_errors_ratio",
         "format_csv_delimiter", "format_csv_allow_single_quotes", "format_csv_allow_double_quotes",
         "date_time_output_format", "precise_float_parsing", "max_execution_time", "readonly",
+        "max_query_size",
         # table settings (MergeTree)
         "index_granularity", "index_granularity_bytes", "min_bytes_for_wide_part",
         "min_rows_for_wide_part", "merge_with_ttl_timeout", "ttl_only_drop_parts",
@@ -107,6 +108,7 @@ _WRITE_KINDS = frozenset(
         "UseQuery", "Set", "CreateIndexQuery", "DropIndexQuery",
     }
 )  # fmt: skip
+_EXPLAIN_KINDS = ("AST", "SYNTAX", "TREE", "PLAN", "PIPELINE", "ESTIMATE")
 # ALTER commands that reach beyond this server's tables (FETCH from another replica, FREEZE
 # writes backup copies of parts)
 _DENIED_ALTER = frozenset(
@@ -209,10 +211,8 @@ class Policy:
         read_only = kind in _READ_KINDS or kind.startswith(_READ_PREFIXES)
         if not read_only and kind not in _WRITE_KINDS:
             raise access_denied(f"Statement {nodes[0].text.split(' (')[0]!r}")
-        for token in tokens:
-            if token.is_word("OUTFILE", "INFILE"):
-                raise access_denied(f"INTO OUTFILE / FROM INFILE (at position {token.offset + 1})")
         self._check_nodes(nodes)
+        self._check_tokens(tokens)
         if kind == "AttachQuery" and any(t.is_word("FROM") for t in tokens):
             raise access_denied("ATTACH ... FROM a path")
         self._check_settings_clauses(tokens, nodes)
@@ -221,6 +221,21 @@ class Policy:
         if method == "GET" and not read_only:
             raise read_only_violation(kind)
         return Statement(kind, read_only)
+
+    def _check_tokens(self, tokens: list[Token]) -> None:
+        """What the tree does not show: the rows of ``INSERT ... VALUES`` (whose expressions
+        the engine evaluates, ``file(...)`` included) and the INTO OUTFILE / FROM INFILE words."""
+        for i, token in enumerate(tokens):
+            if token.is_word("OUTFILE", "INFILE"):
+                raise access_denied(f"INTO OUTFILE / FROM INFILE (at position {token.offset + 1})")
+            called = token.kind in (WORD, QUOTED) and _is_symbol(tokens, i + 1, "(")
+            if called and token.text.lower() in self.denied_sources:
+                raise access_denied(
+                    f"{token.text!r} (table function, engine or function, at position "
+                    f"{token.offset + 1})"
+                )
+            if token.kind == QUOTED and "/" in token.text:
+                raise access_denied(f"A table name that is a path ({token.text!r})")
 
     def _check_nodes(self, nodes: list[Node]) -> None:
         root = nodes[0].kind
@@ -258,6 +273,8 @@ class Policy:
         lead = ("SET",) if nodes[0].kind == "Set" else ("SETTINGS", "SETTING")
         clauses = settings_clauses(tokens, lead)
         expected = sum(1 for n in nodes if n.text == "Set")
+        if nodes[0].kind == "Explain" and explain_options(tokens):
+            expected -= 1  # options of EXPLAIN itself, not settings
         if len(clauses) != expected:
             raise access_denied(
                 f"A SETTINGS clause this server cannot read ({expected} in the statement, "
@@ -298,6 +315,23 @@ def _value_end(tokens: list[Token], i: int) -> int:
     return i
 
 
+def _clause_at(tokens: list[Token], i: int) -> tuple[list[tuple[str, str]], int]:
+    """The ``name = value, ...`` pairs after the lead word at ``i`` (optionally in parentheses)
+    and the index after them."""
+    j = i + 1 + _is_symbol(tokens, i + 1, "(")
+    pairs = []
+    while (
+        j + 1 < len(tokens) and tokens[j].kind in (WORD, QUOTED) and _is_symbol(tokens, j + 1, "=")
+    ):
+        end = _value_end(tokens, j + 2)
+        pairs.append((tokens[j].text, " ".join(t.text for t in tokens[j + 2 : end])))
+        j = end
+        if not _is_symbol(tokens, j, ","):
+            break
+        j += 1
+    return pairs, j
+
+
 def settings_clauses(
     tokens: list[Token], lead: tuple[str, ...] = ("SETTINGS", "SETTING")
 ) -> list[list[tuple[str, str]]]:
@@ -309,21 +343,18 @@ def settings_clauses(
         if not tokens[i].is_word(*lead):
             i += 1
             continue
-        j = i + 1 + _is_symbol(tokens, i + 1, "(")
-        pairs = []
-        while (
-            j + 1 < len(tokens)
-            and tokens[j].kind in (WORD, QUOTED)
-            and _is_symbol(tokens, j + 1, "=")
-        ):
-            end = _value_end(tokens, j + 2)
-            value = " ".join(t.text for t in tokens[j + 2 : end])
-            pairs.append((tokens[j].text, value))
-            j = end
-            if not _is_symbol(tokens, j, ","):
-                break
-            j += 1
+        pairs, end = _clause_at(tokens, i)
         if pairs:
             clauses.append(pairs)
-        i = max(j, i + 1)
+        i = max(end, i + 1)
     return clauses
+
+
+def explain_options(tokens: list[Token]) -> list[tuple[str, str]]:
+    """The options of ``EXPLAIN [kind] name = value, ...`` (the tree shows them as ``Set``)."""
+    for i in (1, 2):
+        if i < len(tokens) and tokens[i].is_word(*_EXPLAIN_KINDS):
+            pairs, _ = _clause_at(tokens, i)
+            if pairs:
+                return pairs
+    return []
