@@ -115,6 +115,16 @@ HOST_PROBES = [
         "SOURCE(CLICKHOUSE(HOST '127.0.0.1' PORT 9 TABLE 't')) LAYOUT(FLAT()) LIFETIME(0)",
         "'HOST'",
     ),
+    (
+        "CREATE DICTIONARY guard_dict (a String) PRIMARY KEY a SOURCE(CLICKHOUSE(QUERY "
+        "'SELECT * FROM file(''/proc/self/environ'', ''RawBLOB'')')) LAYOUT(FLAT()) LIFETIME(0)",
+        "'QUERY'",
+    ),
+    (
+        "CREATE DICTIONARY guard_dict (a String) PRIMARY KEY a "
+        "SOURCE(CLICKHOUSE(TABLE '/proc/self/environ')) LAYOUT(FLAT()) LIFETIME(0)",
+        "TABLE",
+    ),
     ("SYSTEM FLUSH LOGS", "SYSTEM"),
     ("SYSTEM RELOAD CONFIG", "SYSTEM"),
     ("BACKUP DATABASE system TO Disk('default', 'guard.zip')", "BackupQuery"),
@@ -166,6 +176,20 @@ def test_writes_to_the_host_are_refused_and_write_nothing(server, outside):
     assert list(outside.iterdir()) == []
     # Nothing half-created either
     assert "guard_" not in post(server, "SHOW TABLES")[2].decode()
+
+
+def test_several_statements_are_refused_before_the_engine_sees_them(server, outside):
+    target = outside / "second.csv"
+    for sql in (
+        f"SELECT 1; INSERT INTO FUNCTION file('{target}', 'CSV') SELECT 1",
+        f"SELECT 1 /* nested /* comment */ still */; SELECT 1 INTO OUTFILE '{target}'",
+    ):
+        status, headers, body = post(server, sql)
+        assert (status, headers.get("x-clickhouse-exception-code")) == (400, "62"), body
+        assert b"Multi-statements are not allowed" in body
+    assert not target.exists()
+    # A nested comment or a heredoc holding ';' is still one statement
+    assert post(server, "SELECT 1 /* a /* b */ ; c */")[2] == b"1\n"
 
 
 def test_insert_from_infile_is_refused(server):

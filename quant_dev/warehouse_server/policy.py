@@ -54,8 +54,8 @@ HOST_FUNCTIONS = frozenset(
     {"file", "disk", "addresstoline", "addresstolinewithinlines", "addresstosymbol", "demangle"}
 )
 DICTIONARY_SOURCES = frozenset({"clickhouse"})
-# Keys that point a ClickHouse dictionary source at another server
-_REMOTE_SOURCE_KEYS = frozenset({"HOST", "PORT", "USER", "PASSWORD", "SECURE"})
+# What a ClickHouse dictionary source may say: which table of this server
+_DICTIONARY_SOURCE_KEYS = frozenset({"TABLE", "DB"})
 
 # Settings a client may set (URL parameters, SET, SETTINGS clauses): what clickhouse-connect
 # and this project send, and format/query knobs that neither name paths nor lift the caps.
@@ -197,13 +197,28 @@ class Policy:
 
     # ---- statements -------------------------------------------------------------------------
 
-    def check(self, sql: str, explain: str, method: str = "POST") -> Statement:
-        """Refuse ``sql`` (whose ``EXPLAIN AST`` is ``explain``) unless it stays inside the
-        server; returns what kind of statement it is."""
+    @staticmethod
+    def lex(sql: str) -> list[Token]:
+        """The statement's tokens; refuses several statements, which the engine would run one
+        after the other (``EXPLAIN AST`` included)."""
         try:
             tokens = tokenize(sql)
         except LexError as exc:
             raise error("SYNTAX_ERROR", f"Syntax error: {exc}") from None
+        for i, token in enumerate(tokens[:-1]):
+            if token.kind == SYMBOL and token.text == ";" and not _is_symbol(tokens, i + 1, ";"):
+                at = tokens[i + 1].offset
+                raise error(
+                    "SYNTAX_ERROR",
+                    "Syntax error (Multi-statements are not allowed): failed at position "
+                    f"{at + 1}: {sql[at : at + 40]!r}",
+                )
+        return tokens
+
+    def check(self, sql: str, explain: str, method: str = "POST") -> Statement:
+        """Refuse ``sql`` (whose ``EXPLAIN AST`` is ``explain``) unless it stays inside the
+        server; returns what kind of statement it is."""
+        tokens = self.lex(sql)
         nodes = parse_tree(explain)
         if not nodes:
             raise error("SYNTAX_ERROR", "Empty query")
@@ -286,9 +301,20 @@ class Policy:
 
     @staticmethod
     def _check_dictionary(tokens: list[Token]) -> None:
-        for token in tokens:
-            if token.kind == WORD and token.text.upper() in _REMOTE_SOURCE_KEYS:
-                raise access_denied(f"Dictionary source key {token.text!r} (another server)")
+        """A ClickHouse source may name a table of this server, nothing else: HOST/PORT reach
+        another server, QUERY/WHERE/INVALIDATE_QUERY are SQL the engine runs unchecked."""
+        for i, token in enumerate(tokens):
+            if not (token.is_word("SOURCE") and _is_symbol(tokens, i + 1, "(")):
+                continue
+            j = i + 4  # past SOURCE ( CLICKHOUSE (
+            while j < len(tokens) and not _is_symbol(tokens, j, ")"):
+                key = tokens[j]
+                if key.kind != WORD or key.text.upper() not in _DICTIONARY_SOURCE_KEYS:
+                    raise access_denied(f"Dictionary source key {key.text!r}")
+                value = tokens[j + 1] if j + 1 < len(tokens) else key
+                if value.kind not in (WORD, QUOTED, STRING) or "/" in value.text:
+                    raise access_denied(f"Dictionary source {key.text} {value.text!r}")
+                j += 2
 
 
 def _is_symbol(tokens: list[Token], i: int, text: str) -> bool:

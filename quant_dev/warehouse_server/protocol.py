@@ -239,32 +239,6 @@ def is_select(query: str) -> bool:
     return _STREAMABLE_STATEMENT_RE.match(strip_leading_comments(query)) is not None
 
 
-def multi_statement_at(query: str) -> int | None:
-    """Offset of a second statement after a top-level ``;`` (quotes and comments skipped).
-    ClickHouse refuses those over HTTP; chdb would run them all, on a shared handle."""
-    i, n = 0, len(query)
-    while i < n:
-        ch = query[i]
-        if ch in "'\"`":
-            i += 1
-            while i < n and query[i] != ch:
-                i += 2 if query[i] == "\\" else 1
-        elif query.startswith("--", i):
-            i = query.find("\n", i)
-            if i < 0:
-                return None
-        elif query.startswith("/*", i):
-            i = query.find("*/", i + 2)
-            if i < 0:
-                return None
-            i += 1
-        elif ch == ";":
-            rest = strip_leading_comments(query[i + 1 :]).lstrip("; \t\r\n")
-            return i + 1 if rest else None
-        i += 1
-    return None
-
-
 def output_format(query: str, default: str) -> str:
     """The FORMAT a query's result is written in: its own clause, else ``default_format``."""
     match = _FORMAT_RE.search(query)
