@@ -14,6 +14,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
@@ -51,12 +52,18 @@ _SPOOL_IN_MEMORY = 64 << 20
 _DECODE_BATCH = 4 << 20
 _HEAD_BYTES = 256 << 10
 _SLICE = 4 << 20
+_CACHED_STATEMENTS = 256
+_CACHED_STATEMENT_BYTES = 4096
 
 
 @dataclass(frozen=True)
 class Credentials:
-    user: str = "default"
-    password: str = ""
+    user: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.password:
+            raise ValueError("refusing to serve without a password")
 
     def check(self, user: str, password: str) -> None:
         # Compare both in constant time so a wrong user and a wrong password look alike
@@ -211,6 +218,9 @@ class WarehouseApp:
         self.engine = engine
         self.credentials = credentials
         self.policy = Policy(*engine.registry())
+        # Statements allowed before, by (text, parameters, context, method): a client repeats
+        # the same few (an insert's head, a polling query), each parse costs a few ms
+        self.allowed: OrderedDict[tuple, Statement] = OrderedDict()
         self.spool_dir = spool_dir
         self.sessions = Sessions()
         self.display_name = socket.gethostname()
@@ -414,10 +424,19 @@ class WarehouseApp:
         self, sql: str, request: Request, params: RequestParams, ctx: Context
     ) -> Statement:
         """Refuse, before execution, a statement that would reach the host or, over GET, write."""
+        key = (sql, tuple(sorted(params.bindings.items())), ctx, request.method)
+        if (statement := self.allowed.get(key)) is not None:
+            self.allowed.move_to_end(key)
+            return statement
         # One statement only: chDB would run every one, EXPLAIN AST or not
         self.policy.lex(sql)
         tree = await anyio.to_thread.run_sync(self.engine.explain_ast, sql, params.bindings, ctx)
-        return self.policy.check(sql, tree, request.method)
+        statement = self.policy.check(sql, tree, request.method)
+        if len(sql) <= _CACHED_STATEMENT_BYTES:
+            self.allowed[key] = statement
+            while len(self.allowed) > _CACHED_STATEMENTS:
+                self.allowed.popitem(last=False)
+        return statement
 
     async def _stream(
         self, query: str, fmt: str, params: RequestParams, ctx: Context, respond: dict
