@@ -125,11 +125,10 @@ def access_denied(what: str) -> ClickHouseError:
 
 
 def read_only_violation(kind: str) -> ClickHouseError:
-    return ClickHouseError(
-        164,
+    return error(
+        "READONLY",
         f"Cannot execute query in readonly mode ({kind}). For queries over HTTP, method GET "
         "implies readonly. You should use method POST for modifying queries",
-        "READONLY",
     )
 
 
