@@ -42,6 +42,10 @@ def local_endpoint_url(directory: Path | None = None, timeout: float = 1.0) -> s
         endpoint = json.loads(path.read_text())
         host, port = str(endpoint["host"]), int(endpoint["port"])
         user, password = str(endpoint["user"]), str(endpoint["password"])
+        # A server killed without cleanup leaves its file behind; its port may now be another's
+        os.kill(int(endpoint["pid"]), 0)
+    except PermissionError:
+        pass  # alive, under another user
     except (OSError, ValueError, KeyError, TypeError):
         return None
     address = f"[{host}]" if ":" in host else host
