@@ -8,10 +8,12 @@ clickhouse-connect client), whose environment carries a canary value that must n
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import secrets
 import stat
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -463,3 +465,32 @@ def test_the_demo_and_dev_launcher_uses_the_generated_credentials(tmp_path, monk
         )
         assert client.command("SELECT 1") == 1
         client.close()
+
+
+def test_a_stale_endpoint_file_is_not_followed(server, tmp_path, monkeypatch):
+    """A server killed without cleanup leaves its endpoint file, whose port another server may
+    answer on now (here: a live one): clients fall back to chDB."""
+    from quant_resources.settings import clickhouse_url
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    warehouse = tmp_path / "warehouse"
+    warehouse.mkdir()
+    (warehouse / ENDPOINT_FILE).write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "user": "u",
+                "password": "p",
+                "pid": int(gone.stdout),
+            }
+        )
+    )
+    monkeypatch.setenv("QUANT_HOME", str(tmp_path))
+    monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
+    assert clickhouse_url() == f"chdb://{warehouse}?database=quant"
