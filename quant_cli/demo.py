@@ -42,9 +42,10 @@ def main() -> int:
     os.environ["DAGSTER_HOME"] = str(dagster_home(home))  # SQLite instance in QUANT_HOME
     started = time.monotonic()
     from quant_dev.processes import binance_simulator, warehouse_endpoint
+    from quant_resources.settings import warehouse_dir
 
-    step(1, f"starting the ClickHouse endpoint on chDB ({home / 'warehouse'})")
-    with warehouse_endpoint(home / "warehouse") as url:
+    step(1, f"starting the ClickHouse endpoint on chDB ({warehouse_dir()})")
+    with warehouse_endpoint(warehouse_dir()) as url:
         os.environ["CLICKHOUSE_URL"] = url
         report = run(home)
         with binance_simulator(

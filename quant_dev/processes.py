@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from quant_resources.settings import local_endpoint_url
 
 
 class Child:
@@ -70,17 +71,20 @@ def quant(*args: str) -> list[str]:
 
 @contextlib.contextmanager
 def warehouse_endpoint(path: Path) -> Iterator[str]:
-    """`quant warehouse serve` on a free loopback port; yields its CLICKHOUSE_URL."""
-    port, password = free_port(), secrets.token_hex(12)
+    """`quant warehouse serve` on a free loopback port; yields its CLICKHOUSE_URL. The password
+    is QUANT_WAREHOUSE_PASSWORD when set, else the one the server keeps in ``path``; the URL
+    comes from the endpoint file the server writes there."""
+    port = free_port()
     child = Child(
         "quant warehouse serve",
         quant("warehouse", "serve", "--path", str(path), "--port", str(port), "--user", "quant"),
         None,  # readiness is its /ping answer
-        env={"QUANT_WAREHOUSE_PASSWORD": password},
     )
-    url = f"http://quant:{password}@127.0.0.1:{port}/quant"
-    _wait_ping(port, child)
     try:
+        _wait_ping(port, child)
+        url = local_endpoint_url(path)
+        if url is None:
+            raise RuntimeError(f"{child.name} answers /ping but wrote no endpoint file in {path}")
         yield url
     finally:
         child.stop()

@@ -14,6 +14,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quant_resources.settings import PASSWORD_FILE
+
 QUANT = Path(sys.executable).with_name("quant")
 
 
@@ -27,9 +29,11 @@ def free_port() -> int:
 class WarehouseServer:
     path: Path
     user: str
-    password: str
+    password: str | None  # None: the one the server generates and keeps in ``path``
     port: int = field(default_factory=free_port)
     password_via_env: bool = False
+    args: tuple[str, ...] = ()
+    env_extra: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 
     @property
@@ -39,15 +43,18 @@ class WarehouseServer:
 
     def command(self) -> list[str]:
         cmd = [str(QUANT), "warehouse", "serve", "--path", str(self.path), "--port", str(self.port)]
-        cmd += ["--user", self.user, "--log-level", "warning"]
-        return cmd if self.password_via_env else [*cmd, "--password", self.password]
+        cmd += ["--user", self.user, "--log-level", "warning", *self.args]
+        if self.password_via_env or self.password is None:
+            return cmd
+        return [*cmd, "--password", self.password]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("QUANT_WAREHOUSE_PASSWORD", None)
+        env.pop("QUANT_WAREHOUSE_CORS_ORIGINS", None)
         if self.password_via_env:
             env["QUANT_WAREHOUSE_PASSWORD"] = self.password
-        return env
+        return {**env, **self.env_extra}
 
     def start(self, timeout: float = 60.0) -> WarehouseServer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,6 +70,8 @@ class WarehouseServer:
                 )
             try:
                 if self.request("GET", "/ping")[0] == 200:
+                    if self.password is None:
+                        self.password = (self.path / PASSWORD_FILE).read_text().strip()
                     return self
             except OSError:
                 pass

@@ -14,6 +14,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
@@ -25,6 +26,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from quant_dev.warehouse_server.engine import Context, Engine, Outcome
+from quant_dev.warehouse_server.policy import Policy, Statement
 from quant_dev.warehouse_server.protocol import (
     STREAMABLE_FORMATS,
     ArrowStreamJoiner,
@@ -39,8 +41,6 @@ from quant_dev.warehouse_server.protocol import (
     insert_head,
     is_read_only,
     is_select,
-    is_set_statement,
-    multi_statement_at,
     output_format,
     parse_params,
     use_statement,
@@ -52,12 +52,18 @@ _SPOOL_IN_MEMORY = 64 << 20
 _DECODE_BATCH = 4 << 20
 _HEAD_BYTES = 256 << 10
 _SLICE = 4 << 20
+_CACHED_STATEMENTS = 256
+_CACHED_STATEMENT_BYTES = 4096
 
 
 @dataclass(frozen=True)
 class Credentials:
-    user: str = "default"
-    password: str = ""
+    user: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.password:
+            raise ValueError("refusing to serve without a password")
 
     def check(self, user: str, password: str) -> None:
         # Compare both in constant time so a wrong user and a wrong password look alike
@@ -211,6 +217,10 @@ class WarehouseApp:
     def __init__(self, engine: Engine, credentials: Credentials, spool_dir: str):
         self.engine = engine
         self.credentials = credentials
+        self.policy = Policy(*engine.registry())
+        # Statements allowed before, by (text, parameters, context, method): a client repeats
+        # the same few (an insert's head, a polling query), each parse costs a few ms
+        self.allowed: OrderedDict[tuple, Statement] = OrderedDict()
         self.spool_dir = spool_dir
         self.sessions = Sessions()
         self.display_name = socket.gethostname()
@@ -244,8 +254,6 @@ class WarehouseApp:
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
         if fmt is not None:
             headers["X-ClickHouse-Format"] = fmt
-        if params.cors:
-            headers["Access-Control-Allow-Origin"] = "*"
         tag = secrets.token_hex(8)
         headers["X-ClickHouse-Exception-Tag"] = tag
         encoding = None
@@ -318,6 +326,7 @@ class WarehouseApp:
         try:
             self.credentials.check(*request_credentials(request, raw_params))
             params = parse_params(raw_params)
+            self.policy.check_settings(params.settings)
             session = self.sessions.acquire(params)
             body = await _read_body(request, self.spool_dir)
             response = await self._execute(request, params, query_id, session, body)
@@ -355,6 +364,8 @@ class WarehouseApp:
 
         head = insert_head(prefix + body.read(0, _HEAD_BYTES))
         if head is not None and not _looks_like_values(head.statement):
+            # The rows that follow are data, not SQL: the statement is judged on its own
+            await self._guard(f"{head.statement} FORMAT {head.fmt}", request, params, ctx)
             data_at = head.data_offset - len(prefix)
             if data_at < 0:
                 chunks = _chain(prefix[head.data_offset :], body.chunks(0))
@@ -374,20 +385,7 @@ class WarehouseApp:
             raise error("SYNTAX_ERROR", "Syntax error: the query is not valid UTF-8") from None
         if not query:
             raise error("SYNTAX_ERROR", "Empty query")
-        position = multi_statement_at(query)
-        if position is not None:
-            raise error(
-                "SYNTAX_ERROR",
-                "Syntax error (Multi-statements are not allowed): failed at position "
-                f"{position + 1}: {query[position : position + 40]!r}",
-            )
-        if request.method == "GET" and not is_read_only(query):
-            raise ClickHouseError(
-                164,
-                "Cannot execute query in readonly mode. For queries over HTTP, method GET "
-                "implies readonly. You should use method POST for modifying queries",
-                "READONLY",
-            )
+        statement = await self._guard(query, request, params, ctx)
 
         # Session state lives here, never on the engine's shared handles
         database_to_use = use_statement(query)
@@ -396,9 +394,11 @@ class WarehouseApp:
             if session is not None:
                 session.database = database_to_use
             return self._respond(iter(()), fmt=None, summary={}, cleanup=_noop, **respond)
-        if is_set_statement(query):
+        if statement.is_set:
             base = session.settings if session else {}
             updated = await anyio.to_thread.run_sync(self.engine.apply_set, base, query)
+            # Judged on what the engine says the SET changed, not on its text
+            self.policy.check_settings(updated)
             if session is not None:
                 session.settings = updated
             return self._respond(iter(()), fmt=None, summary={}, cleanup=_noop, **respond)
@@ -419,6 +419,24 @@ class WarehouseApp:
             cleanup=_noop,
             **respond,
         )
+
+    async def _guard(
+        self, sql: str, request: Request, params: RequestParams, ctx: Context
+    ) -> Statement:
+        """Refuse, before execution, a statement that would reach the host or, over GET, write."""
+        key = (sql, tuple(sorted(params.bindings.items())), ctx, request.method)
+        if (statement := self.allowed.get(key)) is not None:
+            self.allowed.move_to_end(key)
+            return statement
+        # One statement only: chDB would run every one, EXPLAIN AST or not
+        self.policy.lex(sql)
+        tree = await anyio.to_thread.run_sync(self.engine.explain_ast, sql, params.bindings, ctx)
+        statement = self.policy.check(sql, tree, request.method)
+        if len(sql) <= _CACHED_STATEMENT_BYTES:
+            self.allowed[key] = statement
+            while len(self.allowed) > _CACHED_STATEMENTS:
+                self.allowed.popitem(last=False)
+        return statement
 
     async def _stream(
         self, query: str, fmt: str, params: RequestParams, ctx: Context, respond: dict

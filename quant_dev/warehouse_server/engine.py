@@ -191,6 +191,32 @@ class Engine:
                     with contextlib.suppress(Exception):
                         result.close()
 
+    def explain_ast(self, sql: str, params: dict[str, str], ctx: Context) -> str:
+        """The engine's parse tree of ``sql`` under ``ctx`` (nothing is executed)."""
+        return bytes(self.query(f"EXPLAIN AST {sql}", "TSVRaw", params, ctx).payload).decode()
+
+    def registry(self) -> tuple[list[str], list[str]]:
+        """The names of every table function, table engine and database engine, and of
+        every setting (query and MergeTree), this engine knows."""
+        sources = self.query(
+            "SELECT name FROM system.table_functions UNION ALL SELECT name FROM "
+            "system.table_engines UNION ALL SELECT name FROM system.database_engines",
+            "TSVRaw",
+            {},
+            Context(),
+        )
+        settings = self.query(
+            "SELECT name FROM system.settings "
+            "UNION ALL SELECT name FROM system.merge_tree_settings",
+            "TSVRaw",
+            {},
+            Context(),
+        )
+        return (
+            bytes(sources.payload).decode().split(),
+            bytes(settings.payload).decode().split(),
+        )
+
     def check_database(self, database: str) -> None:
         with self._lock:
             try:

@@ -50,6 +50,7 @@ _SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # HTTPHandler maps each to; anything unlisted is a 500.
 ERROR_CODES = {
     "AUTHENTICATION_FAILED": 516,
+    "ACCESS_DENIED": 497,
     "UNKNOWN_SETTING": 115,
     "SESSION_NOT_FOUND": 372,
     "SESSION_IS_LOCKED": 373,
@@ -66,7 +67,7 @@ ERROR_CODES = {
 }
 _STATUS_BY_CODE: dict[int, int] = {
     194: 401,
-    **dict.fromkeys((192, 193, 516, 512), 403),
+    **dict.fromkeys((192, 193, 516, 512, 497), 403),
     **dict.fromkeys(
         (
             *(36, 427, 6, 25, 26, 38, 41, 72, 441, 675, 676, 27, 376, 15, 44, 37, 123, 8),
@@ -150,7 +151,6 @@ class RequestParams:
     session_check: bool = False
     compress_response: bool = False
     wait_end_of_query: bool = False
-    cors: bool = False
 
 
 def _flag(value: str | None) -> bool:
@@ -187,7 +187,6 @@ def parse_params(params: Mapping[str, str]) -> RequestParams:
     # ClickHouse only compresses responses when the query context asks for it
     out.compress_response = _flag(params.get("enable_http_compression"))
     out.wait_end_of_query = _flag(params.get("wait_end_of_query"))
-    out.cors = _flag(params.get("add_http_cors_header"))
     return out
 
 
@@ -204,7 +203,6 @@ def quote_identifier(name: str) -> str:
 
 _LEADING_COMMENTS_RE = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _USE_RE = re.compile(r"^USE\s+(`(?:[^`\\]|\\.)+`|\"(?:[^\"\\]|\\.)+\"|\w+)\s*;?\s*$", re.I)
-_SET_RE = re.compile(r"^SET\s+(?!ROLE\b|DEFAULT\s+ROLE\b|TRANSACTION\b)", re.I)
 _READ_ONLY_RE = re.compile(r"^(SELECT|WITH|SHOW|DESC|DESCRIBE|EXISTS|EXPLAIN)\b|^\(", re.I)
 _FORMAT_RE = re.compile(
     r"\bFORMAT\s+(\w+)(?:\s+SETTINGS\s+[^;]*?)?\s*;?\s*$", re.IGNORECASE | re.DOTALL
@@ -229,10 +227,6 @@ def use_statement(query: str) -> str | None:
     return name
 
 
-def is_set_statement(query: str) -> bool:
-    return _SET_RE.match(strip_leading_comments(query)) is not None
-
-
 def is_read_only(query: str) -> bool:
     return _READ_ONLY_RE.match(strip_leading_comments(query)) is not None
 
@@ -243,32 +237,6 @@ _STREAMABLE_STATEMENT_RE = re.compile(r"^(SELECT|WITH)\b|^\(", re.I)
 def is_select(query: str) -> bool:
     """Whether chdb can stream the statement (SHOW, EXISTS, DESCRIBE... it cannot)."""
     return _STREAMABLE_STATEMENT_RE.match(strip_leading_comments(query)) is not None
-
-
-def multi_statement_at(query: str) -> int | None:
-    """Offset of a second statement after a top-level ``;`` (quotes and comments skipped).
-    ClickHouse refuses those over HTTP; chdb would run them all, on a shared handle."""
-    i, n = 0, len(query)
-    while i < n:
-        ch = query[i]
-        if ch in "'\"`":
-            i += 1
-            while i < n and query[i] != ch:
-                i += 2 if query[i] == "\\" else 1
-        elif query.startswith("--", i):
-            i = query.find("\n", i)
-            if i < 0:
-                return None
-        elif query.startswith("/*", i):
-            i = query.find("*/", i + 2)
-            if i < 0:
-                return None
-            i += 1
-        elif ch == ";":
-            rest = strip_leading_comments(query[i + 1 :]).lstrip("; \t\r\n")
-            return i + 1 if rest else None
-        i += 1
-    return None
 
 
 def output_format(query: str, default: str) -> str:

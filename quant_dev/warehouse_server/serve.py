@@ -12,12 +12,22 @@ from pathlib import Path
 
 import uvicorn
 
+from quant_dev.warehouse_server.access import Access, AccessMiddleware
 from quant_dev.warehouse_server.app import Credentials, create_app
+from quant_dev.warehouse_server.credentials import (
+    EmptyPassword,
+    remove_endpoint,
+    stored_password,
+    write_endpoint,
+)
 from quant_dev.warehouse_server.engine import Engine
 
 log = logging.getLogger("quant.warehouse")
 
 LOCK_FILE = ".quant-warehouse.lock"
+# The server's working directory, kept empty: chDB resolves unknown table names in its
+# ``default`` database as file paths relative to it
+WORKDIR = ".quant-warehouse-cwd"
 
 
 class AlreadyServing(RuntimeError):
@@ -63,21 +73,35 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8123,
     user: str = "default",
-    password: str = "",
+    password: str | None = None,
     log_level: str = "info",
     graceful_timeout: int = 30,
+    allowed_hosts: tuple[str, ...] = (),
+    cors_origins: tuple[str, ...] = (),
 ) -> None:
     """Serve ``directory`` until SIGTERM/SIGINT. Uvicorn stops accepting, lets in-flight requests
-    finish (up to ``graceful_timeout`` s), then the app's lifespan closes chdb, flushing data."""
+    finish (up to ``graceful_timeout`` s), then the app's lifespan closes chdb, flushing data.
+
+    ``password`` None means the one generated once and kept in the directory; an empty one is
+    refused. Local clients find the server through the endpoint file written in ``directory``.
+    """
+    if password is not None and not password:
+        raise EmptyPassword("refusing to serve without a password (the password is empty)")
     directory = directory.resolve()
     lock_fd = lock_directory(directory)
     try:
+        if password is None:
+            password = stored_password(directory)
+        workdir = directory / WORKDIR
+        workdir.mkdir(exist_ok=True)
+        os.chdir(workdir)
         engine = Engine(str(directory))
         app = create_app(
             engine, Credentials(user, password), str(directory / ".quant-warehouse-spool")
         )
+        access = Access.of(host, port, allowed_hosts, cors_origins)
         config = uvicorn.Config(
-            app,
+            AccessMiddleware(app, access, engine.version),
             host=host,
             port=port,
             log_level=log_level,
@@ -95,9 +119,11 @@ def serve(
             port,
             user,
         )
+        write_endpoint(directory, host, port, user, password)
         try:
             _Server(config).run()
         finally:
+            remove_endpoint(directory)
             # A no-op after a normal lifespan shutdown; covers a failed startup
             engine.close()
     finally:
