@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from quant_dev.processes import warehouse_endpoint
+from quant_resources.settings import ENDPOINT_FILE, PASSWORD_FILE
 from quant_resources.warehouse import WarehouseResource, close_all_clients
 
-pytestmark = pytest.mark.xdist_group("demo")
+# Two whole demos: on a loaded 2-core machine they take longer than the default 300 s
+pytestmark = [pytest.mark.xdist_group("demo"), pytest.mark.timeout(900)]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,8 +69,12 @@ def _assert_no_secret(text: str, where: str) -> None:
 
 def _assert_no_secret_in_files(home: Path) -> None:
     """Every file the demo left in QUANT_HOME: the Dagster instance (SQLite event storage,
-    run storage, compute logs), the warehouse's data and logs, the lake, session logs."""
+    run storage, compute logs), the warehouse's data and logs, the lake, session logs. The
+    endpoint's own credential files are where its password belongs: they must be 0600."""
     for path in home.rglob("*"):
+        if path.name in (PASSWORD_FILE, ENDPOINT_FILE):
+            assert path.stat().st_mode & 0o777 == 0o600, path
+            continue
         if path.is_file() and not path.is_symlink():
             data = path.read_bytes()
             for secret in _secret_values():
