@@ -286,7 +286,7 @@ def _bars(rows: dict[str, np.ndarray], symbols: np.ndarray, sources: np.ndarray)
         starts = np.concatenate(([0], np.flatnonzero(change) + 1))
     else:
         starts = np.zeros(0, np.int64)
-    ends = np.append(starts[1:], n) - 1
+    ends = np.append(starts[1:], n)[: len(starts)] - 1
     lengths = ends - starts + 1
     if len(lengths) and lengths.max() >= _MAX_BAR_TRADES:
         raise ValueError(f"a bar has {lengths.max()} trades; at most {_MAX_BAR_TRADES - 1}")
@@ -300,11 +300,14 @@ def _bars(rows: dict[str, np.ndarray], symbols: np.ndarray, sources: np.ndarray)
             _sum_int64(values, starts, name)
     sums = _bar_sums(price, qty, taker, trades, starts)
     scale = pl.lit(PRICE_SCALE, _I128)
-    exact = pl.DataFrame(sums).select(
-        quote=_half_even(_joined("pq"), scale),
-        vwap=_half_even(_joined("pq"), pl.col("volume").cast(_I128)),
-        tb_quote=_half_even(_joined("tb"), scale),
-    )
+    try:
+        exact = pl.DataFrame(sums).select(
+            quote=_half_even(_joined("pq"), scale),
+            vwap=_half_even(_joined("pq"), pl.col("volume").cast(_I128)),
+            tb_quote=_half_even(_joined("tb"), scale),
+        )
+    except pl.exceptions.InvalidOperationError:
+        raise ValueError("a bar's quote volume is beyond int64 once scaled by 10**8") from None
     decimals = {
         "open": price[starts],
         "high": sums["high"],
