@@ -104,6 +104,10 @@ def _codes(
         raise ValueError(f"trades have nulls in {name!r}")
     if not len(values):
         return np.zeros(0, np.int32), np.array([], dtype=object)
+    only = _single_value(values)
+    if only is not None:  # one symbol (an archive file): no hashing of every row
+        word = only.upper() if upper else only
+        return np.zeros(len(values), np.int32), np.array([word], dtype=object)
     encoded = pc.dictionary_encode(values).combine_chunks()
     words = encoded.dictionary
     if upper:  # on the few distinct values, not on every row
@@ -111,6 +115,22 @@ def _codes(
     names = np.array(words.to_pylist(), dtype=object)
     unique, rank = np.unique(names, return_inverse=True)  # sorted; equal names share a code
     return rank.astype(np.int32)[encoded.indices.to_numpy()], unique
+
+
+def _single_value(values: pa.ChunkedArray | pa.Array) -> str | None:
+    """The value when every row holds the same string, else None (compares raw bytes)."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if array.type != pa.string() or not len(array):
+        return None
+    offsets = np.frombuffer(array.buffers()[1], np.int32)[
+        array.offset : array.offset + len(array) + 1
+    ]
+    width = int(offsets[1] - offsets[0])
+    if width == 0 or not (np.diff(offsets) == width).all():
+        return None
+    data = memoryview(array.buffers()[2])[offsets[0] : offsets[-1]]
+    first = bytes(data[:width])
+    return first.decode() if data.tobytes() == first * len(array) else None  # one memcmp
 
 
 def _scaled(column: pa.ChunkedArray, name: str) -> np.ndarray:
@@ -148,6 +168,11 @@ def _epoch_ms(column: pa.ChunkedArray) -> np.ndarray:
 def _order(rows: dict[str, np.ndarray]) -> np.ndarray | None:
     """The stable order by (symbol, minute, key), or None when the rows already have it."""
     sym, start, key = rows["symbol_code"], rows["start"], rows["key"]
+    if sym[-1] == sym[0] == 0 and len(sym) and not sym.any():
+        step = start[1:] - start[:-1]  # one symbol: minutes and keys only
+        if (step >= 0).all() and ((step > 0) | (key[1:] >= key[:-1])).all():
+            return None
+        return np.lexsort((key, start))
     same_sym = sym[1:] == sym[:-1]
     same_bar = same_sym & (start[1:] == start[:-1])
     ordered = (
@@ -163,7 +188,9 @@ def _order(rows: dict[str, np.ndarray]) -> np.ndarray | None:
 def _first_of_duplicates(rows: dict[str, np.ndarray]) -> np.ndarray | None:
     """Rows to keep when a (symbol, minute, key) repeats (sorted rows: repeats are adjacent)."""
     sym, start, key = rows["symbol_code"], rows["start"], rows["key"]
-    repeat = (key[1:] == key[:-1]) & (start[1:] == start[:-1]) & (sym[1:] == sym[:-1])
+    repeat = (key[1:] == key[:-1]) & (start[1:] == start[:-1])
+    if sym.any():
+        repeat &= sym[1:] == sym[:-1]
     if not repeat.any():
         return None
     return np.flatnonzero(np.concatenate(([True], ~repeat)))
@@ -282,7 +309,11 @@ def _bars(rows: dict[str, np.ndarray], symbols: np.ndarray, sources: np.ndarray)
     sym, src, start = rows["symbol_code"], rows["source_code"], rows["start"]
     n = len(start)
     if n:
-        change = (sym[1:] != sym[:-1]) | (start[1:] != start[:-1]) | (src[1:] != src[:-1])
+        change = start[1:] != start[:-1]
+        if sym.any():
+            change |= sym[1:] != sym[:-1]
+        if src.any():
+            change |= src[1:] != src[:-1]
         starts = np.concatenate(([0], np.flatnonzero(change) + 1))
     else:
         starts = np.zeros(0, np.int64)
