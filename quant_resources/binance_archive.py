@@ -123,6 +123,15 @@ class ArchiveClient:
         self.block_bytes = block_bytes
         self.session = requests.Session()
 
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ArchiveClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # -- the calls assets make ---------------------------------------------------------------
 
     def day(self, kind: str, symbol: str, day: date) -> pa.Table:
