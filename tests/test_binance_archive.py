@@ -45,6 +45,7 @@ FAULTS = ",".join(
         "slow:BTCUSDT-aggTrades-2024-12-09:5",
         "5xx:BTCUSDT-aggTrades-2024-12-10:2",
         "5xx:ETHUSDT-aggTrades-2024-12-10:1000",
+        "badrow:BTCUSDT-*-2024-12-11",
     ]
 )
 
@@ -197,6 +198,15 @@ def test_checksum_is_verified_before_parsing(sim_url: str) -> None:
     # The sim changed a price to 'x' after the checksum: parsed first, it would be a bad row.
     with pytest.raises(ChecksumMismatch, match=r"BTCUSDT-aggTrades-2024-12-07.zip: sha256"):
         client(sim_url).day("aggTrades", "BTCUSDT", date(2024, 12, 7))
+
+
+@pytest.mark.parametrize("kind", ["aggTrades", "trades", "klines"])
+def test_bad_row_from_the_archive_names_file_line_value(sim_url: str, kind: str) -> None:
+    name = "1m" if kind == "klines" else kind
+    with pytest.raises(
+        ArchiveFormatError, match=rf"BTCUSDT-{name}-2024-12-11.zip line 3: \w+='abc'"
+    ):
+        client(sim_url).day(kind, "BTCUSDT", date(2024, 12, 11))
 
 
 def test_truncated_body(sim_url: str) -> None:

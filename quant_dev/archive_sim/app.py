@@ -103,6 +103,13 @@ def create_app(config: ArchiveSimConfig) -> Starlette:
             first = csv.index(b",") + 1
             csv = csv[:first] + b"x" + csv[first + 1 :]
             body = generate.zipped(kind, symbol, period, csv)
+        elif damage == "badrow":
+            # The third row's second field (a price) is not a number; the checksum matches.
+            lines = csv.split(b"\n")
+            fields = lines[2].split(b",")
+            lines[2] = b",".join([fields[0], b"abc", *fields[2:]])
+            body = generate.zipped(kind, symbol, period, b"\n".join(lines))
+            checksum = generate.checksum_text(name, body)
         elif damage == "corrupt":
             middle = len(body) // 2
             body = body[:middle] + bytes(64) + body[middle + 64 :]
@@ -132,7 +139,7 @@ def create_app(config: ArchiveSimConfig) -> Starlette:
                 failing = failures[stem] <= (flaky.argument if flaky.argument is not None else 2)
             if failing:
                 return PlainTextResponse("Service Unavailable", 503)
-        damage = next((k for k in ("checksum", "corrupt") if fault(k, stem)), None)
+        damage = next((k for k in ("checksum", "corrupt", "badrow") if fault(k, stem)), None)
         body, checksum = await asyncio.to_thread(
             _locked, generating, files, kind, symbol, period, damage
         )
