@@ -103,3 +103,61 @@ def binance(
         fault_gap=fault_gap,
     )
     serve(config, host, port)
+
+
+@app.command("binance-archive")
+def binance_archive(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(0, help="Port; 0 picks a free one (printed on start-up)."),
+    symbols: str = typer.Option("btcusdt,ethusdt", help="Comma-separated symbols."),
+    first: str = typer.Option("2024-12-01", help="First UTC day served (YYYY-MM-DD)."),
+    last: str = typer.Option("2025-01-31", help="Last UTC day served (YYYY-MM-DD)."),
+    aggs_per_day: int = typer.Option(20_000, min=1, help="Aggregate trades per symbol-day."),
+    header_from: str = typer.Option(
+        None, help="Files starting on or after this day carry a header row (default: none)."
+    ),
+    seed: int = typer.Option(7, help="Seed of the market."),
+    faults: str = typer.Option(
+        "",
+        help="Faults by file, e.g. 'missing:BTCUSDT-aggTrades-2024-12-02,corrupt:*-trades-*,"
+        "checksum:P,badrow:P,truncate:P,slow:P:2.0,5xx:P:2' (P: fnmatch over the file name "
+        "without .zip).",
+    ),
+) -> None:
+    """Serve Binance's public data archive (daily and monthly spot zips with .CHECKSUM files)
+    generated from the seeded exchange simulator's market.
+
+    Point BINANCE_ARCHIVE_URL at the printed 'listening on http://HOST:PORT'.
+    """
+    from datetime import date
+
+    from quant_dev.archive_sim.app import ArchiveSimConfig, serve
+    from quant_dev.archive_sim.faults import FaultSpecError, parse
+
+    def day(text: str, hint: str) -> date:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not YYYY-MM-DD", param_hint=hint) from None
+
+    names = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    start, end = day(first, "--first"), day(last, "--last")
+    if end < start:
+        raise typer.BadParameter(f"{last} is before {first}", param_hint="--last")
+    try:
+        parse(faults)
+    except FaultSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--faults") from None
+    config = ArchiveSimConfig(
+        symbols=names,
+        first=start,
+        last=end,
+        seed=seed,
+        aggs_per_day=aggs_per_day,
+        header_from=day(header_from, "--header-from") if header_from else None,
+        faults=faults,
+    )
+    try:
+        serve(config, host, port)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--symbols") from None

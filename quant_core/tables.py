@@ -71,3 +71,27 @@ def decimal_from_scaled(values, scale: int) -> pa.Array:
     words[:, 0] = unscaled
     words[:, 1] = unscaled >> 63  # sign extension into the high word
     return pa.Array.from_buffers(PRICE, unscaled.size, [None, pa.py_buffer(words.tobytes())])
+
+
+class BeyondInt64(ValueError):
+    """A decimal that does not fit int64 once scaled; ``index`` is its position."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"value at index {index} is beyond int64 once scaled by 10**8")
+        self.index = index
+
+
+def scaled_int64(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Exact Decimal(38, 8) -> int64 counts of 10**-8, read from the 128-bit words (the inverse
+    of ``decimal_from_scaled``); ``BeyondInt64`` when one does not fit. Nulls read as 0."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if values.type != PRICE:
+        raise TypeError(f"expected {PRICE}, got {values.type}")
+    words = np.frombuffer(values.buffers()[1], dtype=np.int64)
+    words = words[2 * values.offset : 2 * (values.offset + len(values))]
+    low, high = words[0::2], words[1::2]
+    beyond = np.flatnonzero(high != (low >> 63))
+    if beyond.size:
+        raise BeyondInt64(int(beyond[0]))
+    return low.copy()

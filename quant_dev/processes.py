@@ -117,3 +117,17 @@ def binance_simulator(*args: str) -> Iterator[tuple[Child, str, str]]:
         yield child, child.match[1], child.match[2]
     finally:
         child.stop()
+
+
+@contextlib.contextmanager
+def archive_simulator(*args: str) -> Iterator[tuple[Child, str]]:
+    """`quant sim binance-archive ARGS` on a free port; yields it and its base URL."""
+    child = Child(
+        "quant sim binance-archive",
+        quant("sim", "binance-archive", "--port", "0", *args),
+        r"listening on (http://\S+)",
+    )
+    try:
+        yield child, child.match[1]
+    finally:
+        child.stop()

@@ -178,3 +178,16 @@ def redact_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+DEFAULT_BINANCE_ARCHIVE_URL = "https://data.binance.vision"
+
+
+def binance_archive_url() -> str:
+    """Base URL of Binance's public data archive (``BINANCE_ARCHIVE_URL``, a bare base such as
+    the local ``quant sim binance-archive``), without a trailing slash."""
+    url = (os.environ.get("BINANCE_ARCHIVE_URL") or DEFAULT_BINANCE_ARCHIVE_URL).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
+        raise ValueError(f"BINANCE_ARCHIVE_URL={redact_url(url)!r} is not a bare http(s) base URL")
+    return url
