@@ -28,7 +28,6 @@ before it, which orders records and rows in one sequence (the rebuild test uses 
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -146,9 +145,6 @@ class BookOutput:
     requests: list[SnapshotRequest]
 
 
-_UPDATE_COLUMNS = ("symbol", "first_update_id", "last_update_id", "ts_event", "side")
-
-
 @dataclass
 class _Symbol:
     symbol: str
@@ -208,12 +204,15 @@ class DepthBooks:
         start, mid = batch.start.tolist(), batch.mid.tolist()
         price, qty = batch.price.tolist(), batch.qty.tolist()
         by_code, on_diff = self._by_code, self._on_diff
+        applied = []
         for i, code in enumerate(codes):
             s, m, e = start[i], mid[i], start[i + 1]
-            on_diff(
-                by_code[code],
-                (first[i], last[i], ts[i], price[s:m], qty[s:m], price[m:e], qty[m:e]),
-            )
+            diff = (first[i], last[i], ts[i], price[s:m], qty[s:m], price[m:e], qty[m:e])
+            if on_diff(by_code[code], diff):
+                applied.append(i)
+        # The rows of a burst are taken from its columns in one go, not diff by diff.
+        if applied:
+            self.applied.append((batch, applied))
 
     def on_snapshot(self, symbol: str, request_id: int, body: bytes) -> None:
         """The REST answer to ``SnapshotRequest`` ``request_id`` (bytes as received)."""
@@ -248,8 +247,9 @@ class DepthBooks:
             Synced(st.symbol, request_id, snap.last_update_id, len(buffered) - len(kept), self.rows)
         )
         st.next_due = _NEVER  # boundaries inside the buffered diffs: the sync snapshot covers
-        for diff in kept:
-            self._on_diff(st, diff)
+        applied = [(st.code, diff) for diff in kept if self._on_diff(st, diff)]
+        if applied:
+            self.applied.append((None, applied))
         if st.state == IN_SYNC:
             self._snapshot(st, st.last_ts)
 
@@ -276,29 +276,31 @@ class DepthBooks:
         return out
 
     # -- the state machine ---------------------------------------------------------------
-    def _on_diff(self, st: _Symbol, diff: tuple) -> None:
+    def _on_diff(self, st: _Symbol, diff: tuple) -> bool:
+        """Apply (True: its rows are emitted), skip or buffer one diff."""
         first, last, ts = diff[0], diff[1], diff[2]
         st.last_ts = ts
         if st.state == IN_SYNC:
             if last <= st.last_id:
                 self.skipped_diffs += 1
-                return
+                return False
             if first > st.last_id + 1:
                 self._record(st, GAP, first, f"U {first} after u {st.last_id}")
                 self._buffer(st, diff)
-                return
+                return False
             if ts >= st.next_due:
                 self._snapshot(st, ts - ts % self.interval_ms)
-            st.book.bids.apply(diff[3], diff[4])
-            st.book.asks.apply(diff[5], diff[6])
+            book = st.book
+            book.bids.apply(diff[3], diff[4])
+            book.asks.apply(diff[5], diff[6])
             st.last_id = last
-            self.applied.append((st.code, diff))
             self.rows += len(diff[3]) + len(diff[5])
-            if st.book.crossed():
-                best = (st.book.bids.best(), st.book.asks.best())
+            if book.crossed():
+                best = (book.bids.best(), book.asks.best())
                 self._record(st, CROSSED, last, f"best bid {best[0]} >= best ask {best[1]}")
-            return
+            return True
         self._buffer(st, diff)
+        return False
 
     def _buffer(self, st: _Symbol, diff: tuple) -> None:
         st.buffer.append(diff)
@@ -351,31 +353,59 @@ class DepthBooks:
 
     # -- output --------------------------------------------------------------------------
     def _reset_output(self) -> None:
-        self.applied: list[tuple[int, tuple]] = []
+        self.applied: list[tuple[DepthBatch | None, list]] = []
         self.snapshots: list[BookSnapshot] = []
         self.resyncs: list[Resync] = []
         self.synced: list[Synced] = []
         self.requests: list[SnapshotRequest] = []
 
     def _update_columns(self) -> dict[str, np.ndarray]:
-        price, qty = array("q"), array("q")
-        counts = array("q")
-        per_diff: list[tuple[int, int, int, int]] = []
-        for code, (first, last, ts, bp, bq, ap, aq) in self.applied:
-            price.extend(bp)
-            price.extend(ap)
-            qty.extend(bq)
-            qty.extend(aq)
-            counts.append(len(bp))
-            counts.append(len(ap))
-            per_diff.append((code, first, last, ts))
-        n = np.frombuffer(counts, dtype=np.int64) if counts else np.empty(0, np.int64)
-        heads = np.array(per_diff, dtype=np.int64).reshape(-1, 4)
-        per_side = np.repeat(heads, 2, axis=0)
-        side = np.tile(np.array([0, 1], dtype=np.int8), len(heads))
-        cols = {name: np.repeat(per_side[:, k], n) for k, name in enumerate(_UPDATE_COLUMNS[:4])}
+        parts = [
+            _diff_rows(applied) if batch is None else _batch_rows(batch, applied)
+            for batch, applied in self.applied
+        ]
+        if not parts:
+            parts = [_diff_rows([])]
+        cols = {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(_COLUMNS)}
         cols["symbol"] = cols["symbol"].astype(np.int32)
-        cols["side"] = np.repeat(side, n)
-        cols["price"] = np.frombuffer(price, dtype=np.int64) if price else np.empty(0, np.int64)
-        cols["qty"] = np.frombuffer(qty, dtype=np.int64) if qty else np.empty(0, np.int64)
+        cols["side"] = cols["side"].astype(np.int8)
         return cols
+
+
+_COLUMNS = ("symbol", "first_update_id", "last_update_id", "ts_event", "side", "price", "qty")
+
+
+def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
+    """The level rows of diffs ``rows`` of a decoded burst, from its columns."""
+    take = np.array(rows, dtype=np.int64)
+    n_bids = (batch.mid - batch.start[:-1])[take]
+    n_asks = (batch.start[1:] - batch.mid)[take]
+    n = n_bids + n_asks
+    mask = np.zeros(len(batch), dtype=bool)
+    mask[take] = True
+    levels = np.repeat(mask, np.diff(batch.start))
+    side = np.repeat(
+        np.tile(np.array([0, 1], dtype=np.int64), len(take)),
+        np.stack([n_bids, n_asks], axis=1).ravel(),
+    )
+    return [
+        np.repeat(batch.code[take].astype(np.int64), n),
+        np.repeat(batch.first[take], n),
+        np.repeat(batch.last[take], n),
+        np.repeat(batch.ts[take], n),
+        side,
+        batch.price[levels],
+        batch.qty[levels],
+    ]
+
+
+def _diff_rows(applied: list[tuple[int, tuple]]) -> list[np.ndarray]:
+    """The level rows of diffs applied from a buffer (after a sync), one by one."""
+    cols: list[list[int]] = [[] for _ in _COLUMNS]
+    for code, (first, last, ts, bp, bq, ap, aq) in applied:
+        for side, prices, qtys in ((0, bp, bq), (1, ap, aq)):
+            for k, value in enumerate((code, first, last, ts, side)):
+                cols[k].extend([value] * len(prices))
+            cols[5].extend(prices)
+            cols[6].extend(qtys)
+    return [np.array(c, dtype=np.int64) for c in cols]
