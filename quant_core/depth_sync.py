@@ -262,6 +262,19 @@ class DepthBooks:
             st.book.clear()
             st.next_due = _NEVER
 
+    def feed(self, item: tuple) -> None:
+        """One recorded input: ``("connect",)``, ``("frames", [raw, ...])`` or
+        ``("snapshot", symbol, request_id, body)``; what live and replay drivers record."""
+        kind = item[0]
+        if kind == "frames":
+            self.on_frames(item[1])
+        elif kind == "snapshot":
+            self.on_snapshot(item[1], item[2], item[3])
+        elif kind == "connect":
+            self.on_connect()
+        else:
+            raise ValueError(f"unknown depth input kind {kind!r} (frames, snapshot, connect)")
+
     def take(self) -> BookOutput:
         """Everything produced since the last call (the driver writes it, then calls again)."""
         out = BookOutput(
