@@ -18,7 +18,8 @@ import orjson
 
 from quant_dev.binance_sim.market import SCALE, fmt8
 
-DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000, 5000)
+DEPTH_PATH = "/api/v3/depth"
+DEPTH_TICK_S = 0.1  # the @depth@100ms cadence
 
 
 class DepthMarket:
@@ -65,35 +66,57 @@ class DepthMarket:
             heapq.heappop(heap)
         return heap[0]
 
-    def step(self, ts_ms: int) -> tuple[int, int, int, list, list]:
+    def step(self, ts_ms: int, top: tuple[int, int, int, int] | None = None) -> tuple:
+        """Change the book and return the diff. ``top`` = (bid, bid qty, ask, ask qty) pins the
+        best levels (the simulator's book ticker): levels inside it are removed, and the random
+        changes then stay strictly behind it."""
         rng, tick = self.rng, self.tick
-        best_bid, best_ask = self.best_bid(), self.best_ask()
         changed: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        if top is not None:
+            self._pin(top, changed)
+        best_bid, best_ask = self.best_bid(), self.best_ask()
         n = max(1, int(rng.expovariate(1 / self.changes)))
         for _ in range(n):
             is_bid = rng.random() < 0.5
             side = self.bids if is_bid else self.asks
             roll = rng.random()
-            if roll < 0.04 and len(side) > 10:  # the best level traded away
+            if roll < 0.04 and len(side) > 10 and top is None:  # the best level traded away
                 price = best_bid if is_bid else best_ask
                 qty = 0
             else:
                 depth = 1 + min(int(rng.expovariate(0.08)), 2000)
-                price = best_ask - depth * tick if is_bid else best_bid + depth * tick
+                if top is None:  # anywhere up to the other side's best
+                    price = best_ask - depth * tick if is_bid else best_bid + depth * tick
+                else:  # behind the pinned best
+                    price = best_bid - depth * tick if is_bid else best_ask + depth * tick
                 if price <= 0:
                     continue
                 qty = 0 if roll < 0.3 and price in side and len(side) > 10 else self._qty()
-            if qty:
-                side[price] = qty
-            elif side.pop(price, None) is None:
-                continue
-            changed[0 if is_bid else 1][price] = qty
-            if qty:
-                heapq.heappush(self._heaps[0 if is_bid else 1], -price if is_bid else price)
+            self._set(is_bid, price, qty, changed)
             best_bid, best_ask = self.best_bid(), self.best_ask()
         first = self.update_id + 1
         self.update_id += max(1, len(changed[0]) + len(changed[1])) + rng.randint(0, 3)
         return (first, self.update_id, ts_ms, list(changed[0].items()), list(changed[1].items()))
+
+    def _set(self, is_bid: bool, price: int, qty: int, changed: tuple[dict, dict]) -> None:
+        side = self.bids if is_bid else self.asks
+        if qty:
+            side[price] = qty
+            heapq.heappush(self._heaps[0 if is_bid else 1], -price if is_bid else price)
+        elif side.pop(price, None) is None:
+            return
+        changed[0 if is_bid else 1][price] = qty
+
+    def _pin(self, top: tuple[int, int, int, int], changed: tuple[dict, dict]) -> None:
+        bid, bid_qty, ask, ask_qty = top
+        for price in [p for p in self.bids if p > bid]:
+            self._set(True, price, 0, changed)
+        for price in [p for p in self.asks if p < ask]:
+            self._set(False, price, 0, changed)
+        if self.bids.get(bid) != bid_qty:
+            self._set(True, bid, bid_qty, changed)
+        if self.asks.get(ask) != ask_qty:
+            self._set(False, ask, ask_qty, changed)
 
     def frame(self, diff: tuple, stream: str = "depth@100ms") -> bytes:
         first, last, ts, bids, asks = diff
@@ -114,3 +137,83 @@ class DepthMarket:
                 "asks": [[fmt8(p), fmt8(q)] for p, q in asks],
             }
         )
+
+
+class DepthFeed:
+    """The simulator's depth side: a ``DepthMarket`` per symbol whose best levels follow the
+    symbol's book ticker, one ``depthUpdate`` every 100 ms for the symbols someone subscribed
+    to (``<symbol>@depth@100ms`` or ``<symbol>@depth``, the 1 s stream also every 100 ms
+    here), and the ``/api/v3/depth`` answer at the current state.
+
+    Faults (``POST /_sim/depth`` {"drop": n, "stale": n}): ``drop`` leaves the next n diffs
+    out of the stream (the book moves on: a client sees a gap); ``stale`` answers the next n
+    snapshot requests with the book as it was about a second earlier, older than the first
+    diff a client that just subscribed buffered. A reconnect in the middle of a sync is the
+    existing ``disconnect`` trigger."""
+
+    STALE_EVERY = 10  # ticks (1 s) between the books kept for ``stale`` answers
+
+    def __init__(self, specs: dict[str, tuple[int, int]], seed: int) -> None:
+        self.markets = {
+            symbol: DepthMarket(symbol, seed=seed, mid=mid, tick=tick, levels=500, changes=20)
+            for symbol, (mid, tick) in specs.items()
+        }
+        self.tops: dict[str, tuple[int, int, int, int]] = {}
+        self.kept: dict[str, tuple[int, dict, dict]] = {}
+        self.ticks = 0
+        self.drop = 0
+        self.stale = 0
+        self.stats = {"diffs_sent": 0, "diffs_dropped": 0, "snapshots": 0, "stale_snapshots": 0}
+
+    def observe(self, generated) -> None:
+        """Keep each symbol's latest book ticker (the last event's (u, bid, bid qty, ask, ask
+        qty)) from what the market clock generated: ``[(SymbolMarket, events), ...]``."""
+        for m, events in generated:
+            if events:
+                self.tops[m.spec.symbol] = events[-1][8][1:]
+
+    def tick(self, now_ms: int, active) -> list[tuple[str, bytes]]:
+        """One diff per symbol whose depth stream someone subscribes to (``active``)."""
+        self.ticks += 1
+        out = []
+        for symbol, m in self.markets.items():
+            if self.ticks % self.STALE_EVERY == 1:
+                self.kept[symbol] = (m.update_id, dict(m.bids), dict(m.asks))
+            streams = [
+                s
+                for s in (f"{symbol.lower()}@depth@100ms", f"{symbol.lower()}@depth")
+                if s in active
+            ]
+            if not streams:
+                continue
+            diff = m.step(now_ms, self.tops.get(symbol))
+            if self.drop:
+                self.drop -= 1
+                self.stats["diffs_dropped"] += 1
+                continue
+            for stream in streams:
+                out.append((stream, m.frame(diff, stream.partition("@")[2])))
+                self.stats["diffs_sent"] += 1
+        return out
+
+    def answer(self, symbol: str, limit: int) -> dict:
+        m = self.markets[symbol]
+        self.stats["snapshots"] += 1
+        update_id, bids, asks = m.update_id, m.bids, m.asks
+        if self.stale and symbol in self.kept:
+            self.stale -= 1
+            self.stats["stale_snapshots"] += 1
+            update_id, bids, asks = self.kept[symbol]
+        return {
+            "lastUpdateId": update_id,
+            "bids": [[fmt8(p), fmt8(q)] for p, q in sorted(bids.items(), reverse=True)[:limit]],
+            "asks": [[fmt8(p), fmt8(q)] for p, q in sorted(asks.items())[:limit]],
+        }
+
+    def control(self, body: dict) -> dict:
+        for name in ("drop", "stale"):
+            value = body.get(name, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a non-negative integer")
+            setattr(self, name, getattr(self, name) + value)
+        return {"drop": self.drop, "stale": self.stale, **self.stats}
