@@ -16,6 +16,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from quant_core.book import OrderBook
 from quant_core.depth_decode import (
@@ -36,6 +37,7 @@ from quant_core.depth_sync import (
     DepthBooks,
     depth_weight,
 )
+from quant_core.formats.binance import FrameError, parse_combined_frame
 from quant_core.normalize import (
     BAD_FIELD,
     BAD_NUMBER,
@@ -596,3 +598,28 @@ def test_real_depth_frames_decode_exactly_and_apply() -> None:
 
 def test_fmt8_round_trips_through_the_decoder() -> None:
     assert fmt8(TICK) == "0.01000000"
+
+
+def test_decoder_agrees_with_the_contracts() -> None:
+    """Every diff the L2Update contract refuses is refused here; every one kept has the
+    contract's values (Decimal) exactly, scaled by 10**8."""
+    m = DepthMarket("BTCUSDT", levels=30, changes=6)
+    frames = [m.frame(m.step(T0 + 100 * k)) for k in range(30)] + [raw for raw, _ in BAD_FRAMES]
+    dec = DepthDecoder(["BTCUSDT"])
+    batch = dec.decode(frames)
+    kept = batch.index.tolist()
+    for i, raw in enumerate(frames):
+        try:
+            ref = parse_combined_frame(raw)
+        except (FrameError, ValidationError, ValueError):
+            assert i not in kept, raw
+            continue
+        if i not in kept:
+            continue
+        row = kept.index(i)
+        s, mid, e = batch.start[row], batch.mid[row], batch.start[row + 1]
+        want = [(lv.price * SCALE, lv.qty * SCALE) for lv in (*ref.bids, *ref.asks)]
+        got = list(zip(batch.price[s:e].tolist(), batch.qty[s:e].tolist(), strict=True))
+        assert got == want and mid - s == len(ref.bids)
+        assert (batch.first[row], batch.last[row]) == (ref.first_update_id, ref.last_update_id)
+    assert len(kept) == 30
