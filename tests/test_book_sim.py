@@ -19,16 +19,14 @@ from quant_core.depth_sync import (
     STALE_SNAPSHOT,
     DepthBooks,
 )
-from tests.test_binance_sim import Sim, _start, _stop
+from tests.test_binance_sim import Sim, sims  # noqa: F401 - sims: the simulators, a fixture
 
 pytestmark = pytest.mark.xdist_group("binance_sim")
 
 
-@pytest.fixture(scope="module")
-def sim():
-    started = _start("--rate", "200", "--seed", "3")
-    yield started
-    _stop(started)
+@pytest.fixture
+def sim(sims) -> Sim:  # noqa: F811 - the fixture imported above
+    return sims["main"]
 
 
 class Driver:
@@ -120,16 +118,19 @@ def test_simulator_depth_faults_resync_the_books(sim: Sim) -> None:
             assert sim.http("/_sim/depth", {"drop": 1, "stale": 1})[0] == 200
             phase[0] = 1
         elif phase[0] == 1 and GAP in reasons() and STALE_SNAPSHOT in reasons() and in_sync():
-            d.delay = 3  # the next resync waits three diffs for its answer
+            d.delay = 10**9  # the next resync's REST answer is held back
             assert sim.http("/_sim/depth", {"drop": 1})[0] == 200
             phase[0] = 2
         elif phase[0] == 2 and d.pending:
             sim.trigger("disconnect")  # the stream drops before the REST answer is in
             restart_at[0] = len(d.snapshots)
             phase[0] = 3
+        elif phase[0] == 3 and RESTART in reasons():
+            d.delay = 3  # now the held answer (to a request of the old connection) goes in
+            phase[0] = 4
 
     def done() -> bool:
-        return phase[0] == 3 and in_sync() and len(drv.snapshots) > restart_at[0] + 1
+        return phase[0] == 4 and in_sync() and len(drv.snapshots) > restart_at[0] + 1
 
     asyncio.run(drv.run(done, timeout=60, between=step))
     assert reasons()[:2] == [GAP, STALE_SNAPSHOT] and RESTART in reasons()
