@@ -176,6 +176,10 @@ def available(module: str) -> bool:
     return True
 
 
+def missing(installed: bool) -> str:
+    return "" if installed else " (not installed: pip install sortedcontainers order-book)"
+
+
 def run() -> list[Figure]:
     frames, snapshot = data()
     batches, diffs = decoded(frames, snapshot)
@@ -185,7 +189,7 @@ def run() -> list[Figure]:
             name="Depth frames -> exact books + top-20 every 1 s (one process)",
             unit="levels/s",
             ours=best_rate(lambda: ours(frames, snapshot)),
-            peer_name="cryptofeed path: orjson + Decimal + order_book C extension",
+            peer_name="cryptofeed: orjson + Decimal + order_book C extension" + missing(has_ob),
             peer=best_rate(lambda: cryptofeed_path(frames, snapshot)) if has_ob else 0.0,
             goal=">= 1,000,000 level changes/s",
         ),
@@ -193,7 +197,7 @@ def run() -> list[Figure]:
             name="Decoded depth diffs -> book + top-20 every 1 s",
             unit="levels/s",
             ours=best_rate(lambda: ours_apply(frames, snapshot, batches)),
-            peer_name="sortedcontainers.SortedDict, same ints",
+            peer_name="sortedcontainers.SortedDict, same ints" + missing(has_sd),
             peer=best_rate(lambda: sorted_dict_apply(snapshot, diffs)) if has_sd else 0.0,
             goal="informational (the book alone, sync checks included in ours)",
         ),
@@ -201,7 +205,7 @@ def run() -> list[Figure]:
             name="Decoded depth diffs -> book + top-20 every 1 s",
             unit="levels/s",
             ours=best_rate(lambda: ours_apply(frames, snapshot, batches)),
-            peer_name="order_book C extension (cryptofeed's), same ints",
+            peer_name="order_book C extension (cryptofeed's), same ints" + missing(has_ob),
             peer=best_rate(lambda: order_book_apply(snapshot, diffs)) if has_ob else 0.0,
             goal="informational (the book alone, sync checks included in ours)",
         ),
