@@ -154,16 +154,23 @@ class DepthFeed:
     STALE_EVERY = 10  # ticks (1 s) between the books kept for ``stale`` answers
 
     def __init__(self, specs: dict[str, tuple[int, int]], seed: int) -> None:
-        self.markets = {
-            symbol: DepthMarket(symbol, seed=seed, mid=mid, tick=tick, levels=500, changes=20)
-            for symbol, (mid, tick) in specs.items()
-        }
+        self.specs, self.seed = specs, seed
+        # Built on first use: a simulator of many symbols pays only for the books asked for.
+        self.markets: dict[str, DepthMarket] = {}
         self.tops: dict[str, tuple[int, int, int, int]] = {}
         self.kept: dict[str, tuple[int, dict, dict]] = {}
         self.ticks = 0
         self.drop = 0
         self.stale = 0
         self.stats = {"diffs_sent": 0, "diffs_dropped": 0, "snapshots": 0, "stale_snapshots": 0}
+
+    def market(self, symbol: str) -> DepthMarket:
+        m = self.markets.get(symbol)
+        if m is None:
+            mid, tick = self.specs[symbol]
+            m = DepthMarket(symbol, seed=self.seed, mid=mid, tick=tick, levels=500, changes=20)
+            self.markets[symbol] = m
+        return m
 
     def observe(self, generated) -> None:
         """Keep each symbol's latest book ticker (the last event's (u, bid, bid qty, ask, ask
@@ -176,16 +183,14 @@ class DepthFeed:
         """One diff per symbol whose depth stream someone subscribes to (``active``)."""
         self.ticks += 1
         out = []
-        for symbol, m in self.markets.items():
-            if self.ticks % self.STALE_EVERY == 1:
-                self.kept[symbol] = (m.update_id, dict(m.bids), dict(m.asks))
-            streams = [
-                s
-                for s in (f"{symbol.lower()}@depth@100ms", f"{symbol.lower()}@depth")
-                if s in active
-            ]
+        for symbol in self.specs:
+            names = (f"{symbol.lower()}@depth@100ms", f"{symbol.lower()}@depth")
+            streams = [name for name in names if name in active]
             if not streams:
                 continue
+            m = self.market(symbol)
+            if self.ticks % self.STALE_EVERY == 1 or symbol not in self.kept:
+                self.kept[symbol] = (m.update_id, dict(m.bids), dict(m.asks))
             diff = m.step(now_ms, self.tops.get(symbol))
             if self.drop:
                 self.drop -= 1
@@ -197,7 +202,7 @@ class DepthFeed:
         return out
 
     def answer(self, symbol: str, limit: int) -> dict:
-        m = self.markets[symbol]
+        m = self.market(symbol)
         self.stats["snapshots"] += 1
         update_id, bids, asks = m.update_id, m.bids, m.asks
         if self.stale and symbol in self.kept:
