@@ -49,11 +49,10 @@ from quant_core.normalize import (
     UNSUPPORTED_EVENT,
 )
 from quant_dev.binance_sim.depth import DepthMarket
-from quant_dev.binance_sim.market import SCALE, fmt8
+from quant_dev.binance_sim.market import SCALE
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "binance_ws_cryptofeed"
 T0 = 1_700_000_000_000
-TICK = SCALE // 100
 
 
 # -- the book against a reference dict book -------------------------------------------------
@@ -594,10 +593,6 @@ def test_real_depth_frames_decode_exactly_and_apply() -> None:
             list(zip(rows["price"][mine].tolist(), rows["qty"][mine].tolist(), strict=True)) == want
         )
     assert len(got.snapshots) >= len(symbols)
-
-
-def test_fmt8_round_trips_through_the_decoder() -> None:
-    assert fmt8(TICK) == "0.01000000"
 
 
 def test_decoder_agrees_with_the_contracts() -> None:
