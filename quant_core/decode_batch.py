@@ -342,7 +342,7 @@ class BatchDecoder:
         except (TypeError, OverflowError):
             return None
         codes = self._symbol_codes([d.s for d in data])
-        values, ok = _scaled(p + q)
+        values, ok = scaled_texts(p + q)
         n = len(data)
         price, qty = values[:n], values[n:]
         good = (codes >= 0) & ok[:n] & ok[n:] & (price > 0) & (qty > 0) & (first <= last)
@@ -358,8 +358,8 @@ class BatchDecoder:
             return None
         prices = [d.b for d in data] + [d.B for d in data] + [d.a for d in data]
         prices += [d.A for d in data]
-        try:  # join() in _scaled refuses anything but str (a JSON number for the ask price)
-            values, ok = _scaled(prices)
+        try:  # join() in scaled_texts refuses anything but str (a JSON number for the ask price)
+            values, ok = scaled_texts(prices)
             update_id = _int64([d.u for d in data])
         except (TypeError, OverflowError):
             return None
@@ -468,7 +468,7 @@ def _concat(groups: list[tuple[np.ndarray, ...]], dtypes) -> tuple[np.ndarray, .
     return tuple(np.asarray(c, dtype=d) for c, d in zip(cols, dtypes, strict=True))
 
 
-def _scaled(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def scaled_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``"123.45000000"`` strings -> (int64 counts of 10**-8, ok mask). Only the exact
     8-decimal ASCII form with at most 10 integer digits is taken here; anything else is left
     to the exact per-frame path (``ok`` False)."""

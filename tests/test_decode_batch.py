@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant_core.decode_batch import BatchDecoder, _scaled
+from quant_core.decode_batch import BatchDecoder, scaled_texts
 from quant_core.normalize import Normalizer, scaled
 from tests.test_normalize import (
     BAD_VALUES,
@@ -193,7 +193,7 @@ def test_recorded_sample_frames() -> None:
 
 @given(st.lists(st.sampled_from([*(v for v in BAD_VALUES if isinstance(v, str))]), max_size=30))
 def test_scaled_column_takes_only_what_scaled_takes(texts: list[str]) -> None:
-    values, ok = _scaled([*texts, "56123.45000000", "0.00000001"])
+    values, ok = scaled_texts([*texts, "56123.45000000", "0.00000001"])
     for text, value, good in zip([*texts, "56123.45000000", "0.00000001"], values, ok, strict=True):
         if good:
             assert value == scaled(text)

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from quant_core.depth_sync import depth_weight
 from quant_dev.binance_sim import faults, klines
+from quant_dev.binance_sim.depth import DEPTH_PATH
 from quant_dev.binance_sim.market import SymbolMarket, fmt8, round_half_even_8
 from quant_dev.binance_sim.wire import Request
 
@@ -143,6 +145,18 @@ def get_klines(sim: Simulator, q: dict[str, str]) -> list[list]:
     return klines.compute(m, interval, start, end, limit, int(time.time() * 1000))
 
 
+def _depth_weight(q: dict[str, str]) -> int:
+    try:
+        return depth_weight(_limit(q, 100, 5000))
+    except ApiError:  # the handler answers it; a refused request costs the least
+        return depth_weight(1)
+
+
+def depth_snapshot(sim: Simulator, q: dict[str, str]) -> dict:
+    m = _symbol(sim, q)
+    return sim.depth.answer(m.spec.symbol, _limit(q, 100, 5000))
+
+
 def exchange_info(sim: Simulator, q: dict[str, str]) -> dict:
     wanted = None
     if "symbol" in q:
@@ -211,6 +225,7 @@ API = {
     "/api/v3/trades": recent_trades,
     "/api/v3/historicalTrades": historical_trades,
     "/api/v3/klines": get_klines,
+    DEPTH_PATH: depth_snapshot,
 }
 
 
@@ -224,7 +239,8 @@ def handle(sim: Simulator, req: Request, ip: str) -> Reply:
     if req.method not in ("GET", "HEAD"):
         return 405, {"code": -1000, "msg": f"{req.method} is not allowed here."}, {}
     now = time.time()
-    used, over = sim.limiter.charge(ip, WEIGHTS[req.path], now)
+    weight = _depth_weight(req.query) if req.path == DEPTH_PATH else WEIGHTS[req.path]
+    used, over = sim.limiter.charge(ip, weight, now)
     headers = {"X-MBX-USED-WEIGHT-1M": str(used), "X-MBX-USED-WEIGHT": str(used)}
     if over:
         sim.stats["rest_429"] += 1
@@ -254,12 +270,14 @@ def control(sim: Simulator, req: Request) -> Reply:
     ``POST /_sim/market`` {"paused": bool, "rate": msgs_per_s}."""
     if req.path == "/_sim/stats" and req.method == "GET":
         return 200, sim.snapshot(), {}
-    if req.method != "POST" or req.path not in ("/_sim/faults", "/_sim/market"):
+    if req.method != "POST" or req.path not in ("/_sim/faults", "/_sim/market", "/_sim/depth"):
         return 404, {"code": -1000, "msg": f"Unknown control {req.method} {req.path}."}, {}
     try:
         body = orjson.loads(req.body or b"{}")
         if not isinstance(body, dict):
             raise ValueError("the body must be a JSON object")
+        if req.path == "/_sim/depth":
+            return 200, sim.depth.control(body), {}
         if req.path == "/_sim/market":
             sim.control_market(body.get("paused"), body.get("rate"))
             return 200, {"paused": sim.paused, "rate": sim.rate}, {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from quant_dev.binance_sim import faults, rest, wire
+from quant_dev.binance_sim.depth import DEPTH_TICK_S, DepthFeed
 from quant_dev.binance_sim.market import Market, SymbolMarket, fmt8
 from quant_dev.binance_sim.ws import MAX_STREAMS, StreamNameError, WsSession, check_streams
 
@@ -54,6 +55,8 @@ class Simulator:
         self.market = Market(config.symbols, config.seed, config.start_trade_id, config.history)
         self.plan = faults.FaultPlan(faults.parse(config.faults), config.seed, config.fault_gap)
         self.limiter = rest.WeightLimiter(config.weight_limit)
+        specs = {s: (m.spec.start_price, m.spec.tick) for s, m in self.market.symbols.items()}
+        self.depth = DepthFeed(specs, config.seed)
         self.sessions: set[WsSession] = set()
         self.active: Counter[str] = Counter()  # stream -> subscribed sessions
         self.paused = False
@@ -120,6 +123,7 @@ class Simulator:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         last, carry = loop.time(), 0.0
+        next_depth = last
         while True:
             # Sleep about one event apart at low rates; batch per ~1 ms tick at high ones.
             await asyncio.sleep(min(0.05, max(0.001, 1.0 / self.rate)))
@@ -132,7 +136,13 @@ class Simulator:
                 n = int(due)
                 last, carry = now, due - n
                 if n:
-                    self.publish(self.market.generate(n))
+                    generated = self.market.generate(n)
+                    self.depth.observe(generated)
+                    self.publish(generated)
+                if now >= next_depth:  # a depth diff every 100 ms while the market runs
+                    next_depth = max(next_depth + DEPTH_TICK_S, now)
+                    diffs = self.depth.tick(int(time.time() * 1000), self.active)
+                    self.deliver([(stream, wire.frame(payload)) for stream, payload in diffs])
             mono = time.monotonic()
             for session in list(self.sessions):
                 session.housekeeping(mono)
@@ -187,8 +197,12 @@ class Simulator:
                             ),
                         )
                     )
+        self.deliver(items)
+
+    def deliver(self, items: list[tuple[str, bytes]]) -> None:
+        """Fan (stream, WebSocket frame) items out; each session takes the streams it has."""
         if items:
-            n_active = len(active)
+            n_active = len(self.active)
             for session in list(self.sessions):
                 session.deliver(items, n_active)
 

@@ -22,8 +22,8 @@ from quant_dev.binance_sim.market import fmt8
 if TYPE_CHECKING:
     from quant_dev.binance_sim.server import Simulator
 
-STREAM_KINDS = ("aggTrade", "trade", "bookTicker")
-STREAM_RE = re.compile(r"^([a-z0-9]{2,20})@(aggTrade|trade|bookTicker)$")
+STREAM_KINDS = ("aggTrade", "trade", "bookTicker", "depth@100ms", "depth")
+STREAM_RE = re.compile(r"^([a-z0-9]{2,20})@(aggTrade|trade|bookTicker|depth@100ms|depth)$")
 MAX_STREAMS = 1024
 # Faults that need frames to act on wait for the next batch; the others act at once.
 DATA_FAULTS = ("duplicate", "malformed", "reorder")
@@ -38,7 +38,7 @@ def check_streams(names: list[str]) -> list[str]:
         if not isinstance(name, str) or not STREAM_RE.match(name):
             raise StreamNameError(
                 f"invalid stream name {name!r}: the simulator serves "
-                "<lower-case symbol>@aggTrade, @trade and @bookTicker"
+                "<lower-case symbol>@aggTrade, @trade, @bookTicker, @depth@100ms and @depth"
             )
     return names
 

@@ -1,0 +1,217 @@
+"""Depth: Binance diff frames -> exact local order books, with top-20 snapshots every second of
+exchange time, in one process, in level changes per second.
+
+Data: one symbol from ``quant_dev.binance_sim.depth.DepthMarket`` (5,000 levels a side, ~40
+level changes per 100 ms diff, changes clustered near the top as on a real book), the REST
+snapshot after its first diff, then ``N`` diffs.
+
+Ours: ``DepthBooks`` (decoding bursts of ``BURST`` frames with msgspec + vectorised exact
+number parsing, the sync state machine, the dict + sorted-list book). Peers on the same diffs:
+cryptofeed's path (orjson + ``Decimal`` prices into its ``order_book`` C extension), and, for
+the book alone on the same decoded integers, ``sortedcontainers.SortedDict`` and
+``order_book``. Peers are installed only for the benchmark; a missing one is reported as 0.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+
+from benchmarks.report import Figure, best_rate
+from quant_core.depth_sync import DepthBooks
+from quant_dev.binance_sim.depth import DepthMarket
+
+N = 10_000
+BURST = 512
+DEPTH = 20
+T0 = 1_700_000_000_000
+
+
+def data(n: int = N) -> tuple[list[bytes], bytes]:
+    market = DepthMarket("BTCUSDT", seed=3, levels=5000, changes=40)
+    first = market.frame(market.step(T0))
+    snapshot = market.snapshot()
+    frames = [first] + [market.frame(market.step(T0 + 100 * k)) for k in range(1, n + 1)]
+    return frames, snapshot
+
+
+def synced(frames: list[bytes], snapshot: bytes) -> DepthBooks:
+    books = DepthBooks(["BTCUSDT"], depth=DEPTH, interval_ms=1000)
+    books.on_connect()
+    books.on_frames(frames[:1])
+    books.on_snapshot("BTCUSDT", 1, snapshot)
+    books.take()
+    return books
+
+
+def ours(frames: list[bytes], snapshot: bytes) -> int:
+    books = synced(frames, snapshot)
+    for pos in range(1, len(frames), BURST):
+        books.on_frames(frames[pos : pos + BURST])
+        books.take()
+    assert not books.faults, books.faults
+    return books.rows
+
+
+def decoded(frames: list[bytes], snapshot: bytes):
+    """The diffs as decoded bursts (ours) and as int lists (for the peers' books)."""
+    books = synced(frames, snapshot)
+    batches = [books.decoder.decode(frames[p : p + BURST]) for p in range(1, len(frames), BURST)]
+    diffs = []
+    for b in batches:
+        price, qty = b.price.tolist(), b.qty.tolist()
+        start, mid = b.start.tolist(), b.mid.tolist()
+        for i, ts in enumerate(b.ts.tolist()):
+            s, m, e = start[i], mid[i], start[i + 1]
+            diffs.append((ts, price[s:m], qty[s:m], price[m:e], qty[m:e]))
+    return batches, diffs
+
+
+def ours_apply(frames: list[bytes], snapshot: bytes, batches) -> int:
+    books = synced(frames, snapshot)
+    for batch in batches:
+        books.on_batch(batch)
+        books.take()
+    return books.rows
+
+
+def rest_levels(snapshot: bytes, convert) -> tuple[list, list]:
+    body = orjson.loads(snapshot)
+    return (
+        [(convert(p), convert(q)) for p, q in body["bids"]],
+        [(convert(p), convert(q)) for p, q in body["asks"]],
+    )
+
+
+def sorted_dict_apply(snapshot: bytes, diffs) -> int:
+    from sortedcontainers import SortedDict
+
+    from quant_core.normalize import scaled
+
+    bids_l, asks_l = rest_levels(snapshot, scaled)
+    bids, asks = SortedDict(bids_l), SortedDict(asks_l)
+    due, n = 0, 0
+    for ts, bp, bq, ap, aq in diffs:
+        if ts >= due:
+            top_b = bids.keys()[-DEPTH:][::-1]
+            top_a = asks.keys()[:DEPTH]
+            [bids[p] for p in top_b], [asks[p] for p in top_a]
+            due = ts - ts % 1000 + 1000
+        for side, prices, qtys in ((bids, bp, bq), (asks, ap, aq)):
+            for p, q in zip(prices, qtys, strict=True):
+                if q:
+                    side[p] = q
+                else:
+                    side.pop(p, None)
+        n += len(bp) + len(ap)
+    return n
+
+
+def order_book_apply(snapshot: bytes, diffs) -> int:
+    from order_book import OrderBook
+
+    from quant_core.normalize import scaled
+
+    ob = OrderBook()
+    bids_l, asks_l = rest_levels(snapshot, scaled)
+    for p, q in bids_l:
+        ob.bids[p] = q
+    for p, q in asks_l:
+        ob.asks[p] = q
+    due, n = 0, 0
+    for ts, bp, bq, ap, aq in diffs:
+        if ts >= due:
+            top_n(ob)
+            due = ts - ts % 1000 + 1000
+        for side, prices, qtys in ((ob.bids, bp, bq), (ob.asks, ap, aq)):
+            for p, q in zip(prices, qtys, strict=True):
+                if q:
+                    side[p] = q
+                elif p in side:
+                    del side[p]
+        n += len(bp) + len(ap)
+    return n
+
+
+def top_n(ob) -> tuple[list, list]:
+    """Top 20 a side from order_book (its ``index(i)`` walks from the best)."""
+    nb, na = min(DEPTH, len(ob.bids)), min(DEPTH, len(ob.asks))
+    return [ob.bids.index(i) for i in range(nb)], [ob.asks.index(i) for i in range(na)]
+
+
+def cryptofeed_path(frames: list[bytes], snapshot: bytes) -> int:
+    """What cryptofeed does per frame: orjson, Decimal prices, order_book, top-N per second."""
+    from order_book import OrderBook
+
+    ob = OrderBook()
+    bids_l, asks_l = rest_levels(snapshot, Decimal)
+    for p, q in bids_l:
+        ob.bids[p] = q
+    for p, q in asks_l:
+        ob.asks[p] = q
+    due, n = 0, 0
+    for raw in frames[1:]:
+        d = orjson.loads(raw)["data"]
+        ts = d["E"]
+        if ts >= due:
+            top_n(ob)
+            due = ts - ts % 1000 + 1000
+        for side, levels in ((ob.bids, d["b"]), (ob.asks, d["a"])):
+            for p, q in levels:
+                price, qty = Decimal(p), Decimal(q)
+                if qty:
+                    side[price] = qty
+                elif price in side:
+                    del side[price]
+            n += len(levels)
+    return n
+
+
+def available(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def missing(installed: bool) -> str:
+    return "" if installed else " (not installed: pip install sortedcontainers order-book)"
+
+
+def run() -> list[Figure]:
+    frames, snapshot = data()
+    batches, diffs = decoded(frames, snapshot)
+    has_ob, has_sd = available("order_book"), available("sortedcontainers")
+    return [
+        Figure(
+            name="Depth frames -> exact books + top-20 every 1 s (one process)",
+            unit="levels/s",
+            ours=best_rate(lambda: ours(frames, snapshot)),
+            peer_name="cryptofeed: orjson + Decimal + order_book C extension" + missing(has_ob),
+            peer=best_rate(lambda: cryptofeed_path(frames, snapshot)) if has_ob else 0.0,
+            goal=">= 1,000,000 level changes/s",
+        ),
+        Figure(
+            name="Decoded depth diffs -> book + top-20 every 1 s",
+            unit="levels/s",
+            ours=best_rate(lambda: ours_apply(frames, snapshot, batches)),
+            peer_name="sortedcontainers.SortedDict, same ints" + missing(has_sd),
+            peer=best_rate(lambda: sorted_dict_apply(snapshot, diffs)) if has_sd else 0.0,
+            goal="informational (the book alone, sync checks included in ours)",
+        ),
+        Figure(
+            name="Decoded depth diffs -> book + top-20 every 1 s",
+            unit="levels/s",
+            ours=best_rate(lambda: ours_apply(frames, snapshot, batches)),
+            peer_name="order_book C extension (cryptofeed's), same ints" + missing(has_ob),
+            peer=best_rate(lambda: order_book_apply(snapshot, diffs)) if has_ob else 0.0,
+            goal="informational (the book alone, sync checks included in ours)",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    for figure in run():
+        print(figure.as_dict())

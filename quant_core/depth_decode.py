@@ -1,0 +1,327 @@
+"""Binance depth: diff frames (``<symbol>@depth@100ms`` / ``@depth``) and REST depth snapshot
+answers (``GET /api/v3/depth``) -> exact columns, prices and quantities scaled by 10**8.
+
+Numbers are read exactly like trades (``normalize.scaled``): the 8-decimal strings Binance
+sends go through the vectorised ``decode_batch.scaled_texts``; any other form through
+``scaled``, which takes exactly what it can represent and rejects the rest. A frame is decoded
+with a typed msgspec decoder (the levels stay strings until the whole burst is scaled at
+once); one that fails is looked at again with orjson to name the reject kind, the kinds of
+``quant_core.normalize``. Nothing here raises on a bad frame: it is counted in ``rejects`` and
+left out. A rejected diff of a subscribed symbol leaves a hole in its update ids, which the
+sync state machine (``depth_sync``) sees as a gap and answers with a resync.
+
+A REST answer that cannot be trusted whole (a bad number, a level out of order or repeated,
+a crossed top) raises ``DepthSnapshotError`` naming the kind and what was wrong: a book is
+never built from part of a snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Annotated
+
+import msgspec
+import numpy as np
+import orjson
+
+from quant_core.contracts.types import SYMBOL_PATTERN
+from quant_core.decode_batch import scaled_texts
+from quant_core.normalize import (
+    BAD_FIELD,
+    BAD_NUMBER,
+    CROSSED_BOOK,
+    MALFORMED_JSON,
+    MISSING_FIELD,
+    UNKNOWN_STREAM,
+    UNSUBSCRIBED_SYMBOL,
+    UNSUPPORTED_EVENT,
+    scaled,
+)
+
+DEPTH_PATH = "/api/v3/depth"
+DEPTH_STREAMS = ("depth@100ms", "depth")  # our names `depth` and `depth1s`, in this order
+_MAX_MS = 253_402_300_799_999  # year 9999, as the trade decoder allows
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+_CACHE_LIMIT = 100_000
+
+_NonNeg = Annotated[int, msgspec.Meta(ge=0)]
+_Ms = Annotated[int, msgspec.Meta(ge=0, le=_MAX_MS)]
+_Level = tuple[str, str]
+
+
+class _DiffData(msgspec.Struct, gc=False):
+    e: str
+    E: _Ms
+    s: str
+    U: _NonNeg
+    u: _NonNeg
+    b: list[_Level]
+    a: list[_Level]
+
+
+class _DiffFrame(msgspec.Struct, gc=False):
+    stream: str
+    data: _DiffData
+
+
+class _SnapshotBody(msgspec.Struct, gc=False):
+    lastUpdateId: _NonNeg
+    bids: list[_Level]
+    asks: list[_Level]
+
+
+_FRAME = msgspec.json.Decoder(_DiffFrame)
+_SNAPSHOT = msgspec.json.Decoder(_SnapshotBody)
+_NUMERIC = {"E", "U", "u", "b", "a", "lastUpdateId", "bids", "asks"}
+_FIELD_IN_ERROR = re.compile(r"`\$\.(?:data\.)?(\w+)")
+
+
+@dataclass
+class DepthBatch:
+    """Diffs in frame order. Diff ``i`` of frame ``index[i]``, symbol ``symbols[code[i]]``,
+    covers update ids ``first[i]`` (``U``) .. ``last[i]`` (``u``) at exchange time ``ts[i]``
+    (``E``, epoch ms); its bid levels are ``price/qty[start[i]:mid[i]]``, its ask levels
+    ``[mid[i]:start[i + 1]]``, in the order sent. Quantity 0 removes a level."""
+
+    index: np.ndarray
+    code: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    ts: np.ndarray
+    start: np.ndarray
+    mid: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+@dataclass(frozen=True)
+class DepthSnapshot:
+    """A REST depth answer: levels best first, as scaled ints."""
+
+    last_update_id: int
+    bid_price: list[int]
+    bid_qty: list[int]
+    ask_price: list[int]
+    ask_qty: list[int]
+
+
+class DepthSnapshotError(ValueError):
+    """A REST depth answer that cannot be used; ``kind`` is a ``normalize`` reject kind."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+class _Reject(Exception):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+@dataclass
+class DepthDecoder:
+    """Frames -> :class:`DepthBatch`. ``symbols`` (any case) restricts output to those symbols;
+    ``rejects`` counts bad frames by kind, ``samples`` keeps the first raw frame of each kind."""
+
+    symbols: Iterable[str] | None = None
+    rejects: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, bytes] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.allowed = None if self.symbols is None else frozenset(s.upper() for s in self.symbols)
+        self.names: list[str] = []  # code -> canonical symbol
+        self._codes: dict[str, int] = {}  # canonical symbol -> code
+        self._raw: dict[str, int] = {}  # symbol as sent -> code, validated once
+
+    def code(self, symbol: str) -> int:
+        code = self._codes.get(symbol)
+        if code is None:
+            code = self._codes[symbol] = len(self.names)
+            self.names.append(symbol)
+        return code
+
+    def decode(self, frames: Sequence[bytes]) -> DepthBatch:
+        index: list[int] = []
+        codes: list[int] = []
+        firsts: list[int] = []
+        lasts: list[int] = []
+        times: list[int] = []
+        counts: list[int] = []  # bids, asks, bids, asks, ...
+        texts: list[str] = []  # price, qty, price, qty, ...
+        raw_code = self._raw.get
+        for i, raw in enumerate(frames):
+            try:
+                try:
+                    d = _FRAME.decode(raw)
+                except (msgspec.MsgspecError, TypeError):
+                    raise _Reject(_classify(raw)) from None
+                data = d.data
+                code = raw_code(data.s)
+                if code is None:
+                    code = self._symbol(data.s)
+                if data.e != "depthUpdate" or d.stream.partition("@")[2] not in DEPTH_STREAMS:
+                    raise _Reject(UNSUPPORTED_EVENT if "@" in d.stream else UNKNOWN_STREAM)
+                if data.u < data.U:
+                    raise _Reject(BAD_NUMBER)
+            except _Reject as rej:
+                self._reject(rej.kind, raw)
+                continue
+            index.append(i)
+            codes.append(code)
+            firsts.append(data.U)
+            lasts.append(data.u)
+            times.append(data.E)
+            counts.append(len(data.b))
+            counts.append(len(data.a))
+            texts.extend(chain.from_iterable(data.b))
+            texts.extend(chain.from_iterable(data.a))
+        return self._columns(frames, index, codes, firsts, lasts, times, counts, texts)
+
+    def _columns(self, frames, index, codes, firsts, lasts, times, counts, texts) -> DepthBatch:
+        values = scaled_many(texts)
+        price, qty = values[0::2], values[1::2]
+        n = len(index)
+        bounds = np.zeros(2 * n + 1, dtype=np.int64)
+        np.cumsum(np.array(counts, dtype=np.int64), out=bounds[1:])
+        # A diff with any price <= 0 or quantity < 0 (a sign, NaN, not a number) is dropped
+        # whole: a level of it alone would be a book no exchange state ever had.
+        bad_level = (price <= 0) | (qty < 0)
+        keep = np.ones(n, dtype=bool)
+        if bad_level.any():
+            per_level = np.cumsum(bad_level)
+            ends = np.concatenate(([0], per_level))[bounds[2::2]]
+            starts = np.concatenate(([0], per_level))[bounds[0:-1:2]]
+            keep = ends == starts
+            for row in np.flatnonzero(~keep).tolist():
+                self._reject(BAD_NUMBER, frames[index[row]])
+        levels_kept = np.repeat(keep, np.diff(bounds[0::2]))
+        if not keep.all():
+            counts_arr = np.array(counts, dtype=np.int64).reshape(-1, 2)[keep].ravel()
+            bounds = np.zeros(2 * int(keep.sum()) + 1, dtype=np.int64)
+            np.cumsum(counts_arr, out=bounds[1:])
+            price, qty = price[levels_kept], qty[levels_kept]
+
+        def col(values: list[int]) -> np.ndarray:
+            return np.array(values, dtype=np.int64)[keep]
+
+        return DepthBatch(
+            col(index),
+            np.array(codes, dtype=np.int32)[keep],
+            col(firsts),
+            col(lasts),
+            col(times),
+            bounds[0::2],
+            bounds[1::2],
+            np.ascontiguousarray(price),
+            np.ascontiguousarray(qty),
+        )
+
+    def _symbol(self, raw_symbol: str) -> int:
+        if _SYMBOL.match(raw_symbol) is None:
+            raise _Reject(BAD_FIELD)
+        symbol = raw_symbol.upper()
+        if self.allowed is not None and symbol not in self.allowed:
+            raise _Reject(UNSUBSCRIBED_SYMBOL)
+        code = self.code(symbol)
+        if len(self._raw) < _CACHE_LIMIT:
+            self._raw[raw_symbol] = code
+        return code
+
+    def _reject(self, kind: str, raw: bytes) -> None:
+        self.rejects[kind] = self.rejects.get(kind, 0) + 1
+        if kind not in self.samples:
+            self.samples[kind] = raw if isinstance(raw, bytes) else str(raw).encode()
+
+
+def scaled_many(texts: list[str]) -> np.ndarray:
+    """Decimal strings -> int64 counts of 10**-8, -1 where a string is not an exact decimal
+    (the vectorised path takes Binance's 8-decimal form, ``scaled`` any other)."""
+    if not texts:
+        return np.empty(0, dtype=np.int64)
+    values, ok = scaled_texts(texts)
+    if not ok.all():
+        values = values.copy()
+        for i in np.flatnonzero(~ok).tolist():
+            try:
+                values[i] = scaled(texts[i])
+            except (ValueError, OverflowError):
+                values[i] = -1  # too large for int64: no real price or quantity
+    return values
+
+
+def _classify(raw: bytes) -> str:
+    """Why a frame failed typed decoding, as a ``normalize`` reject kind."""
+    try:
+        frame = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError):
+        return MALFORMED_JSON
+    if not isinstance(frame, dict):
+        return MALFORMED_JSON
+    stream = frame.get("stream")
+    if not isinstance(stream, str) or "@" not in stream:
+        return UNKNOWN_STREAM
+    if stream.partition("@")[2] not in DEPTH_STREAMS:
+        return UNSUPPORTED_EVENT
+    data = frame.get("data")
+    if not isinstance(data, dict):
+        return MISSING_FIELD
+    try:
+        msgspec.convert(data, _DiffData)
+    except msgspec.ValidationError as exc:
+        return _kind_of(str(exc))
+    return BAD_NUMBER  # typed decoding of the whole frame failed on a number (int64 overflow)
+
+
+def _kind_of(message: str) -> str:
+    if "missing required field" in message:
+        return MISSING_FIELD
+    match = _FIELD_IN_ERROR.search(message)
+    name = match.group(1) if match else ""
+    if name == "e":
+        return UNSUPPORTED_EVENT
+    return BAD_NUMBER if name in _NUMERIC else BAD_FIELD
+
+
+def decode_depth_snapshot(body: bytes) -> DepthSnapshot:
+    """A ``/api/v3/depth`` answer -> :class:`DepthSnapshot`, or ``DepthSnapshotError``.
+
+    Bids must be strictly descending and asks strictly ascending (a repeated or misplaced
+    level means the answer is not a book), every price and quantity a positive exact decimal,
+    and the best bid below the best ask."""
+    try:
+        snap = _SNAPSHOT.decode(body)
+    except (msgspec.MsgspecError, TypeError) as exc:
+        try:
+            orjson.loads(body)
+        except (orjson.JSONDecodeError, TypeError):
+            raise DepthSnapshotError(MALFORMED_JSON, f"body {bytes(body)[:60]!r}") from None
+        raise DepthSnapshotError(_kind_of(str(exc)), str(exc)) from None
+    sides = []
+    for name, levels, sign in (("bids", snap.bids, -1), ("asks", snap.asks, 1)):
+        values = scaled_many(list(chain.from_iterable(levels)))
+        price, qty = values[0::2], values[1::2]
+        bad = np.flatnonzero((price <= 0) | (qty <= 0))
+        if len(bad):
+            row = int(bad[0])
+            raise DepthSnapshotError(BAD_NUMBER, f"{name}[{row}] = {list(levels[row])!r}")
+        steps = np.flatnonzero(np.diff(price) * sign <= 0)
+        if len(steps):
+            row = int(steps[0]) + 1
+            raise DepthSnapshotError(
+                BAD_FIELD,
+                f"{name}[{row}] price {levels[row][0]!r} is repeated or out of order after "
+                f"{levels[row - 1][0]!r}",
+            )
+        sides.append((price.tolist(), qty.tolist()))
+    (bid_p, bid_q), (ask_p, ask_q) = sides
+    if bid_p and ask_p and bid_p[0] >= ask_p[0]:
+        raise DepthSnapshotError(
+            CROSSED_BOOK, f"best bid {snap.bids[0][0]!r} >= best ask {snap.asks[0][0]!r}"
+        )
+    return DepthSnapshot(snap.lastUpdateId, bid_p, bid_q, ask_p, ask_q)
