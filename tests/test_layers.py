@@ -21,7 +21,9 @@ ALLOWED = {
     "sensors": {"quant_core", "quant_resources", "quant_assets"},
     "quant_definitions": {"quant_core", "quant_resources", "quant_assets", "sensors"},
     "quant_dev": {"quant_core", "quant_resources"},
+    "quant_api": {"quant_core", "quant_resources"},
     "quant_cli": {
+        "quant_api",
         "quant_core",
         "quant_resources",
         "quant_assets",
