@@ -22,7 +22,7 @@ def token_accepted(presented: str, tokens: list[str]) -> bool:
     return accepted
 
 
-def require_token(
+async def require_token(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)
 ) -> None:
     tokens = request.app.state.tokens

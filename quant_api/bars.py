@@ -180,7 +180,8 @@ def fetch_page(warehouse, query: BarsQuery, limit: int, cursor: str | None):
         table = table.slice(0, limit)
         last = table.column("ts_event")[limit - 1].value  # ms since the epoch
         next_cursor = query.cursor(last + query.step_ms)
-    return table.select(SCHEMA.names).cast(SCHEMA), next_cursor
+    table = table.select(SCHEMA.names)
+    return (table if table.schema == SCHEMA else table.cast(SCHEMA)), next_cursor
 
 
 def series_exists(warehouse, source: str, symbol: str) -> bool:

@@ -67,15 +67,24 @@ def from_redis(store: LatestStore | None, source: str, symbol: str) -> dict[str,
     return found
 
 
-def latest(warehouse, store: LatestStore | None, source: str, symbol: str) -> Latest:
-    cached = from_redis(store, source, symbol)
+WAREHOUSE_KINDS = tuple(SQL)
+
+
+def from_warehouse(warehouse, source: str, symbol: str, kinds: list[str]) -> dict[str, object]:
+    """kind -> contract of the newest row of each of ``kinds`` the warehouse holds."""
+    found = {}
+    for kind in kinds:
+        rows = warehouse.query_arrow(SQL[kind], {"source": source, "symbol": symbol})
+        if rows.num_rows:
+            found[kind] = ITEMS[kind][0].model_validate(rows.to_pylist()[0])
+    return found
+
+
+def combine(source: str, symbol: str, cached: dict, found: dict) -> Latest:
     items = {}
-    for kind, (model, wrapper) in ITEMS.items():
+    for kind, (_, wrapper) in ITEMS.items():
         if kind in cached:
             items[kind] = wrapper(origin="redis", value=cached[kind])
-        elif kind in SQL:
-            rows = warehouse.query_arrow(SQL[kind], {"source": source, "symbol": symbol})
-            if rows.num_rows:
-                value = model.model_validate(rows.to_pylist()[0])
-                items[kind] = wrapper(origin="clickhouse", value=value)
+        elif kind in found:
+            items[kind] = wrapper(origin="clickhouse", value=found[kind])
     return Latest(source=source, symbol=symbol, **items)
