@@ -18,6 +18,7 @@ _log = logging.getLogger(__name__)
 PREFIX = "sessions/"
 ASSET = "replay_verification"
 CHECKS = ("chain_intact", "bars_match_warehouse")
+PAGE, HISTORY_LIMIT = 200, 20_000
 
 
 def summary(session_id: str, doc: dict) -> SessionSummary:
@@ -59,6 +60,25 @@ def _metadata_value(entry):
     return getattr(entry, "value", entry)
 
 
+def _check_passed(instance, check_key, session_id: str) -> bool | None:
+    """The newest result of one check on the session's partition (None: never ran). The
+    history is newest first and shared by every session: read page by page, at most
+    ``HISTORY_LIMIT`` executions back (years of sessions)."""
+    cursor = None
+    for _ in range(HISTORY_LIMIT // PAGE):
+        page = instance.event_log_storage.get_asset_check_execution_history(
+            check_key, limit=PAGE, cursor=cursor
+        )
+        for execution in page:
+            if execution.partition == session_id:
+                # SUCCEEDED: the check passed; FAILED: it ran and did not.
+                return execution.status.value == "SUCCEEDED"
+        if len(page) < PAGE:
+            return None
+        cursor = page[-1].id
+    return None
+
+
 def verification(session_id: str) -> Verification:
     """What the last replay_verification of the session recorded (DAGSTER_HOME's instance)."""
     if not os.environ.get("DAGSTER_HOME"):
@@ -74,17 +94,10 @@ def verification(session_id: str) -> Verification:
             return Verification(status="not_verified")
         record = records[0]
         meta = {k: _metadata_value(v) for k, v in record.asset_materialization.metadata.items()}
-        checks: dict[str, bool | None] = {}
-        for name in CHECKS:
-            history = instance.event_log_storage.get_asset_check_execution_history(
-                dg.AssetCheckKey(key, name), limit=50
-            )
-            checks[name] = None
-            for execution in history:
-                if execution.partition == session_id:
-                    # SUCCEEDED: the check passed; FAILED: it ran and did not.
-                    checks[name] = execution.status.value == "SUCCEEDED"
-                    break
+        checks = {
+            name: _check_passed(instance, dg.AssetCheckKey(key, name), session_id)
+            for name in CHECKS
+        }
     passed = all(checks.values()) and "error" not in meta
     return Verification(
         status="passed" if passed else "failed",

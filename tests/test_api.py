@@ -671,3 +671,56 @@ def test_serve_refuses_a_public_address_without_tokens(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "0.0.0.0" in result.stderr and "QUANT_API_TOKENS" in result.stderr
+
+
+def test_session_verification_from_the_dagster_instance(
+    client, stored, tmp_path, monkeypatch
+) -> None:
+    import dagster as dg
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    other = "binance-20240302T000000Z-def456"
+    lake = Path(stored["lake"].removeprefix("file://"))
+    manifest = (lake / "sessions" / SESSION_ID / "session.json").read_bytes()
+    (lake / "sessions" / other).mkdir()
+    (lake / "sessions" / other / "session.json").write_bytes(manifest)
+    url = f"/v1/sessions/{SESSION_ID}"
+    assert client.get(url, headers=AUTH).json()["verification"]["status"] == "not_verified"
+    key = dg.AssetKey("replay_verification")
+    outcomes = {
+        SESSION_ID: {"chain_intact": True, "bars_match_warehouse": True},
+        other: {"chain_intact": True, "bars_match_warehouse": False},
+    }
+    with dg.DagsterInstance.get() as instance:
+        for session, checks in outcomes.items():
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(
+                    asset_key=key,
+                    partition=session,
+                    metadata={"final_digest": "ab" * 32, "trades": 5, "bars": 2},
+                )
+            )
+            for name, passed in checks.items():
+                instance.report_runless_asset_event(
+                    dg.AssetCheckEvaluation(
+                        asset_key=key, check_name=name, passed=passed, partition=session
+                    )
+                )
+    try:
+        verified = client.get(url, headers=AUTH).json()["verification"]
+        # The other session's failure, reported later, is not this one's.
+        assert verified["status"] == "passed"
+        assert verified["chain_intact"] is True and verified["bars_match_warehouse"] is True
+        assert (verified["final_digest"], verified["trades"], verified["bars"]) == (
+            "ab" * 32,
+            5,
+            2,
+        )
+        failed = client.get(f"/v1/sessions/{other}", headers=AUTH).json()["verification"]
+        assert failed["status"] == "failed" and failed["bars_match_warehouse"] is False
+    finally:
+        (lake / "sessions" / other / "session.json").unlink()
+        (lake / "sessions" / other).rmdir()
