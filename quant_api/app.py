@@ -264,7 +264,8 @@ def health(state) -> Health:
         return state.latest_store.display_url
 
     def lake() -> str:
-        state.lake.list(sessions.PREFIX)
+        # One object lookup (a missing one is fine): reachability, not a listing of everything.
+        state.lake.exists(f"{sessions.PREFIX}health-probe")
         return state.lake.display_url
 
     parts = {"clickhouse": _probe(clickhouse), "redis": _probe(redis), "lake": _probe(lake)}
