@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,11 @@ def _bars() -> pa.Table:
 
 
 def _redis(folder: Path) -> tuple[Child, str]:
+    if shutil.which("redis-server") is None:
+        raise RuntimeError(
+            "redis-server not found: apt-get install redis-server (scripts/test-services "
+            "installs it too)"
+        )
     port, password = free_port(), secrets.token_hex(12)
     conf = folder / "redis.conf"
     conf.write_text(

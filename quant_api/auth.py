@@ -3,6 +3,7 @@ one presented; no token configured means the service is bound to loopback (see `
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from fastapi import Request, Security
@@ -14,11 +15,17 @@ bearer = HTTPBearer(auto_error=False, description="A token listed in QUANT_API_T
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
 def token_accepted(presented: str, tokens: list[str]) -> bool:
-    # Every token is compared (no early exit), so timing reveals neither which nor how much.
+    # Digests of equal length, every token compared (no early exit): timing reveals neither
+    # which token nor how long one is.
+    given = _digest(presented)
     accepted = False
     for token in tokens:
-        accepted |= hmac.compare_digest(presented.encode(), token.encode())
+        accepted |= hmac.compare_digest(given, _digest(token))
     return accepted
 
 
