@@ -36,6 +36,7 @@ format: setup
 
 schemas: setup
 	$(BIN)/quant schemas export schemas/v1
+	$(BIN)/quant schemas openapi schemas/openapi/quant-api.v1.json
 
 # pytest's exit code 5 (no tests collected) fails the target like any other non-zero code.
 test: lint

@@ -13,7 +13,7 @@ from benchmarks.report import Figure, render_markdown
 
 # Imported when they run, not here: worker processes started with "spawn" (the sharded
 # replay's) re-import this module, and should not pay for every suite's imports.
-SUITES = ["storage", "alpaca", "decode", "book", "live", "replay", "contracts", "archive"]
+SUITES = ["storage", "alpaca", "decode", "book", "live", "replay", "contracts", "archive", "api"]
 HERE = Path(__file__).parent
 
 

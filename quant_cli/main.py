@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from quant_cli import backfill, dev, live, nats, replay, schemas, sim, warehouse
+from quant_cli import backfill, dev, live, nats, replay, schemas, serve, sim, warehouse
 
 app = typer.Typer(
     name="quant",
@@ -17,6 +17,7 @@ app.add_typer(warehouse.app, name="warehouse")
 app.add_typer(sim.app, name="sim")
 app.add_typer(replay.app, name="replay")
 app.add_typer(nats.app, name="nats")
+app.add_typer(serve.app, name="serve")
 app.command("backfill")(backfill.backfill)
 app.command("live", epilog=live.ENVIRONMENT)(live.live)
 app.command("dev")(dev.dev)

@@ -1,4 +1,5 @@
-"""``quant schemas``: export the locked JSON Schema and check examples against it."""
+"""``quant schemas``: export the locked JSON Schema (and the data service's OpenAPI document)
+and check examples against it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="JSON Schema of the v1 contracts.", no_args_is_help=True)
+app = typer.Typer(
+    help="JSON Schema of the v1 contracts and OpenAPI of the data service.", no_args_is_help=True
+)
 
 
 @app.command("export")
@@ -67,3 +70,27 @@ def check(directory: Path = typer.Argument(Path("schemas/v1"))) -> None:
         schema = json.loads((directory / f"{model.__name__}.schema.json").read_text())
         jsonschema.validate(json.loads(text), schema)
         typer.echo(f"ok  {model.__name__:<13} {text[:88]}...")
+
+
+@app.command("openapi")
+def openapi(
+    target: Path = typer.Argument(
+        Path("schemas/openapi/quant-api.v1.json"), help="File to write the document into."
+    ),
+    check: bool = typer.Option(False, "--check", help="Exit 1 when TARGET differs; write nothing."),
+) -> None:
+    """Write (or --check) the OpenAPI document of the data service (`quant serve api`)."""
+    from quant_api.openapi import openapi_text
+
+    text = openapi_text()
+    if check:
+        if not target.is_file() or target.read_text() != text:
+            typer.echo(f"out of date: {target}; run: quant schemas openapi {target}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{target} matches the service")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(target)
+    typer.echo(f"wrote {target}")

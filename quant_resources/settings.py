@@ -191,3 +191,47 @@ def binance_archive_url() -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query:
         raise ValueError(f"BINANCE_ARCHIVE_URL={redact_url(url)!r} is not a bare http(s) base URL")
     return url
+
+
+def redis_url() -> str | None:
+    """``REDIS_URL`` (``redis://:password@host:6379/0``) or None: the latest-value store is
+    optional, readers fall back to the warehouse without it."""
+    return os.environ.get("REDIS_URL") or None
+
+
+def _csv(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def _positive_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) <= 0:
+        raise ValueError(f"{name}={text!r} must be a positive integer")
+    return int(text)
+
+
+def api_tokens() -> list[str]:
+    """Bearer tokens the data service accepts (``QUANT_API_TOKENS``, comma-separated)."""
+    return _csv("QUANT_API_TOKENS")
+
+
+def api_cors_origins() -> list[str]:
+    """Browser origins allowed to call the data service (``QUANT_API_CORS_ORIGINS``)."""
+    return _csv("QUANT_API_CORS_ORIGINS")
+
+
+def api_page_size() -> int:
+    """Rows a page of ``/v1/bars`` holds when the request names no ``limit``."""
+    return _positive_int("QUANT_API_PAGE_SIZE", 10_000)
+
+
+def api_max_page_size() -> int:
+    """The largest ``limit`` a request may ask for."""
+    return _positive_int("QUANT_API_MAX_PAGE_SIZE", 100_000)
+
+
+def api_max_range_days() -> int:
+    """The longest ``end - start`` a request may span, in days."""
+    return _positive_int("QUANT_API_MAX_RANGE_DAYS", 366)

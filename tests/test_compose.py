@@ -28,11 +28,15 @@ COMPOSE = ROOT / "docker-compose.yml"
 DEPLOY = ROOT / "deploy"
 PROVISIONING = DEPLOY / "grafana" / "provisioning"
 
-DATA_SERVICES = {"clickhouse", "postgres", "minio", "nats"}
+DATA_SERVICES = {"clickhouse", "postgres", "minio", "nats", "redis"}
 DAGSTER_SERVICES = {"dagster-code", "dagster-webserver", "dagster-daemon"}
-LONG_RUNNING = DATA_SERVICES | DAGSTER_SERVICES | {"grafana"}
+LONG_RUNNING = DATA_SERVICES | DAGSTER_SERVICES | {"grafana", "api"}
 ONE_SHOTS = {"minio-init", "nats-init", "warehouse-migrate"}
-UI_PORTS = {"dagster-webserver": ("3000", "3000"), "grafana": ("3001", "3000")}
+UI_PORTS = {
+    "dagster-webserver": ("3000", "3000"),
+    "grafana": ("3001", "3000"),
+    "api": ("8000", "8000"),
+}
 CODE_SERVER_PORT = 4000
 # Variables whose value is a secret: compose must require them (`:?`), never default them.
 SECRET = re.compile(r"PASSWORD|SECRET|_KEY$|TOKEN")
@@ -163,6 +167,8 @@ def test_health_checks_probe_the_right_thing() -> None:
     assert f"grpc-health-check -p {CODE_SERVER_PORT}" in command("dagster-code")
     assert "localhost:3000" in command("dagster-webserver")
     assert "liveness-check" in command("dagster-daemon")
+    assert "redis-cli ping" in command("redis") and "REDISCLI_AUTH" in command("redis")
+    assert "localhost:8000/v1/health" in command("api")
 
 
 def test_depends_on_references_existing_services_with_sound_conditions() -> None:
@@ -200,7 +206,7 @@ def test_depends_on_references_existing_services_with_sound_conditions() -> None
     assert set(_depends(services["dagster-webserver"])) >= {"postgres", "dagster-code"}
 
 
-def test_only_the_two_uis_publish_ports_and_only_their_ports() -> None:
+def test_only_the_uis_and_the_api_publish_ports_and_only_their_ports() -> None:
     services = _resolved()["services"]
     published = {name for name, s in services.items() if s.get("ports")}
     assert published == set(UI_PORTS)
@@ -584,3 +590,18 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_api_service_gets_redis_tokens_and_the_data_environment() -> None:
+    services = _resolved()["services"]
+    env = _test_env()
+    api = services["api"]["environment"]
+    redis_url = urlsplit(api["REDIS_URL"])
+    assert (redis_url.hostname, redis_url.port) == ("redis", 6379)
+    assert redis_url.password == env["REDIS_PASSWORD"]
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == env["REDIS_PASSWORD"]
+    # Bound beyond loopback in the container: `quant serve api` refuses that without tokens.
+    assert api["QUANT_API_TOKENS"] == env["QUANT_API_TOKENS"]
+    assert services["api"]["command"][:3] == ["quant", "serve", "api"]
+    for key in ("CLICKHOUSE_URL", "LAKE_URL", "AWS_SECRET_ACCESS_KEY", "DAGSTER_HOME"):
+        assert api[key] == services["dagster-code"]["environment"][key], key

@@ -2,7 +2,8 @@
 
 ``quant_core`` is pure; the product (``quant_core``, ``quant_resources``, ``quant_assets``,
 ``sensors``, ``quant_definitions``) never imports the development tooling (``quant_dev``);
-``sensors`` imports ``quant_assets``, never the reverse; no package imports the CLI.
+``sensors`` imports ``quant_assets``, never the reverse; the data service (``quant_api``) uses
+``quant_core`` and ``quant_resources`` only; no package imports the CLI.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ ALLOWED = {
     "sensors": {"quant_core", "quant_resources", "quant_assets"},
     "quant_definitions": {"quant_core", "quant_resources", "quant_assets", "sensors"},
     "quant_dev": {"quant_core", "quant_resources"},
+    "quant_api": {"quant_core", "quant_resources"},
     "quant_cli": {
+        "quant_api",
         "quant_core",
         "quant_resources",
         "quant_assets",

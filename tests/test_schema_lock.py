@@ -1,5 +1,6 @@
 """The committed JSON Schema in schemas/v1 is exactly what the models export: a model change
-without ``quant schemas export schemas/v1`` fails here, so schema churn shows up in review."""
+without ``quant schemas export schemas/v1`` fails here, so schema churn shows up in review. The
+same holds for the data service's OpenAPI document in schemas/openapi (``make schemas``)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,20 @@ def test_help_lists_commands() -> None:
     assert result.exit_code == 0
     for command in ("schemas", "version"):
         assert command in result.output
+
+
+def test_committed_openapi_matches_the_service() -> None:
+    from quant_api.openapi import LOCKED, openapi_text
+
+    committed = (ROOT / LOCKED).read_text()
+    assert committed == openapi_text(), f"{LOCKED} is stale: make schemas"
+
+
+def test_openapi_check_detects_drift(tmp_path) -> None:
+    target = tmp_path / "api.json"
+    assert runner.invoke(app, ["schemas", "openapi", str(target)]).exit_code == 0
+    assert runner.invoke(app, ["schemas", "openapi", str(target), "--check"]).exit_code == 0
+    target.write_text(target.read_text().replace('"/v1/bars"', '"/v1/candles"'))
+    result = runner.invoke(app, ["schemas", "openapi", str(target), "--check"])
+    assert result.exit_code == 1
+    assert "out of date" in result.output

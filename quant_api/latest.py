@@ -1,0 +1,90 @@
+"""The newest trade, book ticker, bar and book of one series: Redis first, ClickHouse second.
+
+Redis holds what the live pipeline saw last (``quant_resources.latest_store``); a kind missing
+there (no ``REDIS_URL``, key absent, or a value that is not a valid v1 contract) is read from
+the warehouse tables. Each item says where it came from. The book has no table: Redis only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pydantic
+
+from quant_api.bars import COLUMNS_1M
+from quant_api.models import Latest, LatestBar, LatestBook, LatestBookTicker, LatestTrade
+from quant_core.contracts import Bar, BookTicker, L2Update, Trade
+from quant_resources.latest_store import LatestStore, LatestStoreError
+
+_log = logging.getLogger(__name__)
+_SERIES = "source = {source:String} AND symbol = {symbol:String}"
+SQL = {
+    "trade": (
+        "SELECT source, symbol, trade_id, price, qty, "
+        "if(is_buyer_maker, 'sell', 'buy') AS taker_side, ts AS ts_event, "
+        "toDateTime64(ts_init, 6, 'UTC') AS ts_init, first_trade_id, last_trade_id "
+        f"FROM trades WHERE {_SERIES} ORDER BY ts DESC, trade_id DESC LIMIT 1"
+    ),
+    "book_ticker": (
+        "SELECT source, symbol, update_id, bid_price, bid_qty, ask_price, ask_qty, "
+        "toDateTime64(ts_init, 6, 'UTC') AS ts_init, ts AS ts_event "
+        f"FROM quotes WHERE {_SERIES} ORDER BY ts DESC, update_id DESC LIMIT 1"
+    ),
+    "bar": (
+        f"SELECT {COLUMNS_1M} FROM bars_1m AS b FINAL WHERE b.source = {{source:String}} "
+        "AND b.symbol = {symbol:String} AND b.interval = '1m' ORDER BY b.ts DESC LIMIT 1"
+    ),
+}
+ITEMS = {
+    "trade": (Trade, LatestTrade),
+    "book_ticker": (BookTicker, LatestBookTicker),
+    "bar": (Bar, LatestBar),
+    "book": (L2Update, LatestBook),
+}
+
+
+def from_redis(store: LatestStore | None, source: str, symbol: str) -> dict[str, object]:
+    """kind -> contract for every kind Redis holds a valid value of."""
+    if store is None:
+        return {}
+    try:
+        raw = store.get(source, symbol)
+    except LatestStoreError as exc:
+        _log.warning("latest values from the warehouse only: %s", exc)
+        return {}
+    found = {}
+    for kind, value in raw.items():
+        if value is None:
+            continue
+        model = ITEMS[kind][0]
+        try:
+            item = model.model_validate_json(value)
+        except pydantic.ValidationError as exc:
+            _log.warning("ignoring redis %s of %s:%s: %s", kind, source, symbol, exc)
+            continue
+        if item.source == source and item.symbol == symbol:
+            found[kind] = item
+    return found
+
+
+WAREHOUSE_KINDS = tuple(SQL)
+
+
+def from_warehouse(warehouse, source: str, symbol: str, kinds: list[str]) -> dict[str, object]:
+    """kind -> contract of the newest row of each of ``kinds`` the warehouse holds."""
+    found = {}
+    for kind in kinds:
+        rows = warehouse.query_arrow(SQL[kind], {"source": source, "symbol": symbol})
+        if rows.num_rows:
+            found[kind] = ITEMS[kind][0].model_validate(rows.to_pylist()[0])
+    return found
+
+
+def combine(source: str, symbol: str, cached: dict, found: dict) -> Latest:
+    items = {}
+    for kind, (_, wrapper) in ITEMS.items():
+        if kind in cached:
+            items[kind] = wrapper(origin="redis", value=cached[kind])
+        elif kind in found:
+            items[kind] = wrapper(origin="clickhouse", value=found[kind])
+    return Latest(source=source, symbol=symbol, **items)
