@@ -266,6 +266,28 @@ def test_fsync_is_batched_and_close_loses_nothing(tmp_path: Path, monkeypatch) -
     assert len(list(SessionReader(tmp_path / "f"))) == 2501
 
 
+def test_an_idle_writer_still_fsyncs_what_it_was_given(tmp_path: Path, monkeypatch) -> None:
+    """A quiet stream makes no append that would trigger the timed fsync: ``idle_sync`` (the
+    live ticker calls it) makes the last records durable within ``fsync_every_seconds``."""
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(session_writer.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    clock = [0.0]
+    w = SessionWriter(
+        tmp_path, "i", "binance", [], [], "t", fsync_every_seconds=1.0, monotonic=lambda: clock[0]
+    )
+    assert not w.idle_sync()  # nothing waits
+    w.append("ws", 1, 1, b"last frame before a quiet spell")
+    calls.clear()
+    clock[0] = 0.5
+    assert not w.idle_sync() and w.unsynced == 1 and not calls
+    clock[0] = 1.0
+    assert w.idle_sync() and w.unsynced == 0 and len(calls) == 1
+    clock[0] = 5.0
+    assert not w.idle_sync() and len(calls) == 1  # durable already: no fsync for nothing
+    w.close(None)
+
+
 CRASH = textwrap.dedent(
     """
     import os, sys
