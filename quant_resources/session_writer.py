@@ -96,7 +96,7 @@ def compress_segment(raw: Path, level: int = 3) -> Path:
 
     Written to a temp file, fsynced, renamed, and only then is the raw file removed: a crash at
     any point leaves either the raw segment or a complete compressed one (or both, which
-    ``recover`` resolves).
+    ``recover`` resolves). Only a writer holding the session's lock calls it.
     """
     final = raw.with_name(raw.name + ".zst")
     tmp = raw.with_name(raw.name + ".zst.tmp")
