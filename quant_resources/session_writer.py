@@ -7,7 +7,9 @@ segment is a plain append-only file, so whatever reached the disk before a crash
 a segment is compressed to ``.qlog.zst`` when it is closed (on a rotation in a background
 thread, so the live loop never waits for zstd; at ``close`` before it returns).
 
-Not thread-safe: one writer per session, called from one thread.
+Not thread-safe: one writer per session, called from one thread. The writer holds the
+session's lock (``session_lock``) from construction to ``close``: a second writer, or a
+``recover``, on the same directory is refused while it lives.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import zstandard
 
 from quant_core.sessionlog.format import (
     DATA_KINDS,
+    DEFAULT_ROTATE_BYTES,
     FORMAT_NAME,
     FORMAT_VERSION,
     SEGMENT_END_META,
@@ -47,9 +50,11 @@ from quant_core.sessionlog.reader import (
     SessionInfo,
     SessionLogError,
     SessionReader,
+    read_manifest,
     segment_files,
     segment_name,
 )
+from quant_resources.session_lock import SessionLock
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KINDS: dict[Any, RecordKind] = {
@@ -91,7 +96,7 @@ def compress_segment(raw: Path, level: int = 3) -> Path:
 
     Written to a temp file, fsynced, renamed, and only then is the raw file removed: a crash at
     any point leaves either the raw segment or a complete compressed one (or both, which
-    ``recover`` resolves).
+    ``recover`` resolves). Only a writer holding the session's lock calls it.
     """
     final = raw.with_name(raw.name + ".zst")
     tmp = raw.with_name(raw.name + ".zst.tmp")
@@ -133,7 +138,7 @@ class SessionWriter:
         symbols: Iterable[str],
         software_version: str,
         *,
-        rotate_bytes: int = 64 << 20,
+        rotate_bytes: int = DEFAULT_ROTATE_BYTES,
         rotate_seconds: float = 3600.0,
         fsync_every_records: int = 1000,
         fsync_every_seconds: float = 1.0,
@@ -142,7 +147,7 @@ class SessionWriter:
         start_ns: int | None = None,
         extra: dict[str, Any] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        _resume: tuple[SessionInfo, SegmentHeader] | None = None,
+        _resume: tuple[SessionInfo, SegmentHeader, SessionLock] | None = None,
     ) -> None:
         if not SESSION_ID.match(session_id):
             raise ValueError(f"session_id {session_id!r} must match {SESSION_ID.pattern}")
@@ -162,10 +167,12 @@ class SessionWriter:
         self._compressor: ThreadPoolExecutor | None = None
         self._fh = None
         if _resume is not None:
-            self._init_resumed(*_resume)
+            info, header, self.lock = _resume
+            self._init_resumed(info, header)
             return
         self.session_dir.mkdir(parents=True, exist_ok=False)
         _fsync_dir(self.session_dir.parent)
+        self.lock = SessionLock.acquire(self.session_dir, "a second writer")
         self._header = SegmentHeader(
             session_id=session_id,
             venue=venue,
@@ -272,8 +279,26 @@ class SessionWriter:
         ):
             self.sync()
 
+    @property
+    def unsynced(self) -> int:
+        """Data records appended since the last fsync (0: everything appended is durable)."""
+        return self._unsynced
+
+    def idle_sync(self) -> bool:
+        """``sync`` when records have waited ``fsync_every_seconds`` since the last fsync: a
+        quiet stream makes no append that would trigger it (call it from a timer). -> synced"""
+        if (
+            self._fh is None
+            or not self._unsynced
+            or self._monotonic() - self._last_sync < self.fsync_every_seconds
+        ):
+            return False
+        self.sync()
+        return True
+
     def sync(self) -> None:
-        """Flush and fsync now (the live loop may call this on an idle timer)."""
+        """Flush and fsync now: everything appended so far is durable when it returns (the
+        live pipeline's write-ahead gate calls it before any row leaves the process)."""
         if self._fh is None:
             return
         self._fh.flush()
@@ -307,6 +332,7 @@ class SessionWriter:
         self._compressor.shutdown()
         state = "closed" if clean else "recovered"
         self._write_manifest(state, footer=footer)
+        self.lock.release()
         return ClosedSession(
             self.session_dir, self.closed_segments(), self._seq, self._digest.hex(), footer
         )
@@ -407,6 +433,8 @@ class SessionWriter:
                 for k, v in self._header.to_json().items()
                 if k not in ("segment_index", "first_seq", "prev_digest")
             },
+            # Readers derive the most decoded bytes a segment may hold from it.
+            "rotate_bytes": self.rotate_bytes,
             "segments": self._closed,
         }
         if footer is not None:
@@ -524,6 +552,15 @@ def recover(session_dir: Path | str, stop_exchange_ms: int | None = None) -> Rec
     session_dir = Path(session_dir)
     if not (session_dir / MANIFEST).exists() and not segment_files(session_dir):
         raise SessionLogError(session_dir, "is not a session directory (no segments, no manifest)")
+    # A live writer's active segment would look torn: refuse it (SessionLocked) untouched.
+    lock = SessionLock.acquire(session_dir, "recover")
+    try:
+        return _recover_locked(session_dir, stop_exchange_ms, lock)
+    finally:
+        lock.release()
+
+
+def _recover_locked(session_dir: Path, stop_exchange_ms: int | None, lock: SessionLock) -> Recovery:
     _resolve_leftovers(session_dir)
     _drop_torn_header(session_dir)
     if segment_files(session_dir):
@@ -549,7 +586,8 @@ def recover(session_dir: Path | str, stop_exchange_ms: int | None = None) -> Rec
         header.streams,
         header.symbols,
         header.software_version,
-        _resume=(info, header),
+        rotate_bytes=(read_manifest(session_dir) or {}).get("rotate_bytes", DEFAULT_ROTATE_BYTES),
+        _resume=(info, header, lock),
     )
     closed = writer.close(stop_exchange_ms, clean=False)
     return Recovery(session_dir, False, cut, closed.records, closed.final_digest)

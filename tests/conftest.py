@@ -65,6 +65,13 @@ def clickhouse_url() -> str:
 
 
 @pytest.fixture
+def nats_url() -> str:
+    if os.environ.get("QUANT_TEST_SERVICES") != "1" or not os.environ.get("NATS_URL"):
+        pytest.fail("needs NATS_URL from the test services: wrap pytest in scripts/test-services")
+    return os.environ["NATS_URL"]
+
+
+@pytest.fixture
 def quant_home(tmp_path, monkeypatch) -> Path:
     """A private QUANT_HOME, so no test reads or writes the developer's `.quant/`."""
     home = tmp_path / "quant_home"

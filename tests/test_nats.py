@@ -39,13 +39,6 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 SUBJECTS = ("v1.market.trades.binance.*", "v1.market.bbo.binance.*", "v1.market.bars.binance.*.1m")
 
 
-@pytest.fixture
-def nats_url() -> str:
-    if os.environ.get("QUANT_TEST_SERVICES") != "1" or not os.environ.get("NATS_URL"):
-        pytest.fail("needs NATS_URL from the test services: wrap pytest in scripts/test-services")
-    return os.environ["NATS_URL"]
-
-
 def start_tail(workdir: Path, name: str, nats_url: str, *args: str) -> subprocess.Popen:
     """``quant nats tail`` writing to a file; returns once its subscriptions are in place."""
     out = (workdir / f"{name}.jsonl").open("wb")

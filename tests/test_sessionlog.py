@@ -266,6 +266,28 @@ def test_fsync_is_batched_and_close_loses_nothing(tmp_path: Path, monkeypatch) -
     assert len(list(SessionReader(tmp_path / "f"))) == 2501
 
 
+def test_an_idle_writer_still_fsyncs_what_it_was_given(tmp_path: Path, monkeypatch) -> None:
+    """A quiet stream makes no append that would trigger the timed fsync: ``idle_sync`` (the
+    live ticker calls it) makes the last records durable within ``fsync_every_seconds``."""
+    calls = []
+    real = os.fsync
+    monkeypatch.setattr(session_writer.os, "fsync", lambda fd: (calls.append(fd), real(fd)))
+    clock = [0.0]
+    w = SessionWriter(
+        tmp_path, "i", "binance", [], [], "t", fsync_every_seconds=1.0, monotonic=lambda: clock[0]
+    )
+    assert not w.idle_sync()  # nothing waits
+    w.append("ws", 1, 1, b"last frame before a quiet spell")
+    calls.clear()
+    clock[0] = 0.5
+    assert not w.idle_sync() and w.unsynced == 1 and not calls
+    clock[0] = 1.0
+    assert w.idle_sync() and w.unsynced == 0 and len(calls) == 1
+    clock[0] = 5.0
+    assert not w.idle_sync() and len(calls) == 1  # durable already: no fsync for nothing
+    w.close(None)
+
+
 CRASH = textwrap.dedent(
     """
     import os, sys
@@ -376,6 +398,7 @@ def test_recover_after_crash_during_rotation(tmp_path: Path) -> None:
     closed.with_name(closed.name.removesuffix(".zst")).write_bytes(raw_segment(closed))
     (session / (closed.name + ".tmp")).write_bytes(b"partial")
     w._fh.close()
+    w.lock.release()  # the writer "died": the kernel drops a dead process's lock
     active.write_bytes(b"QLOG")  # torn header: the segment holds no records
     recover(session)
     assert [r.payload for r in SessionReader(session)] == [
@@ -625,6 +648,7 @@ def test_rotation_compresses_in_the_background_and_recover_finishes_it(tmp_path)
     raw = sorted(p.name for p in (tmp_path / "bg").glob("seg-*.qlog"))
     assert len(raw) >= 3 and not list((tmp_path / "bg").glob("*.zst"))  # nothing waited for
     # crash here: sealed raw segments and the active one are on disk, no footer
+    w.lock.release()  # as the kernel does when the writer dies
     result = recover(tmp_path / "bg")
     assert result.records >= 40 and not list((tmp_path / "bg").glob("seg-*.qlog"))
     info = SessionReader(tmp_path / "bg").verify()

@@ -33,7 +33,19 @@ HASH_NAME = "blake2b-256"
 DIGEST_SIZE = 32
 TAG_SIZE = 4
 ZERO_DIGEST = bytes(DIGEST_SIZE)
-MAX_BODY = 1 << 28  # a REST answer is < 1 MiB; anything larger is a corrupt length
+# A REST answer is < 1 MiB and a resumed minute of stored trades a few MiB; anything larger is
+# a corrupt (or crafted) length. It bounds what a reader buffers for one record.
+MAX_BODY = 1 << 26
+DEFAULT_ROTATE_BYTES = 64 << 20  # the writer's default segment size
+SEGMENT_SLACK = 1 << 20  # checkpoints, the footer and room to spare
+
+
+def max_segment_bytes(rotate_bytes: int = DEFAULT_ROTATE_BYTES) -> int:
+    """The most decoded bytes a segment of a writer with ``rotate_bytes`` can hold: it rotates
+    after the record that reached ``rotate_bytes``, so one record (at most ``MAX_BODY``) and
+    the structural records can pass it. Readers refuse more (a decompression bomb)."""
+    return rotate_bytes + MAX_BODY + SEGMENT_SLACK
+
 
 _HEAD = struct.Struct("<8sHI")  # magic, version, json_len
 LEN_FIELD = struct.Struct("<I")

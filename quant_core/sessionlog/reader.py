@@ -3,6 +3,12 @@
 Every problem raises ``SessionLogError`` naming the file, the record index (its position in the
 session, which equals the sequence number it should carry) and the byte offset inside the
 segment's decoded bytes (for ``.zst`` segments, the offset after decompression).
+
+Memory is bounded whatever the file holds: compressed segments are decompressed a chunk at a
+time (never more than ``CHUNK`` decoded bytes per step), a segment may not decode to more than
+``max_segment_bytes`` (from the writer's ``rotate_bytes``, recorded in ``session.json``; see
+``format.max_segment_bytes``), and a record that declares a body the cap cannot hold is refused
+before anything is buffered for it. A decompression bomb is refused at the record it reaches.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import zstandard
 from quant_core.sessionlog.format import (
     BODY_FIELDS,
     DATA_KINDS,
+    DEFAULT_ROTATE_BYTES,
     DIGEST_SIZE,
     LEN_FIELD,
     MAX_BODY,
@@ -36,6 +43,7 @@ from quant_core.sessionlog.format import (
     decode_header,
     decode_record,
     empty_counts,
+    max_segment_bytes,
     peek_seq,
 )
 
@@ -46,6 +54,7 @@ KIND_NAMES = ("", *(k.name.lower() for k in RecordKind))
 SEGMENT_RE = re.compile(r"^seg-(\d{6})\.qlog(\.zst)?$")
 MANIFEST = "session.json"
 CHUNK = 1 << 20
+ZSTD_HEADER_MAX = 18  # bytes of the largest zstd frame header
 
 
 def segment_name(index: int, compressed: bool) -> str:
@@ -135,26 +144,85 @@ def segment_files(session_dir: Path) -> list[Path]:
     return [found[i] for i in sorted(found)]
 
 
-def _chunks(path: Path, sha: hashlib._Hash) -> Iterator[bytes]:
-    """Decoded bytes of a segment file in chunks; hashes the file bytes on the way."""
+class SegmentTooLarge(Exception):
+    """A segment decodes to more than its cap (``max_segment_bytes``); the scan names the
+    record it was reading."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(
+            f"the segment decodes to more than {cap} bytes, more than its writer can write "
+            "(a decompression bomb?); max_segment_bytes raises the cap"
+        )
+
+
+class _Hashed:
+    """A file whose bytes are hashed as the decompressor reads them."""
+
+    def __init__(self, fh, sha: hashlib._Hash) -> None:
+        self.fh = fh
+        self.sha = sha
+
+    def read(self, size: int = -1) -> bytes:
+        raw = self.fh.read(size)
+        self.sha.update(raw)
+        return raw
+
+
+def _chunks(path: Path, sha: hashlib._Hash, cap: int) -> Iterator[bytes]:
+    """Decoded bytes of a segment file in chunks of at most ``CHUNK`` bytes, at most ``cap``
+    in all (else ``SegmentTooLarge``); hashes the file bytes on the way."""
+    total = 0
     with open(path, "rb") as fh:
         if not path.name.endswith(".zst"):
             while raw := fh.read(CHUNK):
                 sha.update(raw)
+                total += len(raw)
+                if total > cap:
+                    raise SegmentTooLarge(cap)
                 yield raw
             return
-        dobj = zstandard.ZstdDecompressor().decompressobj()
-        while raw := fh.read(CHUNK):
-            sha.update(raw)
-            if dobj.eof:
-                raise zstandard.ZstdError("data after the end of the zstd frame")
-            out = dobj.decompress(raw)
-            if dobj.eof and dobj.unused_data:
-                raise zstandard.ZstdError("data after the end of the zstd frame")
-            if out:
+        # A stream reader returns at most the size asked per read, whatever the ratio: a
+        # one-shot decompress of a crafted 32 KB frame would take a GiB at once.
+        params = zstandard.get_frame_parameters(fh.read(ZSTD_HEADER_MAX))
+        size = params.content_size
+        if size == zstandard.CONTENTSIZE_UNKNOWN:
+            raise zstandard.ZstdError("the zstd frame does not declare its decoded size")
+        fh.seek(0)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            _Hashed(fh, sha), read_size=CHUNK, read_across_frames=False
+        )
+        try:
+            while out := reader.read(CHUNK):
+                total += len(out)
+                if total > size:
+                    raise zstandard.ZstdError("data after the end of the zstd frame")
+                if total > cap:
+                    raise SegmentTooLarge(cap)
                 yield out
-        if not dobj.eof:
+        except zstandard.ZstdError:
+            if total == size:  # the frame was whole: what failed to decode came after it
+                raise zstandard.ZstdError("data after the end of the zstd frame") from None
+            raise
+        if total < size:
             raise zstandard.ZstdError("compressed segment is truncated (zstd frame incomplete)")
+
+
+def _refill(buf: bytes, pos: int, chunks: Iterator[bytes]) -> bytes | None:
+    """``buf[pos:]`` and as many further chunks as the record at ``pos`` declares it needs
+    (joined once: a record spanning many chunks costs no quadratic copying), or None when no
+    data follows."""
+    rest = buf[pos:]
+    want = len(rest) + 1
+    if len(rest) >= LEN_FIELD.size:
+        want = max(want, LEN_FIELD.size + LEN_FIELD.unpack_from(rest, 0)[0] + TAG_SIZE)
+    parts, have = [rest], len(rest)
+    while have < want:
+        chunk = next(chunks, None)
+        if chunk is None:
+            break
+        parts.append(chunk)
+        have += len(chunk)
+    return b"".join(parts) if len(parts) > 1 else None
 
 
 def _all_zero(buf: bytes, start: int) -> bool:
@@ -165,9 +233,17 @@ class _SegmentScan:
     """Verifies one segment against the chain state carried in ``info``."""
 
     def __init__(
-        self, path: Path, info: SessionInfo, *, first: bool, lone: bool, tolerate_tail: bool
+        self,
+        path: Path,
+        info: SessionInfo,
+        *,
+        first: bool,
+        lone: bool,
+        tolerate_tail: bool,
+        cap: int,
     ) -> None:
         self.path = path
+        self.cap = cap
         self.info = info
         self.first = first
         self.lone = lone  # a single segment file: it may start mid-session
@@ -228,7 +304,7 @@ class _SegmentScan:
         """
         info = self.info
         sha = hashlib.sha256()
-        chunks = _chunks(self.path, sha)
+        chunks = _chunks(self.path, sha, self.cap)
         buf = b""
         base = 0  # decoded offset of buf[0]
         pos = 0
@@ -324,10 +400,20 @@ class _SegmentScan:
                     try:
                         rec, npos, ndigest = decode_record(buf, pos, digest)
                     except Incomplete:
-                        chunk = next(chunks, None)
-                        if chunk is None:
+                        if pos + LEN_FIELD.size <= blen:
+                            (n,) = unpack_len(buf, pos)
+                            if base + pos + LEN_FIELD.size + n + TAG_SIZE > self.cap:
+                                raise self.error(
+                                    f"record length {n} would take the segment past "
+                                    f"{self.cap} decoded bytes, more than its writer can "
+                                    "write; max_segment_bytes raises the cap",
+                                    expected,
+                                    base + pos,
+                                ) from None
+                        more = _refill(buf, pos, chunks)
+                        if more is None:
                             break
-                        buf = buf[pos:] + chunk
+                        buf = more
                         base += pos
                         pos = 0
                         blen = len(buf)
@@ -391,6 +477,8 @@ class _SegmentScan:
                 info.records,
                 base + pos,
             ) from None
+        except SegmentTooLarge as exc:
+            raise self.error(str(exc), info.records, base + pos) from None
         seg.sha256 = sha.hexdigest()
         if pos < len(buf):
             if not self.tolerate_tail:
@@ -488,12 +576,17 @@ class SessionReader:
     ``strict`` (the default) demands a complete, closed session: a torn tail or a missing
     footer is an error. ``strict=False`` reads an unclosed session up to its torn tail (what
     ``recover`` does), and a lone segment file from the middle of a session.
+    ``max_segment_bytes`` caps the decoded bytes of each segment (default: derived from the
+    ``rotate_bytes`` that ``session.json`` records, else the writer's default).
     """
 
-    def __init__(self, path: Path | str, *, strict: bool = True) -> None:
+    def __init__(
+        self, path: Path | str, *, strict: bool = True, max_segment_bytes: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.strict = strict
         self.info = SessionInfo()
+        self.max_segment_bytes = max_segment_bytes or segment_cap(self.path)
         if self.path.is_dir():
             self.files = segment_files(self.path)
             if not self.files:
@@ -523,7 +616,14 @@ class SessionReader:
         info = self.info
         for i, path in enumerate(self.files):
             tolerate = not self.strict and i == len(self.files) - 1
-            scan = _SegmentScan(path, info, first=i == 0, lone=self.lone, tolerate_tail=tolerate)
+            scan = _SegmentScan(
+                path,
+                info,
+                first=i == 0,
+                lone=self.lone,
+                tolerate_tail=tolerate,
+                cap=self.max_segment_bytes,
+            )
             yield from run(scan)
             if info.footer is not None and i != len(self.files) - 1:
                 nxt = self.files[i + 1]
@@ -637,42 +737,69 @@ def read_manifest(session_dir: Path | str) -> dict | None:
     return orjson.loads(path.read_bytes()) if path.exists() else None
 
 
+def segment_cap(path: Path | str) -> int:
+    """``max_segment_bytes`` for a session directory (from the ``rotate_bytes`` its manifest
+    records) or a segment file (from its directory's manifest, if any)."""
+    path = Path(path)
+    manifest = (path if path.is_dir() else path.parent) / MANIFEST
+    rotate = DEFAULT_ROTATE_BYTES
+    try:
+        recorded = orjson.loads(manifest.read_bytes()).get("rotate_bytes")
+        if isinstance(recorded, int) and recorded > 0:
+            rotate = recorded
+    except (OSError, ValueError, AttributeError):
+        pass  # no manifest (or a bad one, which verification names): the default
+    return max_segment_bytes(rotate)
+
+
 def unverified_records(
-    files: list[Path], batch: int = 4096
+    files: list[Path], batch: int = 4096, max_segment_bytes: int | None = None
 ) -> Iterator[tuple[int, bytes, list[bytes]]]:
     """The data records in order as (kind, meta, payloads), WITHOUT checking the chain:
     consecutive ws frames come together (up to ``batch``, meta empty), a rest or conn record
     alone. For a replay that verifies the same files in parallel and keeps its result only if
-    that passes (``quant_core.replay``). Stops at the first record it cannot parse; the
-    verifier names the problem."""
+    that passes (``quant_core.replay``). Reads a chunk at a time, in the reader's memory
+    bounds; stops at the first record it cannot parse (the verifier names the problem)."""
     ws = int(RecordKind.WS)
+    unpack_len, unpack_body = LEN_FIELD.unpack_from, BODY_FIELDS.unpack_from
     for path in files:
+        cap = max_segment_bytes or segment_cap(path)
+        chunks = _chunks(path, hashlib.sha1(), cap)  # the verifier checks the file hash
         try:
-            buf = b"".join(_chunks(path, hashlib.sha1()))  # the verifier checks the file hash
+            buf = next(chunks, b"")
             _, pos, _ = decode_header(buf)
-        except (FormatError, zstandard.ZstdError):
+        except (FormatError, zstandard.ZstdError, SegmentTooLarge):
             return
-        size = len(buf)
-        unpack_len, unpack_body = LEN_FIELD.unpack_from, BODY_FIELDS.unpack_from
         frames: list[bytes] = []
-        while pos + _MIN_RECORD <= size:
-            (n,) = unpack_len(buf, pos)
-            end = pos + 4 + n
-            if n < _MIN_BODY or end + TAG_SIZE > size:
+        while True:
+            size = len(buf)
+            while pos + _MIN_RECORD <= size:
+                (n,) = unpack_len(buf, pos)
+                end = pos + 4 + n
+                if n < _MIN_BODY or n > MAX_BODY or end + TAG_SIZE > size:
+                    break
+                kind, _, _, _, meta_len = unpack_body(buf, pos + 4)
+                pos = end + TAG_SIZE
+                if kind == ws:
+                    frames.append(buf[end - n + _MIN_BODY + meta_len : end])
+                    if len(frames) >= batch:
+                        yield ws, b"", frames
+                        frames = []
+                elif kind <= 3:
+                    if frames:
+                        yield ws, b"", frames
+                        frames = []
+                    m = end - n + _MIN_BODY
+                    yield kind, buf[m : m + meta_len], [buf[m + meta_len : end]]
+            if pos + 4 <= size and not _MIN_BODY <= unpack_len(buf, pos)[0] <= MAX_BODY:
+                break  # not a record: the verifier names it
+            try:
+                more = _refill(buf, pos, chunks)
+            except (zstandard.ZstdError, SegmentTooLarge):
+                more = None
+            if more is None:
                 break
-            kind, _, _, _, meta_len = unpack_body(buf, pos + 4)
-            pos = end + TAG_SIZE
-            if kind == ws:
-                frames.append(buf[end - n + _MIN_BODY + meta_len : end])
-                if len(frames) >= batch:
-                    yield ws, b"", frames
-                    frames = []
-            elif kind <= 3:
-                if frames:
-                    yield ws, b"", frames
-                    frames = []
-                m = end - n + _MIN_BODY
-                yield kind, buf[m : m + meta_len], [buf[m + meta_len : end]]
+            buf, pos = more, 0
         if frames:
             yield ws, b"", frames
 
@@ -680,4 +807,4 @@ def unverified_records(
 def read_header(path: Path) -> SegmentHeader:
     """The header of one segment file, unverified (a full read checks it). Raises FormatError
     or zstandard.ZstdError."""
-    return decode_header(next(_chunks(path, hashlib.sha1()), b""))[0]
+    return decode_header(next(_chunks(path, hashlib.sha1(), segment_cap(path)), b""))[0]

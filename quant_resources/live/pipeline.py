@@ -5,9 +5,19 @@
                                REST gap repair (rate-limited) ---'
 
 The processor is the only writer of state. For every item it first appends the raw bytes to the
-session log (write-ahead), then decodes, de-duplicates by trade id, opens gaps, aggregates and
-buffers rows for the sinks. REST answers travel through the same queue, so the log holds them
-in the order they were applied and a replay reproduces the live result exactly.
+session log, then decodes, de-duplicates by trade id, opens gaps, aggregates and stages rows in
+the sinks. REST answers travel through the same queue, so the log holds them in the order they
+were applied and a replay reproduces the live result exactly.
+
+Write-ahead rule: no row reaches a sink (ClickHouse, NATS, any other) before the records it came
+from are durable in the session log. One gate enforces it for every sink (``_release``): it
+fsyncs the log (``SessionWriter.sync``, one fsync covering everything appended so far) and then,
+with no await in between, releases what the sinks staged; sinks send released rows only. Staged
+rows were all produced from records appended before that fsync, so a crash at any moment leaves
+nothing in ClickHouse or NATS whose frames the log lacks. The gate runs when a sink flushes (the
+ticker every 0.2 s, a full buffer, NATS when the queue runs dry), so it costs one fsync per sink
+flush, not one per frame; in a quiet period the ticker still fsyncs records waiting for longer
+than the writer's ``fsync_every_seconds``.
 
 Bars are final once the exchange-time watermark has passed them by the lateness; while a gap
 is open the aggregator is held at the time of the last trade before the gap, so a bar is never
@@ -54,11 +64,15 @@ from quant_resources.live.sinks import (
     quote_columns_table,
     trade_columns_table,
 )
+from quant_resources.session_lock import LOCK_FILE
 from quant_resources.session_writer import SessionWriter
 
 log = logging.getLogger(__name__)
 REPAIR_PAGE = 1000
 DRAIN_MAX = 4096  # frames taken from the queue per burst
+# NATS is flushed as the queue runs dry, each time behind an fsync of the log: at most this
+# often, so a trickle of frames costs a bounded number of fsyncs per second.
+NATS_GATE_S = 0.05
 
 
 @dataclass
@@ -144,6 +158,9 @@ class LivePipeline:
             warehouse, config.session_id, config.flush_rows, config.flush_seconds
         )
         self.nats = NatsSink(config.nats_url) if config.nats_url else None
+        # Every sink, behind the write-ahead gate (``_release``).
+        self.sinks: list = [self.sink, *([self.nats] if self.nats else [])]
+        self._released_at = 0.0
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
         self.telemetry = TelemetryClock(int(time.time() * 1000))
@@ -336,7 +353,13 @@ class LivePipeline:
             # NATS consumers want events promptly: publish when the queue runs dry (or the
             # buffer grows), which costs one await per burst rather than one per frame.
             nats = self.nats
-            if nats is not None and nats.buffered() and (queue.empty() or nats.buffered() >= 1000):
+            if (
+                nats is not None
+                and nats.buffered()
+                and (queue.empty() or nats.buffered() >= 1000)
+                and time.monotonic() - self._released_at >= NATS_GATE_S
+            ):
+                self._release()
                 await nats.flush()
 
     def _on_frames(self, frames: list[RawFrame]) -> None:
@@ -567,7 +590,23 @@ class LivePipeline:
         return events
 
     # -- sinks and telemetry ----------------------------------------------------------------------
+    def _release(self, force: bool = False) -> None:
+        """The write-ahead gate, the only way rows reach a sink (module docstring): fsync the
+        session log, then release what the sinks staged. Synchronous on purpose: nothing can
+        be appended or staged between the fsync and the release. Nothing due: only an idle
+        fsync when records have waited for ``fsync_every_seconds``."""
+        due = [sink for sink in self.sinks if sink.due(force)]
+        if not due:
+            self.log.idle_sync()
+            return
+        if self.log.unsynced:
+            self.log.sync()
+        for sink in due:
+            sink.release()
+        self._released_at = time.monotonic()
+
     async def _flush_sinks(self) -> None:
+        self._release()
         await self.sink.flush()
         if self.nats is not None:
             await self.nats.flush()
@@ -608,6 +647,7 @@ class LivePipeline:
         self.sink.telemetry.extend(
             self.telemetry.current.rows("binance", "live", self.config.session_id)
         )
+        self._release(force=True)
         drained = await self.sink.drain(timeout_s=120)
         closed = self.log.close(stop_ms)
         if self.nats:
@@ -710,7 +750,7 @@ def _as_rest_answer(stream: str, rows: list[tuple]) -> tuple[str, bytes]:
 def _upload_session(lake, session_dir: Path) -> None:
     """Closed session files to ``sessions/<id>/`` in the lake (the replay sensor looks there);
     the manifest goes last, so a session is never listed before its segments are there."""
-    files = sorted(p for p in session_dir.iterdir() if p.is_file())
+    files = sorted(p for p in session_dir.iterdir() if p.is_file() and p.name != LOCK_FILE)
     files.sort(key=lambda p: p.name == "session.json")
     for path in files:
         lake.write_bytes(f"sessions/{session_dir.name}/{path.name}", path.read_bytes())

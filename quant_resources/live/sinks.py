@@ -1,5 +1,11 @@
 """Batched sinks of the live pipeline.
 
+Every sink has two stages: rows are *staged* as the processor produces them, and only rows the
+pipeline's write-ahead gate has *released* leave the process (``release`` runs right after the
+session log's fsync, with no await in between; ``flush`` sends released rows only). A sink
+never decides on its own to send staged rows: that is what keeps a row out of ClickHouse and
+NATS until the frames it came from are durable in the session log.
+
 ClickHouse: rows are batched per table and flushed by size or age. Each batch gets a
 deterministic insert deduplication token, so a retried insert (timeout after the server had
 already written it) never duplicates. While the warehouse is down, batches queue in memory in
@@ -136,7 +142,8 @@ class _Batch:
 
 @dataclass
 class WarehouseSink:
-    """Buffers rows per table; ``flush`` / ``drain`` move them to ClickHouse."""
+    """Stages rows per table; ``release`` cuts them into batches (called by the pipeline's
+    write-ahead gate only), ``flush`` / ``drain`` move released batches to ClickHouse."""
 
     warehouse: object
     session_id: str
@@ -173,8 +180,18 @@ class WarehouseSink:
             rows.clear()
         self.tables[table].append(data)
 
-    def _cut(self) -> None:
-        """Turn buffered rows into immutable batches with their dedup tokens."""
+    def due(self, force: bool = False) -> bool:
+        """Whether staged rows should be released now: by size or age, or ``force``."""
+        staged = self.buffered()
+        return bool(staged) and (
+            force
+            or staged >= self.flush_rows
+            or time.monotonic() - self._last_flush >= self.flush_seconds
+        )
+
+    def release(self) -> None:
+        """Turn staged rows into immutable batches with their dedup tokens, ready to send.
+        Only the write-ahead gate calls this, right after the session log's fsync."""
         for table, rows, build in (
             ("trades", self.trades, lambda r: trades_table(r, self.session_id)),
             ("quotes", self.quotes, lambda r: quotes_table(r, self.session_id)),
@@ -194,18 +211,13 @@ class WarehouseSink:
                 chunks.clear()
         self._last_flush = time.monotonic()
 
-    async def flush(self, force: bool = False) -> None:
+    async def flush(self) -> None:
+        """Insert the released batches, in order (staged rows wait for ``release``)."""
         # The processor and the ticker both flush; one insert of a batch at a time.
         async with self._lock:
-            await self._flush(force)
+            await self._flush()
 
-    async def _flush(self, force: bool) -> None:
-        if (
-            force
-            or self.buffered() >= self.flush_rows
-            or time.monotonic() - self._last_flush >= self.flush_seconds
-        ):
-            self._cut()
+    async def _flush(self) -> None:
         if not self.pending or time.monotonic() < self._retry_at:
             return
         while self.pending:
@@ -231,9 +243,8 @@ class WarehouseSink:
                 self.rows_written[batch.table] += batch.data.num_rows
 
     async def drain(self, timeout_s: float) -> bool:
-        """Flush everything, retrying through an outage for up to ``timeout_s``."""
+        """Insert every released batch, retrying through an outage for up to ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        self._cut()
         while self.pending and time.monotonic() < deadline:
             self._retry_at = 0.0
             await self.flush()
@@ -275,7 +286,8 @@ class NatsSink:
         self.published = 0
         self.dropped = 0
         self.max_buffer = max_buffer
-        self._buffer: list[tuple[str, bytes, dict | None]] = []
+        self._buffer: list[tuple[str, bytes, dict | None]] = []  # staged
+        self._ready: list[tuple[str, bytes, dict | None]] = []  # released by the gate
 
     async def connect(self) -> None:
         import nats
@@ -283,10 +295,19 @@ class NatsSink:
         self.nc = await nats.connect(self.url, name="quant-live", max_reconnect_attempts=-1)
 
     def buffered(self) -> int:
+        """Staged messages (not yet released by the write-ahead gate)."""
         return len(self._buffer)
 
+    def due(self, force: bool = False) -> bool:
+        return bool(self._buffer)
+
+    def release(self) -> None:
+        """Staged messages become publishable; only the write-ahead gate calls this."""
+        self._ready.extend(self._buffer)
+        self._buffer = []
+
     def _add(self, subject: str, payload: dict, headers: dict | None = None) -> None:
-        if len(self._buffer) >= self.max_buffer:
+        if len(self._buffer) + len(self._ready) >= self.max_buffer:
             self.dropped += 1
             return
         self._buffer.append((subject, orjson.dumps(payload), headers))
@@ -350,11 +371,12 @@ class NatsSink:
         )
 
     async def flush(self) -> None:
-        if self.nc is None or not self._buffer:
+        """Publish the released messages in order."""
+        if self.nc is None or not self._ready:
             return
         from nats.errors import Error as NatsError
 
-        batch, self._buffer = self._buffer, []
+        batch, self._ready = self._ready, []
         publish = self.nc.publish
         for subject, payload, headers in batch:
             try:
