@@ -6,13 +6,13 @@ its checks ``chain_intact`` and ``bars_match_warehouse``)."""
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime
 
 import orjson
 
 from quant_api.models import SessionDetail, SessionSummary, Verification
 from quant_core.sessionlog.reader import MANIFEST
+from quant_resources import settings
 
 _log = logging.getLogger(__name__)
 PREFIX = "sessions/"
@@ -81,7 +81,7 @@ def _check_passed(instance, check_key, session_id: str) -> bool | None:
 
 def verification(session_id: str) -> Verification:
     """What the last replay_verification of the session recorded (DAGSTER_HOME's instance)."""
-    if not os.environ.get("DAGSTER_HOME"):
+    if not settings.setting("DAGSTER_HOME"):
         return Verification(status="unknown", error="DAGSTER_HOME is not set")
     import dagster as dg
 
