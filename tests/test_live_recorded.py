@@ -17,6 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from quant_assets.live import live_bars_equal_trades
+from quant_resources.lake import LakeResource
 from quant_resources.session_writer import SessionWriter
 from tests.live_helpers import (
     MINUTE_MS,
@@ -139,6 +141,22 @@ def run_scenario(
             timeout=120,
         )
         assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
+        # The asset check sees the session in the lake and agrees; a bar changed behind the
+        # pipeline's back (a higher version with another high) makes it fail, naming it.
+        lake = LakeResource(url=f"file://{tmp_path / 'home' / 'lake'}")
+        result = live_bars_equal_trades(warehouse=warehouse, lake=lake)
+        assert result.passed and result.metadata["sessions"].value == 1, result.metadata
+        symbol, minute = minutes[0]
+        warehouse.command(
+            "INSERT INTO bars_1m SELECT * REPLACE (high + 1 AS high, version + 1 AS version) "
+            "FROM bars_1m FINAL WHERE source = 'binance' AND symbol = {s:String} "
+            "AND ts = fromUnixTimestamp64Milli({t:Int64})",
+            {"s": symbol, "t": minute},
+        )
+        result = live_bars_equal_trades(warehouse=warehouse, lake=lake)
+        (diff,) = result.metadata["differences"].value
+        assert not result.passed and (diff["symbol"], diff["minute"]) == (symbol, minute)
+        assert diff["stored"]["high"] != diff["from_trades"]["high"]
         return {"summary": summary, "stats": stats, "trades": checked, "minutes": minutes}
     finally:
         sim.stop()

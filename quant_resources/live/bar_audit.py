@@ -77,3 +77,34 @@ def _differences(stored: dict, expected: dict) -> list[dict[str, Any]]:
         if a != b:
             diffs.append({"symbol": key[0], "minute": key[1], "stored": a, "from_trades": b})
     return diffs
+
+
+def session_ranges(
+    warehouse, manifests: list[dict[str, Any]], lateness_ms: int = 2000
+) -> list[tuple[str, list[str], int, int]]:
+    """(session id, symbols, since, until) to audit for session manifests (``session.json``):
+    from the session's first stored trade to its stop (``stop_exchange_ms`` of a closed
+    session) or, while it runs, to its latest stored trade minus the lateness. A session
+    without stored trades, or recovered from a crash without a stop time, has nothing to
+    audit (its open minutes were never written)."""
+    out = []
+    for doc in manifests:
+        header = doc.get("header") or {}
+        session_id, symbols = header.get("session_id"), header.get("symbols") or []
+        if not session_id or not symbols:
+            continue
+        first, last, stored = warehouse.query_rows(
+            "SELECT toUnixTimestamp64Milli(min(ts)), toUnixTimestamp64Milli(max(ts)), count() "
+            "FROM trades WHERE session_id = {sid:String}",
+            {"sid": session_id},
+        )[0]
+        footer = doc.get("footer")
+        if footer is not None:
+            until = footer.get("stop_exchange_ms")
+        elif doc.get("state") == "open":
+            until = None if last is None else last - lateness_ms
+        else:
+            until = None
+        if stored and until is not None and until > first:
+            out.append((session_id, [s.upper() for s in symbols], int(first), int(until)))
+    return out
