@@ -9,8 +9,9 @@ with the clock rules of the real exchange:
   its stream then gets it (through the usual faults), a client connected later never gets it.
   Publication starts when the first client connects. ``rate`` frames per second, or (``rate``
   0) as fast as the clients read: the next frames go out when every client's send buffer is
-  nearly empty. While no client is connected (between a disconnect and the reconnect) the
-  source runs on at its recorded pace, so a disconnect misses what was published meanwhile.
+  nearly empty, and while no client is connected (between a disconnect and the reconnect)
+  the source runs on at its recorded pace. Either way a disconnected client misses what was
+  published meanwhile.
 * **The exchange clock** (``/api/v3/time``) is the latest exchange time published (``E``, else
   ``T``, of the frames), and once the source is exhausted it runs on with real time, so the
   last minutes end.
@@ -180,8 +181,11 @@ class RecordedSimulator(Simulator):
             AGG_TRADES_PATH: recorded_agg_trades,
         }
         self.pos = 0  # next frame to publish
-        first = next((f.event_ms for f in source.frames if f.event_ms is not None), None)
-        self.clock_ms = (first - 1) if first is not None else int(time.time() * 1000)
+        # Before the first publication the clock stands just before everything recorded.
+        firsts = [h.times[0] for h in source.history.values() if h.times]
+        firsts += [next((f.event_ms for f in source.frames if f.event_ms is not None), None)]
+        firsts = [t for t in firsts if t is not None]
+        self.clock_ms = min(firsts) - 1 if firsts else int(time.time() * 1000)
         self.started: float | None = None
         self.exhausted_at: float | None = None  # wall time the last frame went out
         self.pace: tuple[float, int] | None = None  # (loop time, recv_ns) of unattended pacing
@@ -222,6 +226,9 @@ class RecordedSimulator(Simulator):
 
     def publish_due(self, now: float) -> None:
         frames = self.source.frames
+        if self.rate > 0:  # a fixed pace, whoever reads
+            self.publish_frames(min(len(frames), int((now - self.started) * self.rate) + 1))
+            return
         if not self.sessions:  # nobody reads: the source runs on at its recorded pace
             if self.pace is None:
                 self.pace = (now, frames[self.pos].recv_ns)
@@ -234,9 +241,7 @@ class RecordedSimulator(Simulator):
             self.publish_frames(end)
             return
         self.pace = None
-        if self.rate > 0:
-            end = min(len(frames), int((now - self.started) * self.rate) + 1)
-        elif all(s.transport.get_write_buffer_size() < LOW_WATER for s in self.sessions):
+        if all(s.transport.get_write_buffer_size() < LOW_WATER for s in self.sessions):
             end = min(len(frames), self.pos + CHUNK)
         else:
             return
