@@ -120,6 +120,7 @@ class LiveSummary:
     handovers: int = 0
     rejects: dict = field(default_factory=dict)
     stop_exchange_ms: int | None = None
+    dropped_late: int = 0  # trades too late for their bar (beyond a day): never silent
     rows_written: dict = field(default_factory=dict)
     nats_published: int = 0
     nats_dropped: int = 0
@@ -654,6 +655,12 @@ class LivePipeline:
             self.summary.nats_dropped = self.nats.dropped
         stats = self.client.stats
         self.summary.stop_exchange_ms = stop_ms
+        self.summary.dropped_late = self.aggregator.dropped_late
+        if self.aggregator.dropped_late:
+            log.warning(
+                "%d trades came too late to correct their bars (stored, not in bars_1m)",
+                self.aggregator.dropped_late,
+            )
         self.summary.drops = stats.drops
         self.summary.reconnects = stats.reconnects
         self.summary.handovers = stats.handovers
