@@ -537,7 +537,8 @@ class LivePipeline:
         try:
             sent, server_ms, received = await asyncio.to_thread(self.rest.server_time, deadline)
         except Exception as exc:  # no reading: no heartbeat until the next one
-            log.warning("cannot read the exchange's clock: %s", exc)
+            if not self.rest.stopping.is_set():
+                log.warning("cannot read the exchange's clock: %s", exc)
             return None
         return self.clock.observe(sent, server_ms, received)
 
