@@ -54,8 +54,9 @@ def test_one_publication_order_and_rest_knows_only_what_was_published(tmp_path):
     sim = _start("--source", str(capture(tmp_path)), "--rate", "100")
     try:
         now = sim.get("/api/v3/time")["serverTime"]
-        assert now == T0 + 999  # before the first publication: just before its first trade
-        assert sim.get("/api/v3/aggTrades?symbol=BTCUSDT&fromId=1") == []
+        assert now == T0 + 1000  # before the first publication: at its first trade
+        # REST knows the first trade (the history's start), nothing after it.
+        assert [r["a"] for r in sim.get("/api/v3/aggTrades?symbol=BTCUSDT&fromId=1")] == [1]
 
         async def two_clients():
             async with connect(f"{sim.ws}/stream?streams=btcusdt@aggTrade") as first:

@@ -13,8 +13,8 @@ with the clock rules of the real exchange:
   the source runs on at its recorded pace. Either way a disconnected client misses what was
   published meanwhile.
 * **The exchange clock** (``/api/v3/time``) is the latest exchange time published (``E``, else
-  ``T``, of the frames), and once the source is exhausted it runs on with real time, so the
-  last minutes end.
+  ``T``, of the frames; before the first publication, the first recorded moment), and once the
+  source is exhausted it runs on with real time, so the last minutes end.
 * **REST knows what happened by then.** The trade history is every aggTrade of the source: the
   frames' and those of the REST answers a session log recorded (gap repairs), merged by id.
   ``/api/v3/aggTrades`` (fromId / startTime / endTime / limit) answers from the trades whose
@@ -181,11 +181,13 @@ class RecordedSimulator(Simulator):
             AGG_TRADES_PATH: recorded_agg_trades,
         }
         self.pos = 0  # next frame to publish
-        # Before the first publication the clock stands just before everything recorded.
+        # Before the first publication the clock stands at the first recorded moment: a
+        # client starting then learns from REST where the history begins (the trades of that
+        # very millisecond), so it can tell a first frame lost in transit from no trade yet.
         firsts = [h.times[0] for h in source.history.values() if h.times]
         firsts += [next((f.event_ms for f in source.frames if f.event_ms is not None), None)]
         firsts = [t for t in firsts if t is not None]
-        self.clock_ms = min(firsts) - 1 if firsts else int(time.time() * 1000)
+        self.clock_ms = min(firsts) if firsts else int(time.time() * 1000)
         self.started: float | None = None
         self.exhausted_at: float | None = None  # wall time the last frame went out
         self.pace: tuple[float, int] | None = None  # (loop time, recv_ns) of unattended pacing
