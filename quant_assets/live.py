@@ -11,10 +11,12 @@ import signal
 import time
 
 import dagster as dg
+import orjson
 from pydantic import Field
 
 from quant_resources.binance.urls import parse_streams, parse_symbols, rest_base, ws_base
 from quant_resources.lake import LakeResource
+from quant_resources.live.bar_audit import bar_differences, minute_range, session_ranges
 from quant_resources.live.pipeline import LiveConfig, LivePipeline, LiveSummary
 from quant_resources.settings import live_symbols, nats_url, quant_home
 from quant_resources.warehouse import WarehouseResource
@@ -134,3 +136,39 @@ def live_ingest(
 )
 def live_ingest_job():
     live_ingest()
+
+
+AUDITED_SESSIONS = 20  # the most recent sessions the bar check looks at
+
+
+@dg.asset_check(
+    asset="live_bars_1m",
+    description=(
+        "Every minute that has ended (before a closed session's stop, or before a running "
+        "session's watermark minus the lateness) has the bar of its stored trades, exactly."
+    ),
+)
+def live_bars_equal_trades(warehouse: WarehouseResource, lake: LakeResource) -> dg.AssetCheckResult:
+    manifests = []
+    keys = sorted(k for k in lake.list("sessions/") if k.endswith("/session.json"))
+    for key in keys[-AUDITED_SESSIONS:]:
+        manifests.append(orjson.loads(lake.read_bytes(key)))
+    ranges = session_ranges(warehouse, manifests)
+    differing: list[dict] = []
+    minutes = 0
+    for _session, symbols, since, until in ranges:
+        differing.extend(bar_differences(warehouse, symbols, since, until))
+        lo, hi = minute_range(since, until)
+        minutes += len(symbols) * max(0, (hi - lo) // 60_000)
+    return dg.AssetCheckResult(
+        passed=not differing,
+        metadata={
+            "sessions": len(ranges),
+            "symbol_minutes_checked": minutes,
+            "differing_minutes": len(differing),
+            "differences": dg.MetadataValue.json(differing[:50]),
+        },
+    )
+
+
+live_checks = [live_bars_equal_trades]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import typer
 
@@ -53,8 +54,15 @@ def binance(
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(0, help="Port for WS and REST; 0 picks a free one (printed)."),
     symbols: str = typer.Option("btcusdt,ethusdt", help="Comma-separated symbols to trade."),
-    rate: float = typer.Option(
-        200.0, min=0.001, help="Aggregate trades per second over all symbols (msgs/s per stream)."
+    rate: str = typer.Option(
+        "200",
+        help="Aggregate trades per second over all symbols (msgs/s per stream); with --source: "
+        "frames published per second, 0 or 'max' as fast as the clients read.",
+    ),
+    source: Path = typer.Option(
+        None,
+        help="Serve a recording instead of the synthetic market: a session log directory, a "
+        "cryptofeed or an hftbacktest capture (frames as recorded; REST from its trades).",
     ),
     faults: str = typer.Option(
         "",
@@ -73,7 +81,9 @@ def binance(
     ),
     fault_gap: int = typer.Option(1000, min=1, help="Mean data frames between counted faults."),
 ) -> None:
-    """Serve Binance spot combined streams and /api/v3 market data from a seeded market.
+    """Serve Binance spot combined streams and /api/v3 market data from a seeded market, or
+    from a recording (--source: one publication order for all clients, the exchange clock at
+    the last published event, REST from the trades published so far).
 
     Prints 'listening on ws://HOST:PORT (rest http://HOST:PORT)' once ready.
     """
@@ -83,6 +93,14 @@ def binance(
 
     names = [s.strip().lower() for s in symbols.split(",") if s.strip()]
     try:
+        per_s = 0.0 if rate.strip().lower() == "max" else float(rate)
+    except ValueError:
+        per_s = -1.0  # refused below
+    if per_s < 0 or (source is None and per_s <= 0):
+        raise typer.BadParameter(
+            f"{rate!r} must be a number > 0 (0 or 'max' only with --source)", param_hint="--rate"
+        )
+    try:
         for name in names or [""]:
             spec_for(name)
         parse(faults)
@@ -90,7 +108,7 @@ def binance(
         raise typer.BadParameter(str(exc)) from None
     config = SimConfig(
         symbols=names,
-        rate=rate,
+        rate=per_s or 1.0,
         faults=faults,
         seed=seed,
         start_trade_id=start_trade_id,
@@ -102,7 +120,15 @@ def binance(
         max_send_buffer=max_send_buffer,
         fault_gap=fault_gap,
     )
-    serve(config, host, port)
+    sim = None
+    if source is not None:
+        from quant_dev.binance_sim.recorded import RecordedSimulator, SourceError, load_source
+
+        try:
+            sim = RecordedSimulator(config, load_source(source), per_s)
+        except (SourceError, ValueError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--source") from None
+    serve(config, host, port, sim)
 
 
 @app.command("binance-archive")

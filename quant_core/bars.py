@@ -32,6 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quant_core.id_runs import IdRuns
 from quant_core.normalize import PRICE_SCALE, BookTickerEvent, TradeEvent
 from quant_core.tables import BARS_1M, PRICE, TS, decimal_from_scaled
 
@@ -39,6 +40,9 @@ INTERVAL = "1m"
 INTERVAL_MS = 60_000
 CLOSE_OFFSET_MS = INTERVAL_MS - 1
 DAY_MS = 86_400_000
+# How long an emitted bar is kept for corrections: a day, so a trade repaired late in a session
+# still corrects its bar. Emitted bars keep their ids as runs (``IdRuns``), a few integers each.
+RETAIN_MS = DAY_MS
 BARS_1M_VERSIONED = BARS_1M.append(pa.field("version", pa.uint64()))
 _INT64_MAX = 2**63 - 1
 
@@ -82,7 +86,7 @@ class BarRecord:
 
 class _Bar:
     """Running state of one symbol-minute. ``seen`` holds the first trade ids for de-duplication:
-    it is the only part that grows with the bar's trades, and it goes when the bar is evicted."""
+    a set while the bar is open, compacted to runs of ids (``IdRuns``) once it is emitted."""
 
     __slots__ = (
         "close",
@@ -110,7 +114,7 @@ class _Bar:
         self.open = self.close = self.high = self.low = price
         self.volume = self.pq = self.count = self.tb_volume = self.tb_pq = 0
         self.last_id = key
-        self.seen: set[int] = set()
+        self.seen: set[int] | IdRuns = set()
         self.version = 0  # emissions so far; 0 = still open
 
     def record(self, source: str) -> BarRecord:
@@ -145,9 +149,14 @@ class StreamingBarAggregator:
     A bar is final when ``watermark > close_time + lateness_ms``; it is then emitted (version 1).
 
     A trade for a bar already emitted re-emits the whole corrected bar with ``version + 1``.
-    Emitted bars are kept ``retain_ms`` past finality for that purpose, then evicted; a trade
-    arriving later still cannot be applied and is counted in ``dropped_late`` (never applied
-    silently, never crashing). ``duplicates`` counts dropped duplicate trade ids.
+    Emitted bars are kept ``retain_ms`` (default a day, ``RETAIN_MS``) past finality for that
+    purpose, in compact form, then evicted; a trade arriving later still cannot be applied and
+    is counted in ``dropped_late`` (never applied silently, never crashing). ``duplicates``
+    counts dropped duplicate trade ids.
+
+    ``heartbeat(exchange_now_ms)`` moves the watermark to the exchange's clock minus the
+    lateness: the live job calls it on its timer and records the call in the session log
+    (a ``clock`` connection record), and replay calls it for that record, so the two agree.
 
     Mode ``"mid"`` builds bars of the mid price ``(bid + ask) / 2`` (rounded half-even to 8
     places) from book tickers: open/high/low/close of the mid in update-id order, volume 0,
@@ -162,7 +171,7 @@ class StreamingBarAggregator:
         lateness_ms: int = 2000,
         source: str = "binance",
         mode: Literal["trades", "mid"] = "trades",
-        retain_ms: int = 15 * INTERVAL_MS,
+        retain_ms: int = RETAIN_MS,
     ) -> None:
         if mode not in ("trades", "mid"):
             raise ValueError(f"mode={mode!r} must be 'trades' or 'mid'")
@@ -267,6 +276,11 @@ class StreamingBarAggregator:
                 return self._settle()
         return []
 
+    def heartbeat(self, exchange_now_ms: int) -> list[BarRecord]:
+        """The exchange clock reads ``exchange_now_ms``: trades up to ``lateness_ms`` before it
+        are taken to have arrived, so the watermark moves there (recorded ``clock`` records)."""
+        return self.advance(exchange_now_ms - self.lateness_ms)
+
     def hold(self, hold_ms: int | None) -> list[BarRecord]:
         """Keep the minute containing ``hold_ms`` and later ones from becoming final (a gap
         in the trade ids is being repaired there); ``None`` releases and settles what is due."""
@@ -347,7 +361,7 @@ class StreamingBarAggregator:
         if bar.version:
             if bar.version < 0:  # created final (see above)
                 bar.version = 0
-                self._track(self._retained, self._retained_heap, bar)
+                self._retain(bar)
             bar.version += 1
             out.append(bar.record(self.source))
         if wm is None or ts > wm:
@@ -365,12 +379,18 @@ class StreamingBarAggregator:
         else:
             group.append(bar)
 
+    def _retain(self, bar: _Bar) -> None:
+        """An emitted bar: kept for corrections, its ids compacted to runs."""
+        if isinstance(bar.seen, set):
+            bar.seen = IdRuns(bar.seen)
+        self._track(self._retained, self._retained_heap, bar)
+
     def _emit(self, start: int) -> list[BarRecord]:
         out = []
         for bar in sorted(self._pending.pop(start, ()), key=lambda b: b.symbol):
             bar.version = 1
             out.append(bar.record(self.source))
-            self._track(self._retained, self._retained_heap, bar)
+            self._retain(bar)
         return out
 
     def _settle(self) -> list[BarRecord]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from quant_core.bars import INTERVAL_MS, BarRecord, _Bar
+from quant_core.id_runs import IdRuns
 
 if TYPE_CHECKING:
     from quant_core.bars import StreamingBarAggregator
@@ -99,9 +100,13 @@ def _duplicates(agg, symbols, group: np.ndarray, key: np.ndarray) -> np.ndarray:
             bar = _bar_of(agg, symbols, int(g[lo]))
             if bar is None:
                 continue
+            seen = bar.seen
+            if isinstance(seen, IdRuns):  # an emitted bar
+                dup[order[lo:hi]] |= seen.contains_many(k[lo:hi])
+                continue
             keys = k[lo:hi].tolist()
-            if not bar.seen.isdisjoint(keys):
-                dup[order[lo:hi]] |= np.fromiter((x in bar.seen for x in keys), bool, hi - lo)
+            if not seen.isdisjoint(keys):
+                dup[order[lo:hi]] |= np.fromiter((x in seen for x in keys), bool, hi - lo)
     return dup
 
 
@@ -197,7 +202,7 @@ def _apply(agg, symbols, columns, rows, out) -> None:
         if bar.version:
             if bar.version < 0:
                 bar.version = 0
-                agg._track(agg._retained, agg._retained_heap, bar)
+                agg._retain(bar)
             bar.version += m
             out.append(bar.record(source))
 

@@ -35,6 +35,7 @@ from quant_core.decode_batch import (
     TradeColumns,
     observe_trades,
 )
+from quant_core.exchange_clock import clock_reading
 from quant_core.gaps import GapTracker
 from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
 from quant_core.rest_decode import (
@@ -137,7 +138,8 @@ class EventPipeline:
 
     Call ``on_ws`` / ``on_rest`` / ``on_conn`` in receive order, then ``finish``. Book tickers
     that carry an exchange time (futures) advance the aggregator's watermark; trades advance it
-    themselves. A trade id seen before (reconnect overlap, REST repair overlap) is dropped.
+    themselves; so do the live job's recorded heartbeats (``clock`` connection records). A
+    trade id seen before (reconnect overlap, REST repair overlap) is dropped.
     """
 
     symbols: tuple[str, ...] = ()
@@ -257,6 +259,10 @@ class EventPipeline:
             self.counts["reconnect"] += 1
         elif event == "seed":  # the live job knew these ids were accounted for (restart, start)
             self.gaps.seed(meta["symbol"], meta["stream"], meta["last_id"], meta["last_ts_ms"])
+        else:
+            exchange_ms = clock_reading(meta)
+            if exchange_ms is not None:  # the live job's heartbeat, at the same place
+                self._keep(self.aggregator.heartbeat(exchange_ms))
 
     def _trade(self, ev: TradeEvent) -> None:
         if self.gaps.observe(ev.symbol, ev.stream, ev.trade_id, ev.ts_event_ms) == "dup":

@@ -4,7 +4,7 @@ import dagster as dg
 
 from quant_assets.historical import historical_assets
 from quant_assets.jobs import jobs
-from quant_assets.live import live_bars_1m, live_ingest_job, live_trades
+from quant_assets.live import live_bars_1m, live_checks, live_ingest_job, live_trades
 from quant_assets.replay import replay_verification
 from quant_assets.resources import build_resources
 from quant_assets.schema import schema_assets, schema_checks
@@ -14,7 +14,7 @@ from sensors.schedules import schedules
 
 defs = dg.Definitions(
     assets=[*schema_assets, *historical_assets, live_trades, live_bars_1m, replay_verification],
-    asset_checks=[*schema_checks],
+    asset_checks=[*schema_checks, *live_checks],
     jobs=[*jobs, live_ingest_job],
     schedules=schedules,
     sensors=[live_ingest_supervisor, new_session_logs],

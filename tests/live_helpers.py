@@ -342,3 +342,35 @@ def check_bars(
             f"{dict(zip(BAR_COLUMNS, expected, strict=True))}"
         )
     return minutes
+
+
+def check_bars_equal_trades(
+    warehouse: WarehouseResource, symbols: list[str] | tuple[str, ...], until_ms: int
+) -> list[tuple[str, int]]:
+    """Every minute of ``symbols`` that ended by ``until_ms`` (the stop's exchange time) has
+    the bar of its stored trades, exactly (``quant_core.bars.aggregate_trades`` over trades
+    FINAL), and no other bar is stored; returns the (symbol, minute) pairs checked."""
+    from quant_resources.live.bar_audit import bar_differences
+
+    since = warehouse.scalar(
+        "SELECT toUnixTimestamp64Milli(min(ts)) FROM trades FINAL WHERE source = 'binance' "
+        "AND symbol IN {s:Array(String)} AND stream = 'aggTrade'",
+        {"s": list(symbols)},
+    )
+    assert since, f"no trades stored for {symbols}"
+    diffs = bar_differences(warehouse, list(symbols), int(since), until_ms)
+    assert not diffs, (
+        f"{len(diffs)} minute(s) where the stored bar is not the bar of the stored trades; "
+        f"first: {diffs[0]}"
+    )
+    minutes = warehouse.query_rows(
+        "SELECT symbol, toUnixTimestamp64Milli(ts) FROM bars_1m FINAL WHERE source = 'binance' "
+        "AND symbol IN {s:Array(String)} AND ts >= fromUnixTimestamp64Milli({lo:Int64}) "
+        "AND ts < fromUnixTimestamp64Milli({hi:Int64}) ORDER BY symbol, ts",
+        {
+            "s": list(symbols),
+            "lo": int(since) // MINUTE_MS * MINUTE_MS,
+            "hi": until_ms // MINUTE_MS * MINUTE_MS,
+        },
+    )
+    return [(r[0], int(r[1])) for r in minutes]

@@ -52,7 +52,7 @@ class WeightLimiter:
         return used, used > self.limit
 
 
-def _int(q: dict[str, str], name: str, default: int | None = None) -> int | None:
+def int_param(q: dict[str, str], name: str, default: int | None = None) -> int | None:
     raw = q.get(name)
     if raw is None or raw == "":
         return default
@@ -64,8 +64,8 @@ def _int(q: dict[str, str], name: str, default: int | None = None) -> int | None
     return int(raw)
 
 
-def _limit(q: dict[str, str], default: int, top: int) -> int:
-    limit = _int(q, "limit", default)
+def limit_param(q: dict[str, str], default: int, top: int) -> int:
+    limit = int_param(q, "limit", default)
     assert limit is not None
     if limit < 1:
         raise ApiError(
@@ -88,8 +88,8 @@ def _symbol(sim: Simulator, q: dict[str, str]) -> SymbolMarket:
 
 def agg_trades(sim: Simulator, q: dict[str, str]) -> list[dict]:
     m = _symbol(sim, q)
-    limit = _limit(q, 500, 1000)
-    from_id, start, end = _int(q, "fromId"), _int(q, "startTime"), _int(q, "endTime")
+    limit = limit_param(q, 500, 1000)
+    from_id, start, end = int_param(q, "fromId"), int_param(q, "startTime"), int_param(q, "endTime")
     if from_id is not None:
         lo = max(from_id, m.first_agg_id)  # older ids left the ring: serve from the oldest
     elif start is not None:
@@ -123,14 +123,14 @@ def _trade_rows(m: SymbolMarket, lo: int, limit: int) -> list[dict]:
 
 def recent_trades(sim: Simulator, q: dict[str, str]) -> list[dict]:
     m = _symbol(sim, q)
-    limit = _limit(q, 500, 1000)
+    limit = limit_param(q, 500, 1000)
     return _trade_rows(m, max(m.first_trade_id, m.next_trade_id - limit), limit)
 
 
 def historical_trades(sim: Simulator, q: dict[str, str]) -> list[dict]:
     m = _symbol(sim, q)
-    limit = _limit(q, 500, 1000)
-    from_id = _int(q, "fromId")
+    limit = limit_param(q, 500, 1000)
+    from_id = int_param(q, "fromId")
     lo = m.next_trade_id - limit if from_id is None else from_id
     return _trade_rows(m, max(lo, m.first_trade_id), limit)
 
@@ -140,21 +140,21 @@ def get_klines(sim: Simulator, q: dict[str, str]) -> list[list]:
     interval = q.get("interval", "")
     if interval not in klines.INTERVALS_MS:
         raise ApiError(-1120, "Invalid interval.")
-    limit = _limit(q, 500, 1000)
-    start, end = _int(q, "startTime"), _int(q, "endTime")
+    limit = limit_param(q, 500, 1000)
+    start, end = int_param(q, "startTime"), int_param(q, "endTime")
     return klines.compute(m, interval, start, end, limit, int(time.time() * 1000))
 
 
 def _depth_weight(q: dict[str, str]) -> int:
     try:
-        return depth_weight(_limit(q, 100, 5000))
+        return depth_weight(limit_param(q, 100, 5000))
     except ApiError:  # the handler answers it; a refused request costs the least
         return depth_weight(1)
 
 
 def depth_snapshot(sim: Simulator, q: dict[str, str]) -> dict:
     m = _symbol(sim, q)
-    return sim.depth.answer(m.spec.symbol, _limit(q, 100, 5000))
+    return sim.depth.answer(m.spec.symbol, limit_param(q, 100, 5000))
 
 
 def exchange_info(sim: Simulator, q: dict[str, str]) -> dict:
@@ -233,7 +233,7 @@ def handle(sim: Simulator, req: Request, ip: str) -> Reply:
     sim.stats["rest_requests"] += 1
     if req.path.startswith("/_sim/"):
         return control(sim, req)
-    handler = API.get(req.path)
+    handler = sim.api.get(req.path)
     if handler is None:
         return 404, {"code": -1000, "msg": f"Unknown path {req.path}."}, {}
     if req.method not in ("GET", "HEAD"):

@@ -57,6 +57,7 @@ class Simulator:
         self.limiter = rest.WeightLimiter(config.weight_limit)
         specs = {s: (m.spec.start_price, m.spec.tick) for s, m in self.market.symbols.items()}
         self.depth = DepthFeed(specs, config.seed)
+        self.api = rest.API  # path -> handler(sim, query)
         self.sessions: set[WsSession] = set()
         self.active: Counter[str] = Counter()  # stream -> subscribed sessions
         self.paused = False
@@ -283,7 +284,10 @@ class SimProtocol(asyncio.Protocol):
             self.session.on_data(rest_)
 
 
-def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+def serve(
+    config: SimConfig, host: str = "127.0.0.1", port: int = 0, sim: Simulator | None = None
+) -> None:
+    """Serve ``sim`` (default: the synthetic market of ``config``) until SIGTERM/SIGINT."""
     # Bind before start-up so `--port 0` can print the port the OS chose.
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -294,7 +298,9 @@ def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 0) -> None:
     shown = f"[{host}]" if ":" in host else host
     try:
         asyncio.run(
-            _main(Simulator(config), sock, f"ws://{shown}:{bound}", f"http://{shown}:{bound}")
+            _main(
+                sim or Simulator(config), sock, f"ws://{shown}:{bound}", f"http://{shown}:{bound}"
+            )
         )
     except KeyboardInterrupt:
         pass

@@ -123,6 +123,12 @@ class BinanceRest:
             )
         return RestAnswer(path, params, response.content)
 
+    def server_time(self, deadline: float | None = None) -> tuple[int, int, int]:
+        """(local ms when sent, the exchange's ``serverTime``, local ms when answered)."""
+        sent = time.time_ns() // 1_000_000
+        answer = self.get("/api/v3/time", {}, deadline)
+        return sent, int(answer.json()["serverTime"]), time.time_ns() // 1_000_000
+
     def agg_trades(
         self, symbol: str, from_id: int, limit: int = 1000, deadline: float | None = None
     ) -> RestAnswer:

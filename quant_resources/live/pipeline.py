@@ -21,9 +21,12 @@ than the writer's ``fsync_every_seconds``.
 
 Bars are final once the exchange-time watermark has passed them by the lateness; while a gap
 is open the aggregator is held at the time of the last trade before the gap, so a bar is never
-final before its missing trades are repaired. On a clean stop every bar whose minute has
-ended by exchange time is written (after a REST catch-up to the stop time), never the
-still-open minute.
+final before its missing trades are repaired. A quiet market's minutes close on the exchange's
+own clock (``/api/v3/time``, read once a second), never the local wall clock; each heartbeat is
+recorded in the session log so replay applies it at the same place (``quant_core.
+exchange_clock``). A trade for a minute already written writes a new version of its bar. On a
+clean stop every bar whose minute has ended by the exchange's time at the stop is written
+(after a REST catch-up to that time), never the still-open minute.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from quant_core.decode_batch import (
     TradeColumns,
     observe_trades,
 )
+from quant_core.exchange_clock import ExchangeClock, clock_meta
 from quant_core.gaps import Gap, GapTracker
 from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
 from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH, decode_rest
@@ -69,6 +73,7 @@ from quant_resources.session_writer import SessionWriter
 
 log = logging.getLogger(__name__)
 REPAIR_PAGE = 1000
+CLOCK_EVERY_S = 1.0  # seconds between readings of the exchange's clock
 DRAIN_MAX = 4096  # frames taken from the queue per burst
 # NATS is flushed as the queue runs dry, each time behind an fsync of the log: at most this
 # often, so a trickle of frames costs a bounded number of fsyncs per second.
@@ -129,6 +134,7 @@ class LiveSummary:
     handovers: int = 0
     rejects: dict = field(default_factory=dict)
     stop_exchange_ms: int | None = None
+    dropped_late: int = 0  # trades too late for their bar (beyond a day): never silent
     rows_written: dict = field(default_factory=dict)
     nats_published: int = 0
     nats_dropped: int = 0
@@ -165,6 +171,8 @@ class LivePipeline:
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
         self.telemetry = TelemetryClock(int(time.time() * 1000))
         self.stop = asyncio.Event()
+        self.clock = ExchangeClock()
+        self._clock_task: asyncio.Task | None = None
         self._last_quote_id: dict[str, int] = {}
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
         self.status: Callable[[LiveSummary, LivePipeline], None] = lambda s, p: None
@@ -185,6 +193,7 @@ class LivePipeline:
         self.client.on_event = self._connection_event
         if self.nats:
             await self.nats.connect()
+        await self._read_clock(time.monotonic() + 10)
         await self._resume()
         reader = asyncio.create_task(self.client.run(self.stop), name="binance-client")
         ticker = asyncio.create_task(self._tick(), name="live-ticker")
@@ -195,6 +204,9 @@ class LivePipeline:
             ticker.cancel()
             with contextlib.suppress(BaseException):
                 await ticker
+            if self._clock_task is not None:
+                with contextlib.suppress(BaseException):
+                    await self._clock_task
             with contextlib.suppress(BaseException):
                 await reader
         await self._finish()
@@ -204,7 +216,8 @@ class LivePipeline:
         self.stop.set()
 
     async def _tick(self) -> None:
-        """Once a second: duration, watermark heartbeat, sink flush, telemetry, status."""
+        """Every 0.2 s: duration, exchange-clock heartbeat, sink flush, telemetry, status."""
+        read_at = time.monotonic() + CLOCK_EVERY_S
         while not self.stop.is_set():
             await asyncio.sleep(0.2)
             if (
@@ -213,10 +226,16 @@ class LivePipeline:
             ):
                 self.stop.set()
                 return
-            # The wall clock may close a quiet minute only while every connection is up and
-            # settled: after a drop, missing trades are unknown until the next one arrives.
-            if self.client.settled(5.0):
-                self._advance(int(time.time() * 1000) - self.config.lateness_ms)
+            if time.monotonic() >= read_at and (
+                self._clock_task is None or self._clock_task.done()
+            ):
+                read_at = time.monotonic() + CLOCK_EVERY_S
+                self._clock_task = asyncio.create_task(self._read_clock(None), name="clock")
+            # The exchange clock may close a quiet minute only while every connection is up
+            # and settled (after a drop, missing trades are unknown until the next one arrives)
+            # and nothing received waits in the queue.
+            if self.clock.now_ms is not None and self.client.settled(5.0) and self.queue.empty():
+                self._heartbeat(self.clock.now_ms)
             await self._flush_sinks()
             self._roll_telemetry()
             self.status(self.summary, self)
@@ -305,7 +324,10 @@ class LivePipeline:
         frame come from REST (the first live trade opens that gap), so the first bar is whole."""
         if self.config.bar_stream != "aggTrade":
             return
-        minute_ms = int(time.time() * 1000) // 60_000 * 60_000
+        now_ms = self.clock.estimate(time.time_ns() // 1_000_000)
+        if now_ms is None:
+            return  # the exchange's clock is unknown: no minute to complete
+        minute_ms = now_ms // 60_000 * 60_000
         for symbol in symbols:
             try:
                 answer = await asyncio.to_thread(
@@ -524,9 +546,24 @@ class LivePipeline:
             for bar in bars:
                 self.nats.bar(bar)
 
-    def _advance(self, exchange_now_ms: int) -> None:
-        """Heartbeat: a quiet market still closes its bars on time (open gaps hold them)."""
-        self._on_bars(self.aggregator.advance(exchange_now_ms))
+    def _heartbeat(self, exchange_now_ms: int) -> None:
+        """A quiet market still closes its bars on time (open gaps hold them). Recorded first
+        (only when it moves the watermark), so a replay applies it at the same place."""
+        agg = self.aggregator
+        if agg.watermark_ms is not None and exchange_now_ms - agg.lateness_ms <= agg.watermark_ms:
+            return
+        self.log.append("conn", 0, time.time_ns(), b"", clock_meta(exchange_now_ms))
+        self._on_bars(agg.heartbeat(exchange_now_ms))
+
+    async def _read_clock(self, deadline: float | None) -> int | None:
+        """Read the exchange's clock; None (and the last reading stays) when REST fails."""
+        try:
+            sent, server_ms, received = await asyncio.to_thread(self.rest.server_time, deadline)
+        except Exception as exc:  # no reading: no heartbeat until the next one
+            if not self.rest.stopping.is_set():
+                log.warning("cannot read the exchange's clock: %s", exc)
+            return None
+        return self.clock.observe(sent, server_ms, received)
 
     # -- gap repair -------------------------------------------------------------------------------
     def _repair(self, gap: Gap) -> None:
@@ -639,9 +676,12 @@ class LivePipeline:
 
     async def _finish(self) -> None:
         await self._stop_repairs()
-        # Bars are written up to the time every symbol is known to be complete: the stop time,
-        # or earlier when the REST catch-up could not finish within its budget.
-        stop_ms = await self._catch_up(int(time.time() * 1000), self.config.stop_budget_s)
+        # Bars are written up to the time every symbol is known to be complete: the exchange's
+        # time at the stop, or earlier when the REST catch-up could not finish in its budget.
+        budget = self.config.stop_budget_s
+        read = await self._read_clock(time.monotonic() + min(5.0, budget))
+        exchange_stop = read if read is not None else self._stop_fallback()
+        stop_ms = await self._catch_up(exchange_stop, budget)
         self._on_bars(self.aggregator.flush(stop_ms))
         self._roll_telemetry()
         self.sink.telemetry.extend(
@@ -656,6 +696,12 @@ class LivePipeline:
             self.summary.nats_dropped = self.nats.dropped
         stats = self.client.stats
         self.summary.stop_exchange_ms = stop_ms
+        self.summary.dropped_late = self.aggregator.dropped_late
+        if self.aggregator.dropped_late:
+            log.warning(
+                "%d trades came too late to correct their bars (stored, not in bars_1m)",
+                self.aggregator.dropped_late,
+            )
         self.summary.drops = stats.drops
         self.summary.reconnects = stats.reconnects
         self.summary.handovers = stats.handovers
@@ -670,6 +716,15 @@ class LivePipeline:
             )
         if self.lake is not None:
             await asyncio.to_thread(_upload_session, self.lake, Path(self.summary.session_dir))
+
+    def _stop_fallback(self) -> int:
+        """The stop time when the exchange's clock cannot be read: its last reading, else the
+        latest exchange time seen (minutes known to have ended), else the local clock."""
+        if self.clock.now_ms is not None:
+            return self.clock.now_ms
+        if self.aggregator.watermark_ms is not None:
+            return self.aggregator.watermark_ms
+        return time.time_ns() // 1_000_000
 
     async def _catch_up(self, stop_ms: int, budget_s: float) -> int:
         """Fetch every trade up to the stop time from REST (and repair open gaps), so the bars
