@@ -11,18 +11,22 @@ from collections.abc import Iterator
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-import pyarrow.parquet as pq
 import typer
 
 from quant_core import __version__
 from quant_core.formats.captures import CaptureError, read_cryptofeed, read_hftbacktest
-from quant_core.normalize import BookTickerEvent, Normalizer, TradeEvent
-from quant_core.replay import ReplayResult, compare_bars, replay
 from quant_core.sessionlog.reader import SessionLogError, SessionReader
 from quant_resources.session_lock import holder
-from quant_resources.session_writer import ClosedSession, SessionWriter, recover
+
+if TYPE_CHECKING:
+    from quant_core.replay import ReplayResult
+    from quant_resources.session_writer import ClosedSession
+
+# Decoding, replay and Parquet (pydantic contracts, polars, pyarrow: seconds to import) are
+# imported by the commands that use them, so that every other `quant` command starts fast.
 
 app = typer.Typer(
     help="Session logs: verify the hash chain and the bars, recompute bars, import captures.",
@@ -44,6 +48,8 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _replay_or_exit(session: Path) -> ReplayResult:
+    from quant_core.replay import replay
+
     try:
         return replay(session)
     except SessionLogError as exc:
@@ -75,6 +81,10 @@ def verify(
     A session still being written (its writer holds the lock) gets a read-only check of the
     chain so far, and says so; it has no footer yet, so nothing is replayed or compared.
     """
+    import pyarrow.parquet as pq
+
+    from quant_core.replay import compare_bars
+
     if session.is_dir() and (pid := holder(session)) is not None:
         _verify_open(session, pid, compare=golden is not None or against_warehouse)
         return
@@ -141,6 +151,8 @@ def bars(
     out: Path = typer.Option(..., "--out", help="Parquet file to write"),
 ) -> None:
     """Recompute the session's 1m bars (final version per bar) into a Parquet file."""
+    import pyarrow.parquet as pq
+
     result = _replay_or_exit(session)
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(result.bars, out)
@@ -155,6 +167,8 @@ def recover_cmd(
     stop_exchange_ms: int | None = typer.Option(None, help="watermark to record, if known"),
 ) -> None:
     """Close a session that crashed: cut its torn tail and write the footer."""
+    from quant_resources.session_writer import recover
+
     try:
         result = recover(session, stop_exchange_ms)
     except SessionLogError as exc:
@@ -247,6 +261,9 @@ def import_captures(
     ``stop_exchange_ms`` is the largest exchange time among the frames (the capture's last
     moment on the exchange clock), so replay emits the bars whose minute had ended by then.
     """
+    from quant_core.normalize import BookTickerEvent, Normalizer, TradeEvent
+    from quant_resources.session_writer import ClosedSession, SessionWriter
+
     if fmt not in ("cryptofeed", "hftbacktest"):
         raise ValueError(f"format {fmt!r} must be cryptofeed or hftbacktest")
     source = _cryptofeed_source if fmt == "cryptofeed" else _hftbacktest_source

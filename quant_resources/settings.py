@@ -21,8 +21,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import dagster as dg
-
 DEFAULT_DATABASE = "quant"
 # Files the local warehouse endpoint keeps in its data directory, both mode 0600
 PASSWORD_FILE = ".quant-password"
@@ -163,9 +161,11 @@ def sim_alpaca_credentials() -> tuple[str, str]:
     return setting("QUANT_SIM_ALPACA_KEY", "test"), setting("QUANT_SIM_ALPACA_SECRET", "test")
 
 
-def env_or(name: str, default: str | None) -> str | dg.EnvVar | None:
+def env_or(name: str, default: str | None):
     """An ``EnvVar`` when the variable is set (so Dagster shows its name, never its value),
     else the embedded default."""
+    import dagster as dg  # here: every `quant` command imports this module, few need Dagster
+
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
