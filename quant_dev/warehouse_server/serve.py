@@ -6,14 +6,17 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from quant_dev.warehouse_server.app import Credentials, create_app
 from quant_dev.warehouse_server.engine import Engine
+from quant_dev.warehouse_server.limits import Limits
 
 log = logging.getLogger("quant.warehouse")
 
@@ -58,6 +61,59 @@ class _Server(uvicorn.Server):
 _SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def header_deadline_protocol(header_timeout: float) -> type:
+    """uvicorn's HTTP protocol with a deadline for a request's headers: uvicorn times out idle
+    keep-alive connections only after a first response, so a socket that connects and sends
+    nothing (or its headers a byte at a time) would otherwise stay open for good."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # uvicorn falls back to h11 without httptools; so do we
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base
+
+    class HeaderDeadlineProtocol(Base):
+        deadline: Any = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self.deadline is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # the first bytes of the next request on a kept-alive connection
+            before = self.cycle
+            super().data_received(data)
+            if self.cycle is not before:  # its headers are complete
+                self._disarm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self.deadline = self.loop.call_later(header_timeout, self._expire)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _expire(self) -> None:
+            self.deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadlineProtocol
+
+
+def _allow_open_files(connections: int) -> None:
+    # Each connection is a descriptor; chDB needs a few hundred of its own besides
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+
+
 def serve(
     directory: Path,
     host: str = "127.0.0.1",
@@ -66,16 +122,18 @@ def serve(
     password: str = "",
     log_level: str = "info",
     graceful_timeout: int = 30,
+    limits: Limits | None = None,
 ) -> None:
     """Serve ``directory`` until SIGTERM/SIGINT. Uvicorn stops accepting, lets in-flight requests
     finish (up to ``graceful_timeout`` s), then the app's lifespan closes chdb, flushing data."""
     directory = directory.resolve()
+    limits = limits or Limits()
     lock_fd = lock_directory(directory)
     try:
-        engine = Engine(str(directory))
-        app = create_app(
-            engine, Credentials(user, password), str(directory / ".quant-warehouse-spool")
-        )
+        spool_dir = str(directory / ".quant-warehouse-spool")
+        engine = Engine(str(directory), limits, spool_dir)
+        app = create_app(engine, Credentials(user, password), spool_dir)
+        _allow_open_files(limits.max_connections)
         config = uvicorn.Config(
             app,
             host=host,
@@ -86,6 +144,9 @@ def serve(
             lifespan="on",
             timeout_graceful_shutdown=graceful_timeout,
             server_header=False,
+            http=header_deadline_protocol(limits.header_timeout),
+            limit_concurrency=limits.max_connections,
+            timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]  # a float works
         )
         log.warning(
             "quant warehouse %s serving %s on http://%s:%d as user %r",
