@@ -30,6 +30,8 @@ class WarehouseServer:
     password: str
     port: int = field(default_factory=free_port)
     password_via_env: bool = False
+    # More ``quant warehouse serve`` options, e.g. ["--max-execution-time", "2"]
+    args: list[str] = field(default_factory=list)
     proc: subprocess.Popen | None = None
 
     @property
@@ -39,7 +41,7 @@ class WarehouseServer:
 
     def command(self) -> list[str]:
         cmd = [str(QUANT), "warehouse", "serve", "--path", str(self.path), "--port", str(self.port)]
-        cmd += ["--user", self.user, "--log-level", "warning"]
+        cmd += ["--user", self.user, "--log-level", "warning", *self.args]
         return cmd if self.password_via_env else [*cmd, "--password", self.password]
 
     def env(self) -> dict[str, str]:

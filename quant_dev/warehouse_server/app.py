@@ -365,7 +365,9 @@ class WarehouseApp:
 
         async def body() -> AsyncIterator[bytes]:
             while True:
-                piece, last = await anyio.to_thread.run_sync(next_piece)
+                # Abandoned if the client leaves while it waits: the cleanup hooks then cancel
+                # the stream, which wakes the thread, instead of waiting for the next chunk
+                piece, last = await anyio.to_thread.run_sync(next_piece, abandon_on_cancel=True)
                 if last:
                     _run_hooks(hooks)
                 if piece:
