@@ -221,6 +221,10 @@ class Engine:
                 raise error("ABORTED", "The quant warehouse server is shutting down")
             if seat is not None:
                 handle = seat.handle
+                if handle is not None and handle in self._running:
+                    # The session's last query was cancelled (its client left) and is still
+                    # winding down; one chDB handle never runs two queries at once
+                    raise error("SESSION_IS_LOCKED", "Session is busy with a cancelled query")
             elif self._idle.get(ctx):
                 handle = self._idle[ctx].pop()
                 if not self._idle[ctx]:
