@@ -45,7 +45,7 @@ def serve(
         8, envvar="QUANT_WAREHOUSE_MAX_CONCURRENT_QUERIES", help="chDB queries running at once."
     ),
     result_memory_bytes: int = typer.Option(
-        64 << 20,
+        256 << 20,
         envvar="QUANT_WAREHOUSE_RESULT_MEMORY_BYTES",
         help="Unread streamed result kept in memory per query before spooling to disk.",
     ),

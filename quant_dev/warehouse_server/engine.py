@@ -2,9 +2,9 @@
 
 chDB runs queries on separate connection handles concurrently (it releases the GIL), so a
 request checks a handle out for the length of its engine call, and at most
-``Limits.max_concurrent_queries`` calls run at once. Nothing here ever waits on a client while it
-holds a handle or a slot: a streamed result goes to a ``ResultSpill`` the client drains at its own
-pace.
+``Limits.max_concurrent_queries`` calls run at once. Nothing here waits on a client for long
+while it holds a handle or a slot: a streamed result goes to a ``ResultSpill`` (memory, then a
+spool file) that the client drains at its own pace.
 
 chDB keeps ``USE``/``SET`` state and temporary tables per handle. Requests without an HTTP
 session share idle handles per (database, settings) context; an HTTP session gets a handle of its
@@ -52,6 +52,9 @@ _MARKER_PREFIX = "quant-handle-"
 _TEMPORARY_RE = re.compile(r"\bTEMPORARY\b", re.IGNORECASE)
 _WATCHDOG_PERIOD = 1.0
 _WATCHDOG_GRACE = 2.0
+# How long, in all, a streamed query may wait for its reader to make room in memory before its
+# result goes to disk: a reader that keeps up costs no disk, a stalled one a second of a slot
+_SPILL_PATIENCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class Handle:
     marker: str
     database: str = "default"
     settings: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0  # time.monotonic() of its current call's checkout
 
 
 @dataclass
@@ -237,30 +241,26 @@ class Engine:
             self._discard(handle, seat)
             raise
         with self._lock:
+            handle.started = time.monotonic()
             self._running.add(handle)
             if seat is not None:
                 seat.handle = handle
                 self._seated.add(handle)
         return handle
 
-    def _checkin(self, handle: Handle, seat: Seat | None, reusable: bool) -> None:
+    def _checkin(self, handle: Handle, ctx: Context, seat: Seat | None, reusable: bool) -> None:
         closing = handle
         with self._lock:
             self._running.discard(handle)
             if reusable and not self._closing.is_set():
                 if seat is not None:
                     return
-                key = self._key(handle)
-                self._idle.setdefault(key, []).append(handle)
-                self._idle.move_to_end(key)
+                self._idle.setdefault(ctx, []).append(handle)
+                self._idle.move_to_end(ctx)
                 if self._idle_count() <= self._max_idle:
                     return
                 closing, seat = self._evict_one(), None
         self._discard(closing, seat)
-
-    def _key(self, handle: Handle) -> Context:
-        settings = {k: v for k, v in handle.settings.items() if k != "log_comment"}
-        return Context.of(handle.database, settings)
 
     def _idle_count(self) -> int:
         return sum(map(len, self._idle.values()))
@@ -295,7 +295,7 @@ class Engine:
                 reusable = not (seat is None and _TEMPORARY_RE.search(sql))
             finally:
                 ticket.detach()
-                self._checkin(handle, seat, reusable)
+                self._checkin(handle, ctx, seat, reusable)
         finally:
             self._slots.release()
 
@@ -351,9 +351,11 @@ class Engine:
         # (a query's own SETTINGS clause raising it, or a step that ignores it)
         limit = self.limits.max_execution_time + _WATCHDOG_GRACE
         while not self._closing.wait(_WATCHDOG_PERIOD):
+            # Asks chDB only when a call has run that long, so it costs nothing otherwise
+            oldest = time.monotonic() - limit
             with self._lock:
-                busy = bool(self._running)
-            if busy:
+                overdue = any(handle.started < oldest for handle in self._running)
+            if overdue:
                 self._control_query(f"KILL QUERY WHERE elapsed > {limit:g} ASYNC")
 
     def running_queries(self) -> int:
@@ -516,9 +518,10 @@ class Engine:
 
 class ResultSpill:
     """A streamed result between chDB (producer) and the client (consumer) that never makes the
-    producer wait: chunks stay in memory up to ``memory_limit`` bytes, then go to a file in
-    ``spool_dir`` up to ``disk_limit`` bytes; past that the query fails. ``get`` returns the
-    chunks in order and None at the end."""
+    producer wait on the client for long: chunks stay in memory up to ``memory_limit`` bytes (the
+    producer waits for room there at most ``_SPILL_PATIENCE`` seconds per query, in all), then go
+    to a file in ``spool_dir`` up to ``disk_limit`` bytes; past that the query fails. ``get``
+    returns the chunks in order and None at the end."""
 
     def __init__(self, memory_limit: int, disk_limit: int, spool_dir: str | None):
         self._cond = threading.Condition()
@@ -533,12 +536,20 @@ class ResultSpill:
         self._done = False
         self._error: ClickHouseError | None = None
         self._cancelled = False
+        self._patience = _SPILL_PATIENCE
         self.on_cancel = None
 
     # ---- producer -----------------------------------------------------------------------------
 
     def put(self, chunk: bytes) -> None:
         with self._cond:
+            if self._memory + len(chunk) > self._memory_limit and self._patience > 0:
+                started = time.monotonic()
+                self._cond.wait_for(
+                    lambda: self._cancelled or self._memory + len(chunk) <= self._memory_limit,
+                    self._patience,
+                )
+                self._patience -= time.monotonic() - started
             if self._cancelled:
                 raise cancelled_error()
             if self._memory + len(chunk) <= self._memory_limit:
@@ -546,7 +557,7 @@ class ResultSpill:
                 self._memory += len(chunk)
             else:
                 self._entries.append(self._spill(chunk))
-            self._cond.notify()
+            self._cond.notify_all()
 
     def _spill(self, chunk: bytes) -> tuple[int, int]:
         if self._file_entries == 0:
@@ -568,13 +579,13 @@ class ResultSpill:
     def finish(self) -> None:
         with self._cond:
             self._done = True
-            self._cond.notify()
+            self._cond.notify_all()
 
     def fail(self, exc: ClickHouseError) -> None:
         with self._cond:
             self._error = exc
             self._done = True
-            self._cond.notify()
+            self._cond.notify_all()
 
     # ---- consumer -----------------------------------------------------------------------------
 
@@ -592,6 +603,7 @@ class ResultSpill:
             entry = self._entries.popleft()
             if isinstance(entry, bytes):
                 self._memory -= len(entry)
+                self._cond.notify_all()  # room for a producer waiting on memory
                 return entry
             offset, size = entry
             chunk = os.pread(self._file.fileno(), size, offset)

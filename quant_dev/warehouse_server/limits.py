@@ -26,7 +26,7 @@ class Limits:
     max_concurrent_queries: int = 8
     # A streamed result the client reads slower than chDB produces it is buffered here: in
     # memory, then in a file in the server's spool directory, then the query fails
-    result_memory_bytes: int = 64 * MiB
+    result_memory_bytes: int = 256 * MiB
     result_spool_bytes: int = 4 * GiB
     # Connections: open at once, seconds to send a request's headers, seconds idle between
     # requests (keep-alive) or between two pieces of a request body
