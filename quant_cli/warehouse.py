@@ -66,7 +66,7 @@ def serve(
     body_timeout: float = typer.Option(
         60.0,
         envvar="QUANT_WAREHOUSE_BODY_TIMEOUT",
-        help="Seconds a request body may pause between two pieces.",
+        help="Seconds a request body may pause, or a response wait for its reader.",
     ),
 ) -> None:
     """Serve DIR over ClickHouse's HTTP protocol so several processes can share it.

@@ -252,15 +252,31 @@ async def _guarded(request: Request, call: Callable[[], Any], ticket: Ticket) ->
 
 class _CleanupResponse(StreamingResponse):
     """A streaming response that runs its cleanup hooks once, however it ends: right after the
-    last piece (so a client's next request finds its session free), or on error/disconnect."""
+    last piece (so a client's next request finds its session free), or on error/disconnect.
+    A client that reads nothing for ``send_timeout`` seconds is dropped, which frees the result
+    it left waiting in memory or on disk."""
 
-    def __init__(self, content: AsyncIterator[bytes], hooks: list[Callable[[], None]], **kwargs):
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        hooks: list[Callable[[], None]],
+        send_timeout: float,
+        **kwargs,
+    ):
         super().__init__(content, **kwargs)
         self.hooks = hooks
+        self.send_timeout = send_timeout
 
     async def __call__(self, scope, receive, send) -> None:
+        async def send_in_time(message) -> None:
+            with anyio.fail_after(self.send_timeout):
+                await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except TimeoutError:
+            # The response stays incomplete, so uvicorn closes the connection
+            log.warning("dropped a client that read nothing for %g s", self.send_timeout)
         finally:
             _run_hooks(self.hooks)
 
@@ -376,7 +392,13 @@ class WarehouseApp:
                     return
 
         media_type = content_type(fmt) if fmt else "text/plain; charset=UTF-8"
-        return _CleanupResponse(body(), hooks, headers=headers, media_type=media_type)
+        return _CleanupResponse(
+            body(),
+            hooks,
+            send_timeout=self.limits.body_timeout,
+            headers=headers,
+            media_type=media_type,
+        )
 
     # ---- endpoints --------------------------------------------------------------------------
 

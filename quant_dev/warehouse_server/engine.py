@@ -16,6 +16,14 @@ Every query carries ``max_execution_time`` (a client may lower it, never raise i
 ``log_comment`` naming its handle, by which a disconnecting client's query is killed; a
 watchdog kills whatever outlives the cap by other means. All calls block; run them in a worker
 thread.
+
+What cancellation cannot do: chDB stops a killed query only at ClickHouse's own checkpoints
+(between blocks, in waits it polls), so a step blocked elsewhere (a ``url()`` read) ends at its
+own timeout or the execution cap; a query whose own ``SETTINGS`` replace ``log_comment`` cannot
+be found by its marker and runs until the watchdog's cap. Writes are never cancelled on
+disconnect (a killed INSERT ... SELECT could leave part of its rows). A ``url()`` query on this
+endpoint runs its inner request on another handle; only with every slot held by such queries
+does the inner one wait, until the cap ends the outer ones.
 """
 
 from __future__ import annotations

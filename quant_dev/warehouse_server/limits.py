@@ -29,7 +29,7 @@ class Limits:
     result_memory_bytes: int = 256 * MiB
     result_spool_bytes: int = 4 * GiB
     # Connections: open at once, seconds to send a request's headers, seconds idle between
-    # requests (keep-alive) or between two pieces of a request body
+    # requests (keep-alive), seconds a request body may pause or a response wait for its reader
     max_connections: int = 4096
     header_timeout: float = 10.0
     idle_timeout: float = 5.0
