@@ -32,7 +32,8 @@ class WarehouseServer:
     password: str | None  # None: the one the server generates and keeps in ``path``
     port: int = field(default_factory=free_port)
     password_via_env: bool = False
-    args: tuple[str, ...] = ()
+    # More ``quant warehouse serve`` options, e.g. ("--max-execution-time", "2")
+    args: tuple[str, ...] | list[str] = ()
     env_extra: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -17,15 +18,16 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from quant_dev.warehouse_server.engine import Context, Engine, Outcome
+from quant_dev.warehouse_server.engine import Context, Engine, Outcome, Seat, Ticket
+from quant_dev.warehouse_server.limits import Limits
 from quant_dev.warehouse_server.policy import Policy, Statement
 from quant_dev.warehouse_server.protocol import (
     STREAMABLE_FORMATS,
@@ -97,19 +99,22 @@ class Session:
     timeout: float = 60.0
     expires: float = 0.0
     busy: bool = False
+    # The session's own chDB handle: its temporary tables are visible to it alone
+    seat: Seat = field(default_factory=Seat)
 
 
 class Sessions:
     """HTTP sessions: the ``USE`` database and ``SET`` settings kept between requests.
     Touched only from the event loop, so no lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, end: Callable[[Seat], None]) -> None:
         self._sessions: dict[str, Session] = {}
+        self._end = end
 
     def acquire(self, params: RequestParams) -> Session | None:
         now = time.monotonic()
         for key in [k for k, s in self._sessions.items() if not s.busy and s.expires < now]:
-            del self._sessions[key]
+            self._end(self._sessions.pop(key).seat)
         if params.session_id is None:
             return None
         session = self._sessions.get(params.session_id)
@@ -133,15 +138,36 @@ class Sessions:
 
 
 class _Body:
-    """A request body after Content-Encoding decoding, spooled to disk past 64 MiB."""
+    """A request body after Content-Encoding decoding, spooled to disk past 64 MiB.
 
-    def __init__(self, spool_dir: str):
+    Refuses to grow past ``limits.max_query_bytes`` unless its head is an ``INSERT ... FORMAT``
+    whose rows follow, which may grow to ``limits.max_decompressed_bytes``."""
+
+    def __init__(self, spool_dir: str, limits: Limits, prefix: bytes):
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(_SPOOL_IN_MEMORY, dir=spool_dir)  # noqa: SIM115
         self.size = 0
+        self._limits = limits
+        self._limit = limits.max_query_bytes
+        self._prefix = prefix
+        self._head = bytearray()
+        self._classified = False
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        if len(self._head) < _HEAD_BYTES:
+            self._head += data[: _HEAD_BYTES - len(self._head)]
         self.size += len(data)
+        if self.size > self._limit and not self._classified:
+            self._classified = True
+            head = insert_head(self._prefix + bytes(self._head))
+            if head is not None and not _looks_like_values(head.statement):
+                self._limit = self._limits.max_decompressed_bytes
+        if self.size > self._limit:
+            if self._limit == self._limits.max_query_bytes:
+                raise body_too_large(f"the query is longer than max_query_bytes {self._limit}")
+            raise body_too_large(
+                f"the INSERT data decompresses to more than max_decompressed_bytes {self._limit}"
+            )
+        self.file.write(data)
 
     def read(self, offset: int = 0, size: int = -1) -> bytes:
         self.file.seek(offset)
@@ -156,19 +182,43 @@ class _Body:
         self.file.close()
 
 
-async def _read_body(request: Request, spool_dir: str) -> _Body:
-    decoder = BodyDecoder(request.headers.get("content-encoding"))
-    body = _Body(spool_dir)
+def body_too_large(detail: str) -> ClickHouseError:
+    return error("QUERY_IS_TOO_LARGE", f"Request body too large: {detail}")
 
-    def decode(parts: list[bytes], final: bool) -> None:
-        body.write(decoder.feed(b"".join(parts)))
-        if final:
-            decoder.finish()
 
-    pending: list[bytes] = []
-    pending_size = 0
+async def _read_body(request: Request, spool_dir: str, limits: Limits, prefix: bytes) -> _Body:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limits.max_body_bytes:
+        raise body_too_large(
+            f"Content-Length {int(length)} exceeds max_body_bytes {limits.max_body_bytes}"
+        )
+    body = _Body(spool_dir, limits, prefix)
     try:
-        async for chunk in request.stream():
+        # The decoder checks the size as it goes, so a decompression bomb stops at the limit
+        decoder = BodyDecoder(request.headers.get("content-encoding"), body.write)
+
+        def decode(parts: list[bytes], final: bool) -> None:
+            decoder.feed(b"".join(parts))
+            if final:
+                decoder.finish()
+
+        pending: list[bytes] = []
+        pending_size = received = 0
+        chunks = request.stream().__aiter__()
+        while True:
+            with anyio.move_on_after(limits.body_timeout) as wait:
+                chunk = await anext(chunks, None)
+            if wait.cancelled_caught:
+                raise error(
+                    "SOCKET_TIMEOUT",
+                    f"Timeout exceeded while reading the request body: nothing arrived for "
+                    f"{limits.body_timeout:g} s",
+                )
+            if chunk is None:
+                break
+            received += len(chunk)
+            if received > limits.max_body_bytes:
+                raise body_too_large(f"more than max_body_bytes {limits.max_body_bytes} sent")
             pending.append(chunk)
             pending_size += len(chunk)
             if pending_size >= _DECODE_BATCH:
@@ -184,17 +234,55 @@ async def _read_body(request: Request, spool_dir: str) -> _Body:
     return body
 
 
+async def _guarded(request: Request, call: Callable[[], Any], ticket: Ticket) -> Any:
+    """Run ``call`` in a worker thread; if the client disconnects meanwhile, cancel ``ticket``
+    (which kills the query), so a client that gives up does not leave its query running."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        await anyio.to_thread.run_sync(ticket.cancel)
+
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch)
+        try:
+            result = await anyio.to_thread.run_sync(call)
+        except Exception as exc:  # raised below, not wrapped in the group's ExceptionGroup
+            failure = exc
+        group.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return result
+
+
 class _CleanupResponse(StreamingResponse):
     """A streaming response that runs its cleanup hooks once, however it ends: right after the
-    last piece (so a client's next request finds its session free), or on error/disconnect."""
+    last piece (so a client's next request finds its session free), or on error/disconnect.
+    A client that reads nothing for ``send_timeout`` seconds is dropped, which frees the result
+    it left waiting in memory or on disk."""
 
-    def __init__(self, content: AsyncIterator[bytes], hooks: list[Callable[[], None]], **kwargs):
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        hooks: list[Callable[[], None]],
+        send_timeout: float,
+        **kwargs,
+    ):
         super().__init__(content, **kwargs)
         self.hooks = hooks
+        self.send_timeout = send_timeout
 
     async def __call__(self, scope, receive, send) -> None:
+        async def send_in_time(message) -> None:
+            with anyio.fail_after(self.send_timeout):
+                await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, send_in_time)
+        except TimeoutError:
+            # The response stays incomplete, so uvicorn closes the connection
+            log.warning("dropped a client that read nothing for %g s", self.send_timeout)
         finally:
             _run_hooks(self.hooks)
 
@@ -222,7 +310,8 @@ class WarehouseApp:
         # the same few (an insert's head, a polling query), each parse costs a few ms
         self.allowed: OrderedDict[tuple, Statement] = OrderedDict()
         self.spool_dir = spool_dir
-        self.sessions = Sessions()
+        self.limits = engine.limits
+        self.sessions = Sessions(engine.release)
         self.display_name = socket.gethostname()
 
     # ---- responses --------------------------------------------------------------------------
@@ -300,7 +389,9 @@ class WarehouseApp:
 
         async def body() -> AsyncIterator[bytes]:
             while True:
-                piece, last = await anyio.to_thread.run_sync(next_piece)
+                # Abandoned if the client leaves while it waits: the cleanup hooks then cancel
+                # the stream, which wakes the thread, instead of waiting for the next chunk
+                piece, last = await anyio.to_thread.run_sync(next_piece, abandon_on_cancel=True)
                 if last:
                     _run_hooks(hooks)
                 if piece:
@@ -309,7 +400,13 @@ class WarehouseApp:
                     return
 
         media_type = content_type(fmt) if fmt else "text/plain; charset=UTF-8"
-        return _CleanupResponse(body(), hooks, headers=headers, media_type=media_type)
+        return _CleanupResponse(
+            body(),
+            hooks,
+            send_timeout=self.limits.body_timeout,
+            headers=headers,
+            media_type=media_type,
+        )
 
     # ---- endpoints --------------------------------------------------------------------------
 
@@ -328,8 +425,13 @@ class WarehouseApp:
             params = parse_params(raw_params)
             self.policy.check_settings(params.settings)
             session = self.sessions.acquire(params)
-            body = await _read_body(request, self.spool_dir)
+            prefix = (params.query + "\n").encode() if params.query else b""
+            body = await _read_body(request, self.spool_dir, self.limits, prefix)
             response = await self._execute(request, params, query_id, session, body)
+        except ClientDisconnect:
+            # Nobody is left to answer; ClickHouse logs these as "client closed the connection"
+            self._finish(session, body)
+            return Response(status_code=499)
         except ClickHouseError as exc:
             self._finish(session, body)
             return self.error_response(exc, query_id)
@@ -360,6 +462,7 @@ class WarehouseApp:
         database = params.database or (session.database if session else None)
         settings = {**(session.settings if session else {}), **params.settings}
         ctx = Context.of(database, settings)
+        seat = session.seat if session else None
         respond = dict(request=request, params=params, query_id=query_id)
 
         head = insert_head(prefix + body.read(0, _HEAD_BYTES))
@@ -372,7 +475,7 @@ class WarehouseApp:
             else:
                 chunks = body.chunks(data_at)
             outcome = await anyio.to_thread.run_sync(
-                self.engine.insert, head.statement, head.fmt, chunks, ctx
+                self.engine.insert, head.statement, head.fmt, chunks, ctx, seat
             )
             return self._respond(
                 iter(()), fmt=None, summary=outcome.summary, cleanup=_noop, **respond
@@ -406,10 +509,13 @@ class WarehouseApp:
         fmt = output_format(query, params.default_format)
         produces_result = is_read_only(query)
         if is_select(query) and not params.wait_end_of_query and fmt.lower() in STREAMABLE_FORMATS:
-            return await self._stream(query, fmt, params, ctx, respond)
+            return await self._stream(request, query, fmt, params, ctx, seat, respond)
 
-        outcome: Outcome = await anyio.to_thread.run_sync(
-            self.engine.query, query, fmt, params.bindings, ctx
+        ticket = Ticket()
+        call = functools.partial(self.engine.query, query, fmt, params.bindings, ctx, seat, ticket)
+        # Only a read-only query is cancelled when its client leaves: a write runs to its end
+        outcome: Outcome = await (
+            _guarded(request, call, ticket) if produces_result else anyio.to_thread.run_sync(call)
         )
         has_result = produces_result or len(outcome.payload) > 0
         return self._respond(
@@ -439,12 +545,20 @@ class WarehouseApp:
         return statement
 
     async def _stream(
-        self, query: str, fmt: str, params: RequestParams, ctx: Context, respond: dict
+        self,
+        request: Request,
+        query: str,
+        fmt: str,
+        params: RequestParams,
+        ctx: Context,
+        seat: Seat | None,
+        respond: dict,
     ) -> Response:
-        stream = self.engine.stream(query, fmt, params.bindings, ctx)
+        ticket = Ticket()
+        stream = self.engine.stream(query, fmt, params.bindings, ctx, seat, ticket)
         try:
             # Wait for the first chunk so that a failing query still gets a real error status
-            first = await anyio.to_thread.run_sync(stream.get)
+            first = await _guarded(request, stream.get, ticket)
         except BaseException:
             stream.cancel()
             raise
@@ -452,7 +566,7 @@ class WarehouseApp:
         if joiner is not None and first is None:
             # No block at all: only a one-shot query writes the schema of an empty result
             outcome = await anyio.to_thread.run_sync(
-                self.engine.query, query, fmt, params.bindings, ctx
+                self.engine.query, query, fmt, params.bindings, ctx, seat
             )
             piece = bytes(outcome.payload)
             return self._respond(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import lz4.frame
@@ -64,6 +64,12 @@ ERROR_CODES = {
     "ZLIB_INFLATE_FAILED": 354,
     "STD_EXCEPTION": 1001,
     "ABORTED": 236,
+    "QUERY_IS_TOO_LARGE": 229,
+    "TIMEOUT_EXCEEDED": 159,
+    "SOCKET_TIMEOUT": 209,
+    "TOO_MANY_SIMULTANEOUS_QUERIES": 202,
+    "TOO_MANY_ROWS_OR_BYTES": 396,
+    "QUERY_WAS_CANCELLED": 394,
 }
 _STATUS_BY_CODE: dict[int, int] = {
     194: 401,
@@ -333,22 +339,34 @@ class ArrowStreamJoiner:
 # ---- compression --------------------------------------------------------------------------
 
 
+_DECODE_PIECE = 1 << 20
+
+
 class BodyDecoder:
     """Incremental decoder for a request's Content-Encoding. Handles several concatenated
-    frames (lz4, zstd) or members (gzip), as clickhouse-connect sends one per block."""
+    frames (lz4, zstd) or members (gzip), as clickhouse-connect sends one per block.
 
-    def __init__(self, encoding: str | None):
+    Decoded bytes go to ``sink`` in pieces of at most about a MiB, never the whole expansion of
+    a chunk at once: a sink that raises (a size limit) stops a decompression bomb right there.
+    """
+
+    def __init__(self, encoding: str | None, sink: Callable[[bytes], object]):
         self.encoding = (encoding or "identity").strip().lower()
-        self._pending = b""
+        self._sink = sink
         self._dec = None
         if self.encoding not in ("identity", "", "lz4", "zstd", "gzip", "deflate"):
             raise error("UNKNOWN_COMPRESSION_METHOD", f"Unknown compression method: {encoding}")
+        if self.encoding == "zstd":
+            # zstandard's decompressobj has no output bound; its stream writer hands the
+            # sink bounded pieces. It does not say where frames end, so ZstdFrames does.
+            self._zstd = zstandard.ZstdDecompressor().stream_writer(
+                _SinkWriter(sink), write_size=_DECODE_PIECE, closefd=False
+            )
+            self._frames = ZstdFrames()
 
     def _new(self):
         if self.encoding == "lz4":
             return lz4.frame.LZ4FrameDecompressor()
-        if self.encoding == "zstd":
-            return zstandard.ZstdDecompressor().decompressobj()
         return zlib.decompressobj(31 if self.encoding == "gzip" else 15)
 
     def _failure(self, exc: Exception) -> ClickHouseError:
@@ -357,31 +375,134 @@ class BodyDecoder:
         )
         return error(name, f"Cannot decompress {self.encoding} request body: {exc}")
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> None:
         if self.encoding in ("identity", ""):
-            return data
-        out = []
-        data = self._pending + data
-        self._pending = b""
+            if data:
+                self._sink(data)
+            return
         try:
-            while data:
-                if self._dec is None:
-                    self._dec = self._new()
-                out.append(self._dec.decompress(data))
-                if not self._dec.eof:
-                    break
-                data = self._dec.unused_data
-                self._dec = None
+            if self.encoding == "zstd":
+                self._frames.feed(data)
+                self._zstd.write(data)
+            else:
+                self._feed_frames(data)
         except ClickHouseError:
             raise
         except Exception as exc:
             raise self._failure(exc) from exc
-        return b"".join(out)
+
+    def _feed_frames(self, data: bytes) -> None:
+        lz4_frames = self.encoding == "lz4"
+        while data or self._dec is not None:
+            if self._dec is None:
+                self._dec = self._new()
+            out = self._dec.decompress(data, _DECODE_PIECE)
+            if out:
+                self._sink(out)
+            if self._dec.eof:
+                data, self._dec = self._dec.unused_data, None
+            elif lz4_frames:
+                if self._dec.needs_input:
+                    return
+                data = b""
+            else:
+                data = self._dec.unconsumed_tail
+                if not data and len(out) < _DECODE_PIECE:
+                    return
 
     def finish(self) -> None:
         """Fail on a body that ends inside a frame."""
-        if self._dec is not None and not self._dec.eof:
+        truncated = (
+            not self._frames.at_boundary() if self.encoding == "zstd" else self._dec is not None
+        )
+        if truncated:
             raise self._failure(ValueError("truncated compressed data"))
+
+
+class _SinkWriter:
+    def __init__(self, sink: Callable[[bytes], object]):
+        self._sink = sink
+
+    def write(self, data: bytes) -> int:
+        self._sink(bytes(data))
+        return len(data)
+
+
+_ZSTD_MAGIC = 0xFD2FB528
+_FCS_SIZES = (0, 2, 4, 8)
+_DID_SIZES = (0, 1, 2, 4)
+
+
+class ZstdFrames:
+    """Walks the frame and block headers of a zstd stream (RFC 8878) without decoding it, to
+    tell whether the stream ends between frames: the decoder cannot say."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._skip = 0
+        # what the next bytes are: "magic", "skippable", "header", "block", "checksum"
+        self._state = "magic"
+        self._checksum = False
+
+    def feed(self, data: bytes) -> None:
+        pos, n = 0, len(data)
+        while pos < n:
+            if self._skip:
+                step = min(self._skip, n - pos)
+                self._skip -= step
+                pos += step
+                continue
+            need = self._needed()
+            take = min(need - len(self._buf), n - pos)
+            self._buf += data[pos : pos + take]
+            pos += take
+            if len(self._buf) == need:
+                self._advance()
+
+    def _needed(self) -> int:
+        if self._state in ("magic", "skippable", "checksum"):
+            return 4
+        if self._state == "block":
+            return 3
+        if not self._buf:  # "header": its first byte says how long it is
+            return 1
+        fhd = self._buf[0]
+        single = (fhd >> 5) & 1
+        fcs = _FCS_SIZES[fhd >> 6] or single
+        return 1 + (0 if single else 1) + _DID_SIZES[fhd & 3] + fcs
+
+    def _advance(self) -> None:
+        buf, self._buf = self._buf, b""
+        if self._state == "magic":
+            magic = int.from_bytes(buf, "little")
+            if magic == _ZSTD_MAGIC:
+                self._state = "header"
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:
+                self._state = "skippable"
+            else:
+                raise ValueError("unknown zstd frame magic")
+        elif self._state == "skippable":
+            self._skip = int.from_bytes(buf, "little")
+            self._state = "magic"
+        elif self._state == "header":
+            if len(buf) == 1:  # the descriptor alone; a header is at least two bytes
+                self._buf = buf
+                return
+            self._checksum = bool((buf[0] >> 2) & 1)
+            self._state = "block"
+        elif self._state == "block":
+            header = int.from_bytes(buf, "little")
+            last, kind, size = header & 1, (header >> 1) & 3, header >> 3
+            if kind == 3:
+                raise ValueError("reserved zstd block type")
+            self._skip = 1 if kind == 1 else size
+            if last:
+                self._state = "checksum" if self._checksum else "magic"
+        else:  # checksum
+            self._state = "magic"
+
+    def at_boundary(self) -> bool:
+        return self._state == "magic" and not self._buf and not self._skip
 
 
 # ClickHouse's own preference when a client accepts several encodings
