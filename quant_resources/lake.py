@@ -310,6 +310,23 @@ def _backend_for(url: str) -> _Backend:
     raise LakeError(f"LAKE_URL scheme must be file:// or s3://, got {url.split(':', 1)[0]!r}")
 
 
+def encode_parquet(table: pa.Table) -> bytes:
+    """``table`` as the lake's Parquet bytes (zstd); encoding releases the GIL, so callers may
+    encode in threads while something else runs, and publish the bytes later."""
+    # Dictionary pages only for text (symbols, sessions: a few values repeated): on decimal
+    # and time columns nearly every value is distinct and the attempt doubles encode time.
+    text = [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_dictionary(f.type)
+    ]
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", use_dictionary=text)
+    return sink.getvalue().to_pybytes()
+
+
 class LakeResource(dg.ConfigurableResource):
     """The Parquet lake. ``url`` defaults to ``LAKE_URL``, else ``file://$QUANT_HOME/lake``."""
 
@@ -355,21 +372,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def write_parquet(self, key: str, table: pa.Table) -> str:
         """Write ``table`` to ``key`` atomically; returns the object's full location."""
-        store = self._store()
-        if _is_temp(_check_key(key)):
-            raise ValueError(f"invalid lake key {key!r}: names starting {TEMP_PREFIX!r} are temp")
-        # Dictionary pages only for text (symbols, sessions: a few values repeated): on decimal
-        # and time columns nearly every value is distinct and the attempt doubles encode time.
-        text = [
-            f.name
-            for f in table.schema
-            if pa.types.is_string(f.type)
-            or pa.types.is_large_string(f.type)
-            or pa.types.is_dictionary(f.type)
-        ]
-        with store.atomic_writer(key) as sink:
-            pq.write_table(table, sink, compression="zstd", use_dictionary=text)
-        return f"{store.location}/{key}"
+        return self.write_bytes(key, encode_parquet(table))
 
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write raw bytes (session-log segments, manifests) to ``key`` atomically."""

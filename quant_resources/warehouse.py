@@ -222,34 +222,69 @@ class WarehouseResource(dg.ConfigurableResource):
         version_column: str = "version",
     ) -> Iterator[StagedSlice]:
         """Replace the rows matching ``where`` with every piece given to ``add`` inside the
-        block, all published when the block ends without error (see module doc)."""
+        block, all published when the block ends without error (see module doc). An empty
+        stage is refused: replacing a slice with nothing would only delete it. This takes no
+        lock: concurrent writers of one slice go through ``HistoricalStore`` (store.py)."""
+        with self.staging(table, version_column=version_column) as stage:
+            yield stage
+            if not stage.rows:
+                raise WarehouseError(
+                    f"refusing to replace a slice of {table!r} with no rows "
+                    f"(slice {where} with {dict(params)!r})"
+                )
+            self.move(stage, stage.version)
+            self.delete_older(table, where, params, stage.version, version_column=version_column)
+
+    @contextlib.contextmanager
+    def staging(self, table: str, *, version_column: str = "version") -> Iterator[StagedSlice]:
+        """A ``Memory`` table shaped like ``table`` to stage a new version in; dropped when the
+        block ends. Nothing here touches ``table`` itself (see ``move``, ``delete_older``)."""
         self.table_columns(table)  # a missing table is named before anything starts
         stage = StagedSlice(self, identifier(table), identifier(version_column))
         self._drop_stale_stages(table)
         self.client.command(f"CREATE TABLE {stage.name} AS {stage.table} ENGINE = Memory")
         try:
             yield stage
-            self._publish(stage, where, params)
         finally:
             self.client.command(f"DROP TABLE IF EXISTS {stage.name} SYNC")
 
-    def _publish(self, stage: StagedSlice, where: str, params: Mapping[str, Any]) -> None:
-        columns = ", ".join(map(identifier, self.table_columns(stage.table)))
+    def move(self, stage: StagedSlice, version: int) -> None:
+        """Move every staged row into the table as one part, stamped ``version``. A failed move
+        removes whatever part of that version landed, so the table holds all of it or none."""
         col = stage.version_column
-        if stage.rows:
-            try:
-                self.client.command(
-                    f"INSERT INTO {stage.table} ({columns}) SELECT {columns} FROM {stage.name}",
-                    settings=_MOVE_SETTINGS,
-                )
-            except Exception:
-                self._delete(
-                    stage.table, f"{col} = {{_version:UInt64}}", {"_version": stage.version}
-                )
-                raise
-        bound = {**params, "_version": stage.version}
-        self._delete(stage.table, f"({where}) AND {col} != {{_version:UInt64}}", bound)
-        self._drop_empty_parts(stage.table)
+        columns = list(map(identifier, self.table_columns(stage.table)))
+        select = ", ".join(f"{{_version:UInt64}} AS {c}" if c == col else c for c in columns)
+        try:
+            self.client.command(
+                f"INSERT INTO {stage.table} ({', '.join(columns)}) SELECT {select} "
+                f"FROM {stage.name}",
+                parameters={"_version": version},
+                settings=_MOVE_SETTINGS,
+            )
+        except Exception:
+            self.delete_version(stage.table, version, version_column=col)
+            raise
+
+    def delete_version(self, table: str, version: int, *, version_column: str = "version") -> None:
+        """Delete the rows of one ``version`` (a move that did not complete)."""
+        col = identifier(version_column)
+        self._delete(table, f"{col} = {{_version:UInt64}}", {"_version": version})
+
+    def delete_older(
+        self,
+        table: str,
+        where: str,
+        params: Mapping[str, Any],
+        version: int,
+        *,
+        version_column: str = "version",
+    ) -> None:
+        """Delete the rows matching ``where`` of every version *older* than ``version``. Older,
+        not merely other: a writer never deletes a newer version someone else moved in."""
+        col = identifier(version_column)
+        bound = {**params, "_version": version}
+        self._delete(table, f"({where}) AND {col} < {{_version:UInt64}}", bound)
+        self._drop_empty_parts(table)
 
     def _drop_empty_parts(self, table: str) -> None:
         """Parts the delete emptied stay active until a cleanup long after; a few of them

@@ -20,6 +20,7 @@ from quant_assets.jobs import historical_daily_job
 from quant_assets.schema import clickhouse_schema
 from quant_resources.lake import LakeResource
 from quant_resources.migrations import load
+from quant_resources.store import HistoricalStore
 from quant_resources.synthetic import SyntheticMarketResource
 from tests.dagster_helpers import failure_text
 
@@ -31,9 +32,11 @@ ALL = [stock_bars_1m, stock_bars_1d, option_chain_snapshots, option_bars_1m]
 def env(warehouse, tmp_path, monkeypatch):
     monkeypatch.setenv("QUANT_EQUITY_SYMBOLS", "SPY,AAPL")
     monkeypatch.setenv("QUANT_OPTION_UNDERLYINGS", "SPY")
+    lake = LakeResource(url=f"file://{tmp_path / 'lake'}")
     resources = {
         "warehouse": warehouse,
-        "lake": LakeResource(url=f"file://{tmp_path / 'lake'}"),
+        "lake": lake,
+        "store": HistoricalStore(warehouse=warehouse, lake=lake),
         "market_data": SyntheticMarketResource(seed=11),
     }
     instance = dg.DagsterInstance.ephemeral()
@@ -334,7 +337,7 @@ def test_a_run_in_pieces_stores_what_one_piece_stores_and_a_bad_last_piece_write
 
 
 def test_split_by_day_keeps_row_order_whether_sliced_or_sorted(monkeypatch) -> None:
-    import quant_assets.historical as historical
+    import quant_resources.store as store
     from quant_core.calendar import session
 
     market = SyntheticMarketResource(seed=11)
@@ -351,9 +354,9 @@ def test_split_by_day_keeps_row_order_whether_sliced_or_sorted(monkeypatch) -> N
         day: shuffled.filter(pc.equal(shuffled.column("session_date"), pa.scalar(day, pa.date32())))
         for day in expected
     }
-    for limit in (historical.MAX_DAY_RUNS, 0):  # runs sliced without a copy; sorted by day
-        monkeypatch.setattr(historical, "MAX_DAY_RUNS", limit)
+    for limit in (store.MAX_DAY_RUNS, 0):  # runs sliced without a copy; sorted by day
+        monkeypatch.setattr(store, "MAX_DAY_RUNS", limit)
         for table, want in ((bars, expected), (shuffled, shuffled_expected)):
-            got = historical._split_by_day(table)
+            got = store.split_by_day(table)
             assert list(got) == list(want)
             assert all(got[d].equals(want[d]) for d in want)
