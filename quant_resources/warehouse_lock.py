@@ -178,7 +178,7 @@ class WarehouseLock:
 
     def acquire(self) -> None:
         deadline = time.monotonic() + self.wait_seconds
-        pause = 0.02
+        pause = 0.01
         while not self._try_create():
             seen = self._read(self.name)
             if seen is False:
@@ -194,7 +194,7 @@ class WarehouseLock:
                     "(another run is publishing the same slice: retry when it has finished)"
                 )
             time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            pause = min(pause * 2, 0.2)
 
     def verify(self) -> None:
         """Raise unless this process still holds the lock (call before deleting anything)."""
