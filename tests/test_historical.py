@@ -360,3 +360,85 @@ def test_split_by_day_keeps_row_order_whether_sliced_or_sorted(monkeypatch) -> N
             got = store.split_by_day(table)
             assert list(got) == list(want)
             assert all(got[d].equals(want[d]) for d in want)
+
+
+class EmptyProvider(SyntheticMarketResource):
+    """A provider that answers a trading session with no bars at all."""
+
+    def stock_bars_1m(self, symbols, start, end, adjustment="raw"):
+        return super().stock_bars_1m(symbols, start, end, adjustment).slice(0, 0)
+
+
+def test_an_empty_provider_answer_is_refused_and_keeps_the_stored_day(env) -> None:
+    assert _run(env, [stock_bars_1m], DAYS[0]).success
+    before = _fingerprint(env)
+    resources, instance = env
+    result = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        resources={**resources, "market_data": EmptyProvider(seed=11)},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = failure_text(result)
+    assert "synthetic answered nothing for bars_1m on 2024-11-27" in message
+    assert "SPY, AAPL" in message and "allow_empty_days" in message
+    assert _fingerprint(env) == before
+    allowed = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        resources={**resources, "market_data": EmptyProvider(seed=11)},
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"stock_bars_1m": {"config": {"allow_empty_days": [DAYS[0]]}}}},
+    )
+    assert allowed.success, failure_text(allowed)
+    meta = allowed.asset_materializations_for_node("stock_bars_1m")[0].metadata
+    assert meta["overrides"].value == ["2024-11-27: empty answer allowed (allow_empty_days)"]
+    assert env[0]["warehouse"].scalar("SELECT count() FROM bars_1m") == 0
+    assert env[0]["lake"].list("bars_1m/") == []
+
+
+class FailingLake(LakeResource):
+    def write_bytes(self, key: str, data: bytes) -> str:
+        raise OSError(f"cannot write {key}: no space left on device")
+
+
+def test_a_lake_failure_fails_the_run_with_metadata_and_the_next_run_repairs(env) -> None:
+    resources, instance = env
+    assert _run(env, [stock_bars_1m], DAYS[0]).success
+    broken_lake = FailingLake(url=resources["lake"].url)
+    broken = {
+        **resources,
+        "market_data": SyntheticMarketResource(seed=12),
+        "store": HistoricalStore(warehouse=resources["warehouse"], lake=broken_lake),
+    }
+    result = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        resources=broken,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data
+    assert "ClickHouse holds the new version" in failure.error.message
+    assert "no space left on device" in failure.error.message
+    assert failure.user_failure_data.metadata["state"].value == "clickhouse"
+    again = _run(env, [stock_bars_1m], DAYS[1])
+    meta = again.asset_materializations_for_node("stock_bars_1m")[0].metadata
+    (note,) = meta["repaired"].value
+    assert "rewrote 1 lake files from ClickHouse" in note
+    lake, wh = resources["lake"], resources["warehouse"]
+    day = date.fromisoformat(DAYS[0])
+    stored = lake.read_parquet(lake.key("bars_1m", "synthetic", day))
+    assert stored.num_rows == wh.scalar(
+        "SELECT count() FROM bars_1m FINAL WHERE session_date = {d:Date}", {"d": day}
+    )
+    assert sorted(stored.column("close").to_pylist()) == sorted(
+        r[0]
+        for r in wh.query_rows(
+            "SELECT close FROM bars_1m FINAL WHERE session_date = {d:Date}", {"d": day}
+        )
+    )
