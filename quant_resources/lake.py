@@ -34,7 +34,7 @@ from pydantic import Field, PrivateAttr
 
 from quant_core.contracts import SYMBOL_PATTERN
 from quant_core.contracts.types import SOURCE_PATTERN
-from quant_resources.settings import quant_home
+from quant_resources.settings import masked_repr_args, quant_home
 
 _log = logging.getLogger(__name__)
 # All matched with fullmatch: `$` alone would let a trailing newline into a path.
@@ -332,6 +332,9 @@ class LakeResource(dg.ConfigurableResource):
 
     url: str | None = Field(default=None, description="file://DIR or s3://bucket/prefix")
     _backend: _Backend | None = PrivateAttr(default=None)
+
+    def __repr_args__(self):
+        return masked_repr_args(super().__repr_args__(), urls=("url",))
 
     @property
     def resolved_url(self) -> str:

@@ -43,7 +43,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import Field, PrivateAttr
 
 from quant_core.contracts import SYMBOL_PATTERN
-from quant_resources.settings import DEFAULT_DATABASE, clickhouse_url, redact_url
+from quant_resources.settings import (
+    DEFAULT_DATABASE,
+    clickhouse_url,
+    masked_repr_args,
+    redact_url,
+)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -105,6 +110,9 @@ class WarehouseResource(dg.ConfigurableResource):
         description="http(s)://user:password@host:port/db or chdb:///dir?database=db",
     )
     _columns: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
+
+    def __repr_args__(self):
+        return masked_repr_args(super().__repr_args__(), urls=("url",))
 
     @property
     def resolved_url(self) -> str:
