@@ -442,3 +442,19 @@ def test_a_lake_failure_fails_the_run_with_metadata_and_the_next_run_repairs(env
             "SELECT close FROM bars_1m FINAL WHERE session_date = {d:Date}", {"d": day}
         )
     )
+
+
+def test_cli_backfill_of_an_unknown_job_names_it_and_lists_the_valid_ones(quant_home) -> None:
+    from typer.testing import CliRunner
+
+    from quant_cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["backfill", "--from", "2024-07-01", "--to", "2024-07-02", "--job", "nope"]
+    )
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)  # a usage error, no traceback
+    text = " ".join(result.output.split())  # the error box wraps lines
+    assert "--job='nope' is not a job over NYSE sessions" in text
+    assert "historical_daily_job" in text and "option_bars_job" in text
+    assert not (quant_home / "dagster").exists()  # refused before anything was set up
