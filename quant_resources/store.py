@@ -308,7 +308,9 @@ class HistoricalStore(dg.ConfigurableResource):
         ):
             stored[day] = set(symbols)
             newest = max(newest, int(top))
-        asked = ", ".join(target.asked) or "(any)"
+        asked = ", ".join(target.asked[:10]) or "(any)"
+        if len(target.asked) > 10:
+            asked += f", ... ({len(target.asked)} in all)"
         overrides: list[str] = []
         for day in target.days:
             if day not in by_day:

@@ -12,14 +12,16 @@ insert, then delete by key*. The new rows, stamped with a fresh ``version``, are
 in a ``Memory`` table nobody reads, in one piece or several (while the caller is still
 fetching the rest); each piece is parsed there as it comes. Once every piece is in, one
 ``INSERT ... SELECT`` moves them into the table as one part, and only when that has succeeded
-are the slice's rows of every other version deleted. A failure before that leaves the table
-untouched; a failed move removes whatever part of the new version landed. Readers see the old
-slice or the new one, and during the short window between the move and the delete both,
-which ``ReplacingMergeTree(version)`` + ``FINAL`` resolves to the new rows for every key they
-share. One part per replacement matters: the delete is a mutation, which waits for any
-background merge of the parts it touches, and many small parts (or the empty parts earlier
-deletes left, which are therefore dropped at once) start such merges. The stage holds the
-new rows uncompressed in the server's memory until the move (about 200 bytes a bar).
+are the slice's rows of every *older* version deleted (never a newer one: a concurrent
+writer's complete version survives; ``HistoricalStore`` serialises such writers with a lock).
+A failure before that leaves the table untouched; a failed move removes whatever part of the
+new version landed. Readers see the old slice or the new one, and during the short window
+between the move and the delete both, which ``ReplacingMergeTree(version)`` + ``FINAL``
+resolves to the new rows for every key they share. One part per replacement matters: the
+delete is a mutation, which waits for any background merge of the parts it touches, and many
+small parts (or the empty parts earlier deletes left, which are therefore dropped at once)
+start such merges. The stage holds the new rows uncompressed in the server's memory until the
+move (about 200 bytes a bar).
 """
 
 from __future__ import annotations
