@@ -18,7 +18,8 @@ pieces, while the caller still fetches), then published under a lock:
    gap is logged as a warning and reported.
 4. **Publish** in a fixed order, recording each state: ``staged`` -> move the stage into the
    table as one part with a version newer than any stored (``clickhouse``) -> delete the
-   slice's *older* versions -> write the lake files encoded meanwhile (``complete``).
+   slice's *older* versions -> publish the lake files, encoded and uploaded under hidden
+   names meanwhile (``complete``).
 
 Why concurrent replacements cannot lose data: a writer deletes only versions older than its
 own, and only after its own version is completely in the table; so at any moment the slice
@@ -47,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from quant_resources.lake import LakeResource, encode_parquet
+from quant_resources.lake import LakeResource, PreparedObject, encode_parquet
 from quant_resources.publications import (
     CLICKHOUSE,
     COMPLETE,
@@ -175,6 +176,14 @@ def split_by_day(table: pa.Table) -> dict[date, pa.Table]:
     }
 
 
+def _discard(prepared: Iterable[Any]) -> None:
+    """Drop prepared lake objects (``PreparedObject``s or futures of them) never published;
+    one that failed to prepare has nothing to drop."""
+    for item in prepared:
+        with contextlib.suppress(Exception):
+            (item.result() if hasattr(item, "result") else item).discard()
+
+
 def _symbols(table: pa.Table) -> set[str]:
     return set(pc.unique(table.column("symbol")).to_pylist()) if table.num_rows else set()
 
@@ -258,11 +267,16 @@ class HistoricalStore(dg.ConfigurableResource):
             ledger.record(version, STAGED, rows, **state)
             where = target.describe()
             with ThreadPoolExecutor(max_workers=2) as pool:
-                # Encoded while ClickHouse moves the rows; published only after it did.
-                encoded = {day: pool.submit(encode_parquet, t) for day, t in by_day.items()}
+                # Encoded and uploaded under hidden names while ClickHouse moves the rows;
+                # published (a rename, a server-side copy) only after ClickHouse has them.
+                prepared = {
+                    day: pool.submit(self._prepare, target, day, table)
+                    for day, table in by_day.items()
+                }
                 try:
                     self.warehouse.move(replacement.stage, version)
                 except Exception as exc:
+                    _discard(prepared.values())
                     ledger.record(version, STAGED, rows, error=str(exc), **state)
                     raise StoreError(
                         f"{where}: ClickHouse failed to take version {version} ({exc}); "
@@ -274,9 +288,10 @@ class HistoricalStore(dg.ConfigurableResource):
                 try:
                     lock.verify()
                     self.warehouse.delete_older(target.table, target.where, target.params, version)
-                    files = {day: f.result() for day, f in encoded.items()}
+                    files = {day: f.result() for day, f in prepared.items()}
                     result.files = self._write_lake(target, files)
                 except Exception as exc:
+                    _discard(prepared.values())
                     ledger.record(version, CLICKHOUSE, rows, error=str(exc), **state)
                     raise StoreError(
                         f"{where}: ClickHouse holds the new version {version} but the lake "
@@ -344,22 +359,27 @@ class HistoricalStore(dg.ConfigurableResource):
             log.warning(f"{target.describe()}: {note}")
         return newest, overrides
 
-    def _write_lake(self, target: Slice, encoded: Mapping[date, bytes]) -> int:
-        """Each day's file, then whatever else is in a day's folder of an exclusive slice (files
-        of an earlier layout, or the day's file when the day became empty by override)."""
+    def _prepare(self, target: Slice, day: date, table: pa.Table) -> PreparedObject:
+        key = self.lake.key(target.dataset, target.source, day, part=target.part)
+        return self.lake.prepare_bytes(key, encode_parquet(table))
+
+    def _write_lake(self, target: Slice, prepared: Mapping[date, PreparedObject]) -> int:
+        """Publish each day's prepared file, then remove whatever else is in a day's folder
+        of an exclusive slice (files of an earlier layout, or the day's file when the day
+        became empty by override)."""
 
         def write(day: date) -> None:
             key = self.lake.key(target.dataset, target.source, day, part=target.part)
-            if day in encoded:
-                self.lake.write_bytes(key, encoded[day])
+            if day in prepared:
+                prepared[day].commit()
             prefix = f"{target.dataset}/source={target.source}/date={day.isoformat()}/"
             existing = set(self.lake.list(prefix)) if target.exclusive else {key}
-            for stale in existing - ({key} if day in encoded else set()):
+            for stale in existing - ({key} if day in prepared else set()):
                 self.lake.delete_prefix(stale)
 
         with ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(write, target.days))
-        return sum(day in encoded for day in target.days)
+        return sum(day in prepared for day in target.days)
 
     # -- repair -----------------------------------------------------------------------------
     def _repair(self, ledger: PublicationLedger, schema: pa.Schema | None, log: Log) -> list[str]:
@@ -412,18 +432,22 @@ class HistoricalStore(dg.ConfigurableResource):
             exclusive=spec["exclusive"],
             order_by=tuple(spec["order_by"]),
         )
-        encoded: dict[date, bytes] = {}
+        prepared: dict[date, PreparedObject] = {}
         for day in current:
             table = self._version_rows(target, spec["columns"], day, version, schema)
             if table.num_rows:
-                encoded[day] = encode_parquet(table)
-        self._write_lake(target, encoded)
+                prepared[day] = self._prepare(target, day, table)
+        try:
+            self._write_lake(target, prepared)
+        except BaseException:
+            _discard(prepared.values())
+            raise
         if current:
             ledger.record(version, COMPLETE, {d: rows[d] for d in current}, **state)
         if newer:
             ledger.record(version, SUPERSEDED, {d: rows[d] for d in newer}, **state)
         return (
-            f"{what}: ClickHouse had it, the lake did not; rewrote {len(encoded)} lake files "
+            f"{what}: ClickHouse had it, the lake did not; rewrote {len(prepared)} lake files "
             f"from ClickHouse" + (f", {len(newer)} days superseded" if newer else "")
         )
 

@@ -401,7 +401,7 @@ def test_an_empty_provider_answer_is_refused_and_keeps_the_stored_day(env) -> No
 
 
 class FailingLake(LakeResource):
-    def write_bytes(self, key: str, data: bytes) -> str:
+    def prepare_bytes(self, key: str, data: bytes):
         raise OSError(f"cannot write {key}: no space left on device")
 
 

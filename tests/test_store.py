@@ -268,10 +268,10 @@ def test_a_clickhouse_failure_after_staging_is_recorded_and_repaired(store, monk
 class BrokenLake(LakeResource):
     broken: bool = True
 
-    def write_bytes(self, key: str, data: bytes) -> str:
+    def prepare_bytes(self, key: str, data: bytes):
         if self.broken:
             raise LakeError(f"cannot write {key!r}: disk full")
-        return super().write_bytes(key, data)
+        return super().prepare_bytes(key, data)
 
 
 def test_a_lake_failure_after_clickhouse_is_recorded_and_repaired(store, tmp_path) -> None:
