@@ -277,7 +277,10 @@ class HistoricalStore(dg.ConfigurableResource):
                     self.warehouse.move(replacement.stage, version)
                 except Exception as exc:
                     _discard(prepared.values())
-                    ledger.record(version, STAGED, rows, error=str(exc), **state)
+                    # The state is recorded already; the error text is a best effort (the
+                    # warehouse may be what failed) and must not hide the original error.
+                    with contextlib.suppress(Exception):
+                        ledger.record(version, STAGED, rows, error=str(exc), **state)
                     raise StoreError(
                         f"{where}: ClickHouse failed to take version {version} ({exc}); "
                         "nothing was published, ClickHouse and the lake hold the previous "
@@ -292,7 +295,10 @@ class HistoricalStore(dg.ConfigurableResource):
                     result.files = self._write_lake(target, files)
                 except Exception as exc:
                     _discard(prepared.values())
-                    ledger.record(version, CLICKHOUSE, rows, error=str(exc), **state)
+                    # The state is recorded already; the error text is a best effort (the
+                    # warehouse may be what failed) and must not hide the original error.
+                    with contextlib.suppress(Exception):
+                        ledger.record(version, CLICKHOUSE, rows, error=str(exc), **state)
                     raise StoreError(
                         f"{where}: ClickHouse holds the new version {version} but the lake "
                         f"was not updated ({exc}). Recorded in slice_publications as "

@@ -11,7 +11,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 import pytest
-from dagster._serdes import serialize_value
 
 from quant_assets.historical import stock_bars_1d, stock_bars_1m
 from quant_assets.resources import build_resources
@@ -149,16 +148,16 @@ def test_a_real_run_leaks_no_secret(secret_env, monkeypatch, capfd, caplog) -> N
     assert any("version" in m for m in metadata)  # the store's metadata was produced
     for result in results:
         run = instance.get_run_by_id(result.run_id)
-        _scan(serialize_value(run), secret_env, f"run {result.run_id} (run config, tags)")
+        _scan(dg.serialize_value(run), secret_env, f"run {result.run_id} (run config, tags)")
         for entry in instance.all_logs(result.run_id):
-            _scan(serialize_value(entry), secret_env, f"event log of run {result.run_id}")
+            _scan(dg.serialize_value(entry), secret_env, f"event log of run {result.run_id}")
     records = instance.get_event_records(
         dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
     )
     assert records
     for record in records:
-        _scan(serialize_value(record), secret_env, "materialisation records")
-    _scan(serialize_value(metadata), secret_env, "materialisation metadata")
+        _scan(dg.serialize_value(record), secret_env, "materialisation records")
+    _scan(dg.serialize_value(metadata), secret_env, "materialisation metadata")
     out, err = capfd.readouterr()
     _scan(out + err, secret_env, "captured stdout/stderr")
     _scan(caplog.text, secret_env, "captured log records")
