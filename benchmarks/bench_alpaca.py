@@ -99,14 +99,18 @@ def _backfill_rate(url: str, start: datetime, end: datetime, expected: int) -> f
     from quant_assets.schema import clickhouse_schema
     from quant_resources.lake import LakeResource
     from quant_resources.migrations import load
+    from quant_resources.store import HistoricalStore
     from quant_resources.warehouse import WarehouseResource
 
     days = trading_days(start.date(), (end - timedelta(days=1)).date())
     os.environ["QUANT_EQUITY_SYMBOLS"] = ",".join(SYMBOLS)
     with tempfile.TemporaryDirectory(prefix="quant-bench-backfill-") as tmp:
+        warehouse = WarehouseResource(url=f"chdb://{tmp}/chdb?database=bench")
         resources = {
-            "warehouse": WarehouseResource(url=f"chdb://{tmp}/chdb?database=bench"),
-            "lake": LakeResource(url=f"file://{tmp}/lake"),
+            "warehouse": warehouse,
+            "store": HistoricalStore(
+                warehouse=warehouse, lake=LakeResource(url=f"file://{tmp}/lake")
+            ),
             "market_data": AlpacaResource(api_key="test", secret_key="test", data_url=url),
         }
         instance = dg.DagsterInstance.ephemeral()

@@ -2,20 +2,24 @@
 
 Each partition is one session for the whole universe. A materialisation validates what the
 provider returned *before* writing (a bad bar fails the partition, naming symbol and
-timestamp, and the previous content stays), then replaces the Parquet lake files (one per
-source and day) and the (source, day) slice of the ClickHouse table, both at once. A run of
-many sessions fetches them in pieces: while the next piece is being fetched, the last one is
-validated and staged in ClickHouse; nothing is published until every piece is in.
+timestamp, and the previous content stays), then hands it to ``HistoricalStore``
+(quant_resources/store.py), which replaces the (source, day) slice of the ClickHouse table
+and the Parquet lake files (one per source and day) together, refusing answers that would
+remove stored rows (``allow_empty_days`` / ``allow_missing_symbols`` in the run config
+override that, with a warning). A run of many sessions fetches them in pieces: while the
+next piece is being fetched, the last one is validated and staged in ClickHouse; nothing is
+published until every piece is in. The assets validate and describe; the store writes.
 The checks judge what was stored: for 1-minute bars, the written frame once ClickHouse has
 shown that the slice holds exactly it (``_as_stored``), else the stored rows read back.
 """
 
+import contextlib
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
@@ -36,9 +40,9 @@ from quant_assets.schema import clickhouse_schema
 from quant_core.calendar import NEW_YORK, TradingSession, session
 from quant_core.quality import duplicate_findings, ohlc_findings
 from quant_core.quality import quote_findings as quote_rule_findings
-from quant_resources.lake import LakeResource
 from quant_resources.market import MarketDataResource
-from quant_resources.warehouse import StagedSlice, WarehouseResource
+from quant_resources.store import HistoricalStore, Publication, Replacement, Slice, StoreError
+from quant_resources.warehouse import WarehouseResource
 
 SCHEMA_DEPS = [
     dg.AssetDep(clickhouse_schema, partition_mapping=dg.AllPartitionMapping()),
@@ -47,20 +51,43 @@ BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
 # Bars per provider request in a many-session run: the next piece is fetched while the last
 # one is judged and staged.
 PIECE_BARS = 60_000
-MAX_DAY_RUNS = 4096
 BAR_SLICE = "source = {src:String} AND session_date IN {days:Array(Date)} AND interval = '1m'"
 SNAPSHOT_SLICE = (
     "source = {src:String} AND session_date = {d:Date} AND snapshot_ts = {at:DateTime64(3, 'UTC')}"
 )
 
 
-class BarsConfig(dg.Config):
+class ReplaceConfig(dg.Config):
+    allow_empty_days: list[str] = Field(
+        default_factory=list,
+        description="Sessions (YYYY-MM-DD) whose empty answer may replace stored rows (e.g. "
+        "every symbol delisted); logged as a warning and recorded in metadata",
+    )
+    allow_missing_symbols: list[str] = Field(
+        default_factory=list,
+        description="Symbols whose stored rows may be removed because the new answer has none "
+        "(real delistings); logged as a warning and recorded in metadata",
+    )
+
+    def empty_days(self) -> list[date]:
+        days = []
+        for value in self.allow_empty_days:
+            try:
+                days.append(date.fromisoformat(value))
+            except ValueError:
+                raise dg.Failure(
+                    f"allow_empty_days: {value!r} is not a date (YYYY-MM-DD)"
+                ) from None
+        return days
+
+
+class BarsConfig(ReplaceConfig):
     adjustment: str = Field(
         default="raw", description="raw (default), split, dividend or all (Alpaca adjustments)"
     )
 
 
-class SnapshotConfig(dg.Config):
+class SnapshotConfig(ReplaceConfig):
     at: str | None = Field(
         default=None,
         description="HH:MM New York time of the snapshot; default now during the session "
@@ -85,46 +112,35 @@ def _refuse(findings, what: str) -> None:
         raise dg.Failure(f"{what}: {len(findings)} invalid rows, nothing written. {listed}")
 
 
-def _write_lake(
-    lake: LakeResource, dataset: str, source: str, table: pa.Table, days: list[date]
-) -> int:
-    """One Parquet file per (source, day) partition, ``dataset/source=S/date=D/part.parquet``,
-    rows in the table's order; written by a few threads (Parquet encoding releases the GIL).
-    Anything else under a day's folder (per-symbol files of the earlier layout) is removed
-    once the new file is in place, and a day without rows is left empty."""
-    by_day = _split_by_day(table)
-    keys = {day: lake.key(dataset, source, day) for day in days}
-
-    def write(day: date) -> None:
-        if day in by_day:
-            lake.write_parquet(keys[day], by_day[day])
-        prefix = f"{dataset}/source={source}/date={day.isoformat()}/"
-        for stale in set(lake.list(prefix)) - ({keys[day]} if day in by_day else set()):
-            lake.delete_prefix(stale)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(write, days))
-    return sum(day in by_day for day in days)
+@contextlib.contextmanager
+def _replacement(
+    context: dg.AssetExecutionContext, store: HistoricalStore, target: Slice, config: ReplaceConfig
+) -> Iterator[Replacement]:
+    """The store's replacement, with its refusals and failures as a Dagster failure that
+    carries the store's metadata (what ClickHouse and the lake hold now)."""
+    try:
+        with store.replacement(
+            target,
+            holder=context.run.run_id,
+            log=context.log,
+            allow_empty_days=config.empty_days(),
+            allow_missing_symbols=config.allow_missing_symbols,
+        ) as replacement:
+            yield replacement
+    except StoreError as exc:
+        raise dg.Failure(str(exc), metadata=exc.metadata) from exc
 
 
-def _split_by_day(table: pa.Table) -> dict[date, pa.Table]:
-    """Rows per session date, each day keeping the table's row order. A provider's frame is
-    ordered by symbol, then time, so a day is a few runs of rows: those are sliced without a
-    copy. A frame in any other order (many short runs) is sorted once by day instead."""
-    days = pc.cast(table.column("session_date"), pa.int32()).to_numpy()
-    epoch = date(1970, 1, 1)
-    edges = np.flatnonzero(days[1:] != days[:-1]) + 1
-    if edges.size > MAX_DAY_RUNS:
-        order = np.argsort(days, kind="stable")
-        table, days = table.take(order), days[order]
-        edges = np.flatnonzero(days[1:] != days[:-1]) + 1
-    runs: dict[int, list[pa.Table]] = {}
-    for start, end in zip(np.r_[0, edges], np.r_[edges, days.size], strict=True):
-        if end > start:
-            runs.setdefault(int(days[start]), []).append(table.slice(start, end - start))
-    return {
-        epoch + timedelta(days=day): pa.concat_tables(parts) for day, parts in sorted(runs.items())
-    }
+def _replace(
+    context: dg.AssetExecutionContext,
+    store: HistoricalStore,
+    target: Slice,
+    config: ReplaceConfig,
+    data: pa.Table,
+) -> Publication:
+    with _replacement(context, store, target, config) as replacement:
+        replacement.add(data)
+    return replacement.publication
 
 
 def _stored(warehouse: WarehouseResource, table: str, source: str, days: list[date]) -> pa.Table:
@@ -190,7 +206,7 @@ def _pieces(sessions: list[TradingSession], symbols: list[str]) -> list[list[Tra
 
 
 def _judge_piece(
-    stage: StagedSlice,
+    stage: Replacement,
     bars: pa.Table,
     sessions: list[TradingSession],
     symbols: list[str],
@@ -212,7 +228,7 @@ def _fetch_and_judge(
     sessions: list[TradingSession],
     adjustment: str,
     what: str,
-    stage: StagedSlice,
+    stage: Replacement,
 ) -> list[_Piece]:
     """The run's bars, requested a few sessions at a time: while the next piece is being
     fetched, a worker judges the last one (refusing the run if anything is wrong) and stages
@@ -248,34 +264,39 @@ def stock_bars_1m(
     context: dg.AssetExecutionContext,
     config: BarsConfig,
     market_data: MarketDataResource,
-    warehouse: WarehouseResource,
-    lake: LakeResource,
+    store: HistoricalStore,
 ) -> dg.MaterializeResult:
     sessions = _sessions(context, datetime.now(UTC))
     symbols = equity_symbols()
     source = market_data.source
     days = [s.day for s in sessions]
     what = f"{source} bars of {days[0]}..{days[-1]}"
-    # One slice replacement (one mutation) for the run's whole range. The lake files are
-    # encoded and written while ClickHouse moves the staged pieces into bars_1m (both release
-    # the GIL).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        slice_params = {"src": source, "days": days}
-        with warehouse.slice_replacement("bars_1m", BAR_SLICE, slice_params) as stage:
-            pieces = _fetch_and_judge(
-                market_data, symbols, sessions, config.adjustment, what, stage
-            )
-            bars = pa.concat_tables([p.bars for p in pieces])
-            files = pool.submit(_write_lake, lake, "bars_1m", source, bars, days)
-        checked = _as_stored(warehouse, "bars_1m", source, days, bars)
-        metadata = {**frame_summary(bars), "source": source, "days": len(days)}
-        chart = _chart(pieces[-1].bars, symbols[0], days[-1])
-        if chart is not None:
-            metadata["chart"] = chart
-        context.log.info(
-            f"{what}: {bars.num_rows} bars of {len(symbols)} symbols -> ClickHouse bars_1m, "
-            f"lake ({files.result()} files)"
+    # One slice replacement (one mutation) for the run's whole range; the store encodes the
+    # lake files while ClickHouse moves the staged pieces into bars_1m.
+    target = Slice(
+        table="bars_1m",
+        dataset="bars_1m",
+        source=source,
+        days=tuple(days),
+        where=BAR_SLICE,
+        params={"src": source, "days": days},
+        asked=tuple(symbols),
+    )
+    with _replacement(context, store, target, config) as replacement:
+        pieces = _fetch_and_judge(
+            market_data, symbols, sessions, config.adjustment, what, replacement
         )
+    published = replacement.publication
+    bars = pa.concat_tables([p.bars for p in pieces])
+    checked = _as_stored(store.warehouse, "bars_1m", source, days, bars)
+    metadata = {**frame_summary(bars), "source": source, "days": len(days), **published.metadata()}
+    chart = _chart(pieces[-1].bars, symbols[0], days[-1])
+    if chart is not None:
+        metadata["chart"] = chart
+    context.log.info(
+        f"{what}: {bars.num_rows} bars of {len(symbols)} symbols -> ClickHouse bars_1m, "
+        f"lake ({published.files} files)"
+    )
     found = sum((p.found for p in pieces[1:]), pieces[0].found) if checked is bars else None
     return dg.MaterializeResult(
         metadata=metadata, check_results=bar_check_results(checked, sessions, symbols, found)
@@ -318,24 +339,29 @@ ORDER BY symbol
 )
 def stock_bars_1d(
     context: dg.AssetExecutionContext,
+    config: ReplaceConfig,
     market_data: MarketDataResource,
-    warehouse: WarehouseResource,
-    lake: LakeResource,
+    store: HistoricalStore,
 ) -> dg.MaterializeResult:
+    warehouse = store.warehouse
     source = market_data.source
     days = [date.fromisoformat(k) for k in context.partition_keys]
+    allowed = set(config.empty_days())
+    frames = []
     for day in days:
         daily = warehouse.query_arrow(DAILY_SQL, {"src": source, "d": day})
-        if daily.num_rows == 0:
+        if daily.num_rows == 0 and day not in allowed:
             raise dg.Failure(f"no regular-session {source} bars for {day}: run stock_bars_1m")
-        daily = daily.drop_columns([c for c in ("version",) if c in daily.column_names])
-        _write_lake(lake, "bars_1d", source, daily, [day])
-        warehouse.replace_slice(
-            "bars_1d",
-            "source = {src:String} AND session_date = {d:Date}",
-            {"src": source, "d": day},
-            daily,
-        )
+        frames.append(daily.drop_columns([c for c in ("version",) if c in daily.column_names]))
+    target = Slice(
+        table="bars_1d",
+        dataset="bars_1d",
+        source=source,
+        days=tuple(days),
+        where="source = {src:String} AND session_date IN {days:Array(Date)}",
+        params={"src": source, "days": days},
+    )
+    published = _replace(context, store, target, config, pa.concat_tables(frames))
     stored = _stored(warehouse, "bars_1d", source, days)
     again = pa.concat_tables(
         [warehouse.query_arrow(DAILY_SQL, {"src": source, "d": d}) for d in days]
@@ -345,7 +371,7 @@ def stock_bars_1d(
     expect = again.select(cols).sort_by([("symbol", "ascending"), ("session_date", "ascending")])
     findings = ohlc_findings(stored)
     return dg.MaterializeResult(
-        metadata={**frame_summary(stored), "source": source},
+        metadata={**frame_summary(stored), "source": source, **published.metadata()},
         check_results=[
             dg.AssetCheckResult(
                 check_name="agrees_with_1m",
@@ -395,28 +421,33 @@ def option_chain_snapshots(
     context: dg.AssetExecutionContext,
     config: SnapshotConfig,
     market_data: MarketDataResource,
-    warehouse: WarehouseResource,
-    lake: LakeResource,
+    store: HistoricalStore,
 ) -> dg.MaterializeResult:
+    warehouse = store.warehouse
     now = datetime.now(UTC)
     sess = session(date.fromisoformat(context.partition_key))
     at = _snapshot_time(config, sess, now, live=market_data.source == "alpaca")
-    frames = [market_data.option_chain_snapshot(u, at) for u in option_underlyings()]
+    underlyings = option_underlyings()
+    frames = [market_data.option_chain_snapshot(u, at) for u in underlyings]
     chain = pa.concat_tables(frames)
     _refuse(quote_rule_findings(chain), f"option chain at {at.isoformat()}")
     _refuse(
         duplicate_findings(chain, ("symbol", "snapshot_ts")), f"option chain at {at.isoformat()}"
     )
     source = market_data.source
-    lake.write_parquet(
-        lake.key("options_quotes", source, sess.day, part=f"snapshot-{at:%H%M}.parquet"), chain
+    target = Slice(
+        table="options_quotes",
+        dataset="options_quotes",
+        source=source,
+        days=(sess.day,),
+        where=SNAPSHOT_SLICE,
+        params={"src": source, "d": sess.day, "at": at},
+        asked=tuple(underlyings),
+        part=f"snapshot-{at:%H%M}.parquet",
+        exclusive=False,  # the day's folder holds one file per snapshot time
+        order_by=("symbol", "snapshot_ts"),
     )
-    warehouse.replace_slice(
-        "options_quotes",
-        SNAPSHOT_SLICE,
-        {"src": source, "d": sess.day, "at": at},
-        chain,
-    )
+    published = _replace(context, store, target, config, chain)
     stored = _stored(warehouse, "options_quotes", source, [sess.day])
     snapshots = pc.unique(stored.column("snapshot_ts")).to_pylist()
     context.log.info(f"{sess.day} {at:%H:%M}Z: {chain.num_rows} quotes; {len(snapshots)} snapshots")
@@ -426,6 +457,7 @@ def option_chain_snapshots(
             "snapshot_ts": at.isoformat(),
             "snapshots_today": len(snapshots),
             "source": source,
+            **published.metadata(),
         },
         check_results=quote_check_results(stored),
     )
@@ -442,12 +474,14 @@ def option_chain_snapshots(
 )
 def option_bars_1m(
     context: dg.AssetExecutionContext,
+    config: ReplaceConfig,
     market_data: MarketDataResource,
-    warehouse: WarehouseResource,
-    lake: LakeResource,
+    store: HistoricalStore,
 ) -> dg.MaterializeResult:
+    warehouse = store.warehouse
     sessions = _sessions(context, datetime.now(UTC))
     source = market_data.source
+    published: list[Publication] = []
     for sess in sessions:
         contracts = [
             r[0]
@@ -465,14 +499,25 @@ def option_bars_1m(
         bars = market_data.option_bars_1m(contracts, sess.open, sess.close)
         _refuse(ohlc_findings(bars), f"{source} option bars of {sess.day}")
         _refuse(duplicate_findings(bars, ("symbol", "ts")), f"{source} option bars of {sess.day}")
-        _write_lake(lake, "option_bars_1m", source, bars, [sess.day])
-        warehouse.replace_slice(
-            "option_bars_1m", BAR_SLICE, {"src": source, "days": [sess.day]}, bars
+        target = Slice(
+            table="option_bars_1m",
+            dataset="option_bars_1m",
+            source=source,
+            days=(sess.day,),
+            where=BAR_SLICE,
+            params={"src": source, "days": [sess.day]},
+            asked=tuple(contracts),
         )
+        published.append(_replace(context, store, target, config, bars))
         context.log.info(f"{sess.day}: {bars.num_rows} option bars of {len(contracts)} contracts")
     stored = _stored(warehouse, "option_bars_1m", source, [s.day for s in sessions])
+    repaired = [note for p in published for note in p.repaired]
+    overrides = [note for p in published for note in p.overrides]
+    extra = {"repaired": dg.MetadataValue.json(repaired)} if repaired else {}
+    if overrides:
+        extra["overrides"] = dg.MetadataValue.json(overrides)
     return dg.MaterializeResult(
-        metadata={**frame_summary(stored), "source": source},
+        metadata={**frame_summary(stored), "source": source, **extra},
         check_results=bar_check_results(stored, sessions, symbols=None),
     )
 

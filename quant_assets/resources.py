@@ -12,6 +12,7 @@ from quant_resources.lake import LakeResource
 from quant_resources.market import MarketDataResource
 from quant_resources.postgres import PostgresResource
 from quant_resources.settings import env_or
+from quant_resources.store import HistoricalStore
 from quant_resources.synthetic import SyntheticMarketResource
 from quant_resources.warehouse import WarehouseResource
 
@@ -31,9 +32,12 @@ def market_data_resource() -> MarketDataResource:
 
 
 def build_resources() -> dict[str, object]:
+    warehouse = WarehouseResource(url=env_or("CLICKHOUSE_URL", None))
+    lake = LakeResource(url=env_or("LAKE_URL", None))
     return {
-        "warehouse": WarehouseResource(url=env_or("CLICKHOUSE_URL", None)),
+        "warehouse": warehouse,
         "postgres": PostgresResource(url=env_or("POSTGRES_URL", None)),
-        "lake": LakeResource(url=env_or("LAKE_URL", None)),
+        "lake": lake,
+        "store": HistoricalStore(warehouse=warehouse, lake=lake),
         "market_data": market_data_resource(),
     }

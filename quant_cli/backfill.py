@@ -31,6 +31,15 @@ def backfill(
     from quant_definitions import defs
     from quant_resources.settings import quant_home, setting
 
+    valid = sorted(
+        j.name
+        for j in defs.get_repository_def().get_all_jobs()
+        if j.partitions_def == trading_day_partitions
+    )
+    if job not in valid:
+        raise typer.BadParameter(
+            f"--job={job!r} is not a job over NYSE sessions; valid jobs: {', '.join(valid)}"
+        )
     first, last = _day("--from", start), _day("--to", end)
     if last < first:
         raise typer.BadParameter(f"--to={end} is before --from={start}")

@@ -47,6 +47,21 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _writable_or_exit(out: Path) -> None:
+    """Exit with a clear message unless ``out``'s folder exists (or can be made) and takes
+    files: a path that cannot be written is the user's input, not a crash."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".quant-probe-"):
+            pass
+    except OSError as exc:
+        raise _fail(
+            f"FAILED: cannot write {out}: {exc.strerror or exc} ({exc.filename or out.parent})"
+        ) from None
+    if out.is_dir():
+        raise _fail(f"FAILED: cannot write {out}: it is a directory")
+
+
 def _replay_or_exit(session: Path) -> ReplayResult:
     from quant_core.replay import replay
 
@@ -151,11 +166,14 @@ def bars(
     out: Path = typer.Option(..., "--out", help="Parquet file to write"),
 ) -> None:
     """Recompute the session's 1m bars (final version per bar) into a Parquet file."""
+    _writable_or_exit(out)  # before the replay, which may take a while
     import pyarrow.parquet as pq
 
     result = _replay_or_exit(session)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(result.bars, out)
+    try:
+        pq.write_table(result.bars, out)
+    except OSError as exc:
+        raise _fail(f"FAILED: cannot write {out}: {exc.strerror or exc}") from None
     typer.echo(
         f"{out}: {result.bars.num_rows} bars (final digest {result.summary['final_digest']})"
     )

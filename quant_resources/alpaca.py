@@ -55,7 +55,7 @@ from urllib3.util import Retry
 from quant_core.calendar import NEW_YORK, is_trading_day, session
 from quant_core.tables import BARS_1M, OPTIONS_QUOTES, PRICE, decimal_from_scaled
 from quant_resources.market import MarketDataResource
-from quant_resources.settings import alpaca_data_url, alpaca_keys, redact_url
+from quant_resources.settings import alpaca_data_url, alpaca_keys, masked_repr_args, redact_url
 
 _log = logging.getLogger(__name__)
 
@@ -114,6 +114,12 @@ class AlpacaResource(MarketDataResource):
     backoff_jitter_seconds: float = Field(default=0.5, ge=0)
     retry_after_max_seconds: int = Field(default=120, ge=0, description="Cap on Retry-After.")
     timeout_seconds: float = Field(default=60.0, gt=0, description="Connect/read timeout.")
+
+    def __repr_args__(self):
+        # repr=False on the keys already hides them; the URL may carry credentials too.
+        return masked_repr_args(
+            super().__repr_args__(), urls=("data_url",), secrets=("api_key", "secret_key")
+        )
 
     # -- public API ------------------------------------------------------------------------
 

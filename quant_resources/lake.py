@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ from pydantic import Field, PrivateAttr
 
 from quant_core.contracts import SYMBOL_PATTERN
 from quant_core.contracts.types import SOURCE_PATTERN
-from quant_resources.settings import aws_region, lake_url
+from quant_resources.settings import aws_region, lake_url, masked_repr_args
 
 _log = logging.getLogger(__name__)
 # All matched with fullmatch: `$` alone would let a trailing newline into a path.
@@ -79,7 +80,11 @@ def _check_key(key: str, *, prefix: bool = False) -> str:
 class _Backend(Protocol):
     location: str
 
-    def atomic_writer(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
+    def prepare(self, key: str, data: bytes) -> str: ...
+
+    def commit(self, temp: str, key: str) -> None: ...
+
+    def discard(self, temp: str) -> None: ...
 
     def open_read(self, key: str) -> BinaryIO: ...
 
@@ -98,23 +103,27 @@ class _FileBackend:
     def _path(self, key: str) -> Path:
         return self.root / key
 
-    @contextlib.contextmanager
-    def atomic_writer(self, key: str) -> Iterator[BinaryIO]:
+    def prepare(self, key: str, data: bytes) -> str:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._path(_temp_sibling(key))
+        temp = _temp_sibling(key)
         # os.open rather than mkstemp: mkstemp's 0600 mode would stick to the published file.
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(self._path(temp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as sink:
-                yield sink
+                sink.write(data)
                 sink.flush()
                 os.fsync(sink.fileno())
-            os.replace(temp, final)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
+            self.discard(temp)
             raise
+        return temp
+
+    def commit(self, temp: str, key: str) -> None:
+        os.replace(self._path(temp), self._path(key))
+
+    def discard(self, temp: str) -> None:
+        self._path(temp).unlink(missing_ok=True)
 
     def open_read(self, key: str) -> BinaryIO:
         try:
@@ -219,29 +228,35 @@ class _S3Backend:
     def _full(self, key: str) -> str:
         return f"{self.prefix}{key}"
 
-    @contextlib.contextmanager
-    def atomic_writer(self, key: str) -> Iterator[BinaryIO]:
+    def prepare(self, key: str, data: bytes) -> str:
         self._check_bucket()
-        temp = self._full(_temp_sibling(key))
-        # Spooled: small partitions stay in memory, large ones go to disk, not both.
-        with tempfile.SpooledTemporaryFile(max_size=64 << 20) as buffer:
-            yield buffer
-            buffer.seek(0)
-            try:
-                with self._errors("write", key):
-                    self.client.upload_fileobj(buffer, self.bucket, temp)
-                    # S3 has no rename: a server-side copy publishes the object in one step.
-                    self.client.copy_object(
-                        Bucket=self.bucket,
-                        Key=self._full(key),
-                        CopySource={"Bucket": self.bucket, "Key": temp},
-                    )
-            finally:
-                try:
-                    self.client.delete_object(Bucket=self.bucket, Key=temp)
-                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-                    # Best effort: the name hides a leftover from listings and query engines.
-                    _log.warning("could not delete temp object s3://%s/%s", self.bucket, temp)
+        temp = _temp_sibling(key)
+        try:
+            with self._errors("write", key):
+                self.client.upload_fileobj(io.BytesIO(data), self.bucket, self._full(temp))
+        except BaseException:
+            self.discard(temp)
+            raise
+        return temp
+
+    def commit(self, temp: str, key: str) -> None:
+        try:
+            with self._errors("write", key):
+                # S3 has no rename: a server-side copy publishes the object in one step.
+                self.client.copy_object(
+                    Bucket=self.bucket,
+                    Key=self._full(key),
+                    CopySource={"Bucket": self.bucket, "Key": self._full(temp)},
+                )
+        finally:
+            self.discard(temp)
+
+    def discard(self, temp: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._full(temp))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+            # Best effort: the name hides a leftover from listings and query engines.
+            _log.warning("could not delete temp object s3://%s/%s", self.bucket, temp)
 
     def open_read(self, key: str) -> BinaryIO:
         self._check_bucket()
@@ -306,11 +321,52 @@ def _backend_for(url: str) -> _Backend:
     raise LakeError(f"LAKE_URL scheme must be file:// or s3://, got {url.split(':', 1)[0]!r}")
 
 
+class PreparedObject:
+    """An object uploaded under a temporary name, not yet visible (see ``prepare_bytes``)."""
+
+    def __init__(self, store: _Backend, temp: str, key: str) -> None:
+        self.store = store
+        self.temp = temp
+        self.key = key
+
+    def commit(self) -> str:
+        """Publish the object under its key; returns its full location."""
+        try:
+            self.store.commit(self.temp, self.key)
+        except BaseException:
+            self.store.discard(self.temp)
+            raise
+        return f"{self.store.location}/{self.key}"
+
+    def discard(self) -> None:
+        self.store.discard(self.temp)
+
+
+def encode_parquet(table: pa.Table) -> bytes:
+    """``table`` as the lake's Parquet bytes (zstd); encoding releases the GIL, so callers may
+    encode in threads while something else runs, and publish the bytes later."""
+    # Dictionary pages only for text (symbols, sessions: a few values repeated): on decimal
+    # and time columns nearly every value is distinct and the attempt doubles encode time.
+    text = [
+        f.name
+        for f in table.schema
+        if pa.types.is_string(f.type)
+        or pa.types.is_large_string(f.type)
+        or pa.types.is_dictionary(f.type)
+    ]
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", use_dictionary=text)
+    return sink.getvalue().to_pybytes()
+
+
 class LakeResource(dg.ConfigurableResource):
     """The Parquet lake. ``url`` defaults to ``LAKE_URL``, else ``file://$QUANT_HOME/lake``."""
 
     url: str | None = Field(default=None, description="file://DIR or s3://bucket/prefix")
     _backend: _Backend | None = PrivateAttr(default=None)
+
+    def __repr_args__(self):
+        return masked_repr_args(super().__repr_args__(), urls=("url",))
 
     @property
     def resolved_url(self) -> str:
@@ -351,30 +407,20 @@ class LakeResource(dg.ConfigurableResource):
 
     def write_parquet(self, key: str, table: pa.Table) -> str:
         """Write ``table`` to ``key`` atomically; returns the object's full location."""
-        store = self._store()
-        if _is_temp(_check_key(key)):
-            raise ValueError(f"invalid lake key {key!r}: names starting {TEMP_PREFIX!r} are temp")
-        # Dictionary pages only for text (symbols, sessions: a few values repeated): on decimal
-        # and time columns nearly every value is distinct and the attempt doubles encode time.
-        text = [
-            f.name
-            for f in table.schema
-            if pa.types.is_string(f.type)
-            or pa.types.is_large_string(f.type)
-            or pa.types.is_dictionary(f.type)
-        ]
-        with store.atomic_writer(key) as sink:
-            pq.write_table(table, sink, compression="zstd", use_dictionary=text)
-        return f"{store.location}/{key}"
+        return self.write_bytes(key, encode_parquet(table))
 
     def write_bytes(self, key: str, data: bytes) -> str:
         """Write raw bytes (session-log segments, manifests) to ``key`` atomically."""
+        return self.prepare_bytes(key, data).commit()
+
+    def prepare_bytes(self, key: str, data: bytes) -> PreparedObject:
+        """Upload ``data`` under a hidden temporary name next to ``key``; ``commit()`` then
+        publishes it in one step (a rename, or an S3 server-side copy), ``discard()`` drops
+        it. The slow part (upload, fsync) can so run before the caller decides to publish."""
         store = self._store()
         if _is_temp(_check_key(key)):
             raise ValueError(f"invalid lake key {key!r}: names starting {TEMP_PREFIX!r} are temp")
-        with store.atomic_writer(key) as sink:
-            sink.write(data)
-        return f"{store.location}/{key}"
+        return PreparedObject(store, store.prepare(key, data), key)
 
     def read_bytes(self, key: str) -> bytes:
         with self._store().open_read(_check_key(key)) as source:

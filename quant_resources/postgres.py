@@ -77,9 +77,10 @@ class PostgresResource(dg.ConfigurableResource):
         return _display(self.resolved_url)
 
     def __repr_args__(self):
-        # pydantic's repr (and str) would print the URL, password included.
+        # pydantic's repr (and str) would print the URL, password included; _display also
+        # masks libpq key=value strings, which redact_url does not parse.
         for name, value in super().__repr_args__():
-            yield name, (_display(value) if name == "url" and value else value)
+            yield name, (_display(value) if name == "url" and isinstance(value, str) else value)
 
     def connect(self) -> psycopg.Connection:
         """A new connection; use it as a context manager (commits on success, rolls back on

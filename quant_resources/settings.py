@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.request
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 DEFAULT_DATABASE = "quant"
 # Files the local warehouse endpoint keeps in its data directory, both mode 0600
 PASSWORD_FILE = ".quant-password"
 ENDPOINT_FILE = ".quant-endpoint.json"
+MASK = "***"
+# Query parameters that carry a credential (password=, sslpassword=, access_token=, api_key=,
+# X-Amz-Signature=, sig=, ...): matched anywhere in the name, case-insensitive. Masking a
+# harmless parameter costs nothing; printing a secret one cannot be undone.
+SECRET_PARAM = re.compile(r"pass|pwd|secret|token|key|sig|credential|auth", re.IGNORECASE)
 
 
 def quant_home() -> Path:
@@ -170,14 +178,43 @@ def env_or(name: str, default: str | None):
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs, metadata and error messages."""
+    """The URL with its password and every credential-like query parameter replaced, for
+    logs, metadata and error messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    changed = parts
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        changed = changed._replace(netloc=netloc)
+    if parts.query:
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        masked = [(k, MASK if SECRET_PARAM.search(k) and v else v) for k, v in pairs]
+        if masked != pairs:
+            changed = changed._replace(query=urlencode(masked, safe="*/:"))
+    # Rebuilt only when something was masked: urlunsplit drops the empty authority of
+    # chdb:///dir, which is not ours to change.
+    return url if changed == parts else urlunsplit(changed)
+
+
+def masked_repr_args(
+    args: Iterable[tuple[str | None, Any]],
+    *,
+    urls: tuple[str, ...] = (),
+    secrets: tuple[str, ...] = (),
+) -> Iterator[tuple[str | None, Any]]:
+    """A pydantic ``__repr_args__`` with the ``urls`` fields redacted and the ``secrets``
+    fields masked: ``repr`` and ``str`` of a resource never show a credential."""
+    for name, value in args:
+        if name in secrets and value:
+            yield name, MASK
+        elif name in urls and isinstance(value, str):
+            try:
+                yield name, redact_url(value)
+            except ValueError:  # unparseable (e.g. a non-numeric port): show nothing of it
+                yield name, MASK
+        else:
+            yield name, value
 
 
 DEFAULT_BINANCE_ARCHIVE_URL = "https://data.binance.vision"

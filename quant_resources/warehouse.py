@@ -12,14 +12,16 @@ insert, then delete by key*. The new rows, stamped with a fresh ``version``, are
 in a ``Memory`` table nobody reads, in one piece or several (while the caller is still
 fetching the rest); each piece is parsed there as it comes. Once every piece is in, one
 ``INSERT ... SELECT`` moves them into the table as one part, and only when that has succeeded
-are the slice's rows of every other version deleted. A failure before that leaves the table
-untouched; a failed move removes whatever part of the new version landed. Readers see the old
-slice or the new one, and during the short window between the move and the delete both,
-which ``ReplacingMergeTree(version)`` + ``FINAL`` resolves to the new rows for every key they
-share. One part per replacement matters: the delete is a mutation, which waits for any
-background merge of the parts it touches, and many small parts (or the empty parts earlier
-deletes left, which are therefore dropped at once) start such merges. The stage holds the
-new rows uncompressed in the server's memory until the move (about 200 bytes a bar).
+are the slice's rows of every *older* version deleted (never a newer one: a concurrent
+writer's complete version survives; ``HistoricalStore`` serialises such writers with a lock).
+A failure before that leaves the table untouched; a failed move removes whatever part of the
+new version landed. Readers see the old slice or the new one, and during the short window
+between the move and the delete both, which ``ReplacingMergeTree(version)`` + ``FINAL``
+resolves to the new rows for every key they share. One part per replacement matters: the
+delete is a mutation, which waits for any background merge of the parts it touches, and many
+small parts (or the empty parts earlier deletes left, which are therefore dropped at once)
+start such merges. The stage holds the new rows uncompressed in the server's memory until the
+move (about 200 bytes a bar).
 """
 
 from __future__ import annotations
@@ -43,7 +45,12 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pydantic import Field, PrivateAttr
 
 from quant_core.contracts import SYMBOL_PATTERN
-from quant_resources.settings import DEFAULT_DATABASE, clickhouse_url, redact_url
+from quant_resources.settings import (
+    DEFAULT_DATABASE,
+    clickhouse_url,
+    masked_repr_args,
+    redact_url,
+)
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -105,6 +112,9 @@ class WarehouseResource(dg.ConfigurableResource):
         description="http(s)://user:password@host:port/db or chdb:///dir?database=db",
     )
     _columns: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
+
+    def __repr_args__(self):
+        return masked_repr_args(super().__repr_args__(), urls=("url",))
 
     @property
     def resolved_url(self) -> str:
@@ -222,34 +232,69 @@ class WarehouseResource(dg.ConfigurableResource):
         version_column: str = "version",
     ) -> Iterator[StagedSlice]:
         """Replace the rows matching ``where`` with every piece given to ``add`` inside the
-        block, all published when the block ends without error (see module doc)."""
+        block, all published when the block ends without error (see module doc). An empty
+        stage is refused: replacing a slice with nothing would only delete it. This takes no
+        lock: concurrent writers of one slice go through ``HistoricalStore`` (store.py)."""
+        with self.staging(table, version_column=version_column) as stage:
+            yield stage
+            if not stage.rows:
+                raise WarehouseError(
+                    f"refusing to replace a slice of {table!r} with no rows "
+                    f"(slice {where} with {dict(params)!r})"
+                )
+            self.move(stage, stage.version)
+            self.delete_older(table, where, params, stage.version, version_column=version_column)
+
+    @contextlib.contextmanager
+    def staging(self, table: str, *, version_column: str = "version") -> Iterator[StagedSlice]:
+        """A ``Memory`` table shaped like ``table`` to stage a new version in; dropped when the
+        block ends. Nothing here touches ``table`` itself (see ``move``, ``delete_older``)."""
         self.table_columns(table)  # a missing table is named before anything starts
         stage = StagedSlice(self, identifier(table), identifier(version_column))
         self._drop_stale_stages(table)
         self.client.command(f"CREATE TABLE {stage.name} AS {stage.table} ENGINE = Memory")
         try:
             yield stage
-            self._publish(stage, where, params)
         finally:
             self.client.command(f"DROP TABLE IF EXISTS {stage.name} SYNC")
 
-    def _publish(self, stage: StagedSlice, where: str, params: Mapping[str, Any]) -> None:
-        columns = ", ".join(map(identifier, self.table_columns(stage.table)))
+    def move(self, stage: StagedSlice, version: int) -> None:
+        """Move every staged row into the table as one part, stamped ``version``. A failed move
+        removes whatever part of that version landed, so the table holds all of it or none."""
         col = stage.version_column
-        if stage.rows:
-            try:
-                self.client.command(
-                    f"INSERT INTO {stage.table} ({columns}) SELECT {columns} FROM {stage.name}",
-                    settings=_MOVE_SETTINGS,
-                )
-            except Exception:
-                self._delete(
-                    stage.table, f"{col} = {{_version:UInt64}}", {"_version": stage.version}
-                )
-                raise
-        bound = {**params, "_version": stage.version}
-        self._delete(stage.table, f"({where}) AND {col} != {{_version:UInt64}}", bound)
-        self._drop_empty_parts(stage.table)
+        columns = list(map(identifier, self.table_columns(stage.table)))
+        select = ", ".join(f"{{_version:UInt64}} AS {c}" if c == col else c for c in columns)
+        try:
+            self.client.command(
+                f"INSERT INTO {stage.table} ({', '.join(columns)}) SELECT {select} "
+                f"FROM {stage.name}",
+                parameters={"_version": version},
+                settings=_MOVE_SETTINGS,
+            )
+        except Exception:
+            self.delete_version(stage.table, version, version_column=col)
+            raise
+
+    def delete_version(self, table: str, version: int, *, version_column: str = "version") -> None:
+        """Delete the rows of one ``version`` (a move that did not complete)."""
+        col = identifier(version_column)
+        self._delete(table, f"{col} = {{_version:UInt64}}", {"_version": version})
+
+    def delete_older(
+        self,
+        table: str,
+        where: str,
+        params: Mapping[str, Any],
+        version: int,
+        *,
+        version_column: str = "version",
+    ) -> None:
+        """Delete the rows matching ``where`` of every version *older* than ``version``. Older,
+        not merely other: a writer never deletes a newer version someone else moved in."""
+        col = identifier(version_column)
+        bound = {**params, "_version": version}
+        self._delete(table, f"({where}) AND {col} < {{_version:UInt64}}", bound)
+        self._drop_empty_parts(table)
 
     def _drop_empty_parts(self, table: str) -> None:
         """Parts the delete emptied stay active until a cleanup long after; a few of them

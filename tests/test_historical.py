@@ -20,6 +20,7 @@ from quant_assets.jobs import historical_daily_job
 from quant_assets.schema import clickhouse_schema
 from quant_resources.lake import LakeResource
 from quant_resources.migrations import load
+from quant_resources.store import HistoricalStore
 from quant_resources.synthetic import SyntheticMarketResource
 from tests.dagster_helpers import failure_text
 
@@ -31,9 +32,11 @@ ALL = [stock_bars_1m, stock_bars_1d, option_chain_snapshots, option_bars_1m]
 def env(warehouse, tmp_path, monkeypatch):
     monkeypatch.setenv("QUANT_EQUITY_SYMBOLS", "SPY,AAPL")
     monkeypatch.setenv("QUANT_OPTION_UNDERLYINGS", "SPY")
+    lake = LakeResource(url=f"file://{tmp_path / 'lake'}")
     resources = {
         "warehouse": warehouse,
-        "lake": LakeResource(url=f"file://{tmp_path / 'lake'}"),
+        "lake": lake,
+        "store": HistoricalStore(warehouse=warehouse, lake=lake),
         "market_data": SyntheticMarketResource(seed=11),
     }
     instance = dg.DagsterInstance.ephemeral()
@@ -334,7 +337,7 @@ def test_a_run_in_pieces_stores_what_one_piece_stores_and_a_bad_last_piece_write
 
 
 def test_split_by_day_keeps_row_order_whether_sliced_or_sorted(monkeypatch) -> None:
-    import quant_assets.historical as historical
+    import quant_resources.store as store
     from quant_core.calendar import session
 
     market = SyntheticMarketResource(seed=11)
@@ -351,9 +354,107 @@ def test_split_by_day_keeps_row_order_whether_sliced_or_sorted(monkeypatch) -> N
         day: shuffled.filter(pc.equal(shuffled.column("session_date"), pa.scalar(day, pa.date32())))
         for day in expected
     }
-    for limit in (historical.MAX_DAY_RUNS, 0):  # runs sliced without a copy; sorted by day
-        monkeypatch.setattr(historical, "MAX_DAY_RUNS", limit)
+    for limit in (store.MAX_DAY_RUNS, 0):  # runs sliced without a copy; sorted by day
+        monkeypatch.setattr(store, "MAX_DAY_RUNS", limit)
         for table, want in ((bars, expected), (shuffled, shuffled_expected)):
-            got = historical._split_by_day(table)
+            got = store.split_by_day(table)
             assert list(got) == list(want)
             assert all(got[d].equals(want[d]) for d in want)
+
+
+class EmptyProvider(SyntheticMarketResource):
+    """A provider that answers a trading session with no bars at all."""
+
+    def stock_bars_1m(self, symbols, start, end, adjustment="raw"):
+        return super().stock_bars_1m(symbols, start, end, adjustment).slice(0, 0)
+
+
+def test_an_empty_provider_answer_is_refused_and_keeps_the_stored_day(env) -> None:
+    assert _run(env, [stock_bars_1m], DAYS[0]).success
+    before = _fingerprint(env)
+    resources, instance = env
+    result = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        resources={**resources, "market_data": EmptyProvider(seed=11)},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    message = failure_text(result)
+    assert "synthetic answered nothing for bars_1m on 2024-11-27" in message
+    assert "SPY, AAPL" in message and "allow_empty_days" in message
+    assert _fingerprint(env) == before
+    allowed = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        resources={**resources, "market_data": EmptyProvider(seed=11)},
+        instance=instance,
+        raise_on_error=False,
+        run_config={"ops": {"stock_bars_1m": {"config": {"allow_empty_days": [DAYS[0]]}}}},
+    )
+    assert allowed.success, failure_text(allowed)
+    meta = allowed.asset_materializations_for_node("stock_bars_1m")[0].metadata
+    assert meta["overrides"].value == ["2024-11-27: empty answer allowed (allow_empty_days)"]
+    assert env[0]["warehouse"].scalar("SELECT count() FROM bars_1m") == 0
+    assert env[0]["lake"].list("bars_1m/") == []
+
+
+class FailingLake(LakeResource):
+    def prepare_bytes(self, key: str, data: bytes):
+        raise OSError(f"cannot write {key}: no space left on device")
+
+
+def test_a_lake_failure_fails_the_run_with_metadata_and_the_next_run_repairs(env) -> None:
+    resources, instance = env
+    assert _run(env, [stock_bars_1m], DAYS[0]).success
+    broken_lake = FailingLake(url=resources["lake"].url)
+    broken = {
+        **resources,
+        "market_data": SyntheticMarketResource(seed=12),
+        "store": HistoricalStore(warehouse=resources["warehouse"], lake=broken_lake),
+    }
+    result = dg.materialize(
+        [stock_bars_1m],
+        partition_key=DAYS[0],
+        resources=broken,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data
+    assert "ClickHouse holds the new version" in failure.error.message
+    assert "no space left on device" in failure.error.message
+    assert failure.user_failure_data.metadata["state"].value == "clickhouse"
+    again = _run(env, [stock_bars_1m], DAYS[1])
+    meta = again.asset_materializations_for_node("stock_bars_1m")[0].metadata
+    (note,) = meta["repaired"].value
+    assert "rewrote 1 lake files from ClickHouse" in note
+    lake, wh = resources["lake"], resources["warehouse"]
+    day = date.fromisoformat(DAYS[0])
+    stored = lake.read_parquet(lake.key("bars_1m", "synthetic", day))
+    assert stored.num_rows == wh.scalar(
+        "SELECT count() FROM bars_1m FINAL WHERE session_date = {d:Date}", {"d": day}
+    )
+    assert sorted(stored.column("close").to_pylist()) == sorted(
+        r[0]
+        for r in wh.query_rows(
+            "SELECT close FROM bars_1m FINAL WHERE session_date = {d:Date}", {"d": day}
+        )
+    )
+
+
+def test_cli_backfill_of_an_unknown_job_names_it_and_lists_the_valid_ones(quant_home) -> None:
+    from typer.testing import CliRunner
+
+    from quant_cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["backfill", "--from", "2024-07-01", "--to", "2024-07-02", "--job", "nope"]
+    )
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)  # a usage error, no traceback
+    text = " ".join(result.output.split())  # the error box wraps lines
+    assert "--job='nope' is not a job over NYSE sessions" in text
+    assert "historical_daily_job" in text and "option_bars_job" in text
+    assert not (quant_home / "dagster").exists()  # refused before anything was set up

@@ -16,6 +16,7 @@ from quant_dev.alpaca_sim import process
 from quant_resources.alpaca import AlpacaResource
 from quant_resources.lake import LakeResource
 from quant_resources.migrations import load
+from quant_resources.store import HistoricalStore
 from tests.dagster_helpers import failure_text
 
 pytestmark = pytest.mark.xdist_group("alpaca_sim")
@@ -58,6 +59,14 @@ def schema_ready(warehouse, tmp_path):
     return warehouse, lake
 
 
+def stored(warehouse, lake) -> dict:
+    return {
+        "warehouse": warehouse,
+        "lake": lake,
+        "store": HistoricalStore(warehouse=warehouse, lake=lake),
+    }
+
+
 def test_missing_keys_fail_naming_the_variables(schema_ready, monkeypatch) -> None:
     warehouse, lake = schema_ready
     for name in KEYS:
@@ -67,7 +76,7 @@ def test_missing_keys_fail_naming_the_variables(schema_ready, monkeypatch) -> No
         [stock_bars_1m],
         partition_key="2024-07-01",
         raise_on_error=False,
-        resources={"warehouse": warehouse, "lake": lake, "market_data": AlpacaResource()},
+        resources={**stored(warehouse, lake), "market_data": AlpacaResource()},
     )
     assert not result.success
     message = failure_text(result)
@@ -77,7 +86,7 @@ def test_missing_keys_fail_naming_the_variables(schema_ready, monkeypatch) -> No
 def test_server_killed_mid_pagination_keeps_the_previous_partition(schema_ready, monkeypatch):
     warehouse, lake = schema_ready
     monkeypatch.setenv("QUANT_EQUITY_SYMBOLS", SYMBOLS)
-    resources = {"warehouse": warehouse, "lake": lake}
+    resources = stored(warehouse, lake)
     with process.running("--page-limit", "500") as sim:
         ok = dg.materialize(
             [stock_bars_1m],
@@ -107,7 +116,7 @@ def test_past_option_snapshots_are_refused_not_fabricated(schema_ready, monkeypa
             [option_chain_snapshots],
             partition_key="2024-07-01",
             raise_on_error=False,
-            resources={"warehouse": warehouse, "lake": lake, "market_data": alpaca(sim.url)},
+            resources={**stored(warehouse, lake), "market_data": alpaca(sim.url)},
         )
     assert not result.success
     message = failure_text(result)

@@ -38,6 +38,7 @@ EXPECTED_ENGINES = {
     "telemetry": f"ReplicatedMergeTree({ZK})",
     "bars_1d": f"ReplicatedReplacingMergeTree({ZK}, version)",
     "option_bars_1m": f"ReplicatedReplacingMergeTree({ZK}, version)",
+    "slice_publications": f"ReplicatedReplacingMergeTree({ZK}, updated_at)",
 }
 
 

@@ -243,6 +243,17 @@ def test_cli_bars_writes_the_recomputed_bars(tmp_path: Path) -> None:
     assert out.read_bytes() == again.read_bytes()
 
 
+@pytest.mark.parametrize("where", ["/proc/nope/x.parquet", "DIR"])
+def test_cli_bars_to_a_path_it_cannot_write_says_so(tmp_path: Path, where: str) -> None:
+    out = tmp_path if where == "DIR" else Path(where)
+    res = runner.invoke(app, ["bars", str(SESSION), "--out", str(out)])
+    assert res.exit_code == 1
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
+    assert f"cannot write {out}: " in res.output
+    reason = "it is a directory" if where == "DIR" else "No such file or directory"
+    assert reason in res.output
+
+
 def test_compare_bars_descriptions() -> None:
     bars = pq.read_table(GOLDEN / "expected_bars.parquet")
     assert compare_bars(bars, bars) is None

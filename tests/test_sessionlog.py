@@ -597,6 +597,21 @@ def test_manifest_pins_compressed_bytes(tmp_path: Path) -> None:
     assert "sha256" in str(err) and err.record is not None and err.offset is not None
 
 
+@pytest.mark.parametrize("field", ["sha256", "file"])
+def test_a_manifest_entry_without_a_field_is_named_not_a_key_error(tmp_path, field) -> None:
+    session, _ = make_session(tmp_path, n=50)
+    manifest = session / "session.json"
+    doc = orjson.loads(manifest.read_bytes())
+    (seg,) = segment_files(session)
+    del doc["segments"][0][field]
+    manifest.write_bytes(orjson.dumps(doc))
+    err = expect_error(session)
+    assert err.file == str(manifest)
+    assert f"segment entry 0{f' ({seg.name})' if field == 'sha256' else ''} has no {field!r}" in (
+        str(err)
+    )
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.binary(min_size=1, max_size=120), min_size=1, max_size=300),

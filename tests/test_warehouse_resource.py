@@ -221,3 +221,19 @@ def test_a_stage_left_by_a_dead_process_is_dropped_a_day_later(wh) -> None:
         wh.command(f"CREATE TABLE {name} AS bars_1m ENGINE = Memory")
     wh.replace_slice("bars_1m", SLICE, {"src": "synthetic", "d": date(2024, 8, 8)}, bars())
     assert stages(wh) == [recent]  # another run may still be filling that one
+
+
+def test_an_empty_replacement_is_refused_and_a_newer_version_is_never_deleted(wh) -> None:
+    params = {"src": "synthetic", "d": date(2024, 8, 8)}
+    wh.replace_slice("bars_1m", SLICE, params, bars())
+    with pytest.raises(WarehouseError, match="refusing to replace a slice of 'bars_1m' with no"):
+        wh.replace_slice("bars_1m", SLICE, params, bars().slice(0, 0))
+    assert count(wh) == 6
+    (stored,) = wh.query_rows("SELECT DISTINCT version FROM bars_1m")
+    with wh.staging("bars_1m") as stage:  # a writer whose version is older than the stored
+        stage.add(bars(price=Decimal(1)))
+        wh.move(stage, stored[0] - 1)
+        wh.delete_older("bars_1m", SLICE, params, stored[0] - 1)
+    assert (
+        wh.scalar("SELECT count() FROM bars_1m WHERE version = {v:UInt64}", {"v": stored[0]}) == 6
+    )

@@ -654,9 +654,23 @@ class SessionReader:
             return
         try:
             doc = orjson.loads(path.read_bytes())
-            listed = {s["file"]: s for s in doc["segments"]}
+            entries = doc["segments"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise SessionLogError(path, f"manifest is invalid: {exc}") from None
+            raise SessionLogError(path, f"manifest is invalid: {exc!r}") from None
+        if not isinstance(entries, list):
+            raise SessionLogError(path, "manifest is invalid: 'segments' is not a list")
+        listed = {}
+        for n, entry in enumerate(entries):
+            for name in ("file", "sha256"):
+                if not isinstance(entry, dict) or not isinstance(entry.get(name), str):
+                    which = entry.get("file") if isinstance(entry, dict) else None
+                    raise SessionLogError(
+                        path,
+                        f"manifest is invalid: segment entry {n}"
+                        + (f" ({which})" if isinstance(which, str) else "")
+                        + f" has no {name!r} field (a string)",
+                    )
+            listed[entry["file"]] = entry
         info = self.info
         for seg in info.segments:
             entry = listed.pop(seg.path.name, None)
