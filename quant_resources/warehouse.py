@@ -112,13 +112,18 @@ class WarehouseResource(dg.ConfigurableResource):
         description="http(s)://user:password@host:port/db or chdb:///dir?database=db",
     )
     _columns: dict[str, dict[str, str]] = PrivateAttr(default_factory=dict)
+    _resolved: str | None = PrivateAttr(default=None)
 
     def __repr_args__(self):
         return masked_repr_args(super().__repr_args__(), urls=("url",))
 
     @property
     def resolved_url(self) -> str:
-        return self.url or clickhouse_url()
+        # Resolved once per resource: the local default asks the endpoint file and /ping,
+        # which must not happen for every query.
+        if self._resolved is None:
+            self._resolved = self.url or clickhouse_url()
+        return self._resolved
 
     @property
     def display_url(self) -> str:
