@@ -105,7 +105,7 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     verified = dev.wait(
         "new_session_logs verifies the session",
         lambda: [
-            r for r in dev.runs("__ASSET_JOB")
+            r for r in dev.runs("replay_verification_job")
             if {"key": "dagster/partition", "value": session_id} in r["tags"]
             and r["status"] not in ACTIVE
         ],

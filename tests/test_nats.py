@@ -33,7 +33,9 @@ from tests.live_helpers import (
     tail,
 )
 
-pytestmark = pytest.mark.xdist_group("nats")
+# In the "live" group: the live write-ahead test also publishes on v1.market.*, and both
+# subscribe to everything there.
+pytestmark = pytest.mark.xdist_group("live")
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 SUBJECTS = ("v1.market.trades.binance.*", "v1.market.bbo.binance.*", "v1.market.bars.binance.*.1m")
