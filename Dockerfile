@@ -15,6 +15,7 @@ COPY quant_resources ./quant_resources
 COPY quant_assets ./quant_assets
 COPY quant_cli ./quant_cli
 COPY sensors ./sensors
+COPY quant_definitions ./quant_definitions
 COPY quant_api ./quant_api
 RUN pip install -c constraints.txt . \
     && cd / && rm -rf /tmp/quant-src

@@ -439,10 +439,17 @@ def test_dockerfile_installs_the_project_and_its_runtime_files() -> None:
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignore and "**/.env" in ignore
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = set()
     for source in re.findall(r"^COPY (?!--)(.+) \S+$", dockerfile, re.M):
         for item in source.split():
             assert item.rstrip("/") in allowed, f"COPY {item} is excluded by .dockerignore"
             assert (ROOT / item).exists(), item
+            copied.add(item.rstrip("/"))
+    # Every product package is in the image (the code server loads quant_definitions); the
+    # development tooling (quant_dev) is not.
+    product = {"quant_core", "quant_resources", "quant_assets", "sensors", "quant_definitions"}
+    assert product | {"quant_cli", "quant_api"} <= copied, sorted(copied)
+    assert "quant_dev" not in copied
 
 
 def test_init_scripts_parse_and_get_their_variables() -> None:
