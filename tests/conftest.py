@@ -7,8 +7,15 @@ ask for none of them run anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -65,10 +72,40 @@ def clickhouse_url() -> str:
 
 
 @pytest.fixture
-def nats_url() -> str:
-    if os.environ.get("QUANT_TEST_SERVICES") != "1" or not os.environ.get("NATS_URL"):
-        pytest.fail("needs NATS_URL from the test services: wrap pytest in scripts/test-services")
-    return os.environ["NATS_URL"]
+def nats_url(tmp_path) -> Iterator[str]:
+    """A nats-server of this test's own (loopback, password required): tests that count what
+    was published must not hear the demo's or another test's live sessions, which publish on
+    the same subjects when they run at the same time."""
+    binary = shutil.which("nats-server")
+    if binary is None:
+        pytest.fail("nats-server is not installed: scripts/test-services installs it")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    password = secrets.token_hex(12)
+    log = tmp_path / "nats-server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(port), "--user", "quant", "--pass", password],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nats-server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"nats://quant:{password}@127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture
