@@ -538,7 +538,8 @@ def _epoch_ms(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     return ms.to_arrow()
 
 
-def _half_even(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+def half_even_expr(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    """``div_half_even`` as a polars expression over Int128 columns (batch bars)."""
     quot = num // den
     twice = (num - quot * den) * 2
     bump = (twice > den) | ((twice == den) & (quot % 2 == 1))
@@ -603,9 +604,9 @@ def aggregate_trades(trades: pa.Table) -> pa.Table:
             tb_pq=pq.filter(taker).sum(),
         )
         .with_columns(
-            quote_volume=_half_even(pl.col("pq"), _SCALE),
-            vwap=_half_even(pl.col("pq"), pl.col("volume")),
-            tb_quote=_half_even(pl.col("tb_pq"), _SCALE),
+            quote_volume=half_even_expr(pl.col("pq"), _SCALE),
+            vwap=half_even_expr(pl.col("pq"), pl.col("volume")),
+            tb_quote=half_even_expr(pl.col("tb_pq"), _SCALE),
         )
         .sort("symbol", "start", "source")
     )

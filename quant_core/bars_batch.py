@@ -18,7 +18,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quant_core.bars import BARS_1M_VERSIONED, CLOSE_OFFSET_MS, DAY_MS, INTERVAL, INTERVAL_MS
+from quant_core.bars import (
+    BARS_1M_VERSIONED,
+    CLOSE_OFFSET_MS,
+    DAY_MS,
+    INTERVAL,
+    INTERVAL_MS,
+    half_even_expr,
+)
 from quant_core.normalize import PRICE_SCALE
 from quant_core.tables import PRICE, TS, decimal_from_scaled, scaled_int64
 
@@ -283,10 +290,7 @@ def _joined(prefix: str) -> pl.Expr:
 
 
 def _half_even(num: pl.Expr, den: pl.Expr) -> pl.Expr:
-    quot = num // den
-    twice = (num - quot * den) * 2
-    bump = (twice > den) | ((twice == den) & (quot % 2 == 1))
-    return (quot + bump.cast(_I128)).cast(pl.Int64, strict=True)
+    return half_even_expr(num, den).cast(pl.Int64, strict=True)
 
 
 def _sum_int64(values: np.ndarray, starts: np.ndarray, name: str) -> np.ndarray:
