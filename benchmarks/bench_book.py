@@ -87,7 +87,7 @@ def rest_levels(snapshot: bytes, convert) -> tuple[list, list]:
 def sorted_dict_apply(snapshot: bytes, diffs) -> int:
     from sortedcontainers import SortedDict
 
-    from quant_core.normalize import scaled
+    from quant_core.decode import scaled
 
     bids_l, asks_l = rest_levels(snapshot, scaled)
     bids, asks = SortedDict(bids_l), SortedDict(asks_l)
@@ -111,7 +111,7 @@ def sorted_dict_apply(snapshot: bytes, diffs) -> int:
 def order_book_apply(snapshot: bytes, diffs) -> int:
     from order_book import OrderBook
 
-    from quant_core.normalize import scaled
+    from quant_core.decode import scaled
 
     ob = OrderBook()
     bids_l, asks_l = rest_levels(snapshot, scaled)

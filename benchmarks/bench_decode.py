@@ -1,6 +1,6 @@
 """Live hot loop: raw Binance combined-stream frames -> typed records -> 1m bars, in one process.
 
-Ours: ``quant_core.normalize.Normalizer`` (msgspec typed decoding, scaled-int records) feeding
+Ours: ``quant_core.decode.Normalizer`` (msgspec typed decoding, scaled-int records) feeding
 ``StreamingBarAggregator`` (trades, and mid bars from book tickers). Peer: the straightforward
 path, ``json.loads`` + the pydantic contracts (``parse_event``) + Decimal bars, on the same
 frames. The peer runs on the first ``PEER_N`` frames only (rates are per second, so comparable);
@@ -20,9 +20,8 @@ import orjson
 from benchmarks.report import Figure, best_rate
 from quant_core.bars import StreamingBarAggregator
 from quant_core.contracts import AggressorSide, Trade
-from quant_core.decode_batch import BatchDecoder
+from quant_core.decode import BatchDecoder, BookTickerEvent, Normalizer, TradeEvent
 from quant_core.formats.binance import parse_event
-from quant_core.normalize import BookTickerEvent, Normalizer, TradeEvent
 
 N = 300_000
 BATCH = 4096

@@ -279,7 +279,7 @@ def import_captures(
     ``stop_exchange_ms`` is the largest exchange time among the frames (the capture's last
     moment on the exchange clock), so replay emits the bars whose minute had ended by then.
     """
-    from quant_core.normalize import BookTickerEvent, Normalizer, TradeEvent
+    from quant_core.decode import BookTickerEvent, Normalizer, TradeEvent
     from quant_resources.session_writer import ClosedSession, SessionWriter
 
     if fmt not in ("cryptofeed", "hftbacktest"):

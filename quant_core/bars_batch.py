@@ -26,7 +26,7 @@ from quant_core.bars import (
     INTERVAL_MS,
     half_even_expr,
 )
-from quant_core.normalize import PRICE_SCALE
+from quant_core.decode import PRICE_SCALE
 from quant_core.tables import PRICE, TS, decimal_from_scaled, scaled_int64
 
 _M32 = np.uint64(0xFFFFFFFF)

@@ -1,12 +1,12 @@
 """Binance depth: diff frames (``<symbol>@depth@100ms`` / ``@depth``) and REST depth snapshot
 answers (``GET /api/v3/depth``) -> exact columns, prices and quantities scaled by 10**8.
 
-Numbers are read exactly like trades (``normalize.scaled``): the 8-decimal strings Binance
-sends go through the vectorised ``decode_batch.scaled_texts``; any other form through
+Numbers are read exactly like trades (``decode.scaled``): the 8-decimal strings Binance
+sends go through the vectorised ``decode.scaled_texts``; any other form through
 ``scaled``, which takes exactly what it can represent and rejects the rest. A frame is decoded
 with a typed msgspec decoder (the levels stay strings until the whole burst is scaled at
 once); one that fails is looked at again with orjson to name the reject kind, the kinds of
-``quant_core.normalize``. Nothing here raises on a bad frame: it is counted in ``rejects`` and
+``quant_core.decode``. Nothing here raises on a bad frame: it is counted in ``rejects`` and
 left out. A rejected diff of a subscribed symbol leaves a hole in its update ids, which the
 sync state machine (``depth_sync``) sees as a gap and answers with a resync.
 
@@ -27,28 +27,26 @@ import msgspec
 import numpy as np
 import orjson
 
-from quant_core.contracts.types import SYMBOL_PATTERN
-from quant_core.decode_batch import scaled_texts
-from quant_core.normalize import (
+from quant_core.decode import (
     BAD_FIELD,
     BAD_NUMBER,
     CROSSED_BOOK,
     MALFORMED_JSON,
+    MAX_MS,
     MISSING_FIELD,
     UNKNOWN_STREAM,
-    UNSUBSCRIBED_SYMBOL,
     UNSUPPORTED_EVENT,
+    Rejected,
+    SymbolTable,
     scaled,
+    scaled_texts,
 )
 
 DEPTH_PATH = "/api/v3/depth"
 DEPTH_STREAMS = ("depth@100ms", "depth")  # our names `depth` and `depth1s`, in this order
-_MAX_MS = 253_402_300_799_999  # year 9999, as the trade decoder allows
-_SYMBOL = re.compile(SYMBOL_PATTERN)
-_CACHE_LIMIT = 100_000
 
 _NonNeg = Annotated[int, msgspec.Meta(ge=0)]
-_Ms = Annotated[int, msgspec.Meta(ge=0, le=_MAX_MS)]
+_Ms = Annotated[int, msgspec.Meta(ge=0, le=MAX_MS)]
 _Level = tuple[str, str]
 
 
@@ -112,39 +110,31 @@ class DepthSnapshot:
 
 
 class DepthSnapshotError(ValueError):
-    """A REST depth answer that cannot be used; ``kind`` is a ``normalize`` reject kind."""
+    """A REST depth answer that cannot be used; ``kind`` is a ``quant_core.decode`` reject kind."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind = kind
 
 
-class _Reject(Exception):
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-
 @dataclass
 class DepthDecoder:
     """Frames -> :class:`DepthBatch`. ``symbols`` (any case) restricts output to those symbols;
-    ``rejects`` counts bad frames by kind, ``samples`` keeps the first raw frame of each kind."""
+    ``rejects`` counts bad frames by kind, ``samples`` keeps the first raw frame of each kind.
+    ``table`` numbers the symbols: pass the trade decoder's (``Normalizer.table``) so depth
+    codes are the codes of the same symbols there."""
 
     symbols: Iterable[str] | None = None
     rejects: dict[str, int] = field(default_factory=dict)
     samples: dict[str, bytes] = field(default_factory=dict)
+    table: SymbolTable | None = None
 
     def __post_init__(self) -> None:
-        self.allowed = None if self.symbols is None else frozenset(s.upper() for s in self.symbols)
-        self.names: list[str] = []  # code -> canonical symbol
-        self._codes: dict[str, int] = {}  # canonical symbol -> code
-        self._raw: dict[str, int] = {}  # symbol as sent -> code, validated once
-
-    def code(self, symbol: str) -> int:
-        code = self._codes.get(symbol)
-        if code is None:
-            code = self._codes[symbol] = len(self.names)
-            self.names.append(symbol)
-        return code
+        if self.table is None:
+            self.table = SymbolTable(self.symbols)
+        self.allowed = self.table.allowed
+        self.names: list[str] = self.table.names  # code -> canonical symbol
+        self.code = self.table.code
 
     def decode(self, frames: Sequence[bytes]) -> DepthBatch:
         index: list[int] = []
@@ -154,22 +144,20 @@ class DepthDecoder:
         times: list[int] = []
         counts: list[int] = []  # bids, asks, bids, asks, ...
         texts: list[str] = []  # price, qty, price, qty, ...
-        raw_code = self._raw.get
+        lookup = self.table.lookup
         for i, raw in enumerate(frames):
             try:
                 try:
                     d = _FRAME.decode(raw)
                 except (msgspec.MsgspecError, TypeError):
-                    raise _Reject(_classify(raw)) from None
+                    raise Rejected(_classify(raw)) from None
                 data = d.data
-                code = raw_code(data.s)
-                if code is None:
-                    code = self._symbol(data.s)
+                code = lookup(data.s)
                 if data.e != "depthUpdate" or d.stream.partition("@")[2] not in DEPTH_STREAMS:
-                    raise _Reject(UNSUPPORTED_EVENT if "@" in d.stream else UNKNOWN_STREAM)
+                    raise Rejected(UNSUPPORTED_EVENT if "@" in d.stream else UNKNOWN_STREAM)
                 if data.u < data.U:
-                    raise _Reject(BAD_NUMBER)
-            except _Reject as rej:
+                    raise Rejected(BAD_NUMBER)
+            except Rejected as rej:
                 self._reject(rej.kind, raw)
                 continue
             index.append(i)
@@ -222,17 +210,6 @@ class DepthDecoder:
             np.ascontiguousarray(qty),
         )
 
-    def _symbol(self, raw_symbol: str) -> int:
-        if _SYMBOL.match(raw_symbol) is None:
-            raise _Reject(BAD_FIELD)
-        symbol = raw_symbol.upper()
-        if self.allowed is not None and symbol not in self.allowed:
-            raise _Reject(UNSUBSCRIBED_SYMBOL)
-        code = self.code(symbol)
-        if len(self._raw) < _CACHE_LIMIT:
-            self._raw[raw_symbol] = code
-        return code
-
     def _reject(self, kind: str, raw: bytes) -> None:
         self.rejects[kind] = self.rejects.get(kind, 0) + 1
         if kind not in self.samples:
@@ -256,7 +233,7 @@ def scaled_many(texts: list[str]) -> np.ndarray:
 
 
 def _classify(raw: bytes) -> str:
-    """Why a frame failed typed decoding, as a ``normalize`` reject kind."""
+    """Why a frame failed typed decoding, as a ``quant_core.decode`` reject kind."""
     try:
         frame = orjson.loads(raw)
     except (orjson.JSONDecodeError, TypeError):

@@ -9,9 +9,12 @@ two integers; a repaired or late trade fills its interval.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from quant_core.decode import STREAM_NAMES, TradeColumns
 
 
 @dataclass
@@ -99,6 +102,27 @@ class GapTracker:
             elif isinstance(seen, Gap):
                 gaps.append(seen)
         return keep, gaps
+
+    def observe_columns(
+        self, trades: TradeColumns, symbols: Sequence[str]
+    ) -> tuple[np.ndarray, list[Gap]]:
+        """``observe_many`` for each (symbol, stream) series of a burst of decoded trades
+        (``symbols[code]``): (mask of the trades not seen before, the gaps they opened)."""
+        series = (trades.code.astype(np.int64) << 8) | trades.kind
+        keep = np.ones(len(trades), dtype=bool)
+        opened: list[Gap] = []
+        for value in np.unique(series).tolist():
+            rows = np.flatnonzero(series == value)
+            mask, found = self.observe_many(
+                symbols[value >> 8],
+                STREAM_NAMES[value & 0xFF],
+                trades.trade_id[rows],
+                trades.ts[rows],
+            )
+            if mask is not None:
+                keep[rows[~mask]] = False
+            opened.extend(found)
+        return keep, opened
 
     def _contiguous(self, series: _Series, ids: np.ndarray, ts_ms: np.ndarray):
         """A run of consecutive ids (a REST page) that opens no gap, in O(intervals): the ids

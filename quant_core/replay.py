@@ -27,17 +27,19 @@ import orjson
 import pyarrow as pa
 
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, StreamingBarAggregator, bars_to_arrow
-from quant_core.decode_batch import (
+from quant_core.decode import (
     AGG,
     TRADE,
     BatchDecoder,
+    BookTickerEvent,
+    ControlEvent,
     FrameBatch,
+    Normalizer,
     TradeColumns,
-    observe_trades,
+    TradeEvent,
 )
 from quant_core.exchange_clock import clock_reading
 from quant_core.gaps import GapTracker
-from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
 from quant_core.rest_decode import (
     AGG_TRADES_PATH,
     HISTORICAL_TRADES_PATH,
@@ -200,7 +202,7 @@ class EventPipeline:
         if not len(trades):
             return
         counts["trade"] += len(trades)
-        keep, _ = observe_trades(self.gaps, trades, self.decoder.symbols)
+        keep, _ = self.gaps.observe_columns(trades, self.decoder.symbols)
         duplicates = len(trades) - int(keep.sum())
         if duplicates:
             self.counts["duplicate_trade"] += duplicates

@@ -3,7 +3,7 @@
 The answer is a JSON array of ``{"a","p","q","f","l","T","m","M"}`` objects, the same fields as
 an ``aggTrade`` stream event minus ``e``/``E``/``s``: the symbol comes from the request, which the
 session log keeps in the record's meta. Numbers are decoded exactly like the stream's
-(``normalize.scaled``), so a trade reaches the aggregator identically by either path.
+(``decode.scaled``), so a trade reaches the aggregator identically by either path.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from quant_core.normalize import TradeEvent, scaled
+from quant_core.decode import TradeEvent, scaled
 
 AGG_TRADES_PATH = "/api/v3/aggTrades"
 HISTORICAL_TRADES_PATH = "/api/v3/historicalTrades"

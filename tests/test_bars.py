@@ -23,10 +23,10 @@ from quant_core.bars import (
     div_half_even,
 )
 from quant_core.contracts import Bar
+from quant_core.decode import BookTickerEvent, Normalizer, TradeEvent
 from quant_core.formats.binance import parse_combined_frame
-from quant_core.normalize import BookTickerEvent, Normalizer, TradeEvent
 from quant_core.tables import BARS_1M
-from tests.test_normalize import ws_frames
+from tests.test_decode import ws_frames
 
 MINUTE = 60_000
 T0 = 1723127400000  # 2024-08-08 14:30:00 UTC, a minute start

@@ -9,9 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant_core.bars import StreamingBarAggregator
-from quant_core.bars_columns import _exact_dot
-from quant_core.normalize import BookTickerEvent, TradeEvent
+from quant_core.bars import StreamingBarAggregator, exact_dot
+from quant_core.decode import BookTickerEvent, TradeEvent
 from tests.test_bars import MINUTE, latest, trade_sequences
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "XRPUSDT"]
@@ -100,7 +99,7 @@ def test_exact_dot_is_exact_at_int64_limits(pairs, groups) -> None:
     firsts = np.unique(np.linspace(0, len(pairs) - 1, groups).astype(np.int64))
     bounds = [*firsts.tolist(), len(pairs)]
     want = [sum(x * y for x, y in pairs[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
-    assert _exact_dot(a, b, firsts) == want
+    assert exact_dot(a, b, firsts) == want
 
 
 def test_empty_batch_changes_nothing() -> None:

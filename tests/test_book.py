@@ -19,6 +19,16 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from quant_core.book import OrderBook
+from quant_core.decode import (
+    BAD_FIELD,
+    BAD_NUMBER,
+    CROSSED_BOOK,
+    MALFORMED_JSON,
+    MISSING_FIELD,
+    UNKNOWN_STREAM,
+    UNSUBSCRIBED_SYMBOL,
+    UNSUPPORTED_EVENT,
+)
 from quant_core.depth_decode import (
     DepthDecoder,
     DepthSnapshotError,
@@ -38,16 +48,6 @@ from quant_core.depth_sync import (
     depth_weight,
 )
 from quant_core.formats.binance import FrameError, parse_combined_frame
-from quant_core.normalize import (
-    BAD_FIELD,
-    BAD_NUMBER,
-    CROSSED_BOOK,
-    MALFORMED_JSON,
-    MISSING_FIELD,
-    UNKNOWN_STREAM,
-    UNSUBSCRIBED_SYMBOL,
-    UNSUPPORTED_EVENT,
-)
 from quant_dev.binance_sim.depth import DepthMarket
 from quant_dev.binance_sim.market import SCALE
 

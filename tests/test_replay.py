@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from quant_cli.replay import app, import_captures
 from quant_core.bars import aggregate_trades
-from quant_core.normalize import TradeEvent
+from quant_core.decode import TradeEvent
 from quant_core.replay import EventPipeline, Pacer, compare_bars, replay
 from quant_core.rest_decode import RestDecodeError, decode_agg_trades
 from quant_core.sessionlog import format as fmt
@@ -492,8 +492,8 @@ def test_sharded_segments_must_link_as_in_the_serial_pass(tmp_path: Path) -> Non
 def test_bursts_with_futures_book_tickers_equal_frame_by_frame() -> None:
     """Futures book tickers carry an exchange time that moves the watermark between trades:
     a burst holding them takes the frames in order, with the same result."""
-    from tests.test_decode_batch import book
-    from tests.test_normalize import agg
+    from tests.test_decode import agg
+    from tests.test_decode_bursts import book
 
     t0 = 1723127400000
     frames = []

@@ -12,7 +12,7 @@ Layout (relative to the archive's base URL)::
 
 Parsing goes through ``pyarrow.csv`` with every column read as a string, then each column is
 converted by Arrow compute: prices and sizes through ``decimal128(38, 8)`` (exact; a digit past
-the 8th that is not zero is refused) into int64 counts of 10**-8 (``quant_core.normalize``'s
+the 8th that is not zero is refused) into int64 counts of 10**-8 (``quant_core.decode``'s
 units), never through floats. A row is never dropped: a bad row is an ``ArchiveFormatError``
 naming the file, the line, the field and the value.
 

@@ -45,18 +45,20 @@ import orjson
 
 from quant_core import __version__
 from quant_core.bars import BarRecord, StreamingBarAggregator
-from quant_core.decode_batch import (
+from quant_core.decode import (
     AGG,
     STREAM_NAMES,
     TRADE,
     BatchDecoder,
     BookColumns,
+    BookTickerEvent,
+    ControlEvent,
+    Normalizer,
     TradeColumns,
-    observe_trades,
+    TradeEvent,
 )
 from quant_core.exchange_clock import ExchangeClock, clock_meta
 from quant_core.gaps import Gap, GapTracker
-from quant_core.normalize import BookTickerEvent, ControlEvent, Normalizer, TradeEvent
 from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH, decode_rest
 from quant_core.telemetry import TelemetryClock
 from quant_resources.binance.rest import BinanceRest
@@ -415,7 +417,7 @@ class LivePipeline:
         """``_on_trade`` for a burst: dedup and gaps per series, one table for the sink, one
         ``add_trades`` for the bars (held first when the burst opened a gap)."""
         symbols = self.decoder.symbols
-        keep, gaps = observe_trades(self.gaps, trades, symbols)
+        keep, gaps = self.gaps.observe_columns(trades, symbols)
         for gap in gaps:
             self.aggregator.hold(self.gaps.hold_ms())
             self._repair(gap)

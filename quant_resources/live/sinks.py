@@ -28,7 +28,7 @@ import orjson
 import pyarrow as pa
 
 from quant_core.bars import BarRecord, bars_to_arrow
-from quant_core.normalize import BookTickerEvent, TradeEvent
+from quant_core.decode import BookTickerEvent, TradeEvent
 from quant_core.tables import decimal_from_scaled
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant_core.decode_batch import BatchDecoder, scaled_texts
-from quant_core.normalize import Normalizer, scaled
-from tests.test_normalize import (
+from quant_core.decode import BatchDecoder, Normalizer, scaled, scaled_texts
+from tests.test_decode import (
     BAD_VALUES,
     REJECT_CASES,
     agg,

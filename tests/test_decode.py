@@ -13,8 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quant_core.contracts import AggressorSide, BookTicker, Trade
-from quant_core.formats.binance import parse_combined_frame
-from quant_core.normalize import (
+from quant_core.decode import (
     PRICE_SCALE,
     REJECT_KINDS,
     BookTickerEvent,
@@ -23,6 +22,7 @@ from quant_core.normalize import (
     TradeEvent,
     scaled,
 )
+from quant_core.formats.binance import parse_combined_frame
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
