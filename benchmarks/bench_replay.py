@@ -5,7 +5,7 @@ The session (``QUANT_BENCH_REPLAY_EVENTS`` frames, default 5,000,000: 70 % aggTr
 bookTicker over four symbols) is generated once and cached in the temp directory. Replay
 shards its segments over one worker process per core, each verifying a segment's chain and
 decoding its frames, and applies them in order (``quant_core.replay``). The live
-peer runs ``EventPipeline.on_ws_many`` in bursts of 4,096 frames (batched decoding, trade
+peer runs ``ReplayDriver.on_ws_many`` in bursts of 4,096 frames (batched decoding, trade
 de-duplication, ``add_trades``: what ``quant live`` does with each burst it drains, after the
 write-ahead append) over frames held in memory; it is measured on the first
 ``QUANT_BENCH_REPLAY_LIVE_EVENTS`` frames (default 1,000,000) to keep memory bounded. Rates are
@@ -24,7 +24,7 @@ from pathlib import Path
 import zstandard
 
 from benchmarks.report import Figure
-from quant_core.replay import REPLAY_BATCH, EventPipeline, replay
+from quant_core.replay import REPLAY_BATCH, ReplayDriver, replay
 from quant_core.sessionlog.reader import SessionReader, segment_files
 from quant_resources.session_writer import SessionWriter
 
@@ -120,7 +120,7 @@ def run() -> list[Figure]:
 
     def live() -> int:
         # What quant live does with each burst it drains from its queue (after the log append).
-        pipeline = EventPipeline(tuple(s.decode() for s, _ in SYMBOLS))
+        pipeline = ReplayDriver(tuple(s.decode() for s, _ in SYMBOLS))
         for pos in range(0, len(sample), REPLAY_BATCH):
             pipeline.on_ws_many(sample[pos : pos + REPLAY_BATCH])
         pipeline.finish(None)

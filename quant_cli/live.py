@@ -129,10 +129,10 @@ class StatusLine:
         clock = _duration(elapsed)
         if self.duration_s:
             clock += f" (-{_duration(math.ceil(max(0.0, self.duration_s - elapsed)))})"
-        lags = pipeline.telemetry.current.lags_ms
+        lags = pipeline.lags_ms()
         lag = f"lag p50 {percentile(lags, 50):.0f} ms" if lags else "lag -"
         state = "connected" if pipeline.client.settled(0.0) else "reconnecting"
-        gaps = len(pipeline.gaps.open_gaps())
+        gaps = len(pipeline.kernel.open_gaps())
         return (
             f"{clock}  {summary.trades:,} trades ({rate:,.0f}/s)  {summary.bars:,} bars  {lag}  "
             f"{state}  gaps open {gaps}, repaired trades {summary.trades_repaired:,}"

@@ -1,11 +1,12 @@
-"""Deterministic replay of a session log through the live decoding path.
+"""Deterministic replay of a session log: the replay driver of the ingest kernel.
 
 The records are read through the verifying reader (a broken chain stops the replay with a
 ``SessionLogError``), re-emitted in recorded order on a virtual clock (the recorded receive
-times), and fed to ``EventPipeline``: the same ``Normalizer``, trade de-duplication
-(``GapTracker``) and ``StreamingBarAggregator`` the live job uses. The output depends on the
-log's bytes only (no wall clock, no environment), so the same session gives the same trades,
-bars and digest on any machine.
+times), and fed to an ``IngestKernel`` (``quant_core.kernel``), the object the live job feeds
+the same records to: decoding, de-duplication, gap holding and bars are its, not copies. The
+output depends on the log's bytes only (no wall clock, no environment), so the same session
+gives the same trades, bars and digest on any machine. A long session is sharded: worker
+processes verify and decode segments, this process applies them to the kernel in order.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -26,26 +27,9 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from quant_core.bars import BARS_1M_VERSIONED, BarRecord, StreamingBarAggregator, bars_to_arrow
-from quant_core.decode import (
-    AGG,
-    TRADE,
-    BatchDecoder,
-    BookTickerEvent,
-    ControlEvent,
-    FrameBatch,
-    Normalizer,
-    TradeColumns,
-    TradeEvent,
-)
-from quant_core.exchange_clock import clock_reading
-from quant_core.gaps import GapTracker
-from quant_core.rest_decode import (
-    AGG_TRADES_PATH,
-    HISTORICAL_TRADES_PATH,
-    RestDecodeError,
-    decode_rest,
-)
+from quant_core.bars import BARS_1M_VERSIONED, BarRecord, bars_to_arrow
+from quant_core.decode import BatchDecoder, FrameBatch, Normalizer, TradeColumns
+from quant_core.kernel import IngestKernel, KernelOutput
 from quant_core.sessionlog.format import FORMAT_VERSION, RecordKind
 from quant_core.sessionlog.reader import (
     SessionInfo,
@@ -60,7 +44,6 @@ from quant_core.tables import PRICE, TS, decimal_from_scaled
 INTERVAL_MS = 60_000
 REPLAY_BATCH = 4096  # frames per batch: large enough to amortise, small enough for the cache
 PARALLEL_BYTES = 16 << 20  # below this, starting a verifier process costs more than it saves
-TRADE_PATHS = (AGG_TRADES_PATH, HISTORICAL_TRADES_PATH)
 
 TRADES_SCHEMA = pa.schema(
     [
@@ -80,10 +63,10 @@ BAR_VALUE_COLUMNS = [f.name for f in BARS_1M_VERSIONED if f.name != "version"]
 
 class _TradeColumns:
     """Accepted trades in typed arrays: 8 bytes a value instead of a Python int object each,
-    and the symbol as a code of ``decoder`` (a string per trade costs more than its numbers)."""
+    and the symbol as a code of the kernel's table (a string per trade costs more)."""
 
-    def __init__(self, decoder: BatchDecoder) -> None:
-        self.decoder = decoder
+    def __init__(self, symbols: list[str]) -> None:
+        self.symbols = symbols
         self.code = array("i")
         self.trade_id = array("q")
         self.first = array("q")
@@ -93,18 +76,8 @@ class _TradeColumns:
         self.ts = array("q")
         self.maker = array("b")
 
-    def add(self, ev: TradeEvent) -> None:
-        self.code.append(self.decoder.code(ev.symbol))
-        self.trade_id.append(ev.trade_id)
-        self.first.append(ev.first_trade_id)
-        self.last.append(ev.last_trade_id)
-        self.price.append(ev.price)
-        self.qty.append(ev.qty)
-        self.ts.append(ev.ts_event_ms)
-        self.maker.append(ev.is_buyer_maker)
-
     def extend(self, t: TradeColumns) -> None:
-        """Columns whose codes are ``decoder``'s."""
+        """Columns whose codes index ``symbols``."""
         self.code.frombytes(t.code.astype(np.int32).tobytes())
         for column, values in (
             (self.trade_id, t.trade_id),
@@ -118,7 +91,7 @@ class _TradeColumns:
         self.maker.frombytes(t.maker.astype(np.int8).tobytes())
 
     def table(self) -> pa.Table:
-        names = pa.array(self.decoder.symbols, pa.string())
+        names = pa.array(self.symbols, pa.string())
         return pa.table(
             [
                 names.take(pa.array(self.code, pa.int32())),
@@ -134,156 +107,64 @@ class _TradeColumns:
         )
 
 
-@dataclass
-class EventPipeline:
-    """Raw records -> trades and bars: the processing shared by the live job and replay.
+class ReplayDriver:
+    """Feeds session-log records to an ``IngestKernel`` (the live job's processing, not a copy
+    of it) and keeps what it emits: every trade, the latest version of every bar, and every
+    output in order when ``keep_outputs`` (tests compare them with live's).
 
-    Call ``on_ws`` / ``on_rest`` / ``on_conn`` in receive order, then ``finish``. Book tickers
-    that carry an exchange time (futures) advance the aggregator's watermark; trades advance it
-    themselves; so do the live job's recorded heartbeats (``clock`` connection records). A
-    trade id seen before (reconnect overlap, REST repair overlap) is dropped.
+    Call ``on_ws`` / ``on_ws_many`` / ``on_rest`` / ``on_conn`` in log order, then ``finish``.
     """
 
-    symbols: tuple[str, ...] = ()
-    lateness_ms: int = 2000
-    source: str = "binance"
-    # Bars come from one stream only (aggTrade when subscribed, else trade), as in live: both
-    # streams carry the same exchange trades, so aggregating both would count them twice.
-    bar_stream: str = "aggTrade"
-    normalizer: Normalizer = field(init=False)
-    aggregator: StreamingBarAggregator = field(init=False)
-    counts: dict[str, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.decoder = _decoder_for(self.symbols)
-        self.normalizer = self.decoder.normalizer
-        self._bar_kind = AGG if self.bar_stream == "aggTrade" else TRADE
-        self.aggregator = StreamingBarAggregator(lateness_ms=self.lateness_ms, source=self.source)
-        self.gaps = GapTracker()
-        self.trades = _TradeColumns(self.decoder)
+    def __init__(
+        self,
+        symbols: Iterable[str] = (),
+        lateness_ms: int = 2000,
+        source: str = "binance",
+        streams: Iterable[str] = ("aggTrade",),
+        keep_outputs: bool = False,
+    ) -> None:
+        self.kernel = IngestKernel(symbols, streams, lateness_ms, source)
+        self.decoder = self.kernel.decoder
+        self.normalizer = self.kernel.normalizer
+        self.aggregator = self.kernel.aggregator
+        self.counts = self.kernel.counts
+        self.trades = _TradeColumns(self.kernel.symbols)
         self.bars: dict[tuple[str, int], BarRecord] = {}
-        self.counts = dict.fromkeys(
-            (
-                "trade",
-                "book_ticker",
-                "control",
-                "rejected",
-                "rest_trade",
-                "rest_rejected",
-                "rest_other",
-                "duplicate_trade",
-                "reconnect",
-            ),
-            0,
-        )
-        self.first_exchange_ms: int | None = None
-        self.last_exchange_ms: int | None = None
+        self.outputs: list[KernelOutput] | None = [] if keep_outputs else None
 
     def on_ws(self, payload: bytes) -> None:
-        self._dispatch(self.normalizer.decode(payload))
+        self._keep(self.kernel.frames([payload]))
 
     def on_ws_many(self, payloads: list[bytes]) -> None:
-        """``on_ws`` for consecutive frames, decoded and aggregated as columns (same result)."""
-        self.on_decoded(self.decoder.decode(payloads))
+        self._keep(self.kernel.frames(payloads))
 
     def on_decoded(self, batch: FrameBatch) -> None:
-        """Consecutive frames decoded by ``self.decoder`` (symbol codes are its own)."""
-        books = batch.books
-        if len(books) and bool((books.ts >= 0).any()):
-            # Futures book tickers move the watermark between trades: keep their order.
-            for _, ev in batch.items(self.decoder.symbols):
-                self._dispatch(ev)  # None: a rejected frame
-            return
-        counts = self.counts
-        counts["book_ticker"] += len(books)
-        for _, ev in batch.others:
-            counts["control" if ev is not None else "rejected"] += 1
-        trades = batch.trades
-        if not len(trades):
-            return
-        counts["trade"] += len(trades)
-        keep, _ = self.gaps.observe_columns(trades, self.decoder.symbols)
-        duplicates = len(trades) - int(keep.sum())
-        if duplicates:
-            self.counts["duplicate_trade"] += duplicates
-            trades = trades.take(np.flatnonzero(keep))
-        self.trades.extend(trades)
-        bars = trades.take(np.flatnonzero(trades.kind == self._bar_kind))
-        if not len(bars):
-            return
-        first, last = int(bars.ts.min()), int(bars.ts.max())
-        if self.first_exchange_ms is None or first < self.first_exchange_ms:
-            self.first_exchange_ms = first
-        if self.last_exchange_ms is None or last > self.last_exchange_ms:
-            self.last_exchange_ms = last
-        self._keep(
-            self.aggregator.add_trades(
-                self.decoder.symbols,
-                bars.code,
-                bars.first,
-                bars.last,
-                bars.price,
-                bars.qty,
-                bars.ts,
-                ~bars.maker,
-            )
-        )
-
-    def _dispatch(self, ev) -> None:
-        if type(ev) is TradeEvent:
-            self.counts["trade"] += 1
-            self._trade(ev)
-        elif type(ev) is BookTickerEvent:
-            self.counts["book_ticker"] += 1
-            if ev.ts_event_ms is not None:
-                self._keep(self.aggregator.advance(ev.ts_event_ms))
-        elif isinstance(ev, ControlEvent):
-            self.counts["control"] += 1
-        else:
-            self.counts["rejected"] += 1
+        """Consecutive frames decoded with the kernel's symbol codes."""
+        self._keep(self.kernel.decoded(batch))
 
     def on_rest(self, payload: bytes, meta: dict[str, Any]) -> None:
-        if meta.get("path") not in TRADE_PATHS or "symbol" not in meta:
-            self.counts["rest_other"] += 1
-            return
-        try:
-            trades = decode_rest(meta["path"], payload, meta["symbol"])
-        except RestDecodeError:
-            self.counts["rest_rejected"] += 1
-            return
-        for ev in trades:
-            self.counts["rest_trade"] += 1
-            self._trade(ev)
+        path, symbol = meta.get("path"), meta.get("symbol")
+        if not isinstance(path, str) or not isinstance(symbol, str):
+            path = ""  # not a trade answer: counted as rest_other
+        self._keep(self.kernel.rest(path, payload, symbol or ""))
 
     def on_conn(self, meta: dict[str, Any]) -> None:
-        event = meta.get("event")
-        if event == "reconnect":
-            self.counts["reconnect"] += 1
-        elif event == "seed":  # the live job knew these ids were accounted for (restart, start)
-            self.gaps.seed(meta["symbol"], meta["stream"], meta["last_id"], meta["last_ts_ms"])
-        else:
-            exchange_ms = clock_reading(meta)
-            if exchange_ms is not None:  # the live job's heartbeat, at the same place
-                self._keep(self.aggregator.heartbeat(exchange_ms))
+        self._keep(self.kernel.conn(meta))
 
-    def _trade(self, ev: TradeEvent) -> None:
-        if self.gaps.observe(ev.symbol, ev.stream, ev.trade_id, ev.ts_event_ms) == "dup":
-            self.counts["duplicate_trade"] += 1
-            return
-        self.trades.add(ev)
-        if ev.stream != self.bar_stream:
-            return
-        ts = ev.ts_event_ms
-        if self.first_exchange_ms is None or ts < self.first_exchange_ms:
-            self.first_exchange_ms = ts
-        if self.last_exchange_ms is None or ts > self.last_exchange_ms:
-            self.last_exchange_ms = ts
-        out = self.aggregator.add_trade(ev)
-        if out:
-            self._keep(out)
+    @property
+    def first_exchange_ms(self) -> int | None:
+        return self.kernel.first_exchange_ms
 
-    def _keep(self, records: list[BarRecord]) -> None:
-        for rec in records:  # a later version replaces the earlier one
+    @property
+    def last_exchange_ms(self) -> int | None:
+        return self.kernel.last_exchange_ms
+
+    def _keep(self, out: KernelOutput) -> None:
+        if self.outputs is not None:
+            self.outputs.append(out)
+        if len(out.trades):
+            self.trades.extend(out.trades)
+        for rec in out.bars:  # a later version replaces the earlier one
             self.bars[(rec.symbol, rec.open_time_ms)] = rec
 
     def finish(self, stop_exchange_ms: int | None) -> pa.Table:
@@ -291,7 +172,7 @@ class EventPipeline:
         sorted by symbol and time. Without a stop time (a recovered crash) only the bars the
         watermark finalised are returned."""
         if stop_exchange_ms is not None:
-            self._keep(self.aggregator.flush(stop_exchange_ms))
+            self._keep(self.kernel.flush(stop_exchange_ms))
             kept = [
                 r for r in self.bars.values() if r.open_time_ms + INTERVAL_MS <= stop_exchange_ms
             ]
@@ -411,8 +292,8 @@ def replay(
 
 def _replay_serial(
     reader: SessionReader, pacer: Pacer, lateness_ms: int, source: str
-) -> tuple[EventPipeline, int]:
-    pipeline: EventPipeline | None = None
+) -> tuple[ReplayDriver, int]:
+    pipeline: ReplayDriver | None = None
     records = 0
     if pacer.speed is None:
         for kind, meta, payloads in reader.batches(REPLAY_BATCH):
@@ -434,7 +315,7 @@ def _replay_serial(
     return pipeline, records
 
 
-def _feed(pipeline: EventPipeline, kind: int, meta: bytes, payloads: list[bytes]) -> int:
+def _feed(pipeline: ReplayDriver, kind: int, meta: bytes, payloads: list[bytes]) -> int:
     """One item of ``SessionReader.batches`` / ``unverified_records``; returns its records."""
     if kind == RecordKind.WS:
         pipeline.on_ws_many(payloads)
@@ -447,7 +328,7 @@ def _feed(pipeline: EventPipeline, kind: int, meta: bytes, payloads: list[bytes]
 
 def _replay_parallel(
     reader: SessionReader, lateness_ms: int, source: str
-) -> tuple[EventPipeline, int, SessionInfo]:
+) -> tuple[ReplayDriver, int, SessionInfo]:
     context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         verified = pool.submit(_verify, str(reader.path))
@@ -493,7 +374,7 @@ def _shard(path: str, symbols: tuple[str, ...]) -> _Shard:
 
 def _replay_sharded(
     reader: SessionReader, lateness_ms: int, source: str
-) -> tuple[EventPipeline, int, SessionInfo]:
+) -> tuple[ReplayDriver, int, SessionInfo]:
     """One worker process per core verifies and decodes whole segments (each segment's header
     states where its chain starts); this process applies them in order (trade de-duplication
     and bars are sequential) and checks that the segments link (``join_segments``)."""
@@ -543,19 +424,12 @@ def _check_count(reader: SessionReader, records: int, info: SessionInfo) -> None
 
 
 def _decoder_for(symbols: Iterable[str]) -> BatchDecoder:
+    """A worker's decoder, configured as the kernel's (``IngestKernel`` builds its own so)."""
     return BatchDecoder(Normalizer(symbols=set(symbols) or None))
 
 
-def bar_stream(streams: Iterable[str]) -> str:
-    """The stream bars are built from: aggTrade when subscribed, else trade."""
-    kinds = {s.rsplit("@", 1)[-1] for s in streams}
-    return "aggTrade" if "aggTrade" in kinds or not kinds & {"trade"} else "trade"
-
-
-def _pipeline_for(header, lateness_ms: int, source: str) -> EventPipeline:
-    return EventPipeline(
-        tuple(header.symbols), lateness_ms, source, bar_stream=bar_stream(header.streams)
-    )
+def _pipeline_for(header, lateness_ms: int, source: str) -> ReplayDriver:
+    return ReplayDriver(tuple(header.symbols), lateness_ms, source, header.streams)
 
 
 def compare_bars(expected: pa.Table, actual: pa.Table) -> str | None:

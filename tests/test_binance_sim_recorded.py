@@ -13,7 +13,7 @@ import pytest
 from quant_core.bars import StreamingBarAggregator
 from quant_core.exchange_clock import clock_meta
 from quant_core.id_runs import IdRuns
-from quant_core.replay import EventPipeline
+from quant_core.replay import ReplayDriver
 from quant_dev.binance_sim.recorded import SourceError, load_source
 from quant_resources.session_writer import SessionWriter
 from tests.test_binance_sim import _start, _stop, connect, wait_until
@@ -133,7 +133,7 @@ def test_replay_applies_recorded_heartbeats_as_live_did() -> None:
     """A ``clock`` record closes a quiet minute in replay exactly where it did live."""
     from tests.test_bars import trade
 
-    pipeline = EventPipeline(("BTCUSDT",))
+    pipeline = ReplayDriver(("BTCUSDT",))
     data = {"e": "aggTrade", "E": T0 + 5, "s": "BTCUSDT", "a": 1, "p": "1.0", "q": "1.0",
             "f": 1, "l": 1, "T": T0 + 5, "m": True, "M": True}  # fmt: skip
     frame = {"stream": "btcusdt@aggTrade", "data": data}

@@ -65,9 +65,9 @@ class _Pipeline:
     lags: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.telemetry = SimpleNamespace(current=SimpleNamespace(lags_ms=self.lags))
+        self.lags_ms = lambda: self.lags
         self.client = SimpleNamespace(settled=lambda seconds: self.settled)
-        self.gaps = SimpleNamespace(open_gaps=lambda: [object()])
+        self.kernel = SimpleNamespace(open_gaps=lambda: [object()])
 
 
 def test_status_line_shows_clock_rate_lag_and_state() -> None:

@@ -94,8 +94,9 @@ def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhou
         # The last messages reach the subscriber after live has exited: wait until it has
         # written as many as were published (bounded), instead of guessing a delay.
         deadline = time.monotonic() + 60
+        published = summary["sinks"]["nats"]["published"]
         while time.monotonic() < deadline:
-            if (tmp_path / "all.jsonl").read_bytes().count(b"\n") >= summary["nats_published"]:
+            if (tmp_path / "all.jsonl").read_bytes().count(b"\n") >= published:
                 break
             time.sleep(0.2)
         everything.send_signal(signal.SIGTERM)
@@ -124,8 +125,8 @@ def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhou
     for m in messages:
         assert m["subject"].split(".")[4] == m["data"]["symbol"], m
 
-    assert summary["nats_dropped"] == 0
-    assert summary["nats_published"] == len(messages), kinds
+    assert summary["sinks"]["nats"]["dropped"] == 0
+    assert summary["sinks"]["nats"]["published"] == len(messages), kinds
     # Every stored trade was published exactly once, and nothing else.
     stored = set(
         warehouse.query_rows("SELECT symbol, trade_id FROM trades FINAL WHERE source = 'binance'")

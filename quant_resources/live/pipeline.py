@@ -1,13 +1,17 @@
-"""The live ingestion pipeline (asyncio, one process).
+"""The live ingestion pipeline (asyncio, one process): the live driver of the ingest kernel.
 
-    socket readers --(bounded queue, drop+count when full)--> processor --> sinks
+    socket readers --(bounded queue, drop+count when full)--> processor --> kernel --> sinks
                                                                   ^
                                REST gap repair (rate-limited) ---'
 
-The processor is the only writer of state. For every item it first appends the raw bytes to the
-session log, then decodes, de-duplicates by trade id, opens gaps, aggregates and stages rows in
-the sinks. REST answers travel through the same queue, so the log holds them in the order they
-were applied and a replay reproduces the live result exactly.
+The processor is the only caller of the kernel (``quant_core.kernel.IngestKernel``). For every
+item it first appends the raw bytes to the session log, then hands them to the kernel, which
+decodes, de-duplicates by trade id, opens and holds gaps and aggregates; its output columns
+are staged in every sink alike (``quant_resources.live.sinks.Sink``). This module owns only
+what is live: sockets, the queue, scheduling REST repairs for the gaps the kernel reports, the
+exchange clock's heartbeat, the write-ahead gate and the clean stop. REST answers and heartbeats
+travel through the session log too, in the order they were applied, and replay feeds the same
+records to the same kernel: live and replay are equal by construction.
 
 Write-ahead rule: no row reaches a sink (ClickHouse, NATS, any other) before the records it came
 from are durable in the session log. One gate enforces it for every sink (``_release``): it
@@ -20,13 +24,13 @@ flush, not one per frame; in a quiet period the ticker still fsyncs records wait
 than the writer's ``fsync_every_seconds``.
 
 Bars are final once the exchange-time watermark has passed them by the lateness; while a gap
-is open the aggregator is held at the time of the last trade before the gap, so a bar is never
-final before its missing trades are repaired. A quiet market's minutes close on the exchange's
-own clock (``/api/v3/time``, read once a second), never the local wall clock; each heartbeat is
-recorded in the session log so replay applies it at the same place (``quant_core.
-exchange_clock``). A trade for a minute already written writes a new version of its bar. On a
-clean stop every bar whose minute has ended by the exchange's time at the stop is written
-(after a REST catch-up to that time), never the still-open minute.
+is open the kernel holds the aggregator at the time of the last trade before the gap, so a bar
+is never final before its missing trades are repaired. A quiet market's minutes close on the
+exchange's own clock (``/api/v3/time``, read once a second), never the local wall clock; each
+heartbeat is recorded in the session log so replay applies it at the same place
+(``quant_core.exchange_clock``). A trade for a minute already written writes a new version of
+its bar. On a clean stop every bar whose minute has ended by the exchange's time at the stop is
+written (after a REST catch-up to that time), never the still-open minute.
 """
 
 from __future__ import annotations
@@ -44,32 +48,14 @@ import numpy as np
 import orjson
 
 from quant_core import __version__
-from quant_core.bars import BarRecord, StreamingBarAggregator
-from quant_core.decode import (
-    AGG,
-    STREAM_NAMES,
-    TRADE,
-    BatchDecoder,
-    BookColumns,
-    BookTickerEvent,
-    ControlEvent,
-    Normalizer,
-    TradeColumns,
-    TradeEvent,
-)
 from quant_core.exchange_clock import ExchangeClock, clock_meta
-from quant_core.gaps import Gap, GapTracker
-from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH, decode_rest
-from quant_core.telemetry import TelemetryClock
+from quant_core.gaps import Gap
+from quant_core.kernel import IngestKernel, KernelOutput, bar_stream
+from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH
 from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
 from quant_resources.binance.urls import stream_names
-from quant_resources.live.sinks import (
-    NatsSink,
-    WarehouseSink,
-    quote_columns_table,
-    trade_columns_table,
-)
+from quant_resources.live.sinks import NatsSink, Sink, TelemetrySink, WarehouseSink
 from quant_resources.session_lock import LOCK_FILE
 from quant_resources.session_writer import SessionWriter
 
@@ -77,9 +63,9 @@ log = logging.getLogger(__name__)
 REPAIR_PAGE = 1000
 CLOCK_EVERY_S = 1.0  # seconds between readings of the exchange's clock
 DRAIN_MAX = 4096  # frames taken from the queue per burst
-# NATS is flushed as the queue runs dry, each time behind an fsync of the log: at most this
-# often, so a trickle of frames costs a bounded number of fsyncs per second.
-NATS_GATE_S = 0.05
+# Prompt sinks (NATS) are flushed as the queue runs dry, each time behind an fsync of the log:
+# at most this often, so a trickle of frames costs a bounded number of fsyncs per second.
+PROMPT_GATE_S = 0.05
 
 
 @dataclass
@@ -105,11 +91,13 @@ class LiveConfig:
 
     @property
     def bar_stream(self) -> str:
-        return "aggTrade" if "aggTrade" in self.streams else "trade"
+        return bar_stream(self.streams)
 
 
 @dataclass
-class _RestItem:
+class RestAnswer:
+    """A REST answer on its way to the processor (``applied``: told how many trades it held)."""
+
     symbol: str
     stream: str
     path: str
@@ -138,8 +126,7 @@ class LiveSummary:
     stop_exchange_ms: int | None = None
     dropped_late: int = 0  # trades too late for their bar (beyond a day): never silent
     rows_written: dict = field(default_factory=dict)
-    nats_published: int = 0
-    nats_dropped: int = 0
+    sinks: dict = field(default_factory=dict)  # each sink's ``stats()``, by sink name
     final_digest: str = ""
     seconds: float = 0.0
 
@@ -150,11 +137,7 @@ class LivePipeline:
         self.warehouse = warehouse
         self.lake = lake
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=config.queue_size)
-        self.normalizer = Normalizer(set(config.symbols))
-        self.decoder = BatchDecoder(self.normalizer)
-        self._bar_kind = AGG if config.bar_stream == "aggTrade" else TRADE
-        self.aggregator = StreamingBarAggregator(lateness_ms=config.lateness_ms, source="binance")
-        self.gaps = GapTracker()
+        self.kernel = IngestKernel(config.symbols, config.streams, config.lateness_ms, "binance")
         self.rest = BinanceRest(config.rest_url)
         self.client = BinanceStreamClient(
             config.ws_url,
@@ -162,20 +145,14 @@ class LivePipeline:
             self.queue,
             silence_s=config.silence_s,
         )
-        self.sink = WarehouseSink(
-            warehouse, config.session_id, config.flush_rows, config.flush_seconds
-        )
-        self.nats = NatsSink(config.nats_url) if config.nats_url else None
-        # Every sink, behind the write-ahead gate (``_release``).
-        self.sinks: list = [self.sink, *([self.nats] if self.nats else [])]
+        self.sinks: dict[str, Sink] = build_sinks(config, warehouse, int(time.time() * 1000))
         self._released_at = 0.0
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
-        self.telemetry = TelemetryClock(int(time.time() * 1000))
         self.stop = asyncio.Event()
         self.clock = ExchangeClock()
         self._clock_task: asyncio.Task | None = None
-        self._last_quote_id: dict[str, int] = {}
+        self._reconnects = 0  # connection replacements in the telemetry's current minute
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
         self.status: Callable[[LiveSummary, LivePipeline], None] = lambda s, p: None
         self._started = time.monotonic()
@@ -193,8 +170,8 @@ class LivePipeline:
             f"quant {__version__}",
         )
         self.client.on_event = self._connection_event
-        if self.nats:
-            await self.nats.connect()
+        for sink in self.sinks.values():
+            await sink.start()
         await self._read_clock(time.monotonic() + 10)
         await self._resume()
         reader = asyncio.create_task(self.client.run(self.stop), name="binance-client")
@@ -216,6 +193,11 @@ class LivePipeline:
 
     def request_stop(self) -> None:
         self.stop.set()
+
+    def lags_ms(self) -> list[float]:
+        """Receive lags of the trades of the current telemetry minute (the status line)."""
+        telemetry = self.sinks.get("telemetry")
+        return telemetry.clock.current.lags_ms if isinstance(telemetry, TelemetrySink) else []
 
     async def _tick(self) -> None:
         """Every 0.2 s: duration, exchange-clock heartbeat, sink flush, telemetry, status."""
@@ -297,7 +279,7 @@ class LivePipeline:
             # Already stored: re-apply them to the aggregator (recorded in the session log so a
             # replay rebuilds the same bars) without writing them again.
             self._apply_rest(
-                _RestItem(
+                RestAnswer(
                     symbol,
                     stream,
                     path,
@@ -311,7 +293,6 @@ class LivePipeline:
 
     def _seed(self, symbol: str, stream: str, last_id: int, last_ts_ms: int) -> None:
         """Ids up to ``last_id`` are accounted for; recorded so a replay seeds the same way."""
-        self.gaps.seed(symbol, stream, last_id, last_ts_ms)
         meta = {
             "event": "seed",
             "symbol": symbol,
@@ -320,6 +301,7 @@ class LivePipeline:
             "last_ts_ms": last_ts_ms,
         }
         self.log.append("conn", 0, time.time_ns(), b"", meta)
+        self._emit(self.kernel.conn(meta))
 
     async def _seed_fresh(self, symbols: list[str]) -> None:
         """A first start mid-minute: the trades of the running minute before the first live
@@ -372,190 +354,52 @@ class LivePipeline:
                 self._apply_rest(item, store=True)
             if frames:
                 self._on_frames(frames)
-            if self.sink.buffered() >= self.config.flush_rows:
+            sinks = self.sinks.values()
+            if any(sink.buffered() >= self.config.flush_rows for sink in sinks):
                 await self._flush_sinks()
-            # NATS consumers want events promptly: publish when the queue runs dry (or the
-            # buffer grows), which costs one await per burst rather than one per frame.
-            nats = self.nats
+            # Prompt sinks' consumers (NATS) want events promptly: release when the queue runs
+            # dry (or their buffer grows), one await per burst rather than one per frame.
+            prompt = [sink for sink in sinks if sink.prompt and sink.buffered()]
             if (
-                nats is not None
-                and nats.buffered()
-                and (queue.empty() or nats.buffered() >= 1000)
-                and time.monotonic() - self._released_at >= NATS_GATE_S
+                prompt
+                and (queue.empty() or max(sink.buffered() for sink in prompt) >= 1000)
+                and time.monotonic() - self._released_at >= PROMPT_GATE_S
             ):
                 self._release()
-                await nats.flush()
+                for sink in prompt:
+                    await sink.flush()
 
     def _on_frames(self, frames: list[RawFrame]) -> None:
         # Write-ahead: logged before anything is applied.
         self.log.append_many("ws", [(f.conn_id, f.recv_ns, f.data) for f in frames])
-        n = len(frames)
-        self.summary.frames += n
-        minute = self.telemetry.current.counters
-        minute["messages"] += n
-        payloads = [f.data for f in frames]
-        minute["bytes"] += sum(map(len, payloads))
-        batch = self.decoder.decode(payloads)
-        books = batch.books
-        if self.nats is not None or (len(books) and bool((books.ts >= 0).any())):
-            # NATS wants one message per event, and futures book tickers move the watermark
-            # between trades: both take the records one by one, in frame order.
-            for index, event in batch.items(self.decoder.symbols):
-                self._on_event(event, frames[index].recv_ns)
-            return
-        for _, event in batch.others:
-            self._on_event(event, 0)
-        recv_ns = np.fromiter((f.recv_ns for f in frames), np.int64, n)
-        if len(batch.trades):
-            self._on_trade_columns(batch.trades, recv_ns)
-        if len(books):
-            self._on_quote_columns(books, recv_ns)
+        recv_ns = np.fromiter((f.recv_ns for f in frames), np.int64, len(frames))
+        self._emit(self.kernel.frames([f.data for f in frames], recv_ns))
 
-    def _on_trade_columns(
-        self, trades: TradeColumns, recv_ns: np.ndarray, store: bool = True
-    ) -> None:
-        """``_on_trade`` for a burst: dedup and gaps per series, one table for the sink, one
-        ``add_trades`` for the bars (held first when the burst opened a gap)."""
-        symbols = self.decoder.symbols
-        keep, gaps = self.gaps.observe_columns(trades, symbols)
-        for gap in gaps:
-            self.aggregator.hold(self.gaps.hold_ms())
-            self._repair(gap)
-        minute = self.telemetry.current
-        duplicates = len(trades) - int(keep.sum())
-        if duplicates:
-            self.summary.duplicates += duplicates
-            minute.counters["duplicates"] += duplicates
-            trades = trades.take(np.flatnonzero(keep))
-        if not len(trades):
-            return
-        if store:
-            self._store_trades(trades, recv_ns[trades.index])
-        bars = trades.take(np.flatnonzero(trades.kind == self._bar_kind))
-        if len(bars):
-            self._on_bars(
-                self.aggregator.add_trades(
-                    symbols, bars.code, bars.first, bars.last, bars.price, bars.qty, bars.ts,
-                    ~bars.maker,
-                )
-            )  # fmt: skip
-
-    def _store_trades(self, trades: TradeColumns, at: np.ndarray) -> None:
-        symbols = self.decoder.symbols
-        minute = self.telemetry.current
-        names = [symbols[c] for c in trades.code.tolist()]
-        table = trade_columns_table(
-            names,
-            [STREAM_NAMES[k] for k in trades.kind.tolist()],
-            {
-                "trade_id": trades.trade_id,
-                "first_trade_id": trades.first,
-                "last_trade_id": trades.last,
-                "price": trades.price,
-                "qty": trades.qty,
-                "ts": trades.ts,
-                "ts_init": at,
-            },
-            trades.maker,
-            self.config.session_id,
-        )
-        self.sink.add_table("trades", table)
-        self.summary.trades += len(trades)
-        minute.counters["trades"] += len(trades)
-        minute.lags_ms.extend((at / 1e6 - trades.ts).tolist())
-
-    def _on_quote_columns(self, books: BookColumns, recv_ns: np.ndarray) -> None:
-        """Quotes newer than the last stored update id of their symbol, as one table."""
-        symbols = self.decoder.symbols
-        keep = np.zeros(len(books), dtype=bool)
-        for code in np.unique(books.code).tolist():
-            rows = np.flatnonzero(books.code == code)
-            ids = books.update_id[rows]
-            last = self._last_quote_id.get(symbols[code], -1)
-            before = np.maximum.accumulate(np.r_[last, ids[:-1]])
-            newer = ids > before
-            keep[rows[newer]] = True
-            self._last_quote_id[symbols[code]] = max(last, int(ids.max()))
-        rows = np.flatnonzero(keep)
-        if not len(rows):
-            return
-        table = quote_columns_table(
-            [symbols[c] for c in books.code[rows].tolist()],
-            {
-                "update_id": books.update_id[rows],
-                "bid_price": books.bid[rows],
-                "bid_qty": books.bid_qty[rows],
-                "ask_price": books.ask[rows],
-                "ask_qty": books.ask_qty[rows],
-                "ts": books.ts[rows],
-                "ts_init": recv_ns[books.index[rows]],
-            },
-            self.config.session_id,
-        )
-        self.sink.add_table("quotes", table)
-        self.summary.quotes += len(rows)
-        self.telemetry.current.counters["quotes"] += len(rows)
-
-    def _on_event(self, event, recv_ns: int) -> None:
-        """One decoded record (None: a rejected frame), as it arrived."""
-        minute = self.telemetry.current.counters
-        if isinstance(event, TradeEvent):
-            self._on_trade(event, recv_ns, store=True)
-        elif isinstance(event, BookTickerEvent):
-            if event.ts_event_ms is not None:  # futures: the exchange clock moves bars on
-                self._on_bars(self.aggregator.advance(event.ts_event_ms))
-            if event.update_id > self._last_quote_id.get(event.symbol, -1):
-                self._last_quote_id[event.symbol] = event.update_id
-                self.sink.quotes.append((event, recv_ns))
-                self.summary.quotes += 1
-                minute["quotes"] += 1
-                if self.nats:
-                    self.nats.bbo(event, recv_ns)
-        elif isinstance(event, ControlEvent):
-            if "shutdown" in event.kind.lower():
+    def _emit(self, out: KernelOutput) -> None:
+        """The kernel's output: repairs for the gaps it opened, the same columns to every sink."""
+        summary = self.summary
+        summary.frames += out.frames
+        summary.trades += len(out.trades)
+        summary.quotes += len(out.quotes)
+        summary.bars += len(out.bars)
+        summary.duplicates += out.duplicates
+        summary.trades_repaired += out.repaired
+        for control in out.controls:
+            if "shutdown" in control.kind.lower():
                 log.info("serverShutdown received: handing over to a new connection")
-        elif event is None:
-            minute["rejects"] += 1
-
-    def _on_trade(self, ev: TradeEvent, recv_ns: int, store: bool) -> None:
-        seen = self.gaps.observe(ev.symbol, ev.stream, ev.trade_id, ev.ts_event_ms)
-        if seen == "dup":
-            self.summary.duplicates += 1
-            self.telemetry.current.counters["duplicates"] += 1
-            return
-        if isinstance(seen, Gap):
-            self.aggregator.hold(self.gaps.hold_ms())
-            self._repair(seen)
-        if store:
-            self.sink.trades.append((ev, recv_ns))
-            self.summary.trades += 1
-            minute = self.telemetry.current
-            minute.counters["trades"] += 1
-            minute.lags_ms.append(recv_ns / 1e6 - ev.ts_event_ms)
-            if self.nats:
-                self.nats.trade(ev, recv_ns)
-        if ev.stream == self.config.bar_stream:
-            self._on_bars(self.aggregator.add_trade(ev))
-
-    def _on_bars(self, bars: list[BarRecord]) -> None:
-        if not bars:
-            return
-        for bar in bars:
-            self.sink.bars[(bar.symbol, bar.open_time_ms)] = bar
-        self.summary.bars += len(bars)
-        self.telemetry.current.counters["bars"] += len(bars)
-        if self.nats:
-            for bar in bars:
-                self.nats.bar(bar)
+        for gap in out.gaps:
+            self._repair(gap)
+        for sink in self.sinks.values():
+            sink.stage(out)
 
     def _heartbeat(self, exchange_now_ms: int) -> None:
         """A quiet market still closes its bars on time (open gaps hold them). Recorded first
         (only when it moves the watermark), so a replay applies it at the same place."""
-        agg = self.aggregator
-        if agg.watermark_ms is not None and exchange_now_ms - agg.lateness_ms <= agg.watermark_ms:
+        if not self.kernel.clock_moves(exchange_now_ms):
             return
-        self.log.append("conn", 0, time.time_ns(), b"", clock_meta(exchange_now_ms))
-        self._on_bars(agg.heartbeat(exchange_now_ms))
+        meta = clock_meta(exchange_now_ms)
+        self.log.append("conn", 0, time.time_ns(), b"", meta)
+        self._emit(self.kernel.conn(meta))
 
     async def _read_clock(self, deadline: float | None) -> int | None:
         """Read the exchange's clock; None (and the last reading stays) when REST fails."""
@@ -570,7 +414,6 @@ class LivePipeline:
     # -- gap repair -------------------------------------------------------------------------------
     def _repair(self, gap: Gap) -> None:
         self.summary.gaps += 1
-        self.telemetry.current.counters["gaps_opened"] += 1
         key = (gap.symbol, gap.stream)
         task = self._repairs.get(key)
         if task is None or task.done():
@@ -580,7 +423,7 @@ class LivePipeline:
         symbol, stream = key
         fetch = self.rest.agg_trades if stream == "aggTrade" else self.rest.historical_trades
         while True:
-            open_gaps = [g for g in self.gaps.open_gaps() if (g.symbol, g.stream) == key]
+            open_gaps = self.kernel.open_gaps(symbol, stream)
             if not open_gaps:
                 return
             gap = open_gaps[0]
@@ -594,17 +437,17 @@ class LivePipeline:
                 continue
             self.summary.rest_requests += 1
             applied = asyncio.get_running_loop().create_future()
-            item = _RestItem(
+            item = RestAnswer(
                 symbol, stream, answer.path, answer.params, answer.body, time.time_ns(), applied
             )
             await self.queue.put(item)
             # The processor applies the page (and logs it) in queue order; wait for that before
             # looking at the gaps again.
-            events = await applied
-            if not events:
+            if not await applied:  # how many trades the page held
                 return  # nothing more on the exchange yet; the next gap restarts repair
 
-    def _apply_rest(self, item: _RestItem, store: bool) -> list[TradeEvent]:
+    def _apply_rest(self, item: RestAnswer, store: bool) -> KernelOutput:
+        """Log a REST answer, then apply it (``store=False``: trades already stored)."""
         meta = {
             "symbol": item.symbol,
             "stream": item.stream,
@@ -612,21 +455,11 @@ class LivePipeline:
             "params": item.params,
         }
         self.log.append("rest", 0, item.recv_ns, item.body, meta)
-        events = decode_rest(item.path, item.body, item.symbol)
-        before = self.gaps.ids_repaired
-        if self.nats is not None:  # one NATS message per trade
-            for ev in events:
-                self._on_trade(ev, item.recv_ns, store=store)
-        elif events:  # a page of up to 1000 trades: as columns, like a burst of frames
-            recv_ns = np.full(len(events), item.recv_ns, dtype=np.int64)
-            self._on_trade_columns(self.decoder.trade_columns(events), recv_ns, store)
-        repaired = self.gaps.ids_repaired - before
-        self._on_bars(self.aggregator.hold(self.gaps.hold_ms()))
-        self.summary.trades_repaired += repaired
-        self.telemetry.current.counters["trades_repaired"] += repaired
+        out = self.kernel.rest(item.path, item.body, item.symbol, item.recv_ns, store)
+        self._emit(out)
         if item.applied is not None and not item.applied.done():
-            item.applied.set_result(events)
-        return events
+            item.applied.set_result(out.rest_trades)
+        return out
 
     # -- sinks and telemetry ----------------------------------------------------------------------
     def _release(self, force: bool = False) -> None:
@@ -634,7 +467,7 @@ class LivePipeline:
         session log, then release what the sinks staged. Synchronous on purpose: nothing can
         be appended or staged between the fsync and the release. Nothing due: only an idle
         fsync when records have waited for ``fsync_every_seconds``."""
-        due = [sink for sink in self.sinks if sink.due(force)]
+        due = [sink for sink in self.sinks.values() if sink.due(force)]
         if not due:
             self.log.idle_sync()
             return
@@ -646,24 +479,31 @@ class LivePipeline:
 
     async def _flush_sinks(self) -> None:
         self._release()
-        await self.sink.flush()
-        if self.nats is not None:
-            await self.nats.flush()
+        for sink in self.sinks.values():
+            await sink.flush()
 
-    def _roll_telemetry(self) -> None:
-        now_ms = int(time.time() * 1000)
-        for minute in self.telemetry.roll(now_ms):
-            minute.counters["drops"] = self.client.stats.drops
-            minute.gauges["queue_depth"] = float(self.queue.qsize())
-            minute.gauges["open_gaps"] = float(len(self.gaps.open_gaps()))
-            self.sink.telemetry.extend(minute.rows("binance", "live", self.config.session_id))
+    def _roll_telemetry(self, final: bool = False) -> None:
+        """Close the wall-clock minute of the telemetry sink (``final``: also the current one)
+        with what only the driver knows."""
+        telemetry = self.sinks.get("telemetry")
+        if not isinstance(telemetry, TelemetrySink):
+            return
+        counters = {"drops": self.client.stats.drops, "reconnects": self._reconnects}
+        gauges = {
+            "queue_depth": float(self.queue.qsize()),
+            "open_gaps": float(len(self.kernel.open_gaps())),
+        }
+        telemetry.roll(int(time.time() * 1000), counters, gauges)
+        self._reconnects = 0
+        if final:
+            telemetry.close_current(counters, gauges)
 
     def _connection_event(self, kind: str, conn_id: int, detail: str) -> None:
         if self.log is not None:
             payload = orjson.dumps({"event": kind, "detail": detail})
             self.log.append("conn", conn_id, time.time_ns(), payload)
         if kind == "replace" and detail in ("closed", "silent"):
-            self.telemetry.current.counters["reconnects"] += 1
+            self._reconnects += 1  # for the telemetry of the minute
 
     # -- clean stop ------------------------------------------------------------------------------
     async def _stop_repairs(self) -> None:
@@ -684,38 +524,37 @@ class LivePipeline:
         read = await self._read_clock(time.monotonic() + min(5.0, budget))
         exchange_stop = read if read is not None else self._stop_fallback()
         stop_ms = await self._catch_up(exchange_stop, budget)
-        self._on_bars(self.aggregator.flush(stop_ms))
-        self._roll_telemetry()
-        self.sink.telemetry.extend(
-            self.telemetry.current.rows("binance", "live", self.config.session_id)
-        )
+        self._emit(self.kernel.flush(stop_ms))
+        self._roll_telemetry(final=True)
         self._release(force=True)
-        drained = await self.sink.drain(timeout_s=120)
+        failed: Exception | None = None
+        for name, sink in self.sinks.items():
+            try:
+                await sink.close()  # sends what is left (the warehouse: raises if it cannot)
+            except Exception as exc:
+                log.error("sink %s could not send all it holds: %s", name, exc)
+                failed = failed or exc
         closed = self.log.close(stop_ms)
-        if self.nats:
-            await self.nats.close()
-            self.summary.nats_published = self.nats.published
-            self.summary.nats_dropped = self.nats.dropped
+        summary = self.summary
         stats = self.client.stats
-        self.summary.stop_exchange_ms = stop_ms
-        self.summary.dropped_late = self.aggregator.dropped_late
-        if self.aggregator.dropped_late:
+        summary.stop_exchange_ms = stop_ms
+        dropped_late = self.kernel.aggregator.dropped_late
+        summary.dropped_late = dropped_late
+        if dropped_late:
             log.warning(
                 "%d trades came too late to correct their bars (stored, not in bars_1m)",
-                self.aggregator.dropped_late,
+                dropped_late,
             )
-        self.summary.drops = stats.drops
-        self.summary.reconnects = stats.reconnects
-        self.summary.handovers = stats.handovers
-        self.summary.rejects = dict(self.normalizer.rejects)
-        self.summary.rows_written = dict(self.sink.rows_written)
-        self.summary.final_digest = getattr(closed, "final_digest", "") or self.log.digest
-        self.summary.seconds = time.monotonic() - self._started
-        if not drained:
-            raise RuntimeError(
-                f"{len(self.sink.pending)} batches could not be written to the warehouse "
-                "before the stop deadline; they are in the session log for replay"
-            )
+        summary.drops = stats.drops
+        summary.reconnects = stats.reconnects
+        summary.handovers = stats.handovers
+        summary.rejects = dict(self.kernel.normalizer.rejects)
+        summary.sinks = {name: sink.stats() for name, sink in self.sinks.items()}
+        summary.rows_written = dict(summary.sinks.get("warehouse", {}))
+        summary.final_digest = getattr(closed, "final_digest", "") or self.log.digest
+        summary.seconds = time.monotonic() - self._started
+        if failed is not None:
+            raise failed
         if self.lake is not None:
             await asyncio.to_thread(_upload_session, self.lake, Path(self.summary.session_dir))
 
@@ -724,8 +563,8 @@ class LivePipeline:
         latest exchange time seen (minutes known to have ended), else the local clock."""
         if self.clock.now_ms is not None:
             return self.clock.now_ms
-        if self.aggregator.watermark_ms is not None:
-            return self.aggregator.watermark_ms
+        if self.kernel.watermark_ms is not None:
+            return self.kernel.watermark_ms
         return time.time_ns() // 1_000_000
 
     async def _catch_up(self, stop_ms: int, budget_s: float) -> int:
@@ -739,10 +578,8 @@ class LivePipeline:
         for symbol in self.config.symbols:
             reached, done = None, False
             while time.monotonic() < deadline:
-                open_gaps = [
-                    g for g in self.gaps.open_gaps() if (g.symbol, g.stream) == (symbol, stream)
-                ]
-                last = self.gaps.last_ids().get((symbol, stream))
+                open_gaps = self.kernel.open_gaps(symbol, stream)
+                last = self.kernel.gaps.last_ids().get((symbol, stream))
                 start = open_gaps[0].first_id if open_gaps else (None if last is None else last + 1)
                 if start is None:
                     done = True
@@ -753,21 +590,37 @@ class LivePipeline:
                     log.warning("catch-up of %s failed: %s", symbol, exc)
                     break
                 self.summary.rest_requests += 1
-                item = _RestItem(
+                item = RestAnswer(
                     symbol, stream, answer.path, answer.params, answer.body, time.time_ns()
                 )
-                events = self._apply_rest(item, store=True)
-                if not events or (not open_gaps and events[-1].ts_event_ms >= stop_ms):
+                out = self._apply_rest(item, store=True)
+                last_ms = out.rest_last_ms
+                if last_ms is None or (not open_gaps and last_ms >= stop_ms):
                     done = True
                     break
-                reached = events[-1].ts_event_ms
+                reached = last_ms
             if not done:
                 log.warning(
                     "catch-up of %s stopped at %s: later bars are left open", symbol, reached
                 )
                 complete = min(complete, reached or 0)
-        hold = self.gaps.hold_ms()
+        hold = self.kernel.hold_ms()
         return complete if hold is None else min(complete, hold)
+
+
+def build_sinks(config: LiveConfig, warehouse, now_ms: int) -> dict[str, Sink]:
+    """Every sink of a live run, by name, in the order they are released and closed. A new
+    sink is a class implementing ``Sink`` (``quant_resources.live.sinks``) and one line here."""
+    clickhouse = WarehouseSink(
+        warehouse, config.session_id, config.flush_rows, config.flush_seconds
+    )
+    sinks: dict[str, Sink] = {
+        "warehouse": clickhouse,
+        "telemetry": TelemetrySink(clickhouse, config.session_id, now_ms),
+    }
+    if config.nats_url:
+        sinks["nats"] = NatsSink(config.nats_url)
+    return sinks
 
 
 def _as_rest_answer(stream: str, rows: list[tuple]) -> tuple[str, bytes]:

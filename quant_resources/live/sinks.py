@@ -1,10 +1,16 @@
-"""Batched sinks of the live pipeline.
+"""The sinks of the live pipeline, behind one protocol (:class:`Sink`).
 
-Every sink has two stages: rows are *staged* as the processor produces them, and only rows the
-pipeline's write-ahead gate has *released* leave the process (``release`` runs right after the
-session log's fsync, with no await in between; ``flush`` sends released rows only). A sink
-never decides on its own to send staged rows: that is what keeps a row out of ClickHouse and
-NATS until the frames it came from are durable in the session log.
+A sink consumes the ingest kernel's output columns (``quant_core.kernel.KernelOutput``:
+trades, quotes, bars with versions, gaps, rejects) and nothing else: no sink changes how
+records are processed, and the pipeline treats every sink alike.
+
+Every sink has two stages: ``stage(output)`` takes rows as the kernel produces them, and only
+rows the pipeline's write-ahead gate has *released* leave the process (``release`` runs right
+after the session log's fsync, with no await in between; ``flush`` sends released rows only).
+A sink never decides on its own to send staged rows: that is what keeps a row out of
+ClickHouse, NATS or any other sink until the frames it came from are durable in the session
+log. Adding a sink is a class implementing :class:`Sink` and one line in ``build_sinks``; a
+sink that wants one call per event (JSON messages) subclasses :class:`EventSink`.
 
 ClickHouse: rows are batched per table and flushed by size or age. Each batch gets a
 deterministic insert deduplication token, so a retried insert (timeout after the server had
@@ -22,42 +28,40 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
 from quant_core.bars import BarRecord, bars_to_arrow
-from quant_core.decode import BookTickerEvent, TradeEvent
+from quant_core.decode import STREAM_NAMES, BookTickerEvent, TradeEvent
+from quant_core.kernel import KernelOutput
 from quant_core.tables import decimal_from_scaled
+from quant_core.telemetry import TelemetryClock
 
 log = logging.getLogger(__name__)
 TS_MS = pa.timestamp("ms", tz="UTC")
 TS_NS = pa.timestamp("ns", tz="UTC")
 
 
-def trades_table(rows: list[tuple[TradeEvent, int]], session_id: str) -> pa.Table:
-    events = [r[0] for r in rows]
-    n = len(rows)
+class Sink(Protocol):
+    """What the live pipeline asks of every sink (module docstring).
 
-    def ints(name: str) -> np.ndarray:
-        return np.fromiter((getattr(e, name) for e in events), np.int64, n)
+    ``prompt``: the sink wants its rows released as soon as the queue runs dry (a low-latency
+    feed such as NATS) rather than on the warehouse's size/age schedule. ``start`` runs before
+    the first frame, ``close`` after the last release (it sends what is left)."""
 
-    return trade_columns_table(
-        [e.symbol for e in events],
-        [e.stream for e in events],
-        {
-            "trade_id": ints("trade_id"),
-            "first_trade_id": ints("first_trade_id"),
-            "last_trade_id": ints("last_trade_id"),
-            "price": ints("price"),
-            "qty": ints("qty"),
-            "ts": ints("ts_event_ms"),
-            "ts_init": np.fromiter((r[1] for r in rows), np.int64, n),
-        },
-        np.fromiter((e.is_buyer_maker for e in events), bool, n),
-        session_id,
-    )
+    prompt: bool
+
+    async def start(self) -> None: ...
+    def stage(self, out: KernelOutput) -> None: ...
+    def buffered(self) -> int: ...
+    def due(self, force: bool = False) -> bool: ...
+    def release(self) -> None: ...
+    async def flush(self) -> None: ...
+    async def close(self) -> None: ...
+    def stats(self) -> dict[str, int]: ...
 
 
 def trade_columns_table(
@@ -85,29 +89,6 @@ def trade_columns_table(
             "ts_init": pa.array(ints["ts_init"], pa.int64()).cast(TS_NS),
             "session_id": pa.array([session_id] * n),
         }
-    )
-
-
-def quotes_table(rows: list[tuple[BookTickerEvent, int]], session_id: str) -> pa.Table:
-    events = [r[0] for r in rows]
-    n = len(rows)
-
-    def ints(name: str) -> np.ndarray:
-        return np.fromiter((getattr(e, name) for e in events), np.int64, n)
-
-    ts = [-1 if e.ts_event_ms is None else e.ts_event_ms for e in events]
-    return quote_columns_table(
-        [e.symbol for e in events],
-        {
-            "update_id": ints("update_id"),
-            "bid_price": ints("bid_price"),
-            "bid_qty": ints("bid_qty"),
-            "ask_price": ints("ask_price"),
-            "ask_qty": ints("ask_qty"),
-            "ts": np.array(ts, dtype=np.int64),
-            "ts_init": np.fromiter((r[1] for r in rows), np.int64, n),
-        },
-        session_id,
     )
 
 
@@ -142,43 +123,76 @@ class _Batch:
 
 @dataclass
 class WarehouseSink:
-    """Stages rows per table; ``release`` cuts them into batches (called by the pipeline's
-    write-ahead gate only), ``flush`` / ``drain`` move released batches to ClickHouse."""
+    """ClickHouse: stages the kernel's trades, quotes and bars (and the telemetry sink's rows)
+    per table; ``release`` cuts them into batches (called by the write-ahead gate only),
+    ``flush`` / ``drain`` move released batches to ClickHouse."""
 
     warehouse: object
     session_id: str
     flush_rows: int = 5000
     flush_seconds: float = 1.0
-    trades: list = field(default_factory=list)
-    quotes: list = field(default_factory=list)
-    # Rows the batched path built as tables already (``add_tables``).
     tables: dict[str, list[pa.Table]] = field(default_factory=lambda: {"trades": [], "quotes": []})
     # Latest version per (symbol, minute): a burst of corrections (a large repair) writes once.
     bars: dict = field(default_factory=dict)
     telemetry: list[tuple] = field(default_factory=list)
     pending: deque = field(default_factory=deque)
-    rejected: list = field(default_factory=list)
     batches: int = 0
     rows_written: dict = field(default_factory=lambda: {"trades": 0, "quotes": 0, "bars_1m": 0})
     failures: int = 0
+    drain_timeout_s: float = 120.0
+    prompt: bool = False
     _last_flush: float = field(default_factory=time.monotonic)
     _retry_at: float = 0.0
     _retry_delay: float = 0.5
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    async def start(self) -> None:
+        return None
+
     def buffered(self) -> int:
         chunks = sum(t.num_rows for tables in self.tables.values() for t in tables)
-        return len(self.trades) + len(self.quotes) + len(self.bars) + chunks
+        return len(self.bars) + chunks
 
-    def add_table(self, table: str, data: pa.Table) -> None:
-        """Rows already built as a table (``trades`` or ``quotes``), kept in arrival order
-        with the rows appended one by one."""
-        rows = self.trades if table == "trades" else self.quotes
-        if rows:  # keep the order: what came one by one before this table goes first
-            build = trades_table if table == "trades" else quotes_table
-            self.tables[table].append(build(rows, self.session_id))
-            rows.clear()
-        self.tables[table].append(data)
+    def stage(self, out: KernelOutput) -> None:
+        symbols = out.symbols
+        t = out.trades
+        if len(t):
+            self.tables["trades"].append(
+                trade_columns_table(
+                    [symbols[c] for c in t.code.tolist()],
+                    [STREAM_NAMES[k] for k in t.kind.tolist()],
+                    {
+                        "trade_id": t.trade_id,
+                        "first_trade_id": t.first,
+                        "last_trade_id": t.last,
+                        "price": t.price,
+                        "qty": t.qty,
+                        "ts": t.ts,
+                        "ts_init": out.trade_recv_ns,
+                    },
+                    t.maker,
+                    self.session_id,
+                )
+            )
+        q = out.quotes
+        if len(q):
+            self.tables["quotes"].append(
+                quote_columns_table(
+                    [symbols[c] for c in q.code.tolist()],
+                    {
+                        "update_id": q.update_id,
+                        "bid_price": q.bid,
+                        "bid_qty": q.bid_qty,
+                        "ask_price": q.ask,
+                        "ask_qty": q.ask_qty,
+                        "ts": q.ts,
+                        "ts_init": out.quote_recv_ns,
+                    },
+                    self.session_id,
+                )
+            )
+        for bar in out.bars:
+            self.bars[(bar.symbol, bar.open_time_ms)] = bar
 
     def due(self, force: bool = False) -> bool:
         """Whether staged rows should be released now: by size or age, or ``force``."""
@@ -192,16 +206,14 @@ class WarehouseSink:
     def release(self) -> None:
         """Turn staged rows into immutable batches with their dedup tokens, ready to send.
         Only the write-ahead gate calls this, right after the session log's fsync."""
-        for table, rows, build in (
-            ("trades", self.trades, lambda r: trades_table(r, self.session_id)),
-            ("quotes", self.quotes, lambda r: quotes_table(r, self.session_id)),
-            ("bars_1m", self.bars, lambda r: bars_to_arrow(list(r.values()))),
-            ("telemetry", self.telemetry, _telemetry_table),
-        ):
+        if self.bars:
+            self.tables["bars_1m"] = [bars_to_arrow(list(self.bars.values()))]
+            self.bars.clear()
+        if self.telemetry:
+            self.tables["telemetry"] = [_telemetry_table(self.telemetry)]
+            self.telemetry.clear()
+        for table in ("trades", "quotes", "bars_1m", "telemetry"):
             chunks = self.tables.get(table, [])
-            if rows:
-                chunks.append(build(rows if isinstance(rows, dict) else list(rows)))
-                rows.clear()
             if chunks:
                 self.batches += 1
                 data = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
@@ -252,6 +264,140 @@ class WarehouseSink:
                 await asyncio.sleep(min(self._retry_delay, 1.0))
         return not self.pending
 
+    def stats(self) -> dict[str, int]:
+        return dict(self.rows_written)
+
+    async def close(self) -> None:
+        """Insert every released batch; raises when the warehouse could not take them in
+        ``drain_timeout_s`` (they are in the session log for replay)."""
+        if not await self.drain(self.drain_timeout_s):
+            raise RuntimeError(
+                f"{len(self.pending)} batches could not be written to the warehouse "
+                "before the stop deadline; they are in the session log for replay"
+            )
+
+
+class TelemetrySink:
+    """Per-minute operational metrics (``quant_core.telemetry``) from the kernel's output;
+    closed minutes become ``telemetry`` rows staged in the warehouse sink. The counters the
+    kernel cannot know (drops, reconnects, queue depth) are given to ``roll``."""
+
+    prompt = False
+
+    def __init__(self, warehouse: WarehouseSink, session_id: str, now_ms: int) -> None:
+        self.warehouse = warehouse
+        self.session_id = session_id
+        self.clock = TelemetryClock(now_ms)
+
+    async def start(self) -> None:
+        return None
+
+    def stage(self, out: KernelOutput) -> None:
+        minute = self.clock.current
+        counters = minute.counters
+        if out.frames:
+            counters["messages"] += out.frames
+            counters["bytes"] += out.bytes
+        counters["trades"] += len(out.trades)
+        counters["quotes"] += len(out.quotes)
+        counters["bars"] += len(out.bars)
+        counters["rejects"] += len(out.rejects)
+        counters["gaps_opened"] += len(out.gaps)
+        counters["trades_repaired"] += out.repaired
+        counters["duplicates"] += out.duplicates
+        if len(out.trades):
+            minute.lags_ms.extend((out.trade_recv_ns / 1e6 - out.trades.ts).tolist())
+
+    def roll(self, now_ms: int, counters: dict[str, int], gauges: dict[str, float]) -> None:
+        """Close the minute when the wall clock has left it."""
+        for minute in self.clock.roll(now_ms):
+            self._close(minute, counters, gauges)
+
+    def close_current(self, counters: dict[str, int], gauges: dict[str, float]) -> None:
+        self._close(self.clock.current, counters, gauges)
+
+    def _close(self, minute, counters: dict[str, int], gauges: dict[str, float]) -> None:
+        minute.counters.update(counters)
+        minute.gauges.update(gauges)
+        self.warehouse.telemetry.extend(minute.rows("binance", "live", self.session_id))
+
+    def buffered(self) -> int:
+        return 0
+
+    def due(self, force: bool = False) -> bool:
+        return False  # its rows are released by the warehouse sink
+
+    def release(self) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+class EventSink:
+    """A sink that takes the kernel's output one event at a time, in the order trades,
+    quotes, bars of each output: subclasses implement ``trade``, ``bbo`` and ``bar`` (and the
+    rest of :class:`Sink`)."""
+
+    prompt = True
+
+    def stage(self, out: KernelOutput) -> None:
+        symbols = out.symbols
+        t = out.trades
+        if len(t):
+            for row in zip(
+                t.code.tolist(),
+                t.kind.tolist(),
+                t.trade_id.tolist(),
+                t.first.tolist(),
+                t.last.tolist(),
+                t.price.tolist(),
+                t.qty.tolist(),
+                t.ts.tolist(),
+                t.maker.tolist(),
+                out.trade_recv_ns.tolist(),
+                strict=True,
+            ):
+                code, kind, trade_id, first, last, price, qty, ts, maker, recv_ns = row
+                ev = TradeEvent(
+                    symbols[code], STREAM_NAMES[kind], trade_id, first, last, price, qty, ts, maker
+                )
+                self.trade(ev, recv_ns)
+        q = out.quotes
+        if len(q):
+            for code, uid, bid, bid_qty, ask, ask_qty, ts, recv_ns in zip(
+                q.code.tolist(),
+                q.update_id.tolist(),
+                q.bid.tolist(),
+                q.bid_qty.tolist(),
+                q.ask.tolist(),
+                q.ask_qty.tolist(),
+                q.ts.tolist(),
+                out.quote_recv_ns.tolist(),
+                strict=True,
+            ):
+                ev = BookTickerEvent(
+                    symbols[code], uid, bid, bid_qty, ask, ask_qty, None if ts < 0 else ts
+                )
+                self.bbo(ev, recv_ns)
+        for bar in out.bars:
+            self.bar(bar)
+
+    def trade(self, ev: TradeEvent, recv_ns: int) -> None:
+        raise NotImplementedError
+
+    def bbo(self, ev: BookTickerEvent, recv_ns: int) -> None:
+        raise NotImplementedError
+
+    def bar(self, bar: BarRecord) -> None:
+        raise NotImplementedError
+
 
 def _telemetry_table(rows: list[tuple]) -> pa.Table:
     columns = list(zip(*rows, strict=True))
@@ -268,7 +414,7 @@ def _telemetry_table(rows: list[tuple]) -> pa.Table:
     )
 
 
-class NatsSink:
+class NatsSink(EventSink):
     """Publishes normalised events to NATS (core NATS; JetStream captures them when configured).
 
     Payloads are exactly the v1 contracts' JSON (``Trade``, ``BookTicker``, ``Bar``): a consumer
@@ -289,7 +435,7 @@ class NatsSink:
         self._buffer: list[tuple[str, bytes, dict | None]] = []  # staged
         self._ready: list[tuple[str, bytes, dict | None]] = []  # released by the gate
 
-    async def connect(self) -> None:
+    async def start(self) -> None:
         import nats
 
         self.nc = await nats.connect(self.url, name="quant-live", max_reconnect_attempts=-1)
@@ -392,6 +538,9 @@ class NatsSink:
         if self.nc is not None:
             await self.flush()
             await self.nc.drain()
+
+    def stats(self) -> dict[str, int]:
+        return {"published": self.published, "dropped": self.dropped}
 
 
 @lru_cache(maxsize=64)
