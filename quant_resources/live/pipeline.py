@@ -493,8 +493,8 @@ class LivePipeline:
             "queue_depth": float(self.queue.qsize()),
             "open_gaps": float(len(self.kernel.open_gaps())),
         }
-        telemetry.roll(int(time.time() * 1000), counters, gauges)
-        self._reconnects = 0
+        if telemetry.roll(int(time.time() * 1000), counters, gauges):
+            counters["reconnects"] = self._reconnects = 0  # counted in the closed minute
         if final:
             telemetry.close_current(counters, gauges)
 

@@ -308,10 +308,12 @@ class TelemetrySink:
         if len(out.trades):
             minute.lags_ms.extend((out.trade_recv_ns / 1e6 - out.trades.ts).tolist())
 
-    def roll(self, now_ms: int, counters: dict[str, int], gauges: dict[str, float]) -> None:
-        """Close the minute when the wall clock has left it."""
-        for minute in self.clock.roll(now_ms):
+    def roll(self, now_ms: int, counters: dict[str, int], gauges: dict[str, float]) -> bool:
+        """Close the minute when the wall clock has left it (True when it did)."""
+        closed = self.clock.roll(now_ms)
+        for minute in closed:
             self._close(minute, counters, gauges)
+        return bool(closed)
 
     def close_current(self, counters: dict[str, int], gauges: dict[str, float]) -> None:
         self._close(self.clock.current, counters, gauges)
