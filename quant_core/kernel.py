@@ -6,8 +6,9 @@ log, a virtual clock and sharding over processes). Both call, in the order the s
 records them:
 
 * ``frames(payloads, recv_ns)`` for consecutive websocket frames (``ws`` records);
-* ``rest(path, body, symbol, recv_ns)`` for a REST answer (``rest`` records: gap repairs,
-  the stop's catch-up, trades re-applied from the warehouse on resume with ``store=False``);
+* ``rest(path, body, symbol, recv_ns, params)`` for a REST answer (``rest`` records: gap
+  repairs, the stop's catch-up, and trades re-applied from the warehouse on resume, whose
+  ``params`` say ``origin: warehouse``: they go to the bars, not out again as new trades);
 * ``conn(meta)`` for connection records: ``seed`` (ids already accounted for) and ``clock``
   (the exchange clock's heartbeat, ``quant_core.exchange_clock``);
 * ``flush(stop_exchange_ms)`` on a clean stop;
@@ -53,6 +54,8 @@ from quant_core.rest_decode import (
 )
 
 TRADE_PATHS = (AGG_TRADES_PATH, HISTORICAL_TRADES_PATH)
+# ``origin`` of REST-shaped records that re-apply stored trades (the live driver's resume).
+FROM_WAREHOUSE = "warehouse"
 # Reject kind of a REST trade answer that cannot be decoded (frames use decode.REJECT_KINDS).
 BAD_REST_ANSWER = "bad_rest_answer"
 COUNTS = (
@@ -183,10 +186,17 @@ class IngestKernel:
         return out
 
     def rest(
-        self, path: str, body: bytes, symbol: str, recv_ns: int = 0, store: bool = True
+        self,
+        path: str,
+        body: bytes,
+        symbol: str,
+        recv_ns: int = 0,
+        params: dict[str, Any] | None = None,
     ) -> KernelOutput:
-        """A REST answer. Trade pages (gap repairs, catch-up) are applied like frames;
-        ``store=False``: trades already stored (resume) go to the bars only."""
+        """A REST answer, with the request's ``params`` as logged. Trade pages (gap repairs,
+        catch-up) are applied like frames; trades re-applied from the warehouse on resume
+        (``params["origin"] == "warehouse"``) go to the bars only: they are stored already."""
+        store = not (params and params.get("origin") == FROM_WAREHOUSE)
         out = KernelOutput(self.symbols)
         if path not in TRADE_PATHS:
             self.counts["rest_other"] += 1

@@ -146,7 +146,9 @@ class ReplayDriver:
         path, symbol = meta.get("path"), meta.get("symbol")
         if not isinstance(path, str) or not isinstance(symbol, str):
             path = ""  # not a trade answer: counted as rest_other
-        self._keep(self.kernel.rest(path, payload, symbol or ""))
+        params = meta.get("params")
+        params = params if isinstance(params, dict) else None
+        self._keep(self.kernel.rest(path, payload, symbol or "", params=params))
 
     def on_conn(self, meta: dict[str, Any]) -> None:
         self._keep(self.kernel.conn(meta))

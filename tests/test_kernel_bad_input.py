@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from quant_core.kernel import KernelOutput
+from quant_core.kernel import FROM_WAREHOUSE, KernelOutput
 from quant_core.replay import ReplayDriver, replay
 from quant_core.rest_decode import AGG_TRADES_PATH
 from quant_core.sessionlog.format import RecordKind
@@ -78,6 +78,7 @@ def book(u: int, bid: str = "99.00000000", ask: str = "101.00000000", symbol="ET
 
 
 def rest_page(ids: range, ts: int) -> bytes:
+    """An aggTrades answer; trade ``a`` at ``ts + a``."""
     return orjson.dumps(
         [
             {"a": a, "p": "100.50000000", "q": "0.25000000", "f": 10 * a, "l": 10 * a,
@@ -131,6 +132,8 @@ def mixed_stream() -> list[tuple]:
     # copy is a duplicate.
     third[30:30] = [*bad[-6:], agg(150, T0 + 2 * MINUTE)]
     steps.append(("frames", third))
+    # ETH 501 re-applied from the warehouse (a resume): into the bars, not out as a new trade.
+    steps.append(("stored", "ETHUSDT", rest_page(range(501, 502), T0 + MINUTE - 486)))
     steps.append(("clock", T0 + 4 * MINUTE))
     return steps
 
@@ -167,11 +170,12 @@ def run_live(tmp_path: Path, steps: list[tuple], stop_ms: int) -> tuple[list, Pa
                     recv += 1
                     frames.append(RawFrame(recv, 1, data))
                 pipeline._on_frames(frames)
-            elif step[0] == "rest":
+            elif step[0] in ("rest", "stored"):
                 params = {"symbol": step[1]}
+                if step[0] == "stored":
+                    params["origin"] = FROM_WAREHOUSE
                 pipeline._apply_rest(
-                    RestAnswer(step[1], "aggTrade", AGG_TRADES_PATH, params, step[2], recv),
-                    store=True,
+                    RestAnswer(step[1], "aggTrade", AGG_TRADES_PATH, params, step[2], recv)
                 )
             elif step[0] == "clock":
                 pipeline._heartbeat(step[1])
@@ -252,6 +256,10 @@ def test_live_and_replay_emit_the_same_for_good_and_bad_frames(tmp_path: Path) -
     minute0 = [b for b in live["bars"] if b.symbol == "BTCUSDT" and b.open_time_ms == T0]
     assert [b.version for b in minute0] == [1]
     assert minute0[0].trade_count == 2 * 40 + 20  # ids 1-40 (f..l: 2 each) and 41-60 (1 each)
+    eth = [t[2] for t in live["trades"] if t[0] == "ETHUSDT"]
+    assert eth == [500, 502]  # 501 came from the warehouse: in the bar, not a new trade
+    eth_bar = [b for b in live["bars"] if b.symbol == "ETHUSDT"][-1]
+    assert eth_bar.open_time_ms == T0 + MINUTE and eth_bar.trade_count == 2 + 1 + 2
     bars = {(b.symbol, b.open_time_ms): b for b in live["bars"]}
     assert np.all([b.open_time_ms + MINUTE <= stop_ms for b in bars.values()])
 

@@ -50,7 +50,7 @@ import orjson
 from quant_core import __version__
 from quant_core.exchange_clock import ExchangeClock, clock_meta
 from quant_core.gaps import Gap
-from quant_core.kernel import IngestKernel, KernelOutput, bar_stream
+from quant_core.kernel import FROM_WAREHOUSE, IngestKernel, KernelOutput, bar_stream
 from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH
 from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
@@ -283,11 +283,10 @@ class LivePipeline:
                     symbol,
                     stream,
                     path,
-                    {"origin": "warehouse", "from_ms": start_ms},
+                    {"origin": FROM_WAREHOUSE, "from_ms": start_ms},
                     body,
                     time.time_ns(),
                 ),
-                store=False,
             )
             log.info("resumed %s %s after trade id %s", symbol, stream, last_id)
 
@@ -351,7 +350,7 @@ class LivePipeline:
                 if frames:
                     self._on_frames(frames)
                     frames = []
-                self._apply_rest(item, store=True)
+                self._apply_rest(item)
             if frames:
                 self._on_frames(frames)
             sinks = self.sinks.values()
@@ -446,8 +445,8 @@ class LivePipeline:
             if not await applied:  # how many trades the page held
                 return  # nothing more on the exchange yet; the next gap restarts repair
 
-    def _apply_rest(self, item: RestAnswer, store: bool) -> KernelOutput:
-        """Log a REST answer, then apply it (``store=False``: trades already stored)."""
+    def _apply_rest(self, item: RestAnswer) -> KernelOutput:
+        """Log a REST answer, then apply it."""
         meta = {
             "symbol": item.symbol,
             "stream": item.stream,
@@ -455,7 +454,7 @@ class LivePipeline:
             "params": item.params,
         }
         self.log.append("rest", 0, item.recv_ns, item.body, meta)
-        out = self.kernel.rest(item.path, item.body, item.symbol, item.recv_ns, store)
+        out = self.kernel.rest(item.path, item.body, item.symbol, item.recv_ns, item.params)
         self._emit(out)
         if item.applied is not None and not item.applied.done():
             item.applied.set_result(out.rest_trades)
@@ -593,7 +592,7 @@ class LivePipeline:
                 item = RestAnswer(
                     symbol, stream, answer.path, answer.params, answer.body, time.time_ns()
                 )
-                out = self._apply_rest(item, store=True)
+                out = self._apply_rest(item)
                 last_ms = out.rest_last_ms
                 if last_ms is None or (not open_gaps and last_ms >= stop_ms):
                     done = True
