@@ -24,32 +24,29 @@ def backfill(
     job: str = typer.Option("historical_daily_job", help="Job to run over the range."),
     per_run: int = typer.Option(25, min=1, help="Partitions per run."),
 ) -> None:
-    """Materialise every NYSE session in [--from, --to] of JOB, a few runs at a time."""
+    """Materialise every partition (NYSE session, or UTC day for crypto_history_job) in
+    [--from, --to] of JOB, a few runs at a time."""
     import dagster as dg
 
-    from quant_assets.partitions import trading_day_partitions
     from quant_definitions import defs
     from quant_resources.settings import quant_home, setting
 
-    valid = sorted(
-        j.name
+    days = {
+        j.name: j.partitions_def
         for j in defs.get_repository_def().get_all_jobs()
-        if j.partitions_def == trading_day_partitions
-    )
-    if job not in valid:
+        if isinstance(j.partitions_def, dg.TimeWindowPartitionsDefinition)
+    }
+    if job not in days:
         raise typer.BadParameter(
-            f"--job={job!r} is not a job over NYSE sessions; valid jobs: {', '.join(valid)}"
+            f"--job={job!r} is not a job over NYSE sessions or UTC days; valid jobs: "
+            f"{', '.join(sorted(days))}"
         )
     first, last = _day("--from", start), _day("--to", end)
     if last < first:
         raise typer.BadParameter(f"--to={end} is before --from={start}")
-    keys = [
-        k
-        for k in trading_day_partitions.get_partition_keys()
-        if first.isoformat() <= k <= last.isoformat()
-    ]
+    keys = [k for k in days[job].get_partition_keys() if first.isoformat() <= k <= last.isoformat()]
     if not keys:
-        raise typer.BadParameter(f"no NYSE sessions between {start} and {end} in the partitions")
+        raise typer.BadParameter(f"no partitions of {job} between {start} and {end}")
     dagster_home = setting("DAGSTER_HOME") or str(quant_home() / "dagster")
     os.environ["DAGSTER_HOME"] = dagster_home  # where DagsterInstance.get() looks
     os.makedirs(dagster_home, exist_ok=True)
@@ -67,7 +64,7 @@ def backfill(
             if not result.success:
                 failed.append(f"{chunk[0]}..{chunk[-1]} (run {result.run_id})")
             bar.update(len(chunk))
-    typer.echo(f"{len(keys)} sessions in {len(chunks)} runs; failed: {len(failed)}")
+    typer.echo(f"{len(keys)} partitions in {len(chunks)} runs; failed: {len(failed)}")
     if failed:
         typer.echo("failed ranges: " + ", ".join(failed), err=True)
         raise typer.Exit(1)
