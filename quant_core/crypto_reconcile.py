@@ -112,19 +112,20 @@ def kline_rows(klines: pa.Table, source: str = ARCHIVE_SOURCE) -> pa.Table:
 def _comparable(table: pa.Table, names: tuple[str, ...], keys: tuple[str, ...]) -> pl.DataFrame:
     """Key and value columns as plain integers/strings/bools (decimals as exact scaled int64,
     times as epoch ms), so that equality is exact."""
-    out: dict[str, object] = {}
+    out: list[pl.Series] = []
     for name in (*keys, *names):
         column = table[name]
         if pa.types.is_decimal(column.type):
-            out[name] = scaled_int64(pc.cast(column, pa.decimal128(38, 8)))
+            values, kind = scaled_int64(pc.cast(column, pa.decimal128(38, 8))), pl.Int64
         elif pa.types.is_timestamp(column.type):
-            out[name] = _micros(column) // 1000
+            values, kind = _micros(column) // 1000, pl.Int64
         elif pa.types.is_dictionary(column.type) or pa.types.is_string(column.type):
-            out[name] = pc.cast(column, pa.string()).to_pylist()
+            values, kind = pc.cast(column, pa.string()).to_pylist(), pl.String
         elif pa.types.is_boolean(column.type):
-            out[name] = column.to_numpy(zero_copy_only=False)
+            values, kind = column.to_numpy(zero_copy_only=False), pl.Boolean
         else:
-            out[name] = pc.cast(column, pa.int64()).to_numpy()
+            values, kind = pc.cast(column, pa.int64()).to_numpy(), pl.Int64
+        out.append(pl.Series(name, values, dtype=kind))  # typed even when empty
     return pl.DataFrame(out)
 
 
