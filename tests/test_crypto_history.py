@@ -296,3 +296,27 @@ def test_coverage_states() -> None:
     summary, states = coverage_summary(rows)
     assert summary == [("BTCUSDT", date(1970, 1, 1), 21, 9, 1, 3, 1)]
     assert states[0, :5].tolist() == [1, 2, 3, 4, 1]
+
+
+def test_quant_backfill_runs_the_crypto_history_job(env, sim_url, quant_home, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from quant_cli.main import app
+
+    resources, _ = env
+    monkeypatch.setenv("CLICKHOUSE_URL", resources["warehouse"].url)
+    monkeypatch.setenv("BINANCE_ARCHIVE_URL", sim_url)
+    monkeypatch.setenv("LAKE_URL", f"file://{quant_home / 'lake'}")
+    days = GOOD[:2]
+    result = CliRunner().invoke(
+        app, ["backfill", "--from", days[0], "--to", days[-1], "--job", "crypto_history_job"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 partitions in 1 runs; failed: 0" in result.output
+    wh = resources["warehouse"]
+    assert wh.query_rows(
+        "SELECT session_date, count() FROM trades WHERE source = 'binance_archive' "
+        "GROUP BY session_date ORDER BY session_date"
+    ) == [(date.fromisoformat(d), AGGS * len(SYMBOLS)) for d in days]
+    for table in ("bars_1m", "binance_klines_1m", "coverage_1m"):
+        assert wh.scalar(f"SELECT count() FROM {table}") > 0, table
