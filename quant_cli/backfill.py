@@ -22,7 +22,9 @@ def backfill(
     start: str = typer.Option(..., "--from", help="First session, YYYY-MM-DD."),
     end: str = typer.Option(..., "--to", help="Last session, YYYY-MM-DD (inclusive)."),
     job: str = typer.Option("historical_daily_job", help="Job to run over the range."),
-    per_run: int = typer.Option(25, min=1, help="Partitions per run."),
+    per_run: int | None = typer.Option(
+        None, min=1, help="Partitions per run (default: the job's backfill policy, else 25)."
+    ),
 ) -> None:
     """Materialise every partition (NYSE session, or UTC day for crypto_history_job) in
     [--from, --to] of JOB, a few runs at a time."""
@@ -52,6 +54,7 @@ def backfill(
     os.makedirs(dagster_home, exist_ok=True)
     instance = dg.DagsterInstance.get()
     job_def = defs.get_job_def(job)
+    per_run = per_run or _policy_size(job_def)
     chunks = [keys[i : i + per_run] for i in range(0, len(keys), per_run)]
     failed = []
     with typer.progressbar(length=len(keys), label=f"{job} {keys[0]}..{keys[-1]}") as bar:
@@ -68,6 +71,18 @@ def backfill(
     if failed:
         typer.echo("failed ranges: " + ", ".join(failed), err=True)
         raise typer.Exit(1)
+
+
+def _policy_size(job_def) -> int:
+    """The smallest ``max_partitions_per_run`` of the job's assets (crypto_history holds its
+    days in memory: 7), else 25."""
+    graph = job_def.asset_layer.asset_graph
+    sizes = [
+        policy.max_partitions_per_run
+        for key in graph.executable_asset_keys
+        if (policy := graph.get(key).backfill_policy) and policy.max_partitions_per_run
+    ]
+    return min(sizes, default=25)
 
 
 def _day(flag: str, text: str) -> date:
