@@ -43,6 +43,9 @@ FAULTS = {
     "checksum": "ETHUSDT-aggTrades-2024-12-14",
     "truncate": "BTCUSDT-aggTrades-2024-12-16",
     "badrow": "ETHUSDT-aggTrades-2024-12-18",
+    "columns": "BTCUSDT-aggTrades-2024-12-20",
+    "outside": "ETHUSDT-aggTrades-2024-12-22",
+    "zeroprice": "BTCUSDT-aggTrades-2024-12-24",
 }
 RETRIED = "BTCUSDT-aggTrades-2024-12-31"  # two 503s, then served
 SLOW = "ETHUSDT-klines-1m-2024-12-30"  # answers after 0.3 s
@@ -197,6 +200,9 @@ def test_a_bad_archive_file_fails_naming_it_and_writes_nothing(env, kind: str) -
         "checksum": "differs from its .CHECKSUM",
         "truncate": "ended early",
         "badrow": "line 3: price='abc'",
+        "columns": "line 3",
+        "outside": "line 3: ts_event=",
+        "zeroprice": "line 3: price='0'",
     }[kind]
     assert expected in text, text
     assert "nothing written" in text
