@@ -42,7 +42,7 @@ from quant_core.crypto_reconcile import (
     kline_rows,
     trade_differences,
 )
-from quant_core.formats.binance_archive import ArchiveFormatError, file_name
+from quant_core.formats.binance_archive import ArchiveFormatError, file_name, schema
 from quant_resources.binance_archive import ArchiveClient, ArchiveError, BinanceArchiveResource
 from quant_resources.crypto_warehouse import coverage_rows, live_trades, stored_klines
 from quant_resources.settings import crypto_history_start, crypto_symbols
@@ -122,10 +122,9 @@ def _by_day(table: pa.Table, column: str = "session_date") -> dict[str, int]:
     return dict(sorted((c["values"].as_py(), c["counts"].as_py()) for c in counts))
 
 
-def _concat(stage: Replacement, schema_of: pa.Table | None = None) -> pa.Table:
-    if stage.pieces:
-        return pa.concat_tables(stage.pieces)
-    return schema_of if schema_of is not None else pa.table({})
+def _concat(stage: Replacement, empty: pa.Table) -> pa.Table:
+    """What the run staged, or ``empty`` (the right columns) when every day was allowed empty."""
+    return pa.concat_tables(stage.pieces) if stage.pieces else empty
 
 
 def _chart(table: pa.Table, symbol: str, day: date) -> dict[str, dg.MetadataValue]:
@@ -133,7 +132,7 @@ def _chart(table: pa.Table, symbol: str, day: date) -> dict[str, dg.MetadataValu
         pc.equal(table["symbol"], symbol),
         pc.equal(table["session_date"], pa.scalar(day, pa.date32())),
     )
-    one = table.filter(mask).sort_by("ts")
+    one = table.filter(mask).sort_by("ts") if table.num_rows else table
     return {"chart": price_chart(one, f"{symbol} {day}")} if one.num_rows else {}
 
 
@@ -160,7 +159,7 @@ def binance_klines_1m(
             for name, table in archive_files(c, "klines", symbol, days, config):
                 stage.add(kline_rows(table))
                 files.append(name)
-    klines = _concat(stage)
+    klines = _concat(stage, kline_rows(schema("klines").empty_table()))
     meta = {
         **frame_summary(klines),
         "files": dg.MetadataValue.json(files),
@@ -240,7 +239,9 @@ def crypto_archive_trades(
                 source = pa.array([ARCHIVE_SOURCE] * bars.num_rows, pa.string())
                 bar_stage.add(bars.set_column(0, "source", source))
                 files.append(name)
-    trades, bars = _concat(trade_stage), _concat(bar_stage)
+    empty = schema("aggTrades").empty_table()
+    trades = _concat(trade_stage, archive_trade_rows(empty, ""))
+    bars = _concat(bar_stage, aggregate_batch(empty))
     yield dg.MaterializeResult(
         asset_key="crypto_trades",
         metadata={

@@ -326,3 +326,21 @@ def test_quant_backfill_runs_the_crypto_history_job(env, sim_url, quant_home, mo
     ) == [(date.fromisoformat(d), AGGS * len(SYMBOLS)) for d in days]
     for table in ("bars_1m", "binance_klines_1m", "coverage_1m"):
         assert wh.scalar(f"SELECT count() FROM {table}") > 0, table
+
+
+def test_a_missing_file_allowed_by_config_is_skipped_and_listed(env) -> None:
+    day = FAULTS["missing"][-10:]
+    config = {"allow_missing_symbols": ["BTCUSDT"]}
+    result = run(
+        env,
+        [crypto_archive_trades],
+        day,
+        run_config={"ops": {"crypto_archive_trades": {"config": config}}},
+    )
+    assert result.success, failure_text(result)
+    stored = env[0]["warehouse"].query_rows(
+        "SELECT symbol, count() FROM trades WHERE source = 'binance_archive' GROUP BY symbol"
+    )
+    assert stored == [("ETHUSDT", AGGS)]
+    files = result.asset_materializations_for_node("crypto_archive_trades")[0].metadata
+    assert files["files"].value == [f"ETHUSDT-aggTrades-{day}.zip"]
