@@ -7,6 +7,12 @@ streamed out of the zip (exact scaled ints, every value and timestamp checked). 
 The day (``DAY_AGGS`` aggregates) comes once from ``quant sim binance-archive`` over HTTP,
 verified against its checksum by ``ArchiveClient``; the simulator takes ~20 s to generate it.
 
+End to end. Ours: ``dagster.materialize`` of ``crypto_trades`` + ``crypto_bars_1m`` for the
+day (download from the simulator, checksum, parse, stage, batch bars, publish to ClickHouse
+``trades`` and ``bars_1m`` through HistoricalStore, lake files). Peer: ``pandas.read_csv`` of
+the same (already downloaded) file and ``insert_df`` into a copy of ``trades`` (floats, no
+checks, no bars, no lake), the usual first attempt. Both into the same chDB warehouse.
+
 Bars. Ours: ``quant_core.bars_batch.aggregate_batch`` (Arrow table in, ``BARS_1M`` out; exact,
 with de-duplication). Peer: a plain polars ``group_by`` over (symbol, minute) of the same rows
 computing the same sums (Int128 price x qty), on a DataFrame built before the clock starts,
@@ -15,7 +21,9 @@ without de-duplication or rounding.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -92,6 +100,112 @@ def parse_figures() -> list[Figure]:
     ]
 
 
+AGG_COLUMNS = [
+    "trade_id",
+    "price",
+    "qty",
+    "first_trade_id",
+    "last_trade_id",
+    "time",
+    "maker",
+    "best",
+]
+
+
+def end_to_end_figures(day_aggs: int = DAY_AGGS, repeat: int = 3) -> list[Figure]:
+    import dagster as dg
+
+    from quant_assets.crypto_history import crypto_archive_trades
+    from quant_assets.schema import clickhouse_schema
+    from quant_resources.binance_archive import BinanceArchiveResource
+    from quant_resources.lake import LakeResource
+    from quant_resources.migrations import load
+    from quant_resources.store import HistoricalStore
+    from quant_resources.warehouse import WarehouseResource
+
+    os.environ["QUANT_CRYPTO_SYMBOLS"] = "BTCUSDT"
+    args = ["--symbols", "btcusdt", "--first", DAY.isoformat(), "--last", DAY.isoformat()]
+    with (
+        archive_simulator(*args, "--aggs-per-day", str(day_aggs)) as (_, url),
+        tempfile.TemporaryDirectory(prefix="quant-bench-archive-") as tmp,
+    ):
+        warehouse = WarehouseResource(url=f"chdb://{tmp}/chdb?database=bench")
+        lake = LakeResource(url=f"file://{tmp}/lake")
+        resources = {
+            "warehouse": warehouse,
+            "store": HistoricalStore(warehouse=warehouse, lake=lake),
+            "binance_archive": BinanceArchiveResource(base_url=url, timeout_seconds=600),
+        }
+        instance = dg.DagsterInstance.ephemeral()
+        dg.materialize(
+            [clickhouse_schema],
+            partition_key=load("clickhouse")[-1].key,
+            resources=resources,
+            instance=instance,
+        )
+
+        def ours() -> int:
+            result = dg.materialize(
+                [crypto_archive_trades],
+                partition_key=DAY.isoformat(),
+                resources=resources,
+                instance=instance,
+            )
+            rows = result.asset_materializations_for_node("crypto_archive_trades")[0]
+            assert rows.metadata["rows"].value == day_aggs
+            return day_aggs
+
+        ours()  # the simulator generates and caches the day once
+        ours_rate = best_rate(ours, repeat)
+        with (
+            ArchiveClient(url, timeout_seconds=600) as fetcher,
+            fetcher.download("aggTrades", "BTCUSDT", Period.day(DAY)) as path,
+        ):
+            kept = Path(tmp) / path.name
+            shutil.copyfile(path, kept)
+        member = member_name(kept.name)
+        warehouse.command("CREATE TABLE IF NOT EXISTS trades_peer AS trades")
+        client = warehouse.client
+
+        def peer() -> int:
+            warehouse.command("TRUNCATE TABLE trades_peer")
+            with zipfile.ZipFile(kept) as archive, archive.open(member) as stream:
+                frame = pd.read_csv(stream, header=None, names=AGG_COLUMNS)
+            ts = pd.to_datetime(frame["time"], unit="ms", utc=True)
+            df = pd.DataFrame(
+                {
+                    "source": "pandas",
+                    "symbol": "BTCUSDT",
+                    "stream": "aggTrade",
+                    "trade_id": frame["trade_id"],
+                    "first_trade_id": frame["first_trade_id"],
+                    "last_trade_id": frame["last_trade_id"],
+                    "price": frame["price"],
+                    "qty": frame["qty"],
+                    "is_buyer_maker": frame["maker"],
+                    "ts": ts,
+                    "ts_init": ts,
+                    "session_id": kept.name,
+                }
+            )
+            client.insert_df("trades_peer", df)
+            return len(df)
+
+        assert peer() == day_aggs
+        peer_rate = best_rate(peer, repeat)
+    return [
+        Figure(
+            f"archive day -> ClickHouse trades + bars + lake, end to end ({day_aggs:,} "
+            "aggTrades, crypto_trades/crypto_bars_1m via dagster.materialize)",
+            "trades/s",
+            ours_rate,
+            "pandas.read_csv + insert_df (trades only, floats, unchecked)",
+            peer_rate,
+            ">= 1,000,000 trades/s",
+        )
+    ]
+
+
 def trades_table(n: int, seed: int = 3) -> pa.Table:
     """One symbol-day of n trades in time order (as an archive day is), ids increasing."""
     rng = np.random.default_rng(seed)
@@ -164,4 +278,9 @@ def bar_figures() -> list[Figure]:
 
 
 def run() -> list[Figure]:
-    return parse_figures() + bar_figures()
+    return parse_figures() + end_to_end_figures() + bar_figures()
+
+
+if __name__ == "__main__":  # a reduced run: python -m benchmarks.bench_archive AGGS
+    for figure in end_to_end_figures(int(sys.argv[1]) if len(sys.argv) > 1 else DAY_AGGS):
+        print(figure.as_dict())

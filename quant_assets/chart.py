@@ -55,7 +55,7 @@ def _draw_line(image: np.ndarray, x: np.ndarray, ts_ms: np.ndarray, close: np.nd
     image[:PRICE_HEIGHT][line] = 1
 
 
-def _png(indices: np.ndarray) -> bytes:
+def _png(indices: np.ndarray, palette: bytes = PALETTE) -> bytes:
     """8-bit palette PNG: each row prefixed by filter type 0, one IDAT."""
     height, width = indices.shape
     raw = np.hstack([np.zeros((height, 1), dtype=np.uint8), indices]).tobytes()
@@ -63,10 +63,34 @@ def _png(indices: np.ndarray) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)
-        + _chunk(b"PLTE", PALETTE)
+        + _chunk(b"PLTE", palette)
         + _chunk(b"IDAT", zlib.compress(raw, 9))
         + _chunk(b"IEND", b"")
     )
+
+
+# Coverage states, in palette order: no trades, archive only (no live session then), live
+# complete, live missed trades, live has trades the archive lacks.
+COVERAGE_STATES = ("none", "archive only", "live complete", "live missed", "live extra")
+COVERAGE_PALETTE = bytes(
+    [255, 255, 255, 215, 215, 215, 44, 160, 44, 214, 39, 40, 255, 127, 14, 120, 120, 120]
+)
+COVERAGE_ROW, COVERAGE_WIDTH = 10, 480
+
+
+def coverage_png(states: np.ndarray) -> bytes:
+    """One strip per row of ``states`` (rows x 1440 minutes, values indexing
+    ``COVERAGE_STATES``), 3 minutes per pixel; a pixel shows the worst state of its minutes
+    (missed > extra > complete > archive only > none) so that a single lost minute shows."""
+    rows, minutes = states.shape
+    per = max(1, minutes // COVERAGE_WIDTH)
+    rank = np.array([0, 1, 2, 4, 3], dtype=np.uint8)  # severity of each state
+    unrank = np.argsort(rank).astype(np.uint8)
+    worst = rank[states[:, : per * (minutes // per)]].reshape(rows, -1, per).max(axis=2)
+    strips = np.repeat(unrank[worst], COVERAGE_ROW - 1, axis=0).reshape(rows, COVERAGE_ROW - 1, -1)
+    separator = np.full((rows, 1, strips.shape[2]), 5, dtype=np.uint8)
+    image = np.concatenate([strips, separator], axis=1).reshape(-1, strips.shape[2])
+    return _png(image, COVERAGE_PALETTE)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

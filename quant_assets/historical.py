@@ -113,7 +113,7 @@ def _refuse(findings, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _replacement(
+def store_replacement(
     context: dg.AssetExecutionContext, store: HistoricalStore, target: Slice, config: ReplaceConfig
 ) -> Iterator[Replacement]:
     """The store's replacement, with its refusals and failures as a Dagster failure that
@@ -138,7 +138,7 @@ def _replace(
     config: ReplaceConfig,
     data: pa.Table,
 ) -> Publication:
-    with _replacement(context, store, target, config) as replacement:
+    with store_replacement(context, store, target, config) as replacement:
         replacement.add(data)
     return replacement.publication
 
@@ -282,7 +282,7 @@ def stock_bars_1m(
         params={"src": source, "days": days},
         asked=tuple(symbols),
     )
-    with _replacement(context, store, target, config) as replacement:
+    with store_replacement(context, store, target, config) as replacement:
         pieces = _fetch_and_judge(
             market_data, symbols, sessions, config.adjustment, what, replacement
         )

@@ -8,6 +8,7 @@ for services with no embedded form (PostgreSQL, Alpaca), to a clear error when f
 from __future__ import annotations
 
 from quant_assets.config import equity_source
+from quant_resources.binance_archive import BinanceArchiveResource
 from quant_resources.lake import LakeResource
 from quant_resources.market import MarketDataResource
 from quant_resources.postgres import PostgresResource
@@ -40,4 +41,6 @@ def build_resources() -> dict[str, object]:
         "lake": lake,
         "store": HistoricalStore(warehouse=warehouse, lake=lake),
         "market_data": market_data_resource(),
+        # The base URL comes from BINANCE_ARCHIVE_URL (settings) when the client is built.
+        "binance_archive": BinanceArchiveResource(),
     }

@@ -146,8 +146,8 @@ def binance_archive(
     faults: str = typer.Option(
         "",
         help="Faults by file, e.g. 'missing:BTCUSDT-aggTrades-2024-12-02,corrupt:*-trades-*,"
-        "checksum:P,badrow:P,truncate:P,slow:P:2.0,5xx:P:2' (P: fnmatch over the file name "
-        "without .zip).",
+        "checksum:P,badrow:P,columns:P,outside:P,zeroprice:P,truncate:P,slow:P:2.0,5xx:P:2' "
+        "(P: fnmatch over the file name without .zip).",
     ),
 ) -> None:
     """Serve Binance's public data archive (daily and monthly spot zips with .CHECKSUM files)

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from quant_assets.crypto_history import crypto_history_assets, crypto_history_job
 from quant_assets.historical import historical_assets
 from quant_assets.jobs import jobs
 from quant_assets.live import live_bars_1m, live_checks, live_ingest_job, live_trades
@@ -13,9 +14,16 @@ from sensors.replay import new_session_logs
 from sensors.schedules import schedules
 
 defs = dg.Definitions(
-    assets=[*schema_assets, *historical_assets, live_trades, live_bars_1m, replay_verification],
+    assets=[
+        *schema_assets,
+        *historical_assets,
+        *crypto_history_assets,
+        live_trades,
+        live_bars_1m,
+        replay_verification,
+    ],
     asset_checks=[*schema_checks, *live_checks],
-    jobs=[*jobs, live_ingest_job],
+    jobs=[*jobs, live_ingest_job, crypto_history_job],
     schedules=schedules,
     sensors=[live_ingest_supervisor, new_session_logs],
     resources=build_resources(),

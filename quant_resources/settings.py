@@ -272,3 +272,13 @@ def api_max_page_size() -> int:
 def api_max_range_days() -> int:
     """The longest ``end - start`` a request may span, in days."""
     return _positive_int("QUANT_API_MAX_RANGE_DAYS", 366)
+
+
+def crypto_history_start() -> str:
+    """First UTC day of the crypto_history partitions (``QUANT_CRYPTO_HISTORY_START``)."""
+    return setting("QUANT_CRYPTO_HISTORY_START", "2024-01-01")
+
+
+def crypto_symbols() -> list[str]:
+    """The crypto_history universe (``QUANT_CRYPTO_SYMBOLS``, default BTCUSDT,ETHUSDT)."""
+    return [s.upper() for s in _csv("QUANT_CRYPTO_SYMBOLS")] or ["BTCUSDT", "ETHUSDT"]

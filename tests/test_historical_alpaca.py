@@ -149,7 +149,7 @@ def test_cli_backfill_of_a_month_is_repeatable(schema_ready, tmp_path) -> None:
             )
             assert done.returncode == 0, done.stderr[-3000:]
             prints.append(fingerprint(warehouse, lake))
-    assert "22 sessions in 1 runs; failed: 0" in done.stdout
+    assert "22 partitions in 1 runs; failed: 0" in done.stdout
     (rows, physical, files), again = prints
     assert again == prints[0]
     assert rows[0] == physical  # the re-run replaced the slice: no second copy remains

@@ -75,6 +75,27 @@ def _resolve(path: str, config: ArchiveSimConfig) -> tuple[str, str, Period, boo
     return kind, symbol, period, bool(match["checksum"])
 
 
+ROW_DAMAGE = ("badrow", "columns", "outside", "zeroprice")
+TIME_FIELD = {"aggTrades": 5, "trades": 4, "klines": 0}
+DAY_MS = 86_400_000
+
+
+def damaged_row(line: bytes, kind: str, damage: str) -> bytes:
+    """One CSV line with ``damage``: ``badrow`` price 'abc', ``columns`` its last field
+    dropped, ``outside`` its time a day later (same unit), ``zeroprice`` price 0."""
+    fields = line.split(b",")
+    if damage == "badrow":
+        fields[1] = b"abc"
+    elif damage == "zeroprice":
+        fields[1] = b"0"
+    elif damage == "columns":
+        fields = fields[:-1]
+    else:
+        stamp = int(fields[TIME_FIELD[kind]])
+        fields[TIME_FIELD[kind]] = str(stamp + DAY_MS * (1000 if stamp >= 10**14 else 1)).encode()
+    return b",".join(fields)
+
+
 class _HangUp(Response):
     """Promises the whole body, sends half, then fails so the server drops the connection."""
 
@@ -103,11 +124,10 @@ def create_app(config: ArchiveSimConfig) -> Starlette:
             first = csv.index(b",") + 1
             csv = csv[:first] + b"x" + csv[first + 1 :]
             body = generate.zipped(kind, symbol, period, csv)
-        elif damage == "badrow":
-            # The third row's second field (a price) is not a number; the checksum matches.
+        elif damage in ROW_DAMAGE:
+            # The third line is damaged; the checksum matches (the parser must say).
             lines = csv.split(b"\n")
-            fields = lines[2].split(b",")
-            lines[2] = b",".join([fields[0], b"abc", *fields[2:]])
+            lines[2] = damaged_row(lines[2], kind, damage)
             body = generate.zipped(kind, symbol, period, b"\n".join(lines))
             checksum = generate.checksum_text(name, body)
         elif damage == "corrupt":
@@ -139,7 +159,8 @@ def create_app(config: ArchiveSimConfig) -> Starlette:
                 failing = failures[stem] <= (flaky.argument if flaky.argument is not None else 2)
             if failing:
                 return PlainTextResponse("Service Unavailable", 503)
-        damage = next((k for k in ("checksum", "corrupt", "badrow") if fault(k, stem)), None)
+        damages = ("checksum", "corrupt", *ROW_DAMAGE)
+        damage = next((k for k in damages if fault(k, stem)), None)
         body, checksum = await asyncio.to_thread(
             _locked, generating, files, kind, symbol, period, damage
         )

@@ -6,7 +6,10 @@ zip's name without ``.zip`` (``BTCUSDT-aggTrades-2024-08-09``, ``*-trades-*``).
 * ``missing``    404 for the zip and its ``.CHECKSUM`` (not published / no trading that day)
 * ``corrupt``    zip bytes damaged; the ``.CHECKSUM`` is of the damaged bytes (unzip fails)
 * ``checksum``   a row of the CSV changed after the ``.CHECKSUM`` was computed
-* ``badrow``     the third row's price is 'abc' (the checksum matches: the parser must say)
+* ``badrow``     the third line's price is 'abc' (the checksum matches: the parser must say)
+* ``columns``    the third line lacks its last field
+* ``outside``    the third line's time is a day later (outside the file's day)
+* ``zeroprice``  the third line's price is 0
 * ``truncate``   the zip's body stops halfway though its Content-Length promises all of it
 * ``slow:P:S``   every answer for the file waits S seconds (default 2) first
 * ``5xx:P:N``    the first N requests for the zip answer 503 (default 2), then it is served
@@ -17,7 +20,18 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-KINDS = ("missing", "corrupt", "checksum", "badrow", "truncate", "slow", "5xx")
+KINDS = (
+    "missing",
+    "corrupt",
+    "checksum",
+    "badrow",
+    "columns",
+    "outside",
+    "zeroprice",
+    "truncate",
+    "slow",
+    "5xx",
+)
 
 
 class FaultSpecError(ValueError):
