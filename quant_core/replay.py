@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, StreamingBarAggregator, bars_to_arrow
+from quant_core.book_session import BookReplay, has_depth  # books hook
 from quant_core.decode_batch import (
     AGG,
     TRADE,
@@ -176,12 +177,16 @@ class EventPipeline:
         )
         self.first_exchange_ms: int | None = None
         self.last_exchange_ms: int | None = None
+        self.books = BookReplay(self.symbols, self.source)  # books hook
 
     def on_ws(self, payload: bytes) -> None:
+        if not self.books.take_frames([payload]):  # books hook: a depth frame
+            return
         self._dispatch(self.normalizer.decode(payload))
 
     def on_ws_many(self, payloads: list[bytes]) -> None:
         """``on_ws`` for consecutive frames, decoded and aggregated as columns (same result)."""
+        payloads = self.books.take_frames(payloads)  # books hook: depth frames to the books
         self.on_decoded(self.decoder.decode(payloads))
 
     def on_decoded(self, batch: FrameBatch) -> None:
@@ -241,6 +246,8 @@ class EventPipeline:
             self.counts["rejected"] += 1
 
     def on_rest(self, payload: bytes, meta: dict[str, Any]) -> None:
+        if self.books.on_rest(payload, meta):  # books hook: a depth snapshot answer
+            return
         if meta.get("path") not in TRADE_PATHS or "symbol" not in meta:
             self.counts["rest_other"] += 1
             return
@@ -254,6 +261,8 @@ class EventPipeline:
             self._trade(ev)
 
     def on_conn(self, meta: dict[str, Any]) -> None:
+        if self.books.on_conn(meta):  # books hook: book settings, stream (re)connects
+            return
         event = meta.get("event")
         if event == "reconnect":
             self.counts["reconnect"] += 1
@@ -335,6 +344,7 @@ class ReplayResult:
     timing: dict[str, float]  # wall-clock figures, differ between runs
     info: SessionInfo
     rejects: dict[str, int]
+    book_snapshots: pa.Table | None = None  # books hook: None when the session has no depth
 
 
 def replay(
@@ -362,7 +372,10 @@ def replay(
         parallel = speed is None and sum(f.stat().st_size for f in reader.files) >= PARALLEL_BYTES
     if parallel and speed is not None:
         raise ValueError("a paced replay verifies as it goes: parallel=True needs speed=None")
-    if parallel and len(reader.files) > 1:
+    sharded = parallel and len(reader.files) > 1
+    if sharded and has_depth(read_header(reader.files[0]).streams):  # books hook: in order
+        sharded = False
+    if sharded:
         pipeline, records, info = _replay_sharded(reader, lateness_ms, source)
     elif parallel:
         pipeline, records, info = _replay_parallel(reader, lateness_ms, source)
@@ -404,7 +417,18 @@ def replay(
         "events_per_s": records / seconds if seconds > 0 else 0.0,
         "slept_s": pacer.slept,
     }
-    return ReplayResult(trades, bars, summary, timing, info, dict(pipeline.normalizer.rejects))
+    books = pipeline.books.books  # books hook: snapshots and counts of a session with depth
+    if books is not None:
+        summary["books"] = {**pipeline.books.counts, "rejects": dict(books.decoder.rejects)}
+    return ReplayResult(
+        trades,
+        bars,
+        summary,
+        timing,
+        info,
+        dict(pipeline.normalizer.rejects),
+        pipeline.books.table() if books is not None else None,
+    )
 
 
 def _replay_serial(

@@ -62,6 +62,7 @@ from quant_core.telemetry import TelemetryClock
 from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
 from quant_resources.binance.urls import stream_names
+from quant_resources.live.books import LiveBooks  # books hook
 from quant_resources.live.sinks import (
     NatsSink,
     WarehouseSink,
@@ -95,6 +96,8 @@ class LiveConfig:
     nats_url: str | None = None
     silence_s: float = 30.0
     stop_budget_s: float = 60.0  # REST catch-up time allowed on a clean stop
+    book_depth: int = 20  # books hook: levels a side per book snapshot
+    book_interval_ms: int = 1000  # books hook: exchange ms between book snapshots
     session_id: str = field(
         default_factory=lambda: (
             f"live-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
@@ -140,6 +143,7 @@ class LiveSummary:
     nats_dropped: int = 0
     final_digest: str = ""
     seconds: float = 0.0
+    books: dict = field(default_factory=dict)  # books hook: LiveBooks.counts
 
 
 class LivePipeline:
@@ -166,9 +170,14 @@ class LivePipeline:
         self.nats = NatsSink(config.nats_url) if config.nats_url else None
         # Every sink, behind the write-ahead gate (``_release``).
         self.sinks: list = [self.sink, *([self.nats] if self.nats else [])]
+        self.books = LiveBooks.for_pipeline(self)  # books hook: None without depth streams
+        if self.books is not None:  # books hook
+            self.sinks.append(self.books.sink)
         self._released_at = 0.0
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
+        if self.books is not None:  # books hook: the summary shows the books' counts
+            self.summary.books = self.books.counts
         self.telemetry = TelemetryClock(int(time.time() * 1000))
         self.stop = asyncio.Event()
         self.clock = ExchangeClock()
@@ -191,6 +200,8 @@ class LivePipeline:
             f"quant {__version__}",
         )
         self.client.on_event = self._connection_event
+        if self.books is not None:  # books hook: settings recorded before any frame
+            self.books.start(self.log, self.nats)
         if self.nats:
             await self.nats.connect()
         await self._read_clock(time.monotonic() + 10)
@@ -367,6 +378,9 @@ class LivePipeline:
                 if frames:
                     self._on_frames(frames)
                     frames = []
+                if self.books is not None and self.books.owns(item):  # books hook
+                    self.books.on_answer(item)
+                    continue
                 self._apply_rest(item, store=True)
             if frames:
                 self._on_frames(frames)
@@ -393,6 +407,11 @@ class LivePipeline:
         minute["messages"] += n
         payloads = [f.data for f in frames]
         minute["bytes"] += sum(map(len, payloads))
+        if self.books is not None:  # books hook: depth frames (logged above) go to the books
+            frames = self.books.on_frames(frames)
+            if not frames:
+                return
+            payloads, n = [f.data for f in frames], len(frames)
         batch = self.decoder.decode(payloads)
         books = batch.books
         if self.nats is not None or (len(books) and bool((books.ts >= 0).any())):
@@ -647,6 +666,8 @@ class LivePipeline:
         await self.sink.flush()
         if self.nats is not None:
             await self.nats.flush()
+        if self.books is not None:  # books hook
+            await self.books.flush()
 
     def _roll_telemetry(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -660,6 +681,8 @@ class LivePipeline:
         if self.log is not None:
             payload = orjson.dumps({"event": kind, "detail": detail})
             self.log.append("conn", conn_id, time.time_ns(), payload)
+            if self.books is not None:  # books hook: a new connection restarts the books
+                self.books.on_connection(kind, detail)
         if kind == "replace" and detail in ("closed", "silent"):
             self.telemetry.current.counters["reconnects"] += 1
 
@@ -689,6 +712,8 @@ class LivePipeline:
         )
         self._release(force=True)
         drained = await self.sink.drain(timeout_s=120)
+        if self.books is not None:  # books hook: fetches stop, released book rows are sent
+            drained = await self.books.close() and drained
         closed = self.log.close(stop_ms)
         if self.nats:
             await self.nats.close()
