@@ -384,7 +384,7 @@ def snapshot_json(snap: BookSnapshot) -> bytes:
                 {"price": _dec(p), "qty": _dec(q)}
                 for p, q in zip(snap.ask_price, snap.ask_qty, strict=True)
             ],
-            "bids_complete": snap.bids_known,
+            "bids_complete": snap.bids_known,  # see the contract's docstring
             "asks_complete": snap.asks_known,
         }
     )
