@@ -419,7 +419,12 @@ def replay(
     }
     books = pipeline.books.books  # books hook: snapshots and counts of a session with depth
     if books is not None:
-        summary["books"] = {**pipeline.books.counts, "rejects": dict(books.decoder.rejects)}
+        summary["books"] = {
+            **pipeline.books.counts,
+            "rejects": dict(books.decoder.rejects),
+            "snapshot_rejects": dict(books.snapshot_rejects),
+            "faults": dict(books.faults),
+        }
     return ReplayResult(
         trades,
         bars,
