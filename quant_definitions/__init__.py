@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from quant_assets.books import book_checks, live_book_snapshots
 from quant_assets.historical import historical_assets
 from quant_assets.jobs import jobs
 from quant_assets.live import live_bars_1m, live_checks, live_ingest_job, live_trades
@@ -13,8 +14,15 @@ from sensors.replay import new_session_logs
 from sensors.schedules import schedules
 
 defs = dg.Definitions(
-    assets=[*schema_assets, *historical_assets, live_trades, live_bars_1m, replay_verification],
-    asset_checks=[*schema_checks, *live_checks],
+    assets=[
+        *schema_assets,
+        *historical_assets,
+        live_trades,
+        live_bars_1m,
+        live_book_snapshots,
+        replay_verification,
+    ],
+    asset_checks=[*schema_checks, *live_checks, *book_checks],
     jobs=[*jobs, live_ingest_job],
     schedules=schedules,
     sensors=[live_ingest_supervisor, new_session_logs],
