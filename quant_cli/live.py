@@ -180,7 +180,7 @@ def describe(summary) -> str:
         f"  connection  {summary.reconnects} reconnects, {summary.handovers} handovers, "
         f"{summary.drops:,} frames dropped in the queue\n"
         f"  rejected    {_pairs(summary.rejects)}\n"
-        f"{_books_line(summary.books)}"
+        f"{_books_line(getattr(summary, 'books', {}))}"
         f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
         f"  session log {summary.session_dir}\n"
         f"  digest      {summary.final_digest}"
