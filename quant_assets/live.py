@@ -14,6 +14,7 @@ import dagster as dg
 import orjson
 from pydantic import Field
 
+from quant_assets.books import BookReport  # books hook
 from quant_resources.binance.urls import parse_streams, parse_symbols, rest_base, ws_base
 from quant_resources.lake import LakeResource
 from quant_resources.live.bar_audit import bar_differences, minute_range, session_ranges
@@ -82,12 +83,14 @@ def live_ingest(
     )
     pipeline = LivePipeline(live_config, warehouse, lake)
     hour = {"value": int(time.time() // 3600)}
+    report_books = BookReport()  # books hook: live_book_snapshots per closed hour
 
     def on_status(summary: LiveSummary, _pipeline: LivePipeline) -> None:
         now_hour = int(time.time() // 3600)
         if now_hour != hour["value"]:
             hour["value"] = now_hour
             _report(context, summary, "hour")
+            report_books(context, summary, "hour")  # books hook
 
     pipeline.status = on_status
 
@@ -106,6 +109,7 @@ def live_ingest(
 
     summary = asyncio.run(main())
     _report(context, summary, "stop")
+    report_books(context, summary, "stop")  # books hook
     context.log.info(
         f"session {summary.session_id}: {summary.trades} trades, {summary.bars} bars, "
         f"{summary.gaps} gaps repaired with {summary.trades_repaired} trades"

@@ -33,7 +33,14 @@ Environment (read by this command):
 
 def live(
     symbols: str = typer.Option("btcusdt,ethusdt", help="Comma-separated Binance symbols."),
-    streams: str = typer.Option("aggTrade,bookTicker", help="aggTrade, trade, bookTicker."),
+    streams: str = typer.Option(
+        "aggTrade,bookTicker",
+        help="aggTrade, trade, bookTicker, depth (100 ms diffs: order books), depth1s (1 s).",
+    ),
+    book_depth: int = typer.Option(20, min=1, help="Levels a side in each book snapshot."),
+    book_interval_ms: int = typer.Option(
+        1000, min=1, help="Exchange milliseconds between book snapshots."
+    ),
     duration: float = typer.Option(None, help="Stop cleanly after this many seconds."),
     lateness_ms: int = typer.Option(2000, help="Exchange-time lateness before a bar is final."),
     json_summary: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -54,6 +61,8 @@ def live(
             "streams": parse_streams(streams),
             "ws_url": ws_base(),
             "rest_url": rest_base(),
+            "book_depth": book_depth,
+            "book_interval_ms": book_interval_ms,
         }
     except BinanceConfigError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -149,6 +158,16 @@ def _pairs(counts: dict) -> str:
     return ", ".join(shown) or "none"
 
 
+def _books_line(books: dict) -> str:
+    if not books:
+        return ""
+    return (
+        f"  books       {books['updates']:,} level changes, {books['snapshots']:,} snapshots, "
+        f"{books['resyncs']} resyncs ({_pairs(books['faults'])}), "
+        f"{books['snapshot_requests']} REST snapshots; rejected {_pairs(books['rejects'])}\n"
+    )
+
+
 def describe(summary) -> str:
     from quant_resources.warehouse import WarehouseResource
 
@@ -161,6 +180,7 @@ def describe(summary) -> str:
         f"  connection  {summary.reconnects} reconnects, {summary.handovers} handovers, "
         f"{summary.drops:,} frames dropped in the queue\n"
         f"  rejected    {_pairs(summary.rejects)}\n"
+        f"{_books_line(getattr(summary, 'books', {}))}"
         f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
         f"  session log {summary.session_dir}\n"
         f"  digest      {summary.final_digest}"

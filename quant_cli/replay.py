@@ -87,7 +87,9 @@ def verify(
     ),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
     against_warehouse: bool = typer.Option(
-        False, "--against-warehouse", help="compare the bars with ClickHouse (CLICKHOUSE_URL)"
+        False,
+        "--against-warehouse",
+        help="compare the bars (and book snapshots) with ClickHouse (CLICKHOUSE_URL)",
     ),
 ) -> None:
     """Verify the hash chain and counts, replay, and compare with golden files or ClickHouse.
@@ -118,12 +120,17 @@ def verify(
             if diff:
                 problems.append(f"{summary_file}: {diff}")
     if against_warehouse:
-        from quant_resources.replay_check import diff_against_warehouse
+        from quant_resources.replay_check import books_against_warehouse, diff_against_warehouse
         from quant_resources.warehouse import WarehouseResource
 
-        diff = diff_against_warehouse(WarehouseResource(), result.bars)
+        warehouse = WarehouseResource()
+        diff = diff_against_warehouse(warehouse, result.bars)
         if diff:
             problems.append(f"bars differ from ClickHouse: {diff}")
+        if result.book_snapshots is not None:
+            diff = books_against_warehouse(warehouse, result.book_snapshots)
+            if diff:
+                problems.append(f"book snapshots differ from ClickHouse: {diff}")
     if as_json:
         typer.echo(
             json.dumps({**result.summary, "timing": result.timing}, indent=2, sort_keys=True)
@@ -133,7 +140,8 @@ def verify(
         typer.echo(
             f"{session}: chain intact, {s['segments']} segment(s), records {s['records']}, "
             f"events {s['events']}, span {s['span_s']:.3f}s, {s['trades']} trades, "
-            f"{s['bars']} bars, final digest {s['final_digest']} "
+            f"{s['bars']} bars, {s.get('books', {}).get('book_snapshots', 0)} book snapshots, "
+            f"final digest {s['final_digest']} "
             f"({result.timing['events_per_s']:,.0f} events/s)"
         )
     if problems:
@@ -279,6 +287,7 @@ def import_captures(
     ``stop_exchange_ms`` is the largest exchange time among the frames (the capture's last
     moment on the exchange clock), so replay emits the bars whose minute had ended by then.
     """
+    from quant_core.book_session import captured_snapshot_meta
     from quant_core.decode import BookTickerEvent, Normalizer, TradeEvent
     from quant_resources.session_writer import ClosedSession, SessionWriter
 
@@ -317,6 +326,8 @@ def import_captures(
         normalizer = Normalizer()
         stop: int | None = None
         for ns, conn_id, kind, payload, meta in _chain_first(first, merged):
+            if kind == "ws" and (snap := captured_snapshot_meta(payload, streams)) is not None:
+                kind, meta = "rest", snap  # a REST depth answer the capture kept: books sync
             writer.append(kind, conn_id, ns, payload, meta)
             if kind == "ws":
                 ev = normalizer.decode(payload)

@@ -135,7 +135,8 @@ class BookOutput:
     """What ``DepthBooks`` produced since the last ``take``. ``updates`` holds the applied
     level changes as columns (the ``book_updates`` rows): ``symbol`` (codes into ``symbols``),
     ``first_update_id``, ``last_update_id``, ``ts_event`` (``E``), ``side`` (0 bid, 1 ask),
-    ``price``, ``qty``."""
+    ``price``, ``qty`` and ``frame``: the diff's index in the burst of frames it came in, -1
+    for diffs applied from the buffer when a snapshot answer synced the book."""
 
     symbols: list[str]
     updates: dict[str, np.ndarray]
@@ -214,10 +215,14 @@ class DepthBooks:
         if applied:
             self.applied.append((batch, applied))
 
-    def on_snapshot(self, symbol: str, request_id: int, body: bytes) -> None:
-        """The REST answer to ``SnapshotRequest`` ``request_id`` (bytes as received)."""
+    def on_snapshot(self, symbol: str, request_id: int | None, body: bytes) -> None:
+        """The REST answer to ``SnapshotRequest`` ``request_id`` (bytes as received). None
+        answers whatever request is pending: a third-party capture records the answer without
+        the request it belonged to."""
         st = self.states.get(symbol.upper())
-        if st is None or st.pending != request_id or st.state != WAITING:
+        if st is not None and request_id is None:
+            request_id = st.pending
+        if st is None or request_id is None or st.pending != request_id or st.state != WAITING:
             self.ignored_answers += 1  # answers a request made before a restart or resync
             return
         st.pending = None
@@ -385,7 +390,9 @@ class DepthBooks:
         return cols
 
 
-_COLUMNS = ("symbol", "first_update_id", "last_update_id", "ts_event", "side", "price", "qty")
+_COLUMNS = (
+    "symbol", "first_update_id", "last_update_id", "ts_event", "side", "price", "qty", "frame",
+)  # fmt: skip
 
 
 def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
@@ -409,6 +416,7 @@ def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
         side,
         batch.price[levels],
         batch.qty[levels],
+        np.repeat(batch.index[take], n),
     ]
 
 
@@ -421,4 +429,5 @@ def _diff_rows(applied: list[tuple[int, tuple]]) -> list[np.ndarray]:
                 cols[k].extend([value] * len(prices))
             cols[5].extend(prices)
             cols[6].extend(qtys)
+            cols[7].extend([-1] * len(prices))
     return [np.array(c, dtype=np.int64) for c in cols]

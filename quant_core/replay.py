@@ -28,6 +28,7 @@ import orjson
 import pyarrow as pa
 
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, bars_to_arrow
+from quant_core.book_session import BookReplay, has_depth  # books hook
 from quant_core.decode import BatchDecoder, FrameBatch, Normalizer, TradeColumns
 from quant_core.kernel import IngestKernel, KernelOutput
 from quant_core.sessionlog.format import FORMAT_VERSION, RecordKind
@@ -131,18 +132,23 @@ class ReplayDriver:
         self.trades = _TradeColumns(self.kernel.symbols)
         self.bars: dict[tuple[str, int], BarRecord] = {}
         self.outputs: list[KernelOutput] | None = [] if keep_outputs else None
+        self.books = BookReplay(self.kernel.symbols, source)  # books hook
 
     def on_ws(self, payload: bytes) -> None:
-        self._keep(self.kernel.frames([payload]))
+        self.on_ws_many([payload])
 
     def on_ws_many(self, payloads: list[bytes]) -> None:
-        self._keep(self.kernel.frames(payloads))
+        payloads = self.books.take_frames(payloads)  # books hook: depth frames to the books
+        if payloads:
+            self._keep(self.kernel.frames(payloads))
 
     def on_decoded(self, batch: FrameBatch) -> None:
         """Consecutive frames decoded with the kernel's symbol codes."""
         self._keep(self.kernel.decoded(batch))
 
     def on_rest(self, payload: bytes, meta: dict[str, Any]) -> None:
+        if self.books.on_rest(payload, meta):  # books hook: a depth snapshot answer
+            return
         path, symbol = meta.get("path"), meta.get("symbol")
         if not isinstance(path, str) or not isinstance(symbol, str):
             path = ""  # not a trade answer: counted as rest_other
@@ -151,6 +157,8 @@ class ReplayDriver:
         self._keep(self.kernel.rest(path, payload, symbol or "", params=params))
 
     def on_conn(self, meta: dict[str, Any]) -> None:
+        if self.books.on_conn(meta):  # books hook: book settings, stream (re)connects
+            return
         self._keep(self.kernel.conn(meta))
 
     @property
@@ -220,6 +228,7 @@ class ReplayResult:
     timing: dict[str, float]  # wall-clock figures, differ between runs
     info: SessionInfo
     rejects: dict[str, int]
+    book_snapshots: pa.Table | None = None  # books hook: None when the session has no depth
 
 
 def replay(
@@ -247,7 +256,10 @@ def replay(
         parallel = speed is None and sum(f.stat().st_size for f in reader.files) >= PARALLEL_BYTES
     if parallel and speed is not None:
         raise ValueError("a paced replay verifies as it goes: parallel=True needs speed=None")
-    if parallel and len(reader.files) > 1:
+    sharded = parallel and len(reader.files) > 1
+    if sharded and has_depth(read_header(reader.files[0]).streams):  # books hook: in order
+        sharded = False
+    if sharded:
         pipeline, records, info = _replay_sharded(reader, lateness_ms, source)
     elif parallel:
         pipeline, records, info = _replay_parallel(reader, lateness_ms, source)
@@ -289,7 +301,23 @@ def replay(
         "events_per_s": records / seconds if seconds > 0 else 0.0,
         "slept_s": pacer.slept,
     }
-    return ReplayResult(trades, bars, summary, timing, info, dict(pipeline.normalizer.rejects))
+    books = pipeline.books.books  # books hook: snapshots and counts of a session with depth
+    if books is not None:
+        summary["books"] = {
+            **pipeline.books.counts,
+            "rejects": dict(books.decoder.rejects),
+            "snapshot_rejects": dict(books.snapshot_rejects),
+            "faults": dict(books.faults),
+        }
+    return ReplayResult(
+        trades,
+        bars,
+        summary,
+        timing,
+        info,
+        dict(pipeline.normalizer.rejects),
+        pipeline.books.table() if books is not None else None,
+    )
 
 
 def _replay_serial(

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from quant_assets.books import book_checks, live_book_snapshots
 from quant_assets.crypto_history import crypto_history_assets, crypto_history_job
 from quant_assets.historical import historical_assets
 from quant_assets.jobs import jobs
@@ -20,9 +21,10 @@ defs = dg.Definitions(
         *crypto_history_assets,
         live_trades,
         live_bars_1m,
+        live_book_snapshots,
         replay_verification,
     ],
-    asset_checks=[*schema_checks, *live_checks],
+    asset_checks=[*schema_checks, *live_checks, *book_checks],
     jobs=[*jobs, live_ingest_job, crypto_history_job],
     schedules=schedules,
     sensors=[live_ingest_supervisor, new_session_logs],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quant_core.book_tables import BOOK_SNAPSHOTS, compare_book_snapshots
 from quant_core.replay import compare_bars
 from quant_core.tables import BARS_1M
 
@@ -32,3 +33,27 @@ def warehouse_bars(warehouse, replayed: pa.Table, source: str = "binance") -> pa
 def diff_against_warehouse(warehouse, replayed: pa.Table) -> str | None:
     """The first bar where the replay and ClickHouse disagree, or None."""
     return compare_bars(replayed, warehouse_bars(warehouse, replayed))
+
+
+def warehouse_book_snapshots(warehouse, replayed: pa.Table) -> pa.Table:
+    """ClickHouse's ``book_snapshots`` for the symbols and time span of ``replayed``."""
+    if replayed.num_rows == 0:
+        return BOOK_SNAPSHOTS.empty_table()
+    lo, hi = pc.min_max(replayed.column("ts_event")).values()
+    table = warehouse.query_arrow(
+        f"SELECT DISTINCT {', '.join(BOOK_SNAPSHOTS.names)} FROM book_snapshots "
+        "WHERE source = {src:String} AND symbol IN {syms:Array(String)} "
+        "AND ts_event BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')}",
+        {
+            "src": replayed.column("source")[0].as_py(),
+            "syms": pc.unique(replayed.column("symbol")).to_pylist(),
+            "lo": lo.as_py(),
+            "hi": hi.as_py(),
+        },
+    )
+    return table
+
+
+def books_against_warehouse(warehouse, replayed: pa.Table) -> str | None:
+    """The first book snapshot where the replay and ClickHouse disagree, or None."""
+    return compare_book_snapshots(replayed, warehouse_book_snapshots(warehouse, replayed))

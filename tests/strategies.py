@@ -14,6 +14,7 @@ from quant_core.contracts import (
     AggressorSide,
     AlphaSignal,
     Bar,
+    BookSnapshot,
     BookTicker,
     Features,
     Interval,
@@ -129,6 +130,28 @@ def l2_updates(draw) -> L2Update:
         asks=tuple(draw(st.lists(levels, max_size=5))),
         ts_event=draw(instants),
         ts_init=draw(st.one_of(st.none(), instants)),
+    )
+
+
+@st.composite
+def book_snapshots(draw) -> BookSnapshot:
+    """Bids strictly below asks: the best bid is drawn, the best ask above it."""
+    best_bid = draw(prices)
+    gap = draw(prices) / 10**4
+    bids = tuple(draw(st.lists(levels, max_size=5)))
+    bids = tuple(PriceLevel(price=min(b.price, best_bid), qty=b.qty) for b in bids)
+    asks = tuple(draw(st.lists(levels, max_size=5)))
+    asks = tuple(PriceLevel(price=best_bid + gap + a.price, qty=a.qty) for a in asks)
+    return BookSnapshot(
+        source=draw(sources),
+        symbol=draw(symbols),
+        ts_event=draw(instants),
+        update_id=draw(st.integers(0, 10**12)),
+        synced_from=draw(st.integers(0, 10**12)),
+        bids=bids,
+        asks=asks,
+        bids_complete=draw(st.booleans()),
+        asks_complete=draw(st.booleans()),
     )
 
 
@@ -265,6 +288,7 @@ STRATEGIES = {
     Trade: trades(),
     BookTicker: book_tickers(),
     L2Update: l2_updates(),
+    BookSnapshot: book_snapshots(),
     OptionsQuote: options_quotes(),
     Order: orders(),
     Position: positions(),

@@ -19,6 +19,7 @@ from quant_core.contracts.enums import (
 )
 from quant_core.contracts.market import (
     Bar,
+    BookSnapshot,
     BookTicker,
     L2Update,
     OccSymbol,
@@ -41,6 +42,7 @@ __all__ = [
     "AggressorSide",
     "AlphaSignal",
     "Bar",
+    "BookSnapshot",
     "BookTicker",
     "Contract",
     "Features",

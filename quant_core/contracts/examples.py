@@ -21,6 +21,7 @@ from quant_core.contracts.enums import (
 )
 from quant_core.contracts.market import (
     Bar,
+    BookSnapshot,
     BookTicker,
     L2Update,
     OptionsQuote,
@@ -80,6 +81,15 @@ def examples() -> list[BaseModel]:
             bids=(PriceLevel(price=Decimal("56123.44"), qty=Decimal("1.2")),),
             asks=(PriceLevel(price=Decimal("56130"), qty=Decimal(0)),),
             ts_event=T0,
+        ),
+        BookSnapshot(
+            source="binance",
+            symbol="BTCUSDT",
+            ts_event=T0,
+            update_id=103,
+            synced_from=99,
+            bids=(PriceLevel(price=Decimal("56123.44"), qty=Decimal("1.2")),),
+            asks=(PriceLevel(price=Decimal("56123.45"), qty=Decimal("0.4")),),
         ),
         OptionsQuote(
             source="synthetic",

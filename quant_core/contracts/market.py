@@ -152,6 +152,33 @@ class L2Update(Contract):
         return self
 
 
+class BookSnapshot(Contract):
+    """The best levels of an order book kept in sync with depth diffs (best first).
+
+    ``update_id`` is the last diff id applied, ``synced_from`` the ``lastUpdateId`` of the REST
+    snapshot the book was built from. ``bids_complete`` / ``asks_complete`` say whether every
+    level shown lies inside the price range that snapshot covered: beyond it, levels are unknown
+    until a diff changes them."""
+
+    source: Source
+    symbol: Symbol
+    ts_event: UtcDatetime
+    update_id: NonNegInt
+    synced_from: NonNegInt
+    bids: tuple[PriceLevel, ...] = ()
+    asks: tuple[PriceLevel, ...] = ()
+    bids_complete: bool = True
+    asks_complete: bool = True
+
+    @model_validator(mode="after")
+    def _not_crossed(self) -> Self:
+        if self.bids and self.asks and self.bids[0].price >= self.asks[0].price:
+            raise ValueError(
+                f"best bid {self.bids[0].price} is not below best ask {self.asks[0].price}"
+            )
+        return self
+
+
 # Alpaca/OCC compact form: root (1-6 letters/digits), YYMMDD, C or P, strike x 1000 in 8 digits.
 OCC_PATTERN = r"^([A-Z0-9]{1,6})(\d{6})([CP])(\d{8})$"
 _OCC = re.compile(OCC_PATTERN)

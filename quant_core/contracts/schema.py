@@ -12,7 +12,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from quant_core.contracts.market import Bar, BookTicker, L2Update, OptionsQuote, Trade
+from quant_core.contracts.market import (
+    Bar,
+    BookSnapshot,
+    BookTicker,
+    L2Update,
+    OptionsQuote,
+    Trade,
+)
 from quant_core.contracts.signals import Action, AlphaSignal, Features, RiskVerdict
 from quant_core.contracts.trading import Order, Position
 from quant_core.contracts.types import SCHEMA_VERSION
@@ -22,6 +29,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Trade,
     BookTicker,
     L2Update,
+    BookSnapshot,
     OptionsQuote,
     Order,
     Position,

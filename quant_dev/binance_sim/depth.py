@@ -148,8 +148,10 @@ class DepthFeed:
     Faults (``POST /_sim/depth`` {"drop": n, "stale": n}): ``drop`` leaves the next n diffs
     out of the stream (the book moves on: a client sees a gap); ``stale`` answers the next n
     snapshot requests with the book as it was about a second earlier, older than the first
-    diff a client that just subscribed buffered. A reconnect in the middle of a sync is the
-    existing ``disconnect`` trigger."""
+    diff a client that just subscribed buffered; ``hold`` (with ``hold_s``, seconds) sends the
+    next n up-to-date answers only after ``hold_s``, so a test knows the client is in the
+    middle of a sync for that long. A reconnect in the middle of a sync is the existing
+    ``disconnect`` trigger, pulled while an answer is held."""
 
     STALE_EVERY = 10  # ticks (1 s) between the books kept for ``stale`` answers
 
@@ -162,7 +164,13 @@ class DepthFeed:
         self.ticks = 0
         self.drop = 0
         self.stale = 0
-        self.stats = {"diffs_sent": 0, "diffs_dropped": 0, "snapshots": 0, "stale_snapshots": 0}
+        self.hold = 0
+        self.hold_s = 0.0
+        self.held = 0.0  # the delay of the answer just made (taken by the server)
+        self.stats = {
+            "diffs_sent": 0, "diffs_dropped": 0, "snapshots": 0, "stale_snapshots": 0,
+            "held_snapshots": 0,
+        }  # fmt: skip
 
     def market(self, symbol: str) -> DepthMarket:
         m = self.markets.get(symbol)
@@ -209,16 +217,30 @@ class DepthFeed:
             self.stale -= 1
             self.stats["stale_snapshots"] += 1
             update_id, bids, asks = self.kept[symbol]
+        elif self.hold:
+            self.hold -= 1
+            self.stats["held_snapshots"] += 1
+            self.held = self.hold_s
         return {
             "lastUpdateId": update_id,
             "bids": [[fmt8(p), fmt8(q)] for p, q in sorted(bids.items(), reverse=True)[:limit]],
             "asks": [[fmt8(p), fmt8(q)] for p, q in sorted(asks.items())[:limit]],
         }
 
+    def take_held(self) -> float:
+        """Seconds to hold the answer just made before sending it (0: send it now)."""
+        held, self.held = self.held, 0.0
+        return held
+
     def control(self, body: dict) -> dict:
-        for name in ("drop", "stale"):
+        for name in ("drop", "stale", "hold"):
             value = body.get(name, 0)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name}={value!r} must be a non-negative integer")
             setattr(self, name, getattr(self, name) + value)
-        return {"drop": self.drop, "stale": self.stale, **self.stats}
+        if "hold_s" in body:
+            value = body["hold_s"]
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"hold_s={value!r} must be a non-negative number of seconds")
+            self.hold_s = float(value)
+        return {"drop": self.drop, "stale": self.stale, "hold": self.hold, **self.stats}

@@ -217,6 +217,7 @@ class SimProtocol(asyncio.Protocol):
         self.session: WsSession | None = None
         self.transport: asyncio.Transport | None = None
         self.ip = ""
+        self.holding = False  # an answer is held back: later requests wait in ``buf``
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -238,7 +239,7 @@ class SimProtocol(asyncio.Protocol):
             return
         assert self.transport is not None
         self.buf += data
-        while not self.transport.is_closing():
+        while not self.transport.is_closing() and not self.holding:
             try:
                 req, used = wire.parse_request(self.buf)
                 if req is None:
@@ -257,12 +258,25 @@ class SimProtocol(asyncio.Protocol):
             except Exception as exc:  # a simulator bug must show, not hang the client
                 status, headers = 500, {}
                 payload = {"code": -1000, "msg": f"simulator error: {exc!r}"}
-            body = orjson.dumps(payload)
-            self.transport.write(
-                wire.http_response(status, body, headers, keep_alive=req.keep_alive)
+            response = wire.http_response(
+                status, orjson.dumps(payload), headers, keep_alive=req.keep_alive
             )
-            if not req.keep_alive:
-                self.transport.close()
+            held = self.sim.depth.take_held()
+            if held:  # a depth answer held back (a fault): later requests wait behind it
+                self.holding = True
+                asyncio.get_running_loop().call_later(held, self._send, response, req.keep_alive)
+                return
+            self._send(response, req.keep_alive)
+
+    def _send(self, response: bytes, keep_alive: bool) -> None:
+        self.holding = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(response)
+        if not keep_alive:
+            self.transport.close()
+        elif self.buf:
+            self.data_received(b"")  # requests that arrived while an answer was held
 
     def upgrade(self, req: wire.Request) -> None:
         assert self.transport is not None

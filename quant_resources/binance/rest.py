@@ -20,6 +20,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from quant_core.depth_decode import DEPTH_PATH
+from quant_core.depth_sync import depth_weight
 from quant_resources.binance.urls import rest_base
 
 WEIGHTS = {
@@ -111,7 +113,12 @@ class BinanceRest:
     )
     def get(self, path: str, params: dict, deadline: float | None = None) -> RestAnswer:
         """``deadline`` (time.monotonic) bounds the wait for request weight."""
-        self.bucket.take(WEIGHTS.get(path, 1), deadline, self.stopping)
+        weight = (
+            depth_weight(int(params.get("limit", 100)))
+            if path == DEPTH_PATH
+            else WEIGHTS.get(path, 1)
+        )
+        self.bucket.take(weight, deadline, self.stopping)
         self.requests += 1
         response = self.session.get(self.base_url + path, params=params, timeout=self.timeout)
         if response.status_code != 200:

@@ -8,7 +8,9 @@ from quant_resources.settings import binance_rest_url, binance_ws_url
 
 DEFAULT_WS_URL = "wss://stream.binance.com:9443"
 DEFAULT_REST_URL = "https://api.binance.com"
-STREAM_KINDS = ("aggTrade", "trade", "bookTicker")
+STREAM_KINDS = ("aggTrade", "trade", "bookTicker", "depth", "depth1s")
+# Our stream names -> Binance's: ``depth`` is the 100 ms diff stream, ``depth1s`` the 1 s one.
+WIRE_NAMES = {"depth": "depth@100ms", "depth1s": "depth"}
 MAX_STREAMS_PER_CONNECTION = 1024
 _SYMBOL = re.compile(r"^[A-Za-z0-9]{2,20}$")
 
@@ -59,7 +61,9 @@ def parse_streams(text: str | list[str]) -> list[str]:
 
 
 def stream_names(symbols: list[str], streams: list[str]) -> list[str]:
-    return [f"{symbol.lower()}@{kind}" for symbol in symbols for kind in streams]
+    return [
+        f"{symbol.lower()}@{WIRE_NAMES.get(kind, kind)}" for symbol in symbols for kind in streams
+    ]
 
 
 def shard(names: list[str], size: int = MAX_STREAMS_PER_CONNECTION) -> list[list[str]]:

@@ -55,6 +55,7 @@ from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH
 from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
 from quant_resources.binance.urls import stream_names
+from quant_resources.live.books import LiveBooks  # books hook
 from quant_resources.live.sinks import NatsSink, Sink, TelemetrySink, WarehouseSink
 from quant_resources.session_lock import LOCK_FILE
 from quant_resources.session_writer import SessionWriter
@@ -83,6 +84,8 @@ class LiveConfig:
     nats_url: str | None = None
     silence_s: float = 30.0
     stop_budget_s: float = 60.0  # REST catch-up time allowed on a clean stop
+    book_depth: int = 20  # books hook: levels a side per book snapshot
+    book_interval_ms: int = 1000  # books hook: exchange ms between book snapshots
     session_id: str = field(
         default_factory=lambda: (
             f"live-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
@@ -129,6 +132,7 @@ class LiveSummary:
     sinks: dict = field(default_factory=dict)  # each sink's ``stats()``, by sink name
     final_digest: str = ""
     seconds: float = 0.0
+    books: dict = field(default_factory=dict)  # books hook: LiveBooks.counts
 
 
 class LivePipeline:
@@ -146,9 +150,14 @@ class LivePipeline:
             silence_s=config.silence_s,
         )
         self.sinks: dict[str, Sink] = build_sinks(config, warehouse, int(time.time() * 1000))
+        self.books = LiveBooks.for_pipeline(self)  # books hook: None without depth streams
+        if self.books is not None:  # books hook: its sink passes the same write-ahead gate
+            self.sinks["books"] = self.books.sink
         self._released_at = 0.0
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
+        if self.books is not None:  # books hook: the summary shows the books' counts
+            self.summary.books = self.books.counts
         self.stop = asyncio.Event()
         self.clock = ExchangeClock()
         self._clock_task: asyncio.Task | None = None
@@ -172,6 +181,8 @@ class LivePipeline:
         self.client.on_event = self._connection_event
         for sink in self.sinks.values():
             await sink.start()
+        if self.books is not None:  # books hook: settings recorded before any frame
+            self.books.start(self.log, self.sinks.get("nats"))
         await self._read_clock(time.monotonic() + 10)
         await self._resume()
         reader = asyncio.create_task(self.client.run(self.stop), name="binance-client")
@@ -350,6 +361,9 @@ class LivePipeline:
                 if frames:
                     self._on_frames(frames)
                     frames = []
+                if self.books is not None and self.books.owns(item):  # books hook
+                    self.books.on_answer(item)
+                    continue
                 self._apply_rest(item)
             if frames:
                 self._on_frames(frames)
@@ -371,6 +385,10 @@ class LivePipeline:
     def _on_frames(self, frames: list[RawFrame]) -> None:
         # Write-ahead: logged before anything is applied.
         self.log.append_many("ws", [(f.conn_id, f.recv_ns, f.data) for f in frames])
+        if self.books is not None:  # books hook: depth frames (logged above) go to the books
+            frames = self.books.on_frames(frames)
+            if not frames:
+                return
         recv_ns = np.fromiter((f.recv_ns for f in frames), np.int64, len(frames))
         self._emit(self.kernel.frames([f.data for f in frames], recv_ns))
 
@@ -501,6 +519,8 @@ class LivePipeline:
         if self.log is not None:
             payload = orjson.dumps({"event": kind, "detail": detail})
             self.log.append("conn", conn_id, time.time_ns(), payload)
+            if self.books is not None:  # books hook: a new connection restarts the books
+                self.books.on_connection(kind, detail)
         if kind == "replace" and detail in ("closed", "silent"):
             self._reconnects += 1  # for the telemetry of the minute
 
@@ -526,6 +546,8 @@ class LivePipeline:
         self._emit(self.kernel.flush(stop_ms))
         self._roll_telemetry(final=True)
         self._release(force=True)
+        if self.books is not None:  # books hook: fetches stop before the sinks close
+            await self.books.close()
         failed: Exception | None = None
         for name, sink in self.sinks.items():
             try:

@@ -1,0 +1,127 @@
+"""The order-book tables (``book_updates``, ``book_snapshots``, ``book_resyncs``) as Arrow, built
+from what ``depth_sync.DepthBooks`` emits; the live job and replay build them here alike, so a
+replayed session compares row for row with what the live job stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from quant_core.depth_sync import BookSnapshot, Resync
+from quant_core.tables import PRICE, TS, decimal_from_scaled
+
+TS_NS = pa.timestamp("ns", tz="UTC")
+SIDES = ("bid", "ask")
+LEVELS = pa.list_(PRICE)
+SNAPSHOT_COLUMNS = (
+    "bid_prices", "bid_qtys", "ask_prices", "ask_qtys",
+)  # fmt: skip
+BOOK_SNAPSHOTS = pa.schema(
+    [
+        ("source", pa.string()),
+        ("symbol", pa.string()),
+        ("ts_event", TS),
+        ("update_id", pa.uint64()),
+        *[(name, LEVELS) for name in SNAPSHOT_COLUMNS],
+        ("synced_from", pa.uint64()),
+    ]
+)
+
+
+def book_updates_table(
+    symbols: Sequence[str], cols: dict[str, np.ndarray], ts_init_ns: np.ndarray, source: str
+) -> pa.Table:
+    """``DepthBooks`` update columns (``BookOutput.updates``, symbol codes into ``symbols``)
+    with each row's receive time in ns."""
+    n = len(cols["price"])
+    return pa.table(
+        {
+            "source": pa.array([source] * n, pa.string()),
+            "symbol": pa.array(list(symbols), pa.string()).take(pa.array(cols["symbol"])),
+            "first_update_id": pa.array(cols["first_update_id"], pa.uint64()),
+            "last_update_id": pa.array(cols["last_update_id"], pa.uint64()),
+            "ts_event": pa.array(cols["ts_event"], pa.int64()).cast(TS),
+            "ts_init": pa.array(np.asarray(ts_init_ns, dtype=np.int64), pa.int64()).cast(TS_NS),
+            "side": pa.array(SIDES, pa.string()).take(pa.array(cols["side"].astype(np.int32))),
+            "price": decimal_from_scaled(cols["price"], 8),
+            "qty": decimal_from_scaled(cols["qty"], 8),
+        }
+    )
+
+
+def _levels(rows: list[tuple[int, ...]]) -> pa.Array:
+    offsets = np.zeros(len(rows) + 1, dtype=np.int32)
+    np.cumsum([len(r) for r in rows], out=offsets[1:])
+    flat = np.fromiter((v for r in rows for v in r), np.int64, int(offsets[-1]))
+    return pa.ListArray.from_arrays(pa.array(offsets), decimal_from_scaled(flat, 8))
+
+
+def book_snapshots_table(snapshots: Sequence[BookSnapshot], source: str) -> pa.Table:
+    """``book_snapshots`` rows, in the order given."""
+    n = len(snapshots)
+    return pa.table(
+        [
+            pa.array([source] * n, pa.string()),
+            pa.array([s.symbol for s in snapshots], pa.string()),
+            pa.array([s.ts_event for s in snapshots], pa.int64()).cast(TS),
+            pa.array([s.update_id for s in snapshots], pa.uint64()),
+            _levels([s.bid_price for s in snapshots]),
+            _levels([s.bid_qty for s in snapshots]),
+            _levels([s.ask_price for s in snapshots]),
+            _levels([s.ask_qty for s in snapshots]),
+            pa.array([s.synced_from for s in snapshots], pa.uint64()),
+        ],
+        schema=BOOK_SNAPSHOTS,
+    )
+
+
+def book_resyncs_table(
+    resyncs: Sequence[Resync], recv_ms: int, session_id: str, source: str
+) -> pa.Table:
+    """``book_resyncs`` rows: ``ts`` is the exchange time of the last diff the book saw, else
+    ``recv_ms`` (the receive time of the input that caused the record); ids 0 when none."""
+    n = len(resyncs)
+    return pa.table(
+        {
+            "source": pa.array([source] * n, pa.string()),
+            "symbol": pa.array([r.symbol for r in resyncs], pa.string()),
+            "ts": pa.array(
+                [recv_ms if r.ts_event is None else r.ts_event for r in resyncs], pa.int64()
+            ).cast(TS),
+            "reason": pa.array([r.reason for r in resyncs], pa.string()),
+            "update_id": pa.array([r.update_id or 0 for r in resyncs], pa.uint64()),
+            "next_update_id": pa.array([r.next_update_id or 0 for r in resyncs], pa.uint64()),
+            "detail": pa.array([r.detail for r in resyncs], pa.string()),
+            "session_id": pa.array([session_id] * n, pa.string()),
+        }
+    )
+
+
+def compare_book_snapshots(expected: pa.Table, actual: pa.Table) -> str | None:
+    """The first differing book snapshot as a sentence, or None when both hold the same ones
+    (matched on source, symbol, ts_event and update_id; levels and synced_from compared)."""
+    exp, act = _snapshot_rows(expected), _snapshot_rows(actual)
+    for key in sorted(exp.keys() | act.keys()):
+        source, symbol, ts, update_id = key
+        name = f"book snapshot {symbol} {ts.isoformat()} update_id {update_id} (source {source})"
+        if key not in act:
+            return f"{name} is expected but missing"
+        if key not in exp:
+            return f"{name} is not expected"
+        for col in (*SNAPSHOT_COLUMNS, "synced_from"):
+            if exp[key][col] != act[key][col]:
+                return f"{name}: {col} is {act[key][col]!r}, expected {exp[key][col]!r}"
+    return None
+
+
+def _snapshot_rows(table: pa.Table) -> dict[tuple, dict[str, Any]]:
+    rows: dict[tuple, dict[str, Any]] = {}
+    for row in table.select(BOOK_SNAPSHOTS.names).to_pylist():
+        key = (row["source"], row["symbol"], row["ts_event"], row["update_id"])
+        if key in rows and rows[key] != row:
+            raise ValueError(f"book_snapshots has {key[1]} {key[2]} {key[3]} twice, differing")
+        rows[key] = row
+    return rows
