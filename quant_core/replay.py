@@ -124,6 +124,7 @@ class ReplayDriver:
         streams: Iterable[str] = ("aggTrade",),
         keep_outputs: bool = False,
     ) -> None:
+        symbols = tuple(symbols)
         self.kernel = IngestKernel(symbols, streams, lateness_ms, source)
         self.decoder = self.kernel.decoder
         self.normalizer = self.kernel.normalizer
@@ -132,7 +133,7 @@ class ReplayDriver:
         self.trades = _TradeColumns(self.kernel.symbols)
         self.bars: dict[tuple[str, int], BarRecord] = {}
         self.outputs: list[KernelOutput] | None = [] if keep_outputs else None
-        self.books = BookReplay(self.kernel.symbols, source)  # books hook
+        self.books = BookReplay(symbols, source)  # books hook: the subscribed symbols
 
     def on_ws(self, payload: bytes) -> None:
         self.on_ws_many([payload])
