@@ -1,72 +1,107 @@
-"""A price-and-volume chart as PNG bytes, drawn with numpy and written with zlib.
+"""Small line charts as SVG ``data:`` URIs, for markdown metadata that Dagster shows inline.
 
-matplotlib cost about a second per process (import, font cache, first render) for a picture
-that only has to show the shape of one symbol's day; the axes' values go into the caption the
-caller writes next to the image.
+The Dagster UI renders a markdown metadata value in place only while it is shorter than 1,000
+characters (longer ones hide behind "[Show Markdown]"), so a chart here is a handful of
+polylines with integer coordinates, thinned until the URI fits the budget the caller gives.
+No axes: the caller writes the ranges as text next to the picture.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
+from urllib.parse import quote
 
 import numpy as np
 
-WIDTH, PRICE_HEIGHT, VOLUME_HEIGHT, GAP = 480, 120, 36, 4
-# Palette indices: background, price line, volume, separator.
-PALETTE = bytes([255, 255, 255, 31, 119, 180, 160, 174, 196, 225, 225, 225])
+WIDTH, HEIGHT = 300, 90
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+SHADE = "#e8eef6"  # the marked x range (e.g. the regular session)
+BARS = "#a0aec4"
 
 
-def price_volume_png(ts_ms: np.ndarray, close: np.ndarray, volume: np.ndarray) -> bytes:
-    """Close as a line over time (top), volume per pixel column (bottom); ``ts_ms`` ascending."""
-    height = PRICE_HEIGHT + GAP + VOLUME_HEIGHT
-    image = np.zeros((height, WIDTH), dtype=np.uint8)
-    image[PRICE_HEIGHT + GAP // 2, :] = 3
-    if ts_ms.size:
-        span = max(int(ts_ms[-1] - ts_ms[0]), 1)
-        x = ((ts_ms - ts_ms[0]) * (WIDTH - 1) // span).astype(np.intp)
-        _draw_line(image, x, ts_ms, close)
-        per_column = np.bincount(x, weights=volume, minlength=WIDTH)
-        bars = np.rint(per_column / max(per_column.max(), 1e-12) * VOLUME_HEIGHT).astype(np.intp)
-        rows = np.arange(VOLUME_HEIGHT)[:, None]
-        image[height - VOLUME_HEIGHT :][rows >= VOLUME_HEIGHT - bars[None, :]] = 2
-    return _png(image)
+@dataclass(frozen=True)
+class Series:
+    """One line: ``x`` ascending, both in the caller's units (scaled to the box here)."""
+
+    x: np.ndarray
+    y: np.ndarray
 
 
-def _draw_line(image: np.ndarray, x: np.ndarray, ts_ms: np.ndarray, close: np.ndarray) -> None:
-    low, high = float(close.min()), float(close.max())
-    y = (high - close) / ((high - low) or 1.0) * (PRICE_HEIGHT - 1)
-    columns = np.arange(WIDTH)
-    occupied = np.unique(x)
-    # Per column: the extremes of its own points, joined to the line's value at the neighbouring
-    # columns so that sparse minutes (pre/post market) still draw as one connected line.
-    starts = np.searchsorted(x, occupied)
-    top = np.full(WIDTH, np.inf)
-    bottom = np.full(WIDTH, -np.inf)
-    top[occupied] = np.minimum.reduceat(y, starts)
-    bottom[occupied] = np.maximum.reduceat(y, starts)
-    times = ts_ms[0] + columns * (ts_ms[-1] - ts_ms[0]) / (WIDTH - 1)
-    along = np.interp(times, ts_ms, y)
-    before = np.concatenate([along[:1], along[:-1]])
-    top = np.minimum(np.minimum(top, along), before)
-    bottom = np.maximum(np.maximum(bottom, along), before)
-    rows = np.arange(PRICE_HEIGHT)[:, None]
-    line = (rows >= np.floor(top)[None, :]) & (rows <= np.ceil(bottom)[None, :])
-    image[:PRICE_HEIGHT][line] = 1
+def _thin(x: np.ndarray, y: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``points`` points, evenly spaced over the series, keeping first and last."""
+    if x.size <= points:
+        return x, y
+    keep = np.unique(np.linspace(0, x.size - 1, points).round().astype(np.intp))
+    return x[keep], y[keep]
 
 
-def _png(indices: np.ndarray, palette: bytes = PALETTE) -> bytes:
-    """8-bit palette PNG: each row prefixed by filter type 0, one IDAT."""
-    height, width = indices.shape
-    raw = np.hstack([np.zeros((height, 1), dtype=np.uint8), indices]).tobytes()
-    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"PLTE", palette)
-        + _chunk(b"IDAT", zlib.compress(raw, 9))
-        + _chunk(b"IEND", b"")
-    )
+def _scale(values: np.ndarray, low: float, high: float, size: int, flip: bool) -> np.ndarray:
+    span = (high - low) or 1.0
+    pixels = (values - low) / span * (size - 1)
+    return np.rint(size - 1 - pixels if flip else pixels).astype(np.int64)
+
+
+def line_chart_svg(
+    lines: list[Series],
+    *,
+    points: int = 60,
+    shade: tuple[float, float] | None = None,
+    bars: Series | None = None,
+    bar_height: int = 24,
+    buckets: int = 30,
+) -> str:
+    """Lines (one colour each, COLOURS order) over one shared x range, optionally an x range
+    shaded behind them and bars (e.g. volume, summed into ``buckets``) along the bottom; each
+    line is thinned to ``points``."""
+    xs = np.concatenate([s.x for s in lines] + ([bars.x] if bars else []))
+    x_low, x_high = float(xs.min()), float(xs.max())
+    ys = np.concatenate([s.y for s in lines])
+    y_low, y_high = float(ys.min()), float(ys.max())
+    line_height = HEIGHT - (bar_height + 2 if bars else 0)
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}'>"]
+    if shade is not None:
+        left, right = _scale(np.array(shade, dtype=float), x_low, x_high, WIDTH, False)
+        left, right = max(int(left), 0), min(int(right), WIDTH - 1)
+        if right > left:
+            parts.append(
+                f"<rect x='{left}' width='{right - left}' height='{HEIGHT}' fill='{SHADE}'/>"
+            )
+    if bars is not None and bars.x.size:
+        # Bars summed per pixel bucket, so thinning never hides volume.
+        bucket = _scale(bars.x, x_low, x_high, buckets, False)
+        totals = np.bincount(bucket, weights=bars.y, minlength=buckets)
+        heights = _scale(totals, 0.0, float(totals.max()), bar_height, False)
+        step = WIDTH / buckets
+        path = "".join(
+            f"M{round(i * step + step / 2)},{HEIGHT}v-{h}" for i, h in enumerate(heights) if h
+        )
+        width = max(1, round(step) - 1)
+        parts.append(f"<path d='{path}' stroke='{BARS}' stroke-width='{width}'/>")
+    for colour, series in zip(COLOURS, lines, strict=False):
+        x, y = _thin(series.x, series.y, points)
+        px = _scale(x, x_low, x_high, WIDTH, False)
+        py = _scale(y, y_low, y_high, line_height - 4, True) + 2
+        coords = ",".join(f"{a},{b}" for a, b in zip(px.tolist(), py.tolist(), strict=True))
+        parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}'/>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_data_uri(svg: str) -> str:
+    """Percent-encoded (shorter than base64 for SVG) and safe inside a markdown link."""
+    return "data:image/svg+xml," + quote(svg, safe="=:/,.'-")
+
+
+def fitted_chart_uri(draw, budget: int) -> str:
+    """``draw(points)`` -> SVG, with the most points (60 down to 8) whose URI fits ``budget``
+    characters."""
+    for points in (60, 48, 36, 28, 20, 14, 8):
+        uri = svg_data_uri(draw(points))
+        if len(uri) <= budget:
+            return uri
+    return uri
 
 
 # Coverage states, in palette order: no trades, archive only (no live session then), live
@@ -81,7 +116,8 @@ COVERAGE_ROW, COVERAGE_WIDTH = 10, 480
 def coverage_png(states: np.ndarray) -> bytes:
     """One strip per row of ``states`` (rows x 1440 minutes, values indexing
     ``COVERAGE_STATES``), 3 minutes per pixel; a pixel shows the worst state of its minutes
-    (missed > extra > complete > archive only > none) so that a single lost minute shows."""
+    (missed > extra > complete > archive only > none) so that a single lost minute shows.
+    A palette PNG rather than SVG: a day of minute cells would not fit an inline SVG."""
     rows, minutes = states.shape
     per = max(1, minutes // COVERAGE_WIDTH)
     rank = np.array([0, 1, 2, 4, 3], dtype=np.uint8)  # severity of each state
@@ -91,6 +127,20 @@ def coverage_png(states: np.ndarray) -> bytes:
     separator = np.full((rows, 1, strips.shape[2]), 5, dtype=np.uint8)
     image = np.concatenate([strips, separator], axis=1).reshape(-1, strips.shape[2])
     return _png(image, COVERAGE_PALETTE)
+
+
+def _png(indices: np.ndarray, palette: bytes) -> bytes:
+    """8-bit palette PNG: each row prefixed by filter type 0, one IDAT."""
+    height, width = indices.shape
+    raw = np.hstack([np.zeros((height, 1), dtype=np.uint8), indices]).tobytes()
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"PLTE", palette)
+        + _chunk(b"IDAT", zlib.compress(raw, 9))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -133,7 +133,10 @@ def _chart(table: pa.Table, symbol: str, day: date) -> dict[str, dg.MetadataValu
         pc.equal(table["session_date"], pa.scalar(day, pa.date32())),
     )
     one = table.filter(mask).sort_by("ts") if table.num_rows else table
-    return {"chart": price_chart(one, f"{symbol} {day}")} if one.num_rows else {}
+    if not one.num_rows:
+        return {}
+    # Crypto trades around the clock: no session to mark; prices in the quote asset.
+    return {"chart": price_chart(one, symbol, day, None, symbol[-4:], symbol[:-4])}
 
 
 @dg.asset(

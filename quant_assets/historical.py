@@ -11,6 +11,10 @@ next piece is being fetched, the last one is validated and staged in ClickHouse;
 published until every piece is in. The assets validate and describe; the store writes.
 The checks judge what was stored: for 1-minute bars, the written frame once ClickHouse has
 shown that the slice holds exactly it (``_as_stored``), else the stored rows read back.
+
+A run of many sessions (a backfill) still describes each session on its own: every partition's
+materialisation carries that session's counts, time range, preview and chart, and every check
+result is an evaluation of one partition (``partition_check_events``).
 """
 
 import contextlib
@@ -25,7 +29,12 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from quant_assets.config import equity_symbols, option_underlyings
-from quant_assets.metadata import frame_summary, price_chart
+from quant_assets.metadata import (
+    chain_summary,
+    frame_summary,
+    price_chart,
+    smile_chart,
+)
 from quant_assets.partitions import trading_day_partitions
 from quant_assets.quality_checks import (
     BAR_CHECKS,
@@ -34,6 +43,8 @@ from quant_assets.quality_checks import (
     bar_check_results,
     bar_findings,
     check_specs,
+    findings_table,
+    partition_check_events,
     quote_check_results,
 )
 from quant_assets.schema import clickhouse_schema
@@ -41,13 +52,22 @@ from quant_core.calendar import NEW_YORK, TradingSession, session
 from quant_core.quality import duplicate_findings, ohlc_findings
 from quant_core.quality import quote_findings as quote_rule_findings
 from quant_resources.market import MarketDataResource
-from quant_resources.store import HistoricalStore, Publication, Replacement, Slice, StoreError
+from quant_resources.store import (
+    HistoricalStore,
+    Publication,
+    Replacement,
+    Slice,
+    StoreError,
+    split_by_day,
+)
 from quant_resources.warehouse import WarehouseResource
 
 SCHEMA_DEPS = [
     dg.AssetDep(clickhouse_schema, partition_mapping=dg.AllPartitionMapping()),
 ]
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
+# IV smiles shown per underlying: the nearest expiries (each is one inline chart).
+SMILES_PER_UNDERLYING = 4
 # Bars per provider request in a many-session run: the next piece is fetched while the last
 # one is judged and staged.
 PIECE_BARS = 60_000
@@ -184,19 +204,39 @@ def _as_stored(
     return _stored(warehouse, table, source, days)
 
 
-def _chart(bars: pa.Table, symbol: str, day: date) -> dg.MetadataValue | None:
-    mask = pc.and_(
-        pc.equal(bars.column("symbol"), symbol),
-        pc.equal(bars.column("session_date"), pa.scalar(day, pa.date32())),
-    )
-    one = bars.filter(mask).sort_by("ts")
-    return price_chart(one, f"{symbol} {day}") if one.num_rows else None
+def session_metadata(
+    bars: pa.Table, sess: TradingSession, symbol: str | None, volume_unit: str = "shares"
+) -> dict[str, dg.MetadataValue]:
+    """One session's own counts, time range and preview, and the chart of ``symbol`` (the
+    most traded one when None) with the regular session shaded."""
+    meta = frame_summary(bars)
+    if not bars.num_rows:
+        return meta
+    if symbol is None:
+        volume = (
+            bars.group_by("symbol")
+            .aggregate([("volume", "sum")])
+            .sort_by([("volume_sum", "descending")])
+        )
+        symbol = volume.column("symbol")[0].as_py()
+    one = bars.filter(pc.equal(bars.column("symbol"), symbol)).sort_by("ts")
+    if one.num_rows:
+        meta["chart"] = price_chart(
+            one, symbol, sess.day, (sess.open, sess.close), volume_unit=volume_unit
+        )
+    return meta
+
+
+def _by_session(bars: pa.Table, sessions: list[TradingSession]) -> dict[date, pa.Table]:
+    """Rows per session of ``sessions`` (an empty frame for a session without rows)."""
+    days = split_by_day(bars)
+    return {s.day: days.get(s.day, bars.slice(0, 0)) for s in sessions}
 
 
 @dataclass(frozen=True)
 class _Piece:
     bars: pa.Table
-    found: BarFindings
+    found: dict[date, BarFindings]
 
 
 def _pieces(sessions: list[TradingSession], symbols: list[str]) -> list[list[TradingSession]]:
@@ -212,12 +252,18 @@ def _judge_piece(
     symbols: list[str],
     what: str,
 ) -> _Piece:
-    """Validate one piece and stage it in ClickHouse; its findings become the check results
-    if ClickHouse shows that the slice holds exactly it."""
-    found = bar_findings(bars, sessions, symbols)
-    _refuse(found.ohlc, what)
-    _refuse(found.duplicates, what)
-    _refuse(found.outside, what)
+    """Validate one piece session by session and stage it in ClickHouse; its findings become
+    the sessions' check results if ClickHouse shows that the slice holds exactly it."""
+    days = split_by_day(bars)
+    stray = [d for d in days if d not in {s.day for s in sessions}]
+    if stray:
+        stray_rows = pa.concat_tables([days[d] for d in stray])
+        _refuse(bar_findings(stray_rows, sessions, None).outside, what)
+    found = {s.day: bar_findings(days.get(s.day, bars.slice(0, 0)), [s], symbols) for s in sessions}
+    joined = sum(found.values(), BarFindings([], [], [], []))
+    _refuse(joined.ohlc, what)
+    _refuse(joined.duplicates, what)
+    _refuse(joined.outside, what)
     stage.add(bars)
     return _Piece(bars, found)
 
@@ -255,7 +301,7 @@ def _fetch_and_judge(
     partitions_def=trading_day_partitions,
     backfill_policy=BACKFILL,
     deps=SCHEMA_DEPS,
-    check_specs=check_specs("stock_bars_1m", BAR_CHECKS),
+    check_specs=check_specs("stock_bars_1m", BAR_CHECKS, trading_day_partitions),
     kinds={"clickhouse", "parquet"},
     description="1-minute equity bars, regular and extended hours, one NYSE session per "
     "partition, for the whole universe (ClickHouse bars_1m + lake bars_1m/).",
@@ -265,7 +311,7 @@ def stock_bars_1m(
     config: BarsConfig,
     market_data: MarketDataResource,
     store: HistoricalStore,
-) -> dg.MaterializeResult:
+):
     sessions = _sessions(context, datetime.now(UTC))
     symbols = equity_symbols()
     source = market_data.source
@@ -289,18 +335,31 @@ def stock_bars_1m(
     published = replacement.publication
     bars = pa.concat_tables([p.bars for p in pieces])
     checked = _as_stored(store.warehouse, "bars_1m", source, days, bars)
-    metadata = {**frame_summary(bars), "source": source, "days": len(days), **published.metadata()}
-    chart = _chart(pieces[-1].bars, symbols[0], days[-1])
-    if chart is not None:
-        metadata["chart"] = chart
+    found = {day: f for p in pieces for day, f in p.found.items()} if checked is bars else {}
+    stored = _by_session(checked, sessions)
+    results = {}
+    for sess in sessions:
+        key = sess.day.isoformat()
+        context.add_asset_metadata(
+            session_metadata(stored[sess.day], sess, symbols[0]), partition_key=key
+        )
+        results[key] = bar_check_results(stored[sess.day], [sess], symbols, found.get(sess.day))
     context.log.info(
         f"{what}: {bars.num_rows} bars of {len(symbols)} symbols -> ClickHouse bars_1m, "
         f"lake ({published.files} files)"
     )
-    found = sum((p.found for p in pieces[1:]), pieces[0].found) if checked is bars else None
-    return dg.MaterializeResult(
-        metadata=metadata, check_results=bar_check_results(checked, sessions, symbols, found)
-    )
+    yield dg.MaterializeResult(metadata=_run_metadata(source, days, published))
+    yield from partition_check_events(context, results)
+
+
+def _run_metadata(source: str, days: list[date], published: Publication) -> dict:
+    """What every partition of the run shares: the source, the run's sessions and the store's
+    version; the lake file count is the run's (one file per session)."""
+    return {
+        "source": source,
+        "run_sessions": f"{days[0]}..{days[-1]} ({len(days)})",
+        **published.metadata(),
+    }
 
 
 DAILY_SQL = """
@@ -330,10 +389,9 @@ ORDER BY symbol
     partitions_def=trading_day_partitions,
     backfill_policy=BACKFILL,
     deps=[stock_bars_1m, *SCHEMA_DEPS],
-    check_specs=[
-        dg.AssetCheckSpec("agrees_with_1m", asset="stock_bars_1d", blocking=True),
-        dg.AssetCheckSpec("ohlc_valid", asset="stock_bars_1d", blocking=True),
-    ],
+    check_specs=check_specs(
+        "stock_bars_1d", [("agrees_with_1m", True), ("ohlc_valid", True)], trading_day_partitions
+    ),
     kinds={"clickhouse", "parquet"},
     description="Daily bars of the regular session, derived from stock_bars_1m in ClickHouse.",
 )
@@ -342,7 +400,7 @@ def stock_bars_1d(
     config: ReplaceConfig,
     market_data: MarketDataResource,
     store: HistoricalStore,
-) -> dg.MaterializeResult:
+):
     warehouse = store.warehouse
     source = market_data.source
     days = [date.fromisoformat(k) for k in context.partition_keys]
@@ -362,29 +420,29 @@ def stock_bars_1d(
         params={"src": source, "days": days},
     )
     published = _replace(context, store, target, config, pa.concat_tables(frames))
-    stored = _stored(warehouse, "bars_1d", source, days)
-    again = pa.concat_tables(
-        [warehouse.query_arrow(DAILY_SQL, {"src": source, "d": d}) for d in days]
-    )
-    cols = ["symbol", "session_date", "open", "high", "low", "close", "volume", "trade_count"]
-    agree = stored.select(cols).sort_by([("symbol", "ascending"), ("session_date", "ascending")])
-    expect = again.select(cols).sort_by([("symbol", "ascending"), ("session_date", "ascending")])
-    findings = ohlc_findings(stored)
-    return dg.MaterializeResult(
-        metadata={**frame_summary(stored), "source": source, **published.metadata()},
-        check_results=[
+    stored = _by_session(_stored(warehouse, "bars_1d", source, days), [session(d) for d in days])
+    cols = ["symbol", "open", "high", "low", "close", "volume", "trade_count"]
+    results = {}
+    for day in days:
+        daily = stored[day]
+        again = warehouse.query_arrow(DAILY_SQL, {"src": source, "d": day})
+        agree = daily.select(cols).sort_by("symbol").equals(again.select(cols).sort_by("symbol"))
+        findings = ohlc_findings(daily)
+        context.add_asset_metadata(frame_summary(daily), partition_key=day.isoformat())
+        results[day.isoformat()] = [
             dg.AssetCheckResult(
                 check_name="agrees_with_1m",
-                passed=agree.equals(expect),
-                metadata={"daily_rows": stored.num_rows, "recomputed_rows": again.num_rows},
+                passed=agree,
+                metadata={"daily_rows": daily.num_rows, "recomputed_rows": again.num_rows},
             ),
             dg.AssetCheckResult(
                 check_name="ohlc_valid",
                 passed=not findings,
-                metadata={"findings": dg.MetadataValue.json([str(f) for f in findings])},
+                metadata={"findings": findings_table(findings), "count": len(findings)},
             ),
-        ],
-    )
+        ]
+    yield dg.MaterializeResult(metadata=_run_metadata(source, days, published))
+    yield from partition_check_events(context, results)
 
 
 def _snapshot_time(config: SnapshotConfig, sess: TradingSession, now: datetime, live: bool):
@@ -412,7 +470,7 @@ def _snapshot_time(config: SnapshotConfig, sess: TradingSession, now: datetime, 
     partitions_def=trading_day_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
     deps=SCHEMA_DEPS,
-    check_specs=check_specs("option_chain_snapshots", QUOTE_CHECKS),
+    check_specs=check_specs("option_chain_snapshots", QUOTE_CHECKS, trading_day_partitions),
     kinds={"clickhouse", "parquet"},
     description="Intraday snapshots of the option chain (quotes, IV, Greeks) of the configured "
     "underlyings; each materialisation appends one snapshot time to the day.",
@@ -451,9 +509,19 @@ def option_chain_snapshots(
     stored = _stored(warehouse, "options_quotes", source, [sess.day])
     snapshots = pc.unique(stored.column("snapshot_ts")).to_pylist()
     context.log.info(f"{sess.day} {at:%H:%M}Z: {chain.num_rows} quotes; {len(snapshots)} snapshots")
+    smiles = {
+        f"iv_smile {u} {e}": smile_chart(chain, u, e)
+        for u in underlyings
+        for e in sorted(
+            pc.unique(
+                chain.filter(pc.equal(chain.column("underlying"), u)).column("expiry")
+            ).to_pylist()
+        )[:SMILES_PER_UNDERLYING]
+    }
     return dg.MaterializeResult(
         metadata={
-            **frame_summary(chain),
+            **chain_summary(chain),
+            **smiles,
             "snapshot_ts": at.isoformat(),
             "snapshots_today": len(snapshots),
             "source": source,
@@ -468,7 +536,7 @@ def option_chain_snapshots(
     partitions_def=trading_day_partitions,
     backfill_policy=BACKFILL,
     deps=[option_chain_snapshots, *SCHEMA_DEPS],
-    check_specs=check_specs("option_bars_1m", BAR_CHECKS[:-1]),
+    check_specs=check_specs("option_bars_1m", BAR_CHECKS[:-1], trading_day_partitions),
     kinds={"clickhouse", "parquet"},
     description="1-minute bars of the option contracts seen in that day's chain snapshots.",
 )
@@ -477,7 +545,7 @@ def option_bars_1m(
     config: ReplaceConfig,
     market_data: MarketDataResource,
     store: HistoricalStore,
-) -> dg.MaterializeResult:
+):
     warehouse = store.warehouse
     sessions = _sessions(context, datetime.now(UTC))
     source = market_data.source
@@ -510,16 +578,22 @@ def option_bars_1m(
         )
         published.append(_replace(context, store, target, config, bars))
         context.log.info(f"{sess.day}: {bars.num_rows} option bars of {len(contracts)} contracts")
-    stored = _stored(warehouse, "option_bars_1m", source, [s.day for s in sessions])
+    stored = _by_session(
+        _stored(warehouse, "option_bars_1m", source, [s.day for s in sessions]), sessions
+    )
+    results = {}
+    for sess in sessions:
+        key = sess.day.isoformat()
+        meta = session_metadata(stored[sess.day], sess, None, volume_unit="contracts")
+        context.add_asset_metadata(meta, partition_key=key)
+        results[key] = bar_check_results(stored[sess.day], [sess], symbols=None)
     repaired = [note for p in published for note in p.repaired]
     overrides = [note for p in published for note in p.overrides]
     extra = {"repaired": dg.MetadataValue.json(repaired)} if repaired else {}
     if overrides:
         extra["overrides"] = dg.MetadataValue.json(overrides)
-    return dg.MaterializeResult(
-        metadata={**frame_summary(stored), "source": source, **extra},
-        check_results=bar_check_results(stored, sessions, symbols=None),
-    )
+    yield dg.MaterializeResult(metadata={"source": source, **extra})
+    yield from partition_check_events(context, results)
 
 
 historical_assets = [stock_bars_1m, stock_bars_1d, option_chain_snapshots, option_bars_1m]

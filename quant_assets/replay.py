@@ -37,8 +37,20 @@ def download_session(lake: LakeResource, session_id: str, into: Path) -> Path:
     deps=["live_bars_1m"],
     kinds={"python"},
     check_specs=[
-        dg.AssetCheckSpec("chain_intact", asset="replay_verification", blocking=True),
-        dg.AssetCheckSpec("bars_match_warehouse", asset="replay_verification", blocking=True),
+        dg.AssetCheckSpec(
+            "chain_intact",
+            asset="replay_verification",
+            blocking=True,
+            description="The session log's hash chain verifies from the first segment to the "
+            "last (nothing altered, dropped or reordered).",
+        ),
+        dg.AssetCheckSpec(
+            "bars_match_warehouse",
+            asset="replay_verification",
+            blocking=True,
+            description="The bars rebuilt by replaying the session equal the bars ClickHouse "
+            "holds for it (the first difference is shown otherwise).",
+        ),
     ],
     description="Deterministic replay of a recorded live session, checked against ClickHouse.",
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pyarrow as pa
@@ -117,13 +117,78 @@ def test_assets_fill_and_every_check_passes_then_rerun_is_identical(env) -> None
     assert wh.scalar("SELECT count() FROM bars_1m") == first["tables"]["bars_1m"][0]
 
 
-def test_metadata_has_counts_range_preview_and_chart(env) -> None:
-    result = _run(env, [stock_bars_1m], DAYS[0])
-    meta = result.asset_materializations_for_node("stock_bars_1m")[0].metadata
-    assert meta["rows"].value > 780 and meta["symbols"].value == 2
-    assert meta["first_ts"].value.startswith("2024-11-27T09:")
-    assert "| symbol" in meta["preview"].value
-    assert meta["chart"].value.startswith("![SPY 2024-11-27](data:image/png;base64,")
+def _range(env, assets, first: str, last: str) -> dg.ExecuteInProcessResult:
+    """One run of the partitions first..last, as a backfill policy makes it."""
+    resources, instance = env
+    tags = {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+    }
+    return dg.materialize(assets, resources=resources, instance=instance, tags=tags)
+
+
+def test_a_run_of_two_sessions_describes_and_checks_each_on_its_own(env) -> None:
+    result = _range(env, [stock_bars_1m, stock_bars_1d], *DAYS)
+    assert result.success
+    for node, rows in (("stock_bars_1m", 400), ("stock_bars_1d", 1)):
+        by_day = {m.partition: m.metadata for m in result.asset_materializations_for_node(node)}
+        assert sorted(by_day) == DAYS
+        for day, meta in by_day.items():
+            # Each partition's own counts and range, not the run's totals.
+            # (post-market ends at 01:00 UTC the next calendar day)
+            after = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+            assert meta["first_ts"].value[:10] == day
+            assert meta["last_ts"].value[:10] in (day, after)
+            assert meta["last_ts"].value < f"{after}T01:01"
+            assert meta["rows"].value >= rows and meta["symbols"].value == 2
+            assert meta["run_sessions"].value == "2024-11-27..2024-11-29 (2)"
+    minute = {
+        m.partition: m.metadata for m in result.asset_materializations_for_node("stock_bars_1m")
+    }
+    assert minute[DAYS[0]]["rows"].value > minute[DAYS[1]]["rows"].value  # the half day
+    chart = minute[DAYS[1]]["chart"].value
+    assert chart.startswith("**SPY · 2024-11-29** · close USD, volume shares")
+    assert "shaded: regular session 14:30-18:00 UTC" in chart  # the half day closes at 13:00 ET
+    assert "](data:image/svg+xml," in chart and len(chart) < 1000  # shown inline by the UI
+    preview = minute[DAYS[0]]["preview"].value
+    assert "| AAPL | 14:30 |" in preview and "| SPY | 20:59 |" in preview  # regular, both
+    evaluations = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    ]
+    per_check: dict[str, list] = {}
+    for evaluation in evaluations:
+        key = f"{evaluation.asset_key.path[-1]}.{evaluation.check_name}"
+        per_check.setdefault(key, []).append(evaluation.partition)
+        assert evaluation.passed and evaluation.description
+    assert len(per_check) == 7 and all(sorted(p) == DAYS for p in per_check.values()), per_check
+
+
+def test_every_check_has_a_description_and_names_its_partition() -> None:
+    from quant_definitions import defs
+
+    specs = [
+        spec
+        for assets_def in defs.resolve_asset_graph().assets_defs
+        for spec in assets_def.check_specs
+    ]
+    assert len(specs) >= 19  # historical, replay, schema and live checks
+    assert [s.key for s in specs if not s.description] == []
+    historical = [s for s in specs if s.asset_key.path[-1] in {a.key.path[-1] for a in ALL}]
+    assert historical and all(s.partitions_def is not None for s in historical)
+
+
+def test_option_snapshot_counts_underlyings_and_contracts_and_draws_smiles(env) -> None:
+    result = _run(env, [option_chain_snapshots], DAYS[0])
+    meta = result.asset_materializations_for_node("option_chain_snapshots")[0].metadata
+    assert meta["underlyings"].value == 1 and meta["contracts"].value == meta["rows"].value > 40
+    assert "| SPY |" in meta["per_underlying"].value
+    smiles = [k for k in meta if k.startswith("iv_smile SPY ")]
+    assert len(smiles) == 4
+    smile = meta[smiles[0]].value
+    assert "IV by strike: calls blue, puts orange" in smile and "polyline" in smile
+    assert len(smile) < 1000
 
 
 class BrokenProvider(SyntheticMarketResource):
@@ -183,10 +248,11 @@ def test_missing_minutes_are_listed_and_fail_above_threshold(env) -> None:
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and e.event_specific_data.asset_check_key.name == "regular_minutes_complete"
     )
-    per_symbol = {r["symbol"]: r for r in evaluation.metadata["per_symbol"].value}
-    assert per_symbol["SPY"]["present"] == 390 - 7 * 20 + 20  # minutes :00-:19 of 6.5 hours
-    assert "2024-11-27T15:00Z" in per_symbol["SPY"]["missing"]
-    assert per_symbol["AAPL"]["present"] == 390
+    assert evaluation.partition == DAYS[0]
+    table = evaluation.metadata["per_symbol"].value  # a markdown table, worst first
+    spy, aapl = table.splitlines()[2:4]
+    assert spy.startswith("| SPY | 2024-11-27 | 390 | 270 | 2024-11-27T15:00Z")  # :00-:19 gone
+    assert aapl.startswith("| AAPL | 2024-11-27 | 390 | 390 |")
 
 
 def test_a_session_that_has_not_ended_is_refused(env) -> None:

@@ -4,15 +4,24 @@
 test services' ClickHouse endpoint; headless Chromium (Debian's, driven by Playwright) opens the
 asset, picks 2024-07-01...2024-07-31 in the launch dialog and clicks "Launch backfill". The
 daemon runs it (the backfill policy makes the 22 sessions one run). Done twice: the re-run
-leaves the same rows, checksums and lake files, and no second copy of any bar."""
+leaves the same rows, checksums and lake files, and no second copy of any bar.
+
+After the first backfill the browser opens one partition of that run: it shows that session's
+own row count (the warehouse's, not the run's total), its time range and its chart, drawn
+inline; a check's page shows its description and the partition it judged. With
+QUANT_SCREENSHOTS=1 the pages are saved to docs/img/ (the README shows them)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from datetime import date
+from pathlib import Path
 
 import pytest
 
+from quant_assets.quality_checks import DESCRIPTIONS
 from quant_dev.alpaca_sim import process
 from quant_dev.processes import free_port
 from quant_resources.lake import LakeResource
@@ -20,7 +29,8 @@ from tests.dagster_dev import Dev, dagster_dev
 from tests.live_helpers import drop, fresh_warehouse
 from tests.test_historical_alpaca import KEYS, SYMBOLS, fingerprint
 
-pytestmark = pytest.mark.xdist_group("dagster_dev")
+# dagster dev, two month backfills and the browser: minutes on a loaded machine.
+pytestmark = [pytest.mark.xdist_group("dagster_dev"), pytest.mark.timeout(900)]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium as root, on a machine without the internet: no sandbox, no background traffic.
 CHROMIUM_ARGS = [
@@ -40,6 +50,8 @@ DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELE
 def launch_backfill_in_browser(dev: Dev, asset: str, partitions: str, expect: int) -> None:
     from playwright.sync_api import expect as see
     from playwright.sync_api import sync_playwright
+
+    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -63,6 +75,60 @@ def launch_backfill_in_browser(dev: Dev, asset: str, partitions: str, expect: in
             see(dialog.get_by_text(f"{expect} partitions", exact=True)).to_be_visible()
             dialog.get_by_role("button", name="Launch backfill").click()
             see(dialog).to_be_hidden()
+        finally:
+            browser.close()
+
+
+DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
+
+
+def see_partition_and_checks(dev: Dev, warehouse, day: str, shots: Path) -> None:
+    """The partition ``day`` of stock_bars_1m shows its own counts and chart, and a check
+    shows its description and the partition it judged; screenshots go to ``shots``."""
+    from playwright.sync_api import expect as see
+    from playwright.sync_api import sync_playwright
+
+    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
+
+    rows = warehouse.scalar(
+        "SELECT count() FROM bars_1m FINAL WHERE session_date = {d:Date}",
+        {"d": date.fromisoformat(day)},
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(60_000)
+            page.goto(f"{dev.base}/assets/stock_bars_1m?view=partitions&partition={day}")
+            metadata = page.locator("table").filter(has_text="first_ts")
+
+            def value(label: str):
+                return metadata.locator("tr").filter(has=page.get_by_text(label, exact=True))
+
+            see(value("rows")).to_contain_text(f"{rows}")
+            see(value("first_ts")).to_contain_text(f"{day}T")
+            see(value("preview")).to_contain_text("ts UTC")
+            chart = page.get_by_role("img", name=f"SPY {day}")
+            see(chart).to_be_visible()
+            see(value("chart")).to_contain_text(f"SPY · {day}")
+            # The data: URI was drawn (a broken image has no natural size).
+            assert chart.evaluate("img => img.complete && img.naturalWidth") == 300
+            metadata.screenshot(path=shots / "partition-chart.png")
+
+            page.goto(
+                f"{dev.base}/assets/stock_bars_1m?view=checks&checkDetail=regular_minutes_complete"
+            )
+            description = DESCRIPTIONS["regular_minutes_complete"]
+            see(page.get_by_text(description).first).to_be_visible()
+            see(page.get_by_text("Partition", exact=True)).to_be_visible()
+            see(page.get_by_text(re.compile(r"^2024-07-\d\d$")).first).to_be_visible()
+            see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
+            page.screenshot(path=shots / "check.png")
+
+            page.goto(f"{dev.base}/locations/quant/asset-groups/historical/lineage")
+            see(page.get_by_text("option_bars_1m").first).to_be_visible()
+            see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
+            page.screenshot(path=shots / "asset-graph.png")
         finally:
             browser.close()
 
@@ -112,6 +178,9 @@ def test_month_backfill_launched_from_the_ui_is_repeatable(tmp_path, clickhouse_
                     # One run: the backfill policy batches up to 25 sessions.
                     assert [r["status"] for r in runs] == ["SUCCESS"], runs
                     prints.append(fingerprint(warehouse, lake))
+                    if attempt == 0:
+                        shots = DOCS_IMG if os.environ.get("QUANT_SCREENSHOTS") else tmp_path
+                        see_partition_and_checks(dev, warehouse, "2024-07-02", shots)
     finally:
         drop(warehouse)
     (rows, physical, files), again = prints
