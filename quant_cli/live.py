@@ -87,6 +87,7 @@ def run_live(interactive: bool = False, **config_args):
     config = LiveConfig(
         session_root=quant_home() / "sessions",
         nats_url=settings.nats_url(),
+        redis_url=settings.redis_url(),
         **config_args,
     )
     pipeline = LivePipeline(config, WarehouseResource(), LakeResource())

@@ -55,3 +55,9 @@ class LatestStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def bars_stream_key(source: str, interval: str) -> str:
+    """The Redis Stream of final bars of one source and interval (every version, in the order
+    the live pipeline wrote them; entry fields ``symbol``, ``version``, ``bar`` = contract JSON)."""
+    return f"quant:v1:stream:{source}:bar:{interval}"

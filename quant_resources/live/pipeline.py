@@ -62,6 +62,7 @@ from quant_core.telemetry import TelemetryClock
 from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
 from quant_resources.binance.urls import stream_names
+from quant_resources.live.redis_sink import RedisSink  # hook: redis sink (#17)
 from quant_resources.live.sinks import (
     NatsSink,
     WarehouseSink,
@@ -93,6 +94,7 @@ class LiveConfig:
     flush_rows: int = 5000
     flush_seconds: float = 1.0
     nats_url: str | None = None
+    redis_url: str | None = None  # hook: redis sink (#17)
     silence_s: float = 30.0
     stop_budget_s: float = 60.0  # REST catch-up time allowed on a clean stop
     session_id: str = field(
@@ -138,6 +140,7 @@ class LiveSummary:
     rows_written: dict = field(default_factory=dict)
     nats_published: int = 0
     nats_dropped: int = 0
+    redis: dict = field(default_factory=dict)  # hook: redis sink (#17)
     final_digest: str = ""
     seconds: float = 0.0
 
@@ -166,6 +169,8 @@ class LivePipeline:
         self.nats = NatsSink(config.nats_url) if config.nats_url else None
         # Every sink, behind the write-ahead gate (``_release``).
         self.sinks: list = [self.sink, *([self.nats] if self.nats else [])]
+        self.redis = RedisSink(config.redis_url) if config.redis_url else None  # hook (#17)
+        self.sinks += [self.redis] if self.redis else []  # hook: redis sink (#17)
         self._released_at = 0.0
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
@@ -458,6 +463,8 @@ class LivePipeline:
             self.config.session_id,
         )
         self.sink.add_table("trades", table)
+        if self.redis:  # hook: redis sink (#17)
+            self.redis.trade_table(table)
         self.summary.trades += len(trades)
         minute.counters["trades"] += len(trades)
         minute.lags_ms.extend((at / 1e6 - trades.ts).tolist())
@@ -491,6 +498,8 @@ class LivePipeline:
             self.config.session_id,
         )
         self.sink.add_table("quotes", table)
+        if self.redis:  # hook: redis sink (#17)
+            self.redis.quote_table(table)
         self.summary.quotes += len(rows)
         self.telemetry.current.counters["quotes"] += len(rows)
 
@@ -509,6 +518,8 @@ class LivePipeline:
                 minute["quotes"] += 1
                 if self.nats:
                     self.nats.bbo(event, recv_ns)
+                if self.redis:  # hook: redis sink (#17)
+                    self.redis.bbo(event, recv_ns)
         elif isinstance(event, ControlEvent):
             if "shutdown" in event.kind.lower():
                 log.info("serverShutdown received: handing over to a new connection")
@@ -532,6 +543,8 @@ class LivePipeline:
             minute.lags_ms.append(recv_ns / 1e6 - ev.ts_event_ms)
             if self.nats:
                 self.nats.trade(ev, recv_ns)
+            if self.redis:  # hook: redis sink (#17)
+                self.redis.trade(ev, recv_ns)
         if ev.stream == self.config.bar_stream:
             self._on_bars(self.aggregator.add_trade(ev))
 
@@ -542,6 +555,8 @@ class LivePipeline:
             self.sink.bars[(bar.symbol, bar.open_time_ms)] = bar
         self.summary.bars += len(bars)
         self.telemetry.current.counters["bars"] += len(bars)
+        if self.redis:  # hook: redis sink (#17)
+            self.redis.bars(bars)
         if self.nats:
             for bar in bars:
                 self.nats.bar(bar)
@@ -647,6 +662,8 @@ class LivePipeline:
         await self.sink.flush()
         if self.nats is not None:
             await self.nats.flush()
+        if self.redis is not None:  # hook: redis sink (#17); never waits for Redis
+            await self.redis.flush()
 
     def _roll_telemetry(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -694,6 +711,9 @@ class LivePipeline:
             await self.nats.close()
             self.summary.nats_published = self.nats.published
             self.summary.nats_dropped = self.nats.dropped
+        if self.redis:  # hook: redis sink (#17); a cache: never fails the stop
+            await self.redis.close()
+            self.summary.redis = self.redis.counts()
         stats = self.client.stats
         self.summary.stop_exchange_ms = stop_ms
         self.summary.dropped_late = self.aggregator.dropped_late
