@@ -26,6 +26,7 @@ from quant_dev.processes import Child, free_port, quant
 
 TOKEN_FILE = "api-token"
 API_PORT = 8000
+LATEST_PATH = "/v1/latest/BTCUSDT?source=binance"  # what the demo and `make dev` show
 
 
 def secret_file(path: Path) -> str:
@@ -137,39 +138,76 @@ def port_free(port: int) -> bool:
     return True
 
 
-@contextlib.contextmanager
-def api_server(home: Path, port: int | None = None, env: dict | None = None) -> Iterator[str]:
+class ApiServer:
     """``quant serve api`` on loopback (``port``, else 8000 when free, else a free one), with
-    the token of ``QUANT_HOME/api-token``; yields its base URL once ``/v1/health`` answers."""
-    token = secret_file(home / TOKEN_FILE)
-    port = port or (API_PORT if port_free(API_PORT) else free_port())
-    child = Child(
-        "quant serve api",
-        quant("serve", "api", "--port", str(port), "--log-level", "warning"),
-        None,
-        env={**(env or {}), "QUANT_HOME": str(home), "QUANT_API_TOKENS": token},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
+    the token of ``QUANT_HOME/api-token``. ``start`` returns at once (it boots while the caller
+    does something else); ``wait_ready`` returns once ``/v1/health`` answers."""
+
+    def __init__(self, home: Path, port: int | None = None, env: dict | None = None) -> None:
+        self.home = home
+        self.token = secret_file(home / TOKEN_FILE)
+        self.port = port or (API_PORT if port_free(API_PORT) else free_port())
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**(env or {}), "QUANT_HOME": str(home), "QUANT_API_TOKENS": self.token}
+        self.child: Child | None = None
+
+    def start(self) -> ApiServer:
+        command = quant("serve", "api", "--port", str(self.port), "--log-level", "warning")
+        self.child = Child("quant serve api", command, None, env=self.env)
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout_s
         while True:  # health answers 200 (all up) or 503 (a backend down): either is "up"
             try:
-                urllib.request.urlopen(f"{base}/v1/health", timeout=2).close()
-                break
+                urllib.request.urlopen(f"{self.base}/v1/health", timeout=2).close()
+                return self.base
             except urllib.error.HTTPError:
-                break
+                return self.base
             except OSError:
                 pass
-            if child.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"quant serve api did not start:\n{''.join(child.lines)[-2000:]}"
-                )
+            if self.child.process.poll() is not None or time.monotonic() > deadline:
+                output = "".join(self.child.lines)[-2000:]
+                raise RuntimeError(f"quant serve api did not start:\n{output}")
             time.sleep(0.1)
-        yield base
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+
+@contextlib.contextmanager
+def api_server(home: Path, port: int | None = None, env: dict | None = None) -> Iterator[str]:
+    """An ``ApiServer``, started and ready; yields its base URL."""
+    server = ApiServer(home, port, env).start()
+    try:
+        yield server.wait_ready()
     finally:
-        child.stop()
+        server.stop()
 
 
 def curl_line(home: Path, base: str, path: str) -> str:
     """A command a user can paste: the token is read from its file, never printed."""
-    return f'curl -sH "Authorization: Bearer $(cat {home / TOKEN_FILE})" {base}{path}'
+    return f"curl -sH \"Authorization: Bearer $(cat {home / TOKEN_FILE})\" '{base}{path}'"
+
+
+@contextlib.contextmanager
+def local_redis(home: Path) -> Iterator[tuple[str | None, str]]:
+    """``REDIS_URL`` when set, else a private redis-server with its data (a snapshot, so the
+    next `make dev` starts with the same latest values) and password in ``QUANT_HOME/redis``.
+    Yields the URL (None when redis-server is missing and cannot be installed) and a note."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured, "(from REDIS_URL)"
+        return
+    folder = home / "redis"
+    try:
+        server = RedisServer(folder, persist=True)
+    except FileNotFoundError as exc:
+        yield None, f"not started: {exc}; /v1/latest answers from ClickHouse"
+        return
+    server.start()
+    try:
+        yield server.url, f"data and password (mode 0600) in {folder}"
+    finally:
+        server.stop()
