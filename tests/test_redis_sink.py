@@ -7,6 +7,8 @@ test services and ``quant serve api``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
 import time
 from pathlib import Path
@@ -17,10 +19,12 @@ import redis
 
 from quant_api import latest
 from quant_api.bars import COLUMNS_1M
-from quant_core.contracts import Bar
+from quant_core.contracts import Bar, Trade
+from quant_core.normalize import TradeEvent
 from quant_dev.processes import free_port
 from quant_dev.serving import RedisServer, api_server, secret_file
 from quant_resources.latest_store import LatestStore, bars_stream_key, latest_key
+from quant_resources.live.redis_sink import RedisSink
 from tests.live_helpers import (
     check_trades,
     drop,
@@ -211,3 +215,75 @@ def test_redis_outage_neither_stalls_nor_loses_the_warehouse_path(
         stop_all()
         store.close()
         drop(warehouse)
+
+
+# -- the sink on its own, against the private redis-server ------------------------------------
+
+
+def trade(trade_id: int, ts_ms: int, symbol: str = "BTCUSDT") -> TradeEvent:
+    price = 4_200_000_000_000
+    return TradeEvent(symbol, "aggTrade", trade_id, trade_id, trade_id, price, 10**6, ts_ms, False)
+
+
+async def settle(sink: RedisSink, until, timeout_s: float = 30.0) -> None:
+    """Flush until ``until()`` holds (the writes go out from a background task)."""
+    deadline = time.monotonic() + timeout_s
+    while not until():
+        assert time.monotonic() < deadline, "the sink did not get there"
+        await sink.flush()
+        await asyncio.sleep(0.05)
+
+
+def test_sink_sends_released_rows_only_and_never_an_older_value(private_redis) -> None:
+    client = private_redis_client(private_redis)
+    key = latest_key("binance", "BTCUSDT", "trade")
+
+    async def scenario() -> None:
+        sink = RedisSink(private_redis.url)
+        sink.trade(trade(10, 1_700_000_000_000), 1)
+        sink.trade(trade(9, 1_700_000_000_000), 1)  # same time, lower id: older
+        await sink.flush()
+        await asyncio.sleep(0.2)
+        assert client.get(key) is None  # staged, not released: nothing leaves the process
+        sink.release()
+        await settle(sink, lambda: client.get(key))
+        assert Trade.model_validate_json(client.get(key)).trade_id == 10
+        sink.trade(trade(8, 1_699_999_999_000), 1)  # a repaired, older trade
+        sink.release()
+        await sink.close()
+        assert Trade.model_validate_json(client.get(key)).trade_id == 10
+        assert sink.counts()["failures"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_sink_outage_is_counted_logged_once_and_caught_up(private_redis, caplog) -> None:
+    key = latest_key("binance", "BTCUSDT", "trade")
+
+    async def scenario() -> None:
+        sink = RedisSink(private_redis.url)
+        sink.trade(trade(1, 1_700_000_000_000), 1)
+        sink.trade(trade(5, 1_700_000_000_000, "ETHUSDT"), 1)  # unchanged during the outage
+        sink.release()
+        await settle(sink, lambda: sink.written == 2)
+        private_redis.stop()
+        sink.trade(trade(2, 1_700_000_001_000), 1)
+        sink.release()
+        await settle(sink, lambda: sink.failures >= 3, timeout_s=60)  # backoff 0.5, 1, 2 s
+        assert sink.pending  # kept, not dropped
+        private_redis.start()  # empty: nothing persisted
+        client = private_redis_client(private_redis)
+        await settle(sink, lambda: not sink.pending and sink.down_since is None, timeout_s=60)
+        assert Trade.model_validate_json(client.get(key)).trade_id == 2
+        # The restarted Redis was empty: the unchanged series is written again too.
+        eth = client.get(latest_key("binance", "ETHUSDT", "trade"))
+        assert eth is not None and Trade.model_validate_json(eth).trade_id == 5
+        await sink.close()
+        assert sink.counts()["outages"] == 1
+
+    with caplog.at_level(logging.WARNING, logger="quant_resources.live.redis_sink"):
+        asyncio.run(scenario())
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("unavailable" in line for line in lines) == 1, lines
+    assert sum("answers again" in line for line in lines) == 1, lines
+    assert not any(private_redis.password in line for line in lines)
