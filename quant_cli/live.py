@@ -28,6 +28,8 @@ Environment (read by this command):
   LAKE_URL         where closed session logs are uploaded (default file://$QUANT_HOME/lake)
 
   NATS_URL         publish normalised events on v1.market.* when set
+
+  REDIS_URL        keep the latest values and a stream of final bars in Redis when set
 """
 
 
@@ -163,6 +165,13 @@ def describe(summary) -> str:
         f"{summary.drops:,} frames dropped in the queue\n"
         f"  rejected    {_pairs(summary.rejects)}\n"
         f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
-        f"  session log {summary.session_dir}\n"
+        + (
+            f"  redis       {summary.redis['written']:,} latest values, "
+            f"{summary.redis['stream_written']:,} final bars streamed, "
+            f"{summary.redis['failures']} failed writes in {summary.redis['outages']} outages\n"
+            if summary.redis
+            else ""
+        )
+        + f"  session log {summary.session_dir}\n"
         f"  digest      {summary.final_digest}"
     )
