@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from quant_dev.processes import Child, free_port, quant
+from quant_resources.settings import redis_url
 
 TOKEN_FILE = "api-token"
 API_PORT = 8000
@@ -196,7 +197,7 @@ def local_redis(home: Path) -> Iterator[tuple[str | None, str]]:
     """``REDIS_URL`` when set, else a private redis-server with its data (a snapshot, so the
     next `make dev` starts with the same latest values) and password in ``QUANT_HOME/redis``.
     Yields the URL (None when redis-server is missing and cannot be installed) and a note."""
-    configured = os.environ.get("REDIS_URL")
+    configured = redis_url()
     if configured:
         yield configured, "(from REDIS_URL)"
         return
