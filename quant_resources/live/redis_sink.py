@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +60,9 @@ STREAM_MAXLEN = 100_000
 SOCKET_TIMEOUT_S = 2.0
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 15.0
-TS_US = pa.timestamp("us", tz="UTC")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Timestamp unit -> (multiplier, divisor) to microseconds (floor: ns are truncated).
+TO_US = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}
 # (table column of the time, column of the id that orders events of the same time)
 ORDER = {"trade": ("ts", "trade_id"), "book_ticker": ("ts", "update_id"), "bar": ("ts", "version")}
 
@@ -141,12 +144,19 @@ def newest_rows(table: pa.Table, kind: str) -> list[tuple[tuple[int, int], dict]
 
 
 def python_rows(table: pa.Table) -> list[dict]:
-    """Rows as dicts, timestamps at microseconds: ns receive times are truncated, like the
-    API's ``toDateTime64(ts_init, 6)``."""
-    schema = pa.schema(
-        [f.with_type(TS_US) if pa.types.is_timestamp(f.type) else f for f in table.schema]
-    )
-    return table.cast(schema, safe=False).to_pylist()
+    """Rows as dicts, timestamps as UTC datetimes at microseconds: ns receive times are
+    truncated, like the API's ``toDateTime64(ts_init, 6)``. (Built from the integers: Arrow's
+    own conversion of tz-aware timestamps costs about 20 us a value.)"""
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_timestamp(column.type):
+            mul, div = TO_US[column.type.unit]
+            ticks = pc.cast(column, pa.int64()).to_pylist()
+            columns[name] = [EPOCH + timedelta(microseconds=t * mul // div) for t in ticks]
+        else:
+            columns[name] = column.to_pylist()
+    rows = zip(*columns.values(), strict=True)
+    return [dict(zip(columns, values, strict=True)) for values in rows]
 
 
 @dataclass
