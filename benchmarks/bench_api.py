@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from benchmarks.report import Figure, best_rate
 from quant_dev.processes import Child, free_port, quant, warehouse_endpoint
+from quant_dev.serving import RedisServer
 
 SOURCE, SYMBOL = "bench", "AAPL"
 RATE, SECONDS = 500, 10
@@ -72,23 +72,6 @@ def _bars() -> pa.Table:
         day += timedelta(days=1)
     table = pa.Table.from_pylist(rows, schema=BARS_1M)
     return table.append_column("version", pa.array([1] * table.num_rows, pa.uint64()))
-
-
-def _redis(folder: Path) -> tuple[Child, str]:
-    if shutil.which("redis-server") is None:
-        raise RuntimeError(
-            "redis-server not found: apt-get install redis-server (scripts/test-services "
-            "installs it too)"
-        )
-    port, password = free_port(), secrets.token_hex(12)
-    conf = folder / "redis.conf"
-    conf.write_text(
-        f'bind 127.0.0.1\nport {port}\nrequirepass {password}\nsave ""\nappendonly no\n'
-        f"dir {folder}\n"
-    )
-    conf.chmod(0o600)
-    child = Child("redis-server", ["redis-server", str(conf)], "Ready to accept connections")
-    return child, f"redis://:{password}@127.0.0.1:{port}/0"
 
 
 def _latest_values(redis_url: str, ts: datetime) -> list[str]:
@@ -173,8 +156,9 @@ def run() -> list[Figure]:
     n = data.num_rows
     with tempfile.TemporaryDirectory(prefix="quant-bench-api-") as tmp:
         folder = Path(tmp)
-        (folder / "redis").mkdir()
-        redis_child, redis_url = _redis(folder / "redis")
+        redis_server = RedisServer(folder / "redis")
+        redis_server.start()
+        redis_url = redis_server.url
         try:
             with warehouse_endpoint(folder / "served") as url:
                 warehouse = WarehouseResource(url=url)
@@ -211,7 +195,7 @@ def run() -> list[Figure]:
                     service.stop()
                 close_all_clients()
         finally:
-            redis_child.stop()
+            redis_server.stop()
     return [
         Figure(
             name=f"/v1/bars Arrow, one symbol-year of 1m bars ({n:,} rows, one page)",

@@ -14,12 +14,18 @@ streams for ``QUANT_BENCH_LIVE_SECONDS`` (default 130) into ``quant warehouse se
 * bar delay: from the end of a minute to its bar being queryable in ClickHouse, polled every
   100 ms from this process; p50 and p99 over every (symbol, minute) that ended during the run.
   Its peer is the design floor, the configured lateness (a bar is final only after it).
+* Redis sink cost: the sustained run once more with ``REDIS_URL`` (a private redis-server, the
+  latest-values cache and bar stream of ``quant_resources.live.redis_sink``): its rate and the
+  CPU time ``quant live`` spent per 1,000 messages, against the run without Redis. Skipped when
+  redis-server is missing or ``QUANT_BENCH_LIVE_REDIS=0``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -80,11 +86,50 @@ def run() -> list[Figure]:
     for rate in (RATE, RATE * 0.75, RATE * 0.5):
         result = _attempt(symbols, rate)
         if result is not None:
-            return result
+            figures, cost = result
+            return figures + _redis_cost(symbols, rate, cost)
     raise RuntimeError(f"quant live kept up with none of the rates down to {RATE * 0.5:,.0f}")
 
 
-def _attempt(symbols: list[str], rate: float) -> list[Figure] | None:
+def _redis_cost(symbols: list[str], rate: float, without: dict) -> list[Figure]:
+    """The same run with the Redis sink on (module docstring)."""
+    if os.environ.get("QUANT_BENCH_LIVE_REDIS") == "0" or not shutil.which("redis-server"):
+        return []
+    from quant_dev.serving import redis_server
+
+    with (
+        tempfile.TemporaryDirectory(prefix="quant-bench-redis-") as tmp,
+        redis_server(Path(tmp)) as server,
+    ):
+        result = _attempt(symbols, rate, server.url)
+    if result is None:
+        raise RuntimeError(f"with the Redis sink, quant live did not sustain {rate:,.0f}/s")
+    _, cost = result
+    goal = "live end-to-end rate unchanged within noise"
+    return [
+        Figure(
+            name="live end to end with the Redis sink (zero loss)",
+            unit="msgs/s",
+            ours=cost["rate"],
+            peer_name="the same run without Redis",
+            peer=without["rate"],
+            goal=goal,
+        ),
+        Figure(
+            name="live CPU per 1,000 msgs with the Redis sink",
+            unit="ms",
+            ours=cost["cpu_ms_per_1000"],
+            peer_name="the same run without Redis",
+            peer=without["cpu_ms_per_1000"],
+            goal=goal,
+            higher_is_better=False,
+        ),
+    ]
+
+
+def _attempt(
+    symbols: list[str], rate: float, redis_url: str | None = None
+) -> tuple[list[Figure], dict] | None:
     from quant_resources.migrations import ClickHouseLedger, load, migrate
     from quant_resources.warehouse import WarehouseResource, close_all_clients
 
@@ -107,7 +152,12 @@ def _attempt(symbols: list[str], rate: float) -> list[Figure] | None:
                     "QUANT_HOME": str(root / "home"),
                 }
                 env.pop("NATS_URL", None)
+                env.pop("REDIS_URL", None)
+                if redis_url:
+                    env["REDIS_URL"] = redis_url
                 started = time.time()
+                # CPU of quant live alone: the only child reaped around this call.
+                usage = resource.getrusage(resource.RUSAGE_CHILDREN)
                 live = subprocess.run(
                     quant(
                         "live",
@@ -126,6 +176,8 @@ def _attempt(symbols: list[str], rate: float) -> list[Figure] | None:
                     text=True,
                     timeout=SECONDS + 300,
                 )
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu_s = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
                 poller.stop.set()
                 poller.join()
                 if live.returncode != 0:
@@ -135,12 +187,14 @@ def _attempt(symbols: list[str], rate: float) -> list[Figure] | None:
             losses = _check_zero_loss(warehouse, symbols)
             close_all_clients()
     achieved = summary["frames"] / SECONDS
+    cost = {"rate": achieved, "cpu_ms_per_1000": cpu_s * 1e6 / max(summary["frames"], 1)}
     print(
         f"  bench_live at {offered:,.0f} msgs/s offered: {summary['frames']:,} frames in "
         f"{SECONDS:.0f} s ({achieved:,.0f}/s; simulator sent "
         f"{sent['aggTrade'] + sent['bookTicker']:,}); drops {summary['drops']}, gaps "
         f"{summary['gaps']}, repaired {summary['trades_repaired']}, reconnects "
-        f"{summary['reconnects']}; lost or duplicated: {losses or 'none'}",
+        f"{summary['reconnects']}; lost or duplicated: {losses or 'none'}; CPU "
+        f"{cpu_s:.1f} s; redis {summary.get('redis') or 'off'}",
         flush=True,
     )
     if losses or summary["drops"]:
@@ -155,6 +209,10 @@ def _attempt(symbols: list[str], rate: float) -> list[Figure] | None:
     if not delays:
         raise RuntimeError(f"no minute ended during the {SECONDS:.0f} s run; raise the duration")
     goal = "p99 bar delay under 2 s"
+    return rate_and_delay_figures(symbols, offered, achieved, delays, goal), cost
+
+
+def rate_and_delay_figures(symbols, offered, achieved, delays, goal) -> list[Figure]:
     return [
         Figure(
             name=f"live end to end sim -> ClickHouse ({len(symbols)} symbols, zero loss)",

@@ -19,7 +19,7 @@ from quant_resources.binance.urls import parse_streams, parse_symbols, rest_base
 from quant_resources.lake import LakeResource
 from quant_resources.live.bar_audit import bar_differences, minute_range, session_ranges
 from quant_resources.live.pipeline import LiveConfig, LivePipeline, LiveSummary
-from quant_resources.settings import live_symbols, nats_url, quant_home
+from quant_resources.settings import live_symbols, nats_url, quant_home, redis_url
 from quant_resources.warehouse import WarehouseResource
 
 LIVE_TAG = "quant/live-ingest"
@@ -80,6 +80,7 @@ def live_ingest(
         duration_s=config.duration_s,
         lateness_ms=config.lateness_ms,
         nats_url=nats_url(),
+        redis_url=redis_url(),
     )
     pipeline = LivePipeline(live_config, warehouse, lake)
     hour = {"value": int(time.time() // 3600)}

@@ -5,9 +5,13 @@
 3. backfills 5 NYSE sessions of 1-minute bars, daily bars, option chain snapshots and option
    bars for a few symbols from the synthetic provider,
 4. runs a live session of about a minute against the local Binance simulator with faults,
+   keeping the latest values in a private Redis (QUANT_HOME/redis) when redis-server is there
+   (installed with apt-get when missing and possible),
 5. replay-verifies that session against ClickHouse (also as the Dagster asset with checks),
-6. prints a report and the command that opens the UI on the same data, and stops what it
-   started. Runs land in the Dagster instance under QUANT_HOME/dagster, so the UI shows them.
+6. asks the data service (`quant serve api`, token in QUANT_HOME/api-token) for the latest
+   values, prints a report with a `curl` line for the same request and the command that opens
+   the UI on the same data, and stops what it started. Runs land in the Dagster instance
+   under QUANT_HOME/dagster, so the UI shows them.
 A second run reuses the data: every write replaces its slice.
 """
 
@@ -22,7 +26,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from quant_cli.dev import dagster_home
-from quant_resources.settings import demo_live_seconds, equity_symbols_text, quant_home
+from quant_resources.settings import (
+    demo_live_seconds,
+    equity_symbols_text,
+    quant_home,
+    redact_url,
+)
 
 SYMBOLS = "SPY,QQQ,AAPL"
 LIVE_SECONDS = demo_live_seconds()
@@ -42,12 +51,18 @@ def main() -> int:
     os.environ["DAGSTER_HOME"] = str(dagster_home(home))  # SQLite instance in QUANT_HOME
     started = time.monotonic()
     from quant_dev.processes import binance_simulator, warehouse_endpoint
+    from quant_dev.serving import ApiServer, local_redis
     from quant_resources.settings import warehouse_dir
 
     step(1, f"starting the ClickHouse endpoint on chDB ({warehouse_dir()})")
-    with warehouse_endpoint(warehouse_dir()) as url:
+    with warehouse_endpoint(warehouse_dir()) as url, local_redis(home) as (redis_url, note):
         os.environ["CLICKHOUSE_URL"] = url
+        if redis_url:
+            os.environ["REDIS_URL"] = redis_url
+        print(f"      redis {redact_url(redis_url) if redis_url else ''} {note}", flush=True)
         report = run(home)
+        # Boots while the live session runs (the live session does not need it).
+        api = ApiServer(home, env={"CLICKHOUSE_URL": url}).start()
         with binance_simulator(
             "--symbols",
             "btcusdt,ethusdt",
@@ -67,7 +82,12 @@ def main() -> int:
             faults = json.loads(urllib.request.urlopen(f"{rest_url}/_sim/stats").read())
         step(5, f"replay-verifying session {live.session_id}")
         replay_report = verify(live.session_id)
-        print_report(report, live, faults, replay_report, time.monotonic() - started)
+        step(6, "asking the data service for the latest values")
+        try:
+            served = ask_api(api, home)
+        finally:
+            api.stop()
+        print_report(report, live, faults, replay_report, time.monotonic() - started, served)
     return 0 if replay_report["ok"] and report["checks_failed"] == 0 else 1
 
 
@@ -163,7 +183,24 @@ def verify(session_id: str) -> dict:
     return {"ok": result.success and all(checks.values()), "checks": checks, "digest": digest}
 
 
-def print_report(report: dict, live, faults: dict, replay: dict, seconds: float) -> None:
+def ask_api(api, home: Path) -> dict:
+    """GET /v1/latest of the first live symbol from the demo's own API: the status, where each
+    value came from, and the `curl` line of the same request at `make dev`'s address."""
+    from quant_dev.serving import API_PORT, LATEST_PATH, curl_line
+
+    path = LATEST_PATH
+    base = api.wait_ready()
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {api.token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        status, body = answer.status, json.loads(answer.read())
+    origins = {k: v["from"] for k, v in body.items() if isinstance(v, dict) and "from" in v}
+    curl = curl_line(home, f"http://127.0.0.1:{API_PORT}", path)
+    return {"status": status, "origins": origins, "curl": curl}
+
+
+def print_report(
+    report: dict, live, faults: dict, replay: dict, seconds: float, served: dict
+) -> None:
     from quant_resources.warehouse import WarehouseResource
 
     wh = WarehouseResource()
@@ -201,8 +238,18 @@ def print_report(report: dict, live, faults: dict, replay: dict, seconds: float)
     )
     print(f"gaps repaired         {live.gaps} gaps, {live.trades_repaired:,} trades from REST")
     print(f"replay verification   {replay['checks']} digest {replay['digest']}")
+    origins = ", ".join(f"{k} from {v}" for k, v in served["origins"].items())
+    print(f"data API              GET /v1/latest/BTCUSDT: HTTP {served['status']}, {origins}")
+    redis = live.sinks.get("redis")
+    if redis:
+        print(
+            f"latest values         {redis['written']:,} writes to redis, "
+            f"{redis['stream_written']:,} final bars in its stream, {redis['failures']} failures"
+        )
     print("-" * 72)
-    print("open the UI on the same data:  make dev   (then http://127.0.0.1:3000)")
+    print("open the UI and the data API on the same data:  make dev   (then http://127.0.0.1:3000)")
+    print("while `make dev` runs, the same request from a shell:")
+    print(f"  {served['curl']}")
     print("=" * 72)
 
 

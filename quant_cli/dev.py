@@ -2,7 +2,10 @@
 
 Starts the local warehouse endpoint on ``QUANT_HOME/warehouse`` (the data ``make demo`` wrote)
 unless ``CLICKHOUSE_URL`` names another warehouse, then ``dagster dev`` (webserver, daemon, code
-server) in a process group of its own, so that a stop reaches every child. Dagster's own output
+server) in a process group of its own, so that a stop reaches every child, and the data service
+(``quant serve api`` on ``--api-port``, 8000, or a free port when that is taken; its token in
+``QUANT_HOME/api-token``) reading the private Redis of ``QUANT_HOME/redis`` (the latest values
+``make demo`` left; ``REDIS_URL`` names another) when redis-server is there. Dagster's own output
 goes to ``QUANT_HOME/logs/dagster-dev.log`` (``--verbose`` shows it here). The terminal shows
 where the UI and the warehouse are and how to stop; Ctrl-C or SIGTERM stops everything within
 ``STOP_SECONDS`` and exits 0.
@@ -41,6 +44,7 @@ def dev(
     host: str = typer.Option("127.0.0.1", envvar="DAGSTER_HOST", help="Interface of the UI."),
     port: int = typer.Option(3000, envvar="DAGSTER_PORT", help="Port of the UI."),
     verbose: bool = typer.Option(False, help="Show Dagster's own output here too."),
+    api_port: int = typer.Option(8000, envvar="QUANT_API_PORT", help="Port of the data API."),
 ) -> None:
     """Run the Dagster UI on the embedded defaults (the data `make demo` wrote)."""
     home = settings.quant_home()
@@ -54,19 +58,28 @@ def dev(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with warehouse(home, env) as (url, note):
+    from quant_dev.serving import local_redis
+
+    with warehouse(home, env) as (url, note), local_redis(home) as (redis_url, redis_note):
         env["CLICKHOUSE_URL"] = url
         ui = f"http://{host}:{port}"
         log_file = logs / "dagster-dev.log"
         typer.echo(f"warehouse   {settings.redact_url(url)}")
         if note:
             typer.echo(f"            {note}")
+        if redis_url:  # the live job and the data API share it
+            env["REDIS_URL"] = redis_url
+        typer.echo(f"redis       {settings.redact_url(redis_url or '')} {redis_note}".rstrip())
         typer.echo(f"Dagster     starting (its log: {log_file})")
-        with dagster_dev(env, host, port, log_file, verbose) as process:
+        with (
+            dagster_dev(env, host, port, log_file, verbose) as process,
+            data_api(home, env, api_port),
+        ):
             if wait_ready(ui, process, stop):
                 typer.echo(f"Dagster UI  {ui}")
             typer.echo(
-                "stop        Ctrl-C (or SIGTERM): stops the UI, daemon, code server and warehouse"
+                "stop        Ctrl-C (or SIGTERM): stops the UI, daemon, code server, data API, "
+                "Redis and warehouse"
             )
             while not stop.is_set() and process.poll() is None:
                 stop.wait(0.5)
@@ -102,6 +115,21 @@ def warehouse(home: Path, env: dict[str, str]) -> Iterator[tuple[str, str]]:
     directory = home / "warehouse"
     with warehouse_endpoint(directory) as url:
         yield url, f"data and password (mode 0600) in {directory}; clients find it there"
+
+
+@contextlib.contextmanager
+def data_api(home: Path, env: dict[str, str], port: int) -> Iterator[str]:
+    """The data service on ``port`` (a free one when it is taken); prints where and how."""
+    from quant_dev.serving import LATEST_PATH, ApiServer, curl_line, port_free
+
+    api = ApiServer(home, port if port_free(port) else None, env).start()
+    try:
+        base = api.wait_ready()
+        typer.echo(f"data API    {base}  (token in {home / 'api-token'})")
+        typer.echo(f"            {curl_line(home, base, LATEST_PATH)}")
+        yield base
+    finally:
+        api.stop()
 
 
 @contextlib.contextmanager

@@ -28,6 +28,8 @@ Environment (read by this command):
   LAKE_URL         where closed session logs are uploaded (default file://$QUANT_HOME/lake)
 
   NATS_URL         publish normalised events on v1.market.* when set
+
+  REDIS_URL        keep the latest values and a stream of final bars in Redis when set
 """
 
 
@@ -96,6 +98,7 @@ def run_live(interactive: bool = False, **config_args):
     config = LiveConfig(
         session_root=quant_home() / "sessions",
         nats_url=settings.nats_url(),
+        redis_url=settings.redis_url(),
         **config_args,
     )
     pipeline = LivePipeline(config, WarehouseResource(), LakeResource())
@@ -168,6 +171,16 @@ def _books_line(books: dict) -> str:
     )
 
 
+def _redis_line(redis: dict | None) -> str:
+    if not redis:
+        return ""
+    return (
+        f"  redis       {redis['written']:,} latest values, "
+        f"{redis['stream_written']:,} final bars streamed, "
+        f"{redis['failures']} failed writes in {redis['outages']} outages\n"
+    )
+
+
 def describe(summary) -> str:
     from quant_resources.warehouse import WarehouseResource
 
@@ -182,6 +195,7 @@ def describe(summary) -> str:
         f"  rejected    {_pairs(summary.rejects)}\n"
         f"{_books_line(getattr(summary, 'books', {}))}"
         f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
-        f"  session log {summary.session_dir}\n"
+        + _redis_line(summary.sinks.get("redis"))
+        + f"  session log {summary.session_dir}\n"
         f"  digest      {summary.final_digest}"
     )

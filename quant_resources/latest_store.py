@@ -1,9 +1,10 @@
 """The latest values per series in Redis: ``quant:v1:latest:{source}:{symbol}:{kind}`` holds the
 v1 contract JSON of the newest trade, book ticker, bar or book of that series.
 
-This module reads them (the data service); the live pipeline's sink writes them with the same
-key function. ``REDIS_URL`` carries the password (``redis://:password@host:6379/0``); errors
-name the server with the password redacted.
+This module reads them (the data service); the live pipeline's sink
+(``quant_resources.live.redis_sink``) writes them with the same key function, and the stream of
+final bars at ``bars_stream_key``. ``REDIS_URL`` carries the password
+(``redis://:password@host:6379/0``); errors name the server with the password redacted.
 """
 
 from __future__ import annotations
@@ -55,3 +56,9 @@ class LatestStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+def bars_stream_key(source: str, interval: str) -> str:
+    """The Redis Stream of final bars of one source and interval (every version, in the order
+    the live pipeline wrote them; entry fields ``symbol``, ``version``, ``bar`` = contract JSON)."""
+    return f"quant:v1:stream:{source}:bar:{interval}"

@@ -199,6 +199,7 @@ class Live:
 def live_env(sim: Sim, warehouse: WarehouseResource, home: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("NATS_URL", None)
+    env.pop("REDIS_URL", None)  # a test that wants the latest-values cache passes its own
     env.update(
         BINANCE_WS_URL=f"ws://{sim.url}",
         BINANCE_REST_URL=f"http://{sim.url}",

@@ -40,7 +40,7 @@ def _demo(home: Path) -> str:
         "QUANT_DEMO_LIVE_SECONDS": "12",
         "QUANT_EQUITY_SOURCE": "synthetic",
     }
-    for name in ("CLICKHOUSE_URL", "LAKE_URL", "DAGSTER_HOME", "QUANT_EQUITY_SYMBOLS"):
+    for name in ("CLICKHOUSE_URL", "LAKE_URL", "DAGSTER_HOME", "QUANT_EQUITY_SYMBOLS", "REDIS_URL"):
         env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-m", "quant_cli.demo"],
@@ -72,7 +72,7 @@ def _assert_no_secret_in_files(home: Path) -> None:
     run storage, compute logs), the warehouse's data and logs, the lake, session logs. The
     endpoint's own credential files are where its password belongs: they must be 0600."""
     for path in home.rglob("*"):
-        if path.name in (PASSWORD_FILE, ENDPOINT_FILE):
+        if path.name in (PASSWORD_FILE, ENDPOINT_FILE, "api-token", "redis.conf", "password"):
             assert path.stat().st_mode & 0o777 == 0o600, path
             continue
         if path.is_file() and not path.is_symlink():
@@ -92,6 +92,11 @@ def test_demo_runs_twice_and_its_report_matches_the_warehouse(tmp_path) -> None:
     for report in (first, second):
         assert "asset checks" in report and ", 0 failed" in report
         assert "'chain_intact': True, 'bars_match_warehouse': True" in report
+        # The data service answered from the live session's Redis; the curl line reads the
+        # token from its file instead of showing it.
+        assert re.search(r"data API +GET /v1/latest/BTCUSDT: HTTP 200, trade from redis", report)
+        assert f"Bearer $(cat {tmp_path / 'api-token'})" in report
+        assert (tmp_path / "api-token").read_text().strip() not in report
     _assert_no_secret_in_files(tmp_path)
     counts = _reported(second)
     assert _reported(first)["bars_1d"] == counts["bars_1d"] == 15  # replaced, not duplicated

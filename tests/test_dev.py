@@ -1,6 +1,6 @@
-"""`make dev` (`quant dev`) in a terminal: it says where the UI and the warehouse are and how to
-stop, prints no library warnings, and Ctrl-C (SIGINT to the terminal's process group) stops the
-UI, daemon, code server and warehouse endpoint and exits 0."""
+"""`make dev` (`quant dev`) in a terminal: it says where the UI, the warehouse and the data API
+are and how to stop, prints no library warnings, and Ctrl-C (SIGINT to the terminal's process
+group) stops the UI, daemon, code server, data API, Redis and warehouse endpoint and exits 0."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _alive(pids: set[int]) -> set[int]:
 
 def test_ctrl_c_stops_every_child_and_exits_zero(tmp_path) -> None:
     env = {**os.environ, "QUANT_HOME": str(tmp_path / "home")}
-    for name in ("CLICKHOUSE_URL", "DAGSTER_HOME", "LAKE_URL"):
+    for name in ("CLICKHOUSE_URL", "DAGSTER_HOME", "LAKE_URL", "REDIS_URL"):
         env.pop(name, None)
     port = free_port()
     proc = subprocess.Popen(
@@ -74,8 +74,12 @@ def test_ctrl_c_stops_every_child_and_exits_zero(tmp_path) -> None:
         assert f"Dagster UI  http://127.0.0.1:{port}" in text, text
         assert "warehouse   http://quant:***@127.0.0.1:" in text, text
         assert "Ctrl-C" in text
+        # The data API and its Redis run too; the curl line reads the token from its file.
+        assert "redis       redis://:***@127.0.0.1:" in text, text
+        assert "data API    http://127.0.0.1:" in text, text
+        assert f"Bearer $(cat {tmp_path / 'home' / 'api-token'})" in text, text
         children = _descendants(proc.pid)
-        assert len(children) >= 3, children  # endpoint, dagster dev and its webserver at least
+        assert len(children) >= 5, children  # endpoint, redis, API, dagster dev, webserver
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends
         rest = proc.communicate(timeout=120)[0]
     finally:

@@ -48,7 +48,8 @@ def test_warehouse_without_tables_is_named_with_the_fix(tmp_path) -> None:
 def test_help_lists_the_environment() -> None:
     done = _run("--help")
     assert done.returncode == 0
-    for name in ("BINANCE_WS_URL", "BINANCE_REST_URL", "CLICKHOUSE_URL", "QUANT_HOME", "NATS_URL"):
+    names = ("BINANCE_WS_URL", "BINANCE_REST_URL", "CLICKHOUSE_URL", "QUANT_HOME", "NATS_URL")
+    for name in (*names, "REDIS_URL"):
         assert name in done.stdout, name
 
 
@@ -103,10 +104,12 @@ def test_summary_is_readable_and_names_the_warehouse(monkeypatch) -> None:
         drops=0,
         rejects={"malformed_json": 2, "bad_number": 0},
         rows_written={"trades": 90, "quotes": 10, "bars_1m": 3},
+        redis={"written": 12, "stream_written": 3, "failures": 2, "outages": 1},
         session_dir="/x/live-1",
         final_digest="ab" * 32,
     )
     text = describe(summary)
+    assert "redis       12 latest values, 3 final bars streamed, 2 failed writes" in text
     assert "{" not in text  # no dict reprs
     assert "malformed_json 2" in text and "bad_number" not in text
     assert "bars_1m 3, quotes 10, trades 90 to http://quant:***@127.0.0.1:8123/quant" in text

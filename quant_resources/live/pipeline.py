@@ -56,6 +56,7 @@ from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
 from quant_resources.binance.urls import stream_names
 from quant_resources.live.books import LiveBooks  # books hook
+from quant_resources.live.redis_sink import RedisSink
 from quant_resources.live.sinks import NatsSink, Sink, TelemetrySink, WarehouseSink
 from quant_resources.session_lock import LOCK_FILE
 from quant_resources.session_writer import SessionWriter
@@ -82,6 +83,7 @@ class LiveConfig:
     flush_rows: int = 5000
     flush_seconds: float = 1.0
     nats_url: str | None = None
+    redis_url: str | None = None  # latest values and final bars in Redis (RedisSink)
     silence_s: float = 30.0
     stop_budget_s: float = 60.0  # REST catch-up time allowed on a clean stop
     book_depth: int = 20  # books hook: levels a side per book snapshot
@@ -641,6 +643,8 @@ def build_sinks(config: LiveConfig, warehouse, now_ms: int) -> dict[str, Sink]:
     }
     if config.nats_url:
         sinks["nats"] = NatsSink(config.nats_url)
+    if config.redis_url:
+        sinks["redis"] = RedisSink(config.redis_url)
     return sinks
 
 

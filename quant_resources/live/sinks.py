@@ -115,6 +115,46 @@ def quote_columns_table(symbol: list[str], ints: dict[str, np.ndarray], session_
 
 
 @dataclass
+def output_tables(out: KernelOutput, session_id: str) -> dict[str, pa.Table]:
+    """The ``trades`` and ``quotes`` rows of one kernel output, as the warehouse stores them
+    (empty kinds left out): every sink that wants rows builds them here."""
+    tables: dict[str, pa.Table] = {}
+    symbols = out.symbols
+    t = out.trades
+    if len(t):
+        tables["trades"] = trade_columns_table(
+            [symbols[c] for c in t.code.tolist()],
+            [STREAM_NAMES[k] for k in t.kind.tolist()],
+            {
+                "trade_id": t.trade_id,
+                "first_trade_id": t.first,
+                "last_trade_id": t.last,
+                "price": t.price,
+                "qty": t.qty,
+                "ts": t.ts,
+                "ts_init": out.trade_recv_ns,
+            },
+            t.maker,
+            session_id,
+        )
+    q = out.quotes
+    if len(q):
+        tables["quotes"] = quote_columns_table(
+            [symbols[c] for c in q.code.tolist()],
+            {
+                "update_id": q.update_id,
+                "bid_price": q.bid,
+                "bid_qty": q.bid_qty,
+                "ask_price": q.ask,
+                "ask_qty": q.ask_qty,
+                "ts": q.ts,
+                "ts_init": out.quote_recv_ns,
+            },
+            session_id,
+        )
+    return tables
+
+
 class _Batch:
     table: str
     data: pa.Table
@@ -154,43 +194,8 @@ class WarehouseSink:
         return len(self.bars) + chunks
 
     def stage(self, out: KernelOutput) -> None:
-        symbols = out.symbols
-        t = out.trades
-        if len(t):
-            self.tables["trades"].append(
-                trade_columns_table(
-                    [symbols[c] for c in t.code.tolist()],
-                    [STREAM_NAMES[k] for k in t.kind.tolist()],
-                    {
-                        "trade_id": t.trade_id,
-                        "first_trade_id": t.first,
-                        "last_trade_id": t.last,
-                        "price": t.price,
-                        "qty": t.qty,
-                        "ts": t.ts,
-                        "ts_init": out.trade_recv_ns,
-                    },
-                    t.maker,
-                    self.session_id,
-                )
-            )
-        q = out.quotes
-        if len(q):
-            self.tables["quotes"].append(
-                quote_columns_table(
-                    [symbols[c] for c in q.code.tolist()],
-                    {
-                        "update_id": q.update_id,
-                        "bid_price": q.bid,
-                        "bid_qty": q.bid_qty,
-                        "ask_price": q.ask,
-                        "ask_qty": q.ask_qty,
-                        "ts": q.ts,
-                        "ts_init": out.quote_recv_ns,
-                    },
-                    self.session_id,
-                )
-            )
+        for table, rows in output_tables(out, self.session_id).items():
+            self.tables[table].append(rows)
         for bar in out.bars:
             self.bars[(bar.symbol, bar.open_time_ms)] = bar
 

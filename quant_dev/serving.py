@@ -1,0 +1,214 @@
+"""Redis and the data service as local child processes, for `make demo`, `make dev` and tests.
+
+``RedisServer``: a private ``redis-server`` on loopback with a password required. Its config
+(with the password) and data live in one folder, mode 0700 / files 0600; the password is
+generated once and kept there (``password``), so a restart (or the next `make dev`) finds
+the same one. The config file, not argv, carries the password: no process listing shows it.
+
+``api_server``: ``quant serve api`` with the bearer token kept in ``QUANT_HOME/api-token``
+(generated once, 0600). Whoever wants to call it reads the file; nothing prints the token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from quant_dev.processes import Child, free_port, quant
+from quant_resources.settings import redis_url
+
+TOKEN_FILE = "api-token"
+API_PORT = 8000
+LATEST_PATH = "/v1/latest/BTCUSDT?source=binance"  # what the demo and `make dev` show
+
+
+def secret_file(path: Path) -> str:
+    """The secret kept in ``path`` (mode 0600), generated on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(16) + "\n")
+    return path.read_text().strip()
+
+
+def ensure_redis_server() -> str | None:
+    """The ``redis-server`` binary; installed with apt-get (Debian's package, as root or with
+    password-less sudo, like scripts/test-services) when missing. None when that fails."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    prefix = [] if os.geteuid() == 0 else (["sudo", "-n"] if shutil.which("sudo") else None)
+    if prefix is None or not shutil.which("apt-get"):
+        return None
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
+        if subprocess.run([*prefix, *step], env=env, capture_output=True).returncode != 0:
+            return None
+    return shutil.which("redis-server")
+
+
+class RedisServer:
+    """A private redis-server on ``127.0.0.1:port``; ``start``/``stop`` may be repeated (same
+    port and password). ``persist`` keeps a snapshot in the folder across restarts."""
+
+    def __init__(self, folder: Path, port: int | None = None, persist: bool = False) -> None:
+        self.binary = ensure_redis_server()
+        if self.binary is None:
+            raise FileNotFoundError("redis-server is not installed and could not be installed")
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        self.folder = folder
+        self.port = port or free_port()
+        self.password = secret_file(folder / "password")
+        self.conf = folder / "redis.conf"
+        fd = os.open(self.conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(
+                f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\n"
+                f"protected-mode yes\ndir {folder}\nlogfile {folder / 'redis.log'}\n"
+                + ("save 60 1\ndbfilename dump.rdb\n" if persist else 'save ""\n')
+                + "appendonly no\n"
+            )
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start and wait until an authenticated PING answers."""
+        import redis
+
+        self.process = subprocess.Popen(
+            [self.binary, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                with contextlib.suppress(redis.RedisError):
+                    if client.ping():
+                        return
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    log = self.folder / "redis.log"
+                    text = log.read_text()[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"redis-server on port {self.port} did not start:\n{text}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@contextlib.contextmanager
+def redis_server(folder: Path, persist: bool = False) -> Iterator[RedisServer]:
+    server = RedisServer(folder, persist=persist)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class ApiServer:
+    """``quant serve api`` on loopback (``port``, else 8000 when free, else a free one), with
+    the token of ``QUANT_HOME/api-token``. ``start`` returns at once (it boots while the caller
+    does something else); ``wait_ready`` returns once ``/v1/health`` answers."""
+
+    def __init__(self, home: Path, port: int | None = None, env: dict | None = None) -> None:
+        self.home = home
+        self.token = secret_file(home / TOKEN_FILE)
+        self.port = port or (API_PORT if port_free(API_PORT) else free_port())
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {**(env or {}), "QUANT_HOME": str(home), "QUANT_API_TOKENS": self.token}
+        self.child: Child | None = None
+
+    def start(self) -> ApiServer:
+        command = quant("serve", "api", "--port", str(self.port), "--log-level", "warning")
+        self.child = Child("quant serve api", command, None, env=self.env)
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:  # health answers 200 (all up) or 503 (a backend down): either is "up"
+            try:
+                urllib.request.urlopen(f"{self.base}/v1/health", timeout=2).close()
+                return self.base
+            except urllib.error.HTTPError:
+                return self.base
+            except OSError:
+                pass
+            if self.child.process.poll() is not None or time.monotonic() > deadline:
+                output = "".join(self.child.lines)[-2000:]
+                raise RuntimeError(f"quant serve api did not start:\n{output}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.child.stop()
+
+
+@contextlib.contextmanager
+def api_server(home: Path, port: int | None = None, env: dict | None = None) -> Iterator[str]:
+    """An ``ApiServer``, started and ready; yields its base URL."""
+    server = ApiServer(home, port, env).start()
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+def curl_line(home: Path, base: str, path: str) -> str:
+    """A command a user can paste: the token is read from its file, never printed."""
+    return f"curl -sH \"Authorization: Bearer $(cat {home / TOKEN_FILE})\" '{base}{path}'"
+
+
+@contextlib.contextmanager
+def local_redis(home: Path) -> Iterator[tuple[str | None, str]]:
+    """``REDIS_URL`` when set, else a private redis-server with its data (a snapshot, so the
+    next `make dev` starts with the same latest values) and password in ``QUANT_HOME/redis``.
+    Yields the URL (None when redis-server is missing and cannot be installed) and a note."""
+    configured = redis_url()
+    if configured:
+        yield configured, "(from REDIS_URL)"
+        return
+    folder = home / "redis"
+    try:
+        server = RedisServer(folder, persist=True)
+    except FileNotFoundError as exc:
+        yield None, f"not started: {exc}; /v1/latest answers from ClickHouse"
+        return
+    server.start()
+    try:
+        yield server.url, f"data and password (mode 0600) in {folder}"
+    finally:
+        server.stop()
