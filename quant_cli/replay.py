@@ -121,7 +121,8 @@ def verify(
         from quant_resources.replay_check import diff_against_warehouse
         from quant_resources.warehouse import WarehouseResource
 
-        diff = diff_against_warehouse(WarehouseResource(), result.bars)
+        stopped = result.summary["stop_exchange_ms"] is not None
+        diff = diff_against_warehouse(WarehouseResource(), result.bars, stopped)
         if diff:
             problems.append(f"bars differ from ClickHouse: {diff}")
     if as_json:
