@@ -77,7 +77,9 @@ def replay_verification(
                     ),
                 ],
             )
-    diff = diff_against_warehouse(warehouse, result.bars)
+    diff = diff_against_warehouse(
+        warehouse, result.bars, result.summary["stop_exchange_ms"] is not None
+    )
     summary, timing = result.summary, result.timing
     context.log.info(
         f"session {session_id}: {summary['trades']} trades, {summary['bars']} bars, "

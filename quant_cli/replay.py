@@ -124,7 +124,8 @@ def verify(
         from quant_resources.warehouse import WarehouseResource
 
         warehouse = WarehouseResource()
-        diff = diff_against_warehouse(warehouse, result.bars)
+        stopped = result.summary["stop_exchange_ms"] is not None
+        diff = diff_against_warehouse(warehouse, result.bars, stopped)
         if diff:
             problems.append(f"bars differ from ClickHouse: {diff}")
         if result.book_snapshots is not None:

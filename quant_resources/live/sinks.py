@@ -114,7 +114,6 @@ def quote_columns_table(symbol: list[str], ints: dict[str, np.ndarray], session_
     )
 
 
-@dataclass
 def output_tables(out: KernelOutput, session_id: str) -> dict[str, pa.Table]:
     """The ``trades`` and ``quotes`` rows of one kernel output, as the warehouse stores them
     (empty kinds left out): every sink that wants rows builds them here."""
@@ -155,6 +154,7 @@ def output_tables(out: KernelOutput, session_id: str) -> dict[str, pa.Table]:
     return tables
 
 
+@dataclass
 class _Batch:
     table: str
     data: pa.Table
