@@ -11,7 +11,6 @@ import re
 import socket
 import struct
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ import websockets
 from pydantic import ValidationError
 
 from quant_core.formats.binance import FrameError, parse_combined_frame
+from quant_dev.processes import Child, quant
 
 pytestmark = pytest.mark.xdist_group("binance_sim")
 
@@ -34,7 +34,11 @@ EIGHT = re.compile(r"^\d+\.\d{8}$")
 @dataclass
 class Sim:
     port: int
-    proc: subprocess.Popen
+    child: Child
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.child.process
 
     @property
     def ws(self) -> str:
@@ -67,24 +71,16 @@ class Sim:
 
 
 def _start(*args: str) -> Sim:
-    cmd = [sys.executable, "-m", "quant_cli.main", "sim", "binance", "--port", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    found = re.fullmatch(
-        r"listening on ws://127\.0\.0\.1:(\d+) \(rest http://127\.0\.0\.1:\1\)\n", line
+    child = Child(
+        "quant sim binance",
+        quant("sim", "binance", "--port", "0", *args),
+        r"^listening on ws://127\.0\.0\.1:(\d+) \(rest http://127\.0\.0\.1:\1\)$",
     )
-    if not found:
-        proc.kill()
-        pytest.fail(f"simulator did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    return Sim(int(found.group(1)), proc)
+    return Sim(int(child.match[1]), child)
 
 
 def _stop(sim: Sim) -> None:
-    sim.proc.terminate()
-    try:
-        sim.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        sim.proc.kill()
+    sim.child.stop(10)
 
 
 @pytest.fixture(scope="module")

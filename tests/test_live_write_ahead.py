@@ -174,7 +174,7 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
         )
         assert verify.returncode == 0, verify.stderr[-3000:] + verify.stdout[-2000:]
         assert "chain intact" in verify.stdout
-        tail.send_signal(signal.SIGTERM)
+        tail.signal(signal.SIGTERM)
         assert tail.wait(30) == 0
         published = [m["data"] for m in read_lines(tmp_path / "nats.jsonl")]
         assert published, "no trade was published on NATS"
