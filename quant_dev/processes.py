@@ -112,6 +112,7 @@ class Child:
                 if found := check():
                     return found
             if not self.running():
+                self._reader.join(5)  # its last words
                 raise RuntimeError(
                     f"{self.name} exited {self.process.returncode} while waiting for {what}:"
                     f"\n{self.tail()}"
