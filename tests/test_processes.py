@@ -26,7 +26,7 @@ def alive(pid: int) -> bool:
 def test_ready_line_environment_and_log(tmp_path) -> None:
     code = "import os, sys; print('noise'); print('listening on', os.environ['WHERE'], flush=True)"
     child = Child(
-        "echo", [PY, "-c", code + "; sys.stdin.read()"], r"listening on (\S+)",
+        "echo", [PY, "-c", code + "; __import__('time').sleep(600)"], r"listening on (\S+)",
         {"WHERE": "here:1"}, log=tmp_path / "echo.log",
     )  # fmt: skip
     assert child.match[1] == "here:1"
@@ -36,7 +36,8 @@ def test_ready_line_environment_and_log(tmp_path) -> None:
 
 def test_ready_check_and_an_early_exit_named(tmp_path) -> None:
     flag = tmp_path / "flag"
-    code = f"import pathlib, time; time.sleep(0.3); pathlib.Path({str(flag)!r}).touch(); input()"
+    code = f"import pathlib, time; time.sleep(0.3); pathlib.Path({str(flag)!r}).touch(); "
+    code += "time.sleep(600)"
     child = Child("toucher", [PY, "-c", code], flag.exists)
     assert flag.exists() and child.running()
     child.stop(10)
