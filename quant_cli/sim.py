@@ -67,7 +67,8 @@ def binance(
     faults: str = typer.Option(
         "",
         help="Faults, e.g. 'disconnect:5,stall:3:2.0,malformed:10,duplicate:20,reorder:10,"
-        "shutdown:2,slowreader:1' (a count, or a rate per frame like 0.001; seeded).",
+        "drops:5:10,shutdown:2,slowreader:1' (a count, or a rate per frame like 0.001; seeded;"
+        " drops:N:k leaves out k trade frames N times).",
     ),
     seed: int = typer.Option(7, help="Seed of the market and of the faults."),
     start_trade_id: int = typer.Option(1, min=0, help="First trade id of every symbol."),

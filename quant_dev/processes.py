@@ -1,62 +1,172 @@
-"""Child processes the demo and `make dev` start and stop: the ClickHouse endpoint and the
-exchange simulators. Each prints a readiness line; SIGTERM stops it cleanly."""
+"""The one launcher of child processes (the demo, `make dev`, the benchmarks and the tests):
+start a command with its environment, wait until it is ready (a line it prints, or a check that
+passes, never a fixed sleep), keep its output (in memory and, when asked, in a log file), and
+stop it (SIGTERM, then SIGKILL after a bound; with ``group`` its whole process group)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from quant_resources.settings import local_endpoint_url
 
+START_TIMEOUT_SECONDS = 90.0
+KEPT_LINES = 5000  # output lines kept in memory (all of it also goes to the log file)
+
 
 class Child:
+    """One child process. ``ready``: a regular expression a line of its output must match
+    (``match`` holds the match), a callable that returns true once it is ready (polled while
+    the child runs), or None (do not wait). ``environ`` is its whole environment (default:
+    this process's) and ``env`` adds to it. Standard output, and standard error unless
+    ``stderr_log`` names a file of its own, is read line by line into ``lines`` and appended to
+    ``log``. ``group``: the child leads a process group of its own, stopped whole."""
+
     def __init__(
-        self, name: str, command: list[str], ready: str | None, env: dict | None = None
+        self,
+        name: str,
+        command: list[str],
+        ready: str | Callable[[], object] | None,
+        env: Mapping[str, str] | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        log: Path | None = None,
+        stderr_log: Path | None = None,
+        cwd: Path | None = None,
+        group: bool = False,
+        start_timeout: float = START_TIMEOUT_SECONDS,
     ) -> None:
         self.name = name
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
+        self.log = log
+        self.stderr_log = stderr_log
+        self.group = group
+        self.lines: deque[str] = deque(maxlen=KEPT_LINES)
         self.match: re.Match | None = None
-        found = threading.Event()
-        pattern = re.compile(ready or "$^")
-
-        def read() -> None:
-            for line in self.process.stdout:
-                self.lines.append(line)
-                if self.match is None and (m := pattern.search(line)):
-                    self.match = m
-                    found.set()
-            found.set()
-
-        threading.Thread(target=read, daemon=True).start()
+        for path in (log, stderr_log):
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as files:
+            err = files.enter_context(stderr_log.open("a")) if stderr_log else subprocess.STDOUT
+            self.process = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                errors="replace",
+                env={**(os.environ if environ is None else environ), **(env or {})},
+                cwd=cwd,
+                start_new_session=group,
+            )
+        self._found = threading.Event()
+        pattern = re.compile(ready) if isinstance(ready, str) else None
+        self._reader = threading.Thread(target=self._read, args=(pattern,), daemon=True)
+        self._reader.start()
         if ready is None:
             return
-        if not found.wait(90) or self.match is None:
+        try:
+            if pattern is not None:
+                if not self._found.wait(start_timeout) or self.match is None:
+                    raise RuntimeError(f"{name} did not start:\n{self.tail()}")
+            else:
+                self.wait_for("ready", ready, start_timeout)
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"{name} did not start:\n{''.join(self.lines)[-2000:]}")
+            raise
 
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+    def _read(self, pattern: re.Pattern | None) -> None:
+        with open(self.log, "a") if self.log else contextlib.nullcontext() as out:
+            for line in self.process.stdout:
+                self.lines.append(line)
+                if out is not None:
+                    out.write(line)
+                    out.flush()
+                if pattern is not None and self.match is None and (m := pattern.search(line)):
+                    self.match = m
+                    self._found.set()
+        self._found.set()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_for(self, what: str, check: Callable[[], object], timeout: float, every=0.05):
+        """Poll ``check`` while the child runs until it returns something true, and return
+        that; fail naming ``what`` (and showing the child's output) when it exits or time runs
+        out. OSError from ``check`` (a server still starting) counts as not yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError):
+                if found := check():
+                    return found
+            if not self.running():
+                self._reader.join(5)  # its last words
+                raise RuntimeError(
+                    f"{self.name} exited {self.process.returncode} while waiting for {what}:"
+                    f"\n{self.tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no {what} within {timeout:.0f} s\n{self.tail()}")
+            time.sleep(every)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the child to exit (subprocess.TimeoutExpired after ``timeout``); all its
+        output has reached ``lines`` and the log when this returns."""
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def signal(self, sig: int) -> None:
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                if self.group:
+                    os.killpg(self.process.pid, sig)
+                else:
+                    self.process.send_signal(sig)
+
+    def kill(self) -> int:
+        """SIGKILL (the whole group with ``group``) and reap."""
+        self.signal(signal.SIGKILL)
+        return self.wait()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``; returns its exit
+        status. With ``group``, what is left of the group (children that outlive their
+        parent) is killed too."""
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+        if self.group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+        return self.wait()
+
+    def tail(self, n: int = 40) -> str:
+        """The last ``n`` lines of its output (and of its separate standard error)."""
+        text = "".join(list(self.lines)[-n:])
+        if self.stderr_log is not None:
+            text += f"--- {self.stderr_log.name} ---\n" + tail(self.stderr_log, n)
+        return text
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def free_port() -> int:
@@ -78,10 +188,9 @@ def warehouse_endpoint(path: Path) -> Iterator[str]:
     child = Child(
         "quant warehouse serve",
         quant("warehouse", "serve", "--path", str(path), "--port", str(port), "--user", "quant"),
-        None,  # readiness is its /ping answer
+        lambda: answers_ping(port),
     )
     try:
-        _wait_ping(port, child)
         url = local_endpoint_url(path)
         if url is None:
             raise RuntimeError(f"{child.name} answers /ping but wrote no endpoint file in {path}")
@@ -90,20 +199,12 @@ def warehouse_endpoint(path: Path) -> Iterator[str]:
         child.stop()
 
 
-def _wait_ping(port: int, child: Child) -> None:
+def answers_ping(port: int) -> bool:
+    """The ClickHouse endpoint on ``port`` answers ``/ping`` (OSError while it cannot)."""
     import urllib.request
 
-    for _ in range(600):
-        if child.process.poll() is not None:
-            raise RuntimeError(f"{child.name} exited:\n{''.join(child.lines)[-2000:]}")
-        with contextlib.suppress(OSError):
-            if (
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1).read()
-                == b"Ok.\n"
-            ):
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the warehouse endpoint on port {port} does not answer /ping")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as answer:
+        return answer.read() == b"Ok.\n"
 
 
 @contextlib.contextmanager

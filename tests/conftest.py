@@ -7,13 +7,10 @@ ask for none of them run anywhere.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from quant_dev.processes import Child, free_port
 from quant_resources.warehouse import WarehouseResource
 
 _HOW = "run the suite with `make test`, or wrap pytest in `scripts/test-services run -- ...`"
@@ -79,33 +77,23 @@ def nats_url(tmp_path) -> Iterator[str]:
     binary = shutil.which("nats-server")
     if binary is None:
         pytest.fail("nats-server is not installed: scripts/test-services installs it")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    password = secrets.token_hex(12)
-    log = tmp_path / "nats-server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(port), "--user", "quant", "--pass", password],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    port, password = free_port(), secrets.token_hex(12)
+
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", port), 1):
+            return True
+
+    server = Child(
+        "nats-server",
+        [binary, "-a", "127.0.0.1", "-p", str(port), "--user", "quant", "--pass", password],
+        accepts,
+        log=tmp_path / "nats-server.log",
+        start_timeout=30,
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"nats-server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
         yield f"nats://quant:{password}@127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop(10)
 
 
 @pytest.fixture

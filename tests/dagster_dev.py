@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.live_helpers import tail
+from quant_dev.processes import Child, tail
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = """query($filter: RunsFilter!) { runsOrError(filter: $filter) {
@@ -49,7 +46,7 @@ class Dev:
                 found = None
             if found:
                 return found
-            time.sleep(2)
+            time.sleep(1)
         raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail(self.log, 60)}")
 
 
@@ -58,23 +55,12 @@ def dagster_dev(env: dict[str, str], port: int, log: Path) -> Iterator[Dev]:
     """``scripts/dev`` with ``env`` (DAGSTER_PORT=port), stopped whole on exit."""
     env = {**env, "DAGSTER_PORT": str(port)}
     env.pop("DAGSTER_HOME", None)  # scripts/dev keeps the instance in QUANT_HOME/dagster
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "dev")],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped whole below
-        )
+    log.unlink(missing_ok=True)
+    # Its own process group, stopped whole: dagster dev's code servers can outlive it until
+    # their heartbeat times out.
+    command = [str(ROOT / "scripts" / "dev")]
+    child = Child("scripts/dev", command, None, environ=env, log=log, cwd=ROOT, group=True)
     try:
         yield Dev(port, log)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(90)
-        # dagster dev's code servers can outlive it until their heartbeat times out.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        child.stop(90)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from quant_dev.processes import Child, quant, tail
 from quant_resources.migrations import ClickHouseLedger, load, migrate
 from quant_resources.warehouse import WarehouseResource
 
@@ -29,25 +28,12 @@ QUANT = [sys.executable, "-m", "quant_cli.main"]
 
 
 # Every process started here, so a fixture can stop them all whatever failed half-way.
-STARTED: list[subprocess.Popen] = []
+STARTED: list[Child] = []
 
 
 def stop_all() -> None:
     while STARTED:
-        proc = STARTED.pop()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        STARTED.pop().stop(15)
 
 
 # -- the simulator ---------------------------------------------------------------------------
@@ -56,8 +42,12 @@ def tail(path: Path, lines: int = 40) -> str:
 @dataclass
 class Sim:
     port: int
-    proc: subprocess.Popen
+    child: Child
     stderr: Path
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.child.process
 
     @property
     def url(self) -> str:
@@ -103,33 +93,19 @@ class Sim:
         return rows[0] if rows and rows[0][0] == open_ms else None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.child.stop(10)
 
 
 def start_sim(workdir: Path, *args: str) -> Sim:
-    workdir.mkdir(parents=True, exist_ok=True)
     stderr = workdir / "sim.stderr"
-    with stderr.open("w") as err:
-        proc = subprocess.Popen(
-            [*QUANT, "sim", "binance", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
-    STARTED.append(proc)
-    line = proc.stdout.readline()
-    found = re.fullmatch(r"listening on ws://127\.0\.0\.1:(\d+) \(rest http://[^)]+\)\n", line)
-    if not found:
-        proc.kill()
-        proc.wait()
-        raise AssertionError(f"simulator did not start: {line!r}\n{tail(stderr)}")
-    return Sim(int(found.group(1)), proc, stderr)
+    child = Child(
+        "quant sim binance",
+        quant("sim", "binance", "--port", "0", *args),
+        r"^listening on ws://127\.0\.0\.1:(\d+) \(rest http://[^)]+\)$",
+        stderr_log=stderr,
+    )
+    STARTED.append(child)
+    return Sim(int(child.match[1]), child, stderr)
 
 
 # -- the warehouse ---------------------------------------------------------------------------
@@ -156,23 +132,26 @@ def drop(warehouse: WarehouseResource) -> None:
 class Live:
     """One ``quant live --json`` subprocess; output goes to files so a failure can show it."""
 
-    proc: subprocess.Popen
+    child: Child
     stdout: Path
     stderr: Path
     started: float = field(default_factory=time.time)
 
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.child.process
+
     def wait(self, timeout: float) -> int:
         try:
-            return self.proc.wait(timeout)
+            return self.child.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.child.kill()
             raise AssertionError(
                 f"quant live did not exit within {timeout:.0f} s\n{self.explain()}"
             ) from None
 
     def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
+        self.child.signal(sig)
 
     def explain(self) -> str:
         return (
@@ -191,9 +170,7 @@ class Live:
         return json.loads(lines[-1])
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
+        self.child.kill()
 
 
 def live_env(sim: Sim, warehouse: WarehouseResource, home: Path, **extra: str) -> dict[str, str]:
@@ -218,15 +195,13 @@ def start_live(
     duration: float | None = None,
     streams: str = "aggTrade,bookTicker",
 ) -> Live:
-    workdir.mkdir(parents=True, exist_ok=True)
-    args = [*QUANT, "live", "--symbols", symbols, "--streams", streams, "--json"]
+    args = quant("live", "--symbols", symbols, "--streams", streams, "--json")
     if duration is not None:
         args += ["--duration", f"{duration:.1f}"]
     stdout, stderr = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
-    with stdout.open("w") as out, stderr.open("w") as err:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=err)
-    STARTED.append(proc)
-    return Live(proc, stdout, stderr)
+    child = Child("quant live", args, None, environ=env, log=stdout, stderr_log=stderr)
+    STARTED.append(child)
+    return Live(child, stdout, stderr)
 
 
 def seconds_to_minute_end(now: float | None = None, offset_s: float = 0.0) -> float:

@@ -24,9 +24,10 @@ from fastapi.testclient import TestClient
 
 from quant_api.app import create_app
 from quant_core.tables import BARS_1M, OPTIONS_QUOTES
+from quant_dev.processes import tail
 from quant_resources.lake import LakeResource
 from quant_resources.latest_store import LatestStore, latest_key
-from tests.live_helpers import drop, fresh_warehouse, tail
+from tests.live_helpers import drop, fresh_warehouse
 
 pytestmark = pytest.mark.services
 

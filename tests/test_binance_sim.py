@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import itertools
 import os
 import re
 import socket
 import struct
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ import websockets
 from pydantic import ValidationError
 
 from quant_core.formats.binance import FrameError, parse_combined_frame
+from quant_dev.processes import Child, quant
 
 pytestmark = pytest.mark.xdist_group("binance_sim")
 
@@ -33,7 +34,11 @@ EIGHT = re.compile(r"^\d+\.\d{8}$")
 @dataclass
 class Sim:
     port: int
-    proc: subprocess.Popen
+    child: Child
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.child.process
 
     @property
     def ws(self) -> str:
@@ -66,24 +71,16 @@ class Sim:
 
 
 def _start(*args: str) -> Sim:
-    cmd = [sys.executable, "-m", "quant_cli.main", "sim", "binance", "--port", "0", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    found = re.fullmatch(
-        r"listening on ws://127\.0\.0\.1:(\d+) \(rest http://127\.0\.0\.1:\1\)\n", line
+    child = Child(
+        "quant sim binance",
+        quant("sim", "binance", "--port", "0", *args),
+        r"^listening on ws://127\.0\.0\.1:(\d+) \(rest http://127\.0\.0\.1:\1\)$",
     )
-    if not found:
-        proc.kill()
-        pytest.fail(f"simulator did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    return Sim(int(found.group(1)), proc)
+    return Sim(int(child.match[1]), child)
 
 
 def _stop(sim: Sim) -> None:
-    sim.proc.terminate()
-    try:
-        sim.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        sim.proc.kill()
+    sim.child.stop(10)
 
 
 @pytest.fixture(scope="module")
@@ -655,3 +652,44 @@ def test_cli_fault_schedule_and_runtime_replacement(sims):
     )
     status, _, error = sim.http("/_sim/faults", {"spec": "explode:1"})
     assert status == 400 and "explode" in error["msg"]
+
+
+def missing_runs(ids: list[int]) -> list[list[int]]:
+    """The runs of ids absent between consecutive ids of a stream."""
+    return [list(range(a + 1, b)) for a, b in itertools.pairwise(ids) if b > a + 1]
+
+
+def test_drops_leave_out_trade_frames_silently_and_rest_has_them():
+    # Three firings of four frames each, ~30 frames apart; then one triggered firing of two.
+    sim = _start("--rate", "300", "--seed", "9", "--fault-gap", "30", "--faults", "drops:3:4")
+    try:
+        # Paused while the client connects, so the id before its first frame is known.
+        sim.http("/_sim/market", {"paused": True})
+
+        async def scenario():
+            async with connect(f"{sim.ws}/stream?streams=btcusdt@aggTrade") as ws:
+                before = (await asyncio.to_thread(sim.stats))["last_agg_id"]["BTCUSDT"]
+                await asyncio.to_thread(sim.http, "/_sim/market", {"paused": False})
+                scheduled = [orjson.loads(await ws.recv())["data"]["a"] for _ in range(250)]
+                await asyncio.to_thread(sim.trigger, "drops", 2)
+                triggered = [orjson.loads(await ws.recv())["data"]["a"] for _ in range(20)]
+                return [before, *scheduled], triggered  # the connection never closed
+
+        scheduled, triggered = run(scenario())
+        # Firings closer than four frames apart leave out one longer run.
+        runs = [len(run) for run in missing_runs(scheduled)]
+        assert sum(runs) == 12 and all(n % 4 == 0 for n in runs), runs
+        assert [len(run) for run in missing_runs([scheduled[-1], *triggered])] == [2]
+        stats = sim.stats()
+        assert stats["faults"]["drops"] == 4 and stats["frames_dropped"] == 14, stats
+        assert stats["connections_total"] == 1 and stats["faults"]["disconnect"] == 0
+        # What was left out was published: REST answers it, the client can recover it.
+        lost = [a for run in missing_runs(scheduled) for a in run]
+        rows = sim.get(f"/api/v3/aggTrades?symbol=BTCUSDT&fromId={lost[0]}&limit=1000")
+        assert set(lost) <= {r["a"] for r in rows}
+        status, _, error = sim.http("/_sim/faults", {"spec": "drops:1:1.5"})
+        assert status == 400 and "drops:1:1.5" in error["msg"], error
+        status, _, body = sim.http("/_sim/faults", {"spec": "drops:2:3"})
+        assert status == 200 and body["faults"][0]["kind"] == "drops", body
+    finally:
+        _stop(sim)

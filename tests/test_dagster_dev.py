@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from quant_dev.processes import free_port
+from quant_dev.processes import free_port, tail
 from tests.dagster_dev import Dev, dagster_dev
-from tests.live_helpers import drop, fresh_warehouse, live_env, start_sim, tail
+from tests.live_helpers import drop, fresh_warehouse, live_env, start_sim
 
 pytestmark = pytest.mark.xdist_group("dagster_dev")
 TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename } }"""

@@ -2,7 +2,8 @@
 at 20 seeded random moments against ``quant sim binance``: busy (high rates), quiet (the
 market paused, so no frame arrives after the last trades), right after a burst, and right
 after a sink flush (a new row just appeared in ClickHouse); every other four rounds publish to
-NATS too. After each kill the session is closed with ``quant replay recover`` and replayed:
+NATS too. After each kill the session is closed with ``quant replay recover``'s function
+(in this process: a subprocess per kill would only add an interpreter start) and replayed:
 every trade ClickHouse holds from that session, and every trade it published on NATS (``quant
 nats tail`` listens throughout; a message belongs to the session whose process was alive at
 its ``ts_init``), must be in the replay of its log (no row without its frames). The next round's
@@ -20,6 +21,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -28,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from quant_core.replay import replay
+from quant_resources.session_writer import recover
 from tests.live_helpers import (
     QUANT,
     drop,
@@ -47,8 +50,10 @@ SEED = int(os.environ.get("QUANT_KILL_SEED", "14"))
 MODES = ("busy", "quiet", "burst", "after-flush")
 
 
-def wait_for(what: str, check, live, timeout: float = 60.0):
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+def wait_for(what: str, check, live, timeout: float = 60.0, every: float = 0.05):
+    """Poll ``check`` every ``every`` s until it returns something truthy; fail naming ``what``.
+    Not faster by default: each poll of the warehouse is a query that takes CPU from the
+    ``quant live`` under test (two cores)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -56,21 +61,29 @@ def wait_for(what: str, check, live, timeout: float = 60.0):
             return found
         if live.proc.poll() is not None:
             raise AssertionError(f"quant live exited while waiting for {what}\n{live.explain()}")
-        time.sleep(0.01)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {what}\n{live.explain()}")
 
 
+# The check of a killed session (a worker thread) and the next round both query: the
+# resource keeps one client per URL, and clickhouse-connect refuses concurrent queries in
+# one session.
+QUERIES = threading.Lock()
+
+
 def stored_trades(warehouse, session_id: str) -> set[tuple[str, int]]:
-    rows = warehouse.query_rows(
-        "SELECT symbol, trade_id FROM trades WHERE session_id = {s:String}", {"s": session_id}
-    )
+    with QUERIES:
+        rows = warehouse.query_rows(
+            "SELECT symbol, trade_id FROM trades WHERE session_id = {s:String}", {"s": session_id}
+        )
     return {(symbol, int(trade_id)) for symbol, trade_id in rows}
 
 
 def stored_count(warehouse, session_id: str) -> int:
-    return warehouse.scalar(
-        "SELECT count() FROM trades WHERE session_id = {s:String}", {"s": session_id}
-    )
+    with QUERIES:
+        return warehouse.scalar(
+            "SELECT count() FROM trades WHERE session_id = {s:String}", {"s": session_id}
+        )
 
 
 def market(sim, **control) -> None:
@@ -92,17 +105,15 @@ def kill_at_a_random_moment(mode: str, rng: random.Random, sim, live, warehouse,
     else:  # right after a sink flush: the moment a new batch of rows becomes visible
         market(sim, paused=False, rate=rng.choice([200, 2000]))
         before = stored_count(warehouse, sid)
-        wait_for("a sink flush", lambda: stored_count(warehouse, sid) > before, live)
+        # Finer here: the kill should land within a few ms of the flush.
+        wait_for("a sink flush", lambda: stored_count(warehouse, sid) > before, live, every=0.01)
     live.kill()
 
 
 def check_session(warehouse, session: Path, kill: int, mode: str) -> set[tuple[str, int]]:
-    """Close the killed session with ``quant replay recover`` and replay it: every trade
+    """Close the killed session as ``quant replay recover`` does and replay it: every trade
     ClickHouse holds from it must be in its log. -> the trades in its log."""
-    recovered = subprocess.run(
-        [*QUANT, "replay", "recover", str(session)], capture_output=True, text=True, timeout=300
-    )
-    assert recovered.returncode == 0, recovered.stderr
+    recover(session)
     logged = replay(session).trades
     in_log = set(
         zip(logged.column("symbol").to_pylist(), logged.column("trade_id").to_pylist(), strict=True)
@@ -174,7 +185,7 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
         )
         assert verify.returncode == 0, verify.stderr[-3000:] + verify.stdout[-2000:]
         assert "chain intact" in verify.stdout
-        tail.send_signal(signal.SIGTERM)
+        tail.signal(signal.SIGTERM)
         assert tail.wait(30) == 0
         published = [m["data"] for m in read_lines(tmp_path / "nats.jsonl")]
         assert published, "no trade was published on NATS"

@@ -6,10 +6,7 @@ subscribers against the test services' nats-server.
 
 from __future__ import annotations
 
-import os
-import selectors
 import signal
-import subprocess
 import time
 from collections import Counter
 from decimal import Decimal
@@ -19,9 +16,9 @@ import orjson
 import pytest
 
 from quant_core.contracts import Bar, BookTicker, Trade
+from quant_dev.processes import Child, quant, tail
 from tests.live_helpers import (
     MINUTE_MS,
-    QUANT,
     STARTED,
     drop,
     fresh_warehouse,
@@ -30,7 +27,6 @@ from tests.live_helpers import (
     start_live,
     start_sim,
     stop_all,
-    tail,
 )
 
 # In the "live" group: the live write-ahead test also publishes on v1.market.*, and both
@@ -41,30 +37,20 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 SUBJECTS = ("v1.market.trades.binance.*", "v1.market.bbo.binance.*", "v1.market.bars.binance.*.1m")
 
 
-def start_tail(workdir: Path, name: str, nats_url: str, *args: str) -> subprocess.Popen:
+def start_tail(workdir: Path, name: str, nats_url: str, *args: str) -> Child:
     """``quant nats tail`` writing to a file; returns once its subscriptions are in place."""
-    out = (workdir / f"{name}.jsonl").open("wb")
-    proc = subprocess.Popen(
-        [*QUANT, "nats", "tail", *args],
-        env={**os.environ, "NATS_URL": nats_url},
-        stdout=out,
-        stderr=subprocess.PIPE,
+    stderr = workdir / f"{name}.stderr"
+    child = Child(
+        "quant nats tail",
+        quant("nats", "tail", *args),
+        lambda: "subscribed to " in stderr.read_text(),
+        {"NATS_URL": nats_url},
+        log=workdir / f"{name}.jsonl",
+        stderr_log=stderr,
+        start_timeout=60,
     )
-    STARTED.append(proc)
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stderr, selectors.EVENT_READ)
-    deadline = time.monotonic() + 60
-    seen = b""
-    while time.monotonic() < deadline:
-        if selector.select(0.5):
-            line = proc.stderr.readline()
-            seen += line
-            if line.startswith(b"subscribed to "):
-                return proc
-            if not line:
-                break
-    proc.kill()
-    raise AssertionError(f"quant nats tail did not subscribe: {seen.decode(errors='replace')}")
+    STARTED.append(child)
+    return child
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -86,7 +72,7 @@ def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhou
         summary = live.summary(duration + 120)
         sim.pause()
 
-        assert five.wait(30) == 0, five.stderr.read().decode()
+        assert five.wait(30) == 0, five.tail()
         first_five = read_lines(tmp_path / "five.jsonl")
         assert len(first_five) == 5
         assert all(m["subject"] == "v1.market.trades.binance.BTCUSDT" for m in first_five)
@@ -99,8 +85,8 @@ def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhou
             if (tmp_path / "all.jsonl").read_bytes().count(b"\n") >= published:
                 break
             time.sleep(0.2)
-        everything.send_signal(signal.SIGTERM)
-        assert everything.wait(30) == 0, everything.stderr.read().decode()
+        everything.signal(signal.SIGTERM)
+        assert everything.wait(30) == 0, everything.tail()
         messages = read_lines(tmp_path / "all.jsonl")
     except BaseException:
         for name in ("live.stderr", "sim.stderr"):

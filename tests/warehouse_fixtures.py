@@ -5,24 +5,16 @@ from __future__ import annotations
 import base64
 import http.client
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from quant_dev.processes import Child, free_port
 from quant_resources.settings import PASSWORD_FILE
 
 QUANT = Path(sys.executable).with_name("quant")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -35,7 +27,12 @@ class WarehouseServer:
     # More ``quant warehouse serve`` options, e.g. ("--max-execution-time", "2")
     args: tuple[str, ...] | list[str] = ()
     env_extra: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen | None = None
+    child: Child | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        assert self.child is not None, "the server was not started"
+        return self.child.process
 
     @property
     def log_path(self) -> Path:
@@ -58,39 +55,22 @@ class WarehouseServer:
         return {**env, **self.env_extra}
 
     def start(self, timeout: float = 60.0) -> WarehouseServer:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a") as log:
-            self.proc = subprocess.Popen(
-                self.command(), env=self.env(), stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"warehouse server exited {self.proc.returncode}: {self.log_path.read_text()}"
-                )
-            try:
-                if self.request("GET", "/ping")[0] == 200:
-                    if self.password is None:
-                        self.password = (self.path / PASSWORD_FILE).read_text().strip()
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("warehouse server did not answer /ping in time")
+        self.child = Child(
+            "quant warehouse serve",
+            self.command(),
+            lambda: self.request("GET", "/ping")[0] == 200,
+            environ=self.env(),
+            log=self.log_path,
+            start_timeout=timeout,
+        )
+        if self.password is None:
+            self.password = (self.path / PASSWORD_FILE).read_text().strip()
+        return self
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM and wait; returns the exit status."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        return self.proc.returncode
+        assert self.child is not None
+        return self.child.stop(timeout)
 
     def client(self, **kwargs):
         import clickhouse_connect

@@ -17,7 +17,7 @@ is about to shutdown, resulting in disconnection". The simulator sends it as a b
 ``{"e":"serverShutdown","E":<ms>}`` (no combined-stream wrapper, since it belongs to no
 stream), then closes with 1001 after the grace period. That payload shape is an assumption.
 
-Faults (``faults``): disconnect, stall, malformed, duplicate, reorder, shutdown, slowreader;
+Faults (``faults``): disconnect, stall, malformed, duplicate, reorder, drops, shutdown, slowreader;
 from ``--faults`` on a seeded schedule or triggered via ``POST /_sim/faults``. Counters are
 at ``GET /_sim/stats``. Modules: ``market`` (generator and store), ``klines`` (plain
 aggregation), ``wire`` (HTTP/WebSocket framing), ``ws`` (a stream client), ``rest``,

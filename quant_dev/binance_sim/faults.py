@@ -4,6 +4,10 @@ The schedule counts data frames sent over the whole run (all connections): an in
 fires N times with seeded gaps of 1..2*gap frames; a rate r (a number with a '.') fires on each
 frame with probability r (geometric gaps). The same seed and the same traffic give the same
 faults at the same frames.
+
+``drops:N[:k]``: each firing silently leaves out the next k trade frames (aggTrade/trade,
+default 1) published to that client while it stays connected; the connection stays open, so
+the client learns of them only from the id gap and recovers them from REST.
 """
 
 from __future__ import annotations
@@ -12,8 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("disconnect", "stall", "malformed", "duplicate", "reorder", "shutdown", "slowreader")
-DEFAULT_PARAM = {"stall": 2.0, "shutdown": 1.0}
+KINDS = (
+    "disconnect",
+    "stall",
+    "malformed",
+    "duplicate",
+    "reorder",
+    "drops",
+    "shutdown",
+    "slowreader",
+)
+DEFAULT_PARAM = {"stall": 2.0, "shutdown": 1.0, "drops": 1.0}
 
 
 class FaultSpecError(ValueError):
@@ -25,7 +38,7 @@ class FaultRule:
     kind: str
     count: int | None  # fire this many times in total
     rate: float | None  # or: probability per data frame
-    param: float | None  # stall/shutdown seconds
+    param: float | None  # stall/shutdown seconds; drops: trade frames per firing
 
 
 def parse(spec: str) -> list[FaultRule]:
@@ -47,12 +60,12 @@ def parse(spec: str) -> list[FaultRule]:
                 if count < 0:
                     raise ValueError
             param = float(fields[2]) if len(fields) == 3 else DEFAULT_PARAM.get(kind)
-            if param is not None and param < 0:
+            if param is not None and (param < 0 or (kind == "drops" and param != int(param))):
                 raise ValueError
         except ValueError:
             raise FaultSpecError(
                 f"fault {item!r}: the amount must be a count >= 0 or a rate in (0, 1], "
-                "the param seconds >= 0"
+                "the param seconds >= 0 (for drops a whole number of frames)"
             ) from None
         rules.append(FaultRule(kind, count, rate, param))
     return rules

@@ -62,6 +62,7 @@ class Simulator:
         self.active: Counter[str] = Counter()  # stream -> subscribed sessions
         self.paused = False
         self.rate = config.rate
+        self.drops_owed = 0  # trade frames a closed connection's `drops` had still to leave out
         self.stats: dict = {
             "frames_sent": dict.fromkeys(FRAME_KINDS, 0),
             "faults": dict.fromkeys(faults.KINDS, 0),
@@ -72,6 +73,7 @@ class Simulator:
             "rate_limit_disconnects": 0,
             "lifetime_disconnects": 0,
             "slow_reader_drops": 0,
+            "frames_dropped": 0,  # trade frames the `drops` fault left out
             "rest_requests": 0,
             "rest_429": 0,
         }

@@ -26,7 +26,8 @@ STREAM_KINDS = ("aggTrade", "trade", "bookTicker", "depth@100ms", "depth")
 STREAM_RE = re.compile(r"^([a-z0-9]{2,20})@(aggTrade|trade|bookTicker|depth@100ms|depth)$")
 MAX_STREAMS = 1024
 # Faults that need frames to act on wait for the next batch; the others act at once.
-DATA_FAULTS = ("duplicate", "malformed", "reorder")
+DATA_FAULTS = ("duplicate", "malformed", "reorder", "drops")
+TRADE_KINDS = ("aggTrade", "trade")
 
 
 class StreamNameError(ValueError):
@@ -61,6 +62,9 @@ class WsSession:
         self.close_at = 0.0  # serverShutdown grace
         self.pending: list[tuple[str, float | None]] = []
         self.recent_trades: deque[bytes] = deque(maxlen=32)
+        # Trade frames still to leave out (the `drops` fault); what a closed connection still
+        # owed passes to the next one, so `drops:N:k` leaves out N*k frames whatever else fires.
+        self.dropping, sim.drops_owed = sim.drops_owed, 0
         self.subscribe(streams)
 
     # -- subscriptions ------------------------------------------------------------------
@@ -191,13 +195,19 @@ class WsSession:
                 if self.closed:
                     return
         sent = self.sim.stats["frames_sent"]
+        out = []
         for stream, f in mine:
             kind = stream[stream.index("@") + 1 :]
+            if kind in TRADE_KINDS:
+                if self.dropping:
+                    self.dropping -= 1
+                    self.sim.stats["frames_dropped"] += 1
+                    continue
+                self.recent_trades.append(f)
             if kind in sent:
                 sent[kind] += 1
-            if kind == "aggTrade" or kind == "trade":
-                self.recent_trades.append(f)
-        self.write([f for _, f in mine])
+            out.append(f)
+        self.write(out)
 
     def apply_fault(self, kind: str, param: float | None, batch: list[tuple[str, bytes]]) -> bool:
         """Apply one fault to the batch about to be sent; False when it cannot apply yet."""
@@ -219,6 +229,9 @@ class WsSession:
         elif kind == "malformed":
             batch.append(("malformed@bad", self.malformed_frame(batch)))
             stats["frames_sent"]["malformed"] += 1
+        elif kind == "drops":
+            # Armed here, carried out as the trade frames go out (this batch's and later ones).
+            self.dropping += int(1 if param is None else param)
         else:
             applied = self.apply_connection_fault(kind, param)
             if applied is not True:
@@ -325,5 +338,7 @@ class WsSession:
     def _closed(self) -> None:
         self.closed = True
         self.backlog = []
+        self.sim.drops_owed += self.dropping
+        self.dropping = 0
         self.unsubscribe(list(self.streams))
         self.sim.sessions.discard(self)
