@@ -222,7 +222,6 @@ def test_live_books_survive_every_depth_fault_and_replay(
         assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
         assert "book snapshots" in verify.stdout
     finally:
-        tail.terminate()
-        tail.wait(10)
+        tail.stop(10)
         sim.stop()
         drop(warehouse)

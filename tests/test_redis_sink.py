@@ -119,7 +119,8 @@ def test_live_run_with_faults_keeps_latest_values_and_bar_stream(
     try:
         assert stats["faults"]["disconnect"] == 2 and stats["faults"]["malformed"] == 3, stats
         assert summary["rejects"], summary  # the malformed frames were seen and refused
-        assert summary["redis"]["failures"] == 0 and summary["redis"]["pending"] == 0, summary
+        redis_stats = summary["sinks"]["redis"]
+        assert redis_stats["failures"] == 0 and redis_stats["pending"] == 0, summary
         assert_latest_equal_warehouse(store, warehouse)
         ttl = private_redis_client(private_redis).ttl(latest_key("binance", "BTCUSDT", "trade"))
         assert 0 < ttl <= 86_400
@@ -202,8 +203,9 @@ def test_redis_outage_neither_stalls_nor_loses_the_warehouse_path(
         sim.pause()
         for symbol in SYMBOLS:
             check_trades(warehouse, sim, symbol)  # contiguous, exactly the exchange's
-        assert summary["redis"]["outages"] == 1 and summary["redis"]["failures"] >= 1, summary
-        assert summary["redis"]["pending"] == 0, summary
+        redis_stats = summary["sinks"]["redis"]
+        assert redis_stats["outages"] == 1 and redis_stats["failures"] >= 1, summary
+        assert redis_stats["pending"] == 0, summary
         assert_latest_equal_warehouse(store, warehouse, kinds={"trade", "book_ticker"})
         # One line when the outage starts and one when it ends, not one per failed write.
         stderr = live.stderr.read_text()
