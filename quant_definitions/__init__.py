@@ -4,7 +4,7 @@ import dagster as dg
 
 from quant_assets.historical import historical_assets
 from quant_assets.jobs import jobs
-from quant_assets.live import live_bars_1m, live_checks, live_ingest_job, live_trades
+from quant_assets.live import live_checks, live_ingest, live_ingest_job
 from quant_assets.replay import replay_verification
 from quant_assets.resources import build_resources
 from quant_assets.schema import schema_assets, schema_checks
@@ -13,7 +13,7 @@ from sensors.replay import new_session_logs
 from sensors.schedules import schedules
 
 defs = dg.Definitions(
-    assets=[*schema_assets, *historical_assets, live_trades, live_bars_1m, replay_verification],
+    assets=[*schema_assets, *historical_assets, live_ingest, replay_verification],
     asset_checks=[*schema_checks, *live_checks],
     jobs=[*jobs, live_ingest_job],
     schedules=schedules,

@@ -95,6 +95,7 @@ class LiveConfig:
     nats_url: str | None = None
     silence_s: float = 30.0
     stop_budget_s: float = 60.0  # REST catch-up time allowed on a clean stop
+    drain_timeout_s: float = 120.0  # hook (#15): an outage watch that gave up shortens it
     session_id: str = field(
         default_factory=lambda: (
             f"live-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
@@ -688,7 +689,7 @@ class LivePipeline:
             self.telemetry.current.rows("binance", "live", self.config.session_id)
         )
         self._release(force=True)
-        drained = await self.sink.drain(timeout_s=120)
+        drained = await self.sink.drain(timeout_s=self.config.drain_timeout_s)  # hook (#15)
         closed = self.log.close(stop_ms)
         if self.nats:
             await self.nats.close()
