@@ -78,7 +78,7 @@ def minute_metadata(numbers: dict) -> dict:
     """Dagster metadata of one minute: numbers stay numbers (plotted), times are timestamps."""
     metadata: dict = {}
     for name, value in numbers.items():
-        if name.endswith("_ms") and name in ("exchange_minute_ms", "last_final_bar_ms"):
+        if name in ("exchange_minute_ms", "last_final_bar_ms"):
             if value is not None:
                 metadata[name.removesuffix("_ms")] = dg.MetadataValue.timestamp(value / 1000)
         else:
@@ -90,7 +90,7 @@ TRADE_KEYS = ("trades", "quotes", "lag_p50_ms", "lag_p99_ms", "connections", "re
 BAR_KEYS = ("last_final_bar", "gaps_open", "gaps_repaired", "rest_trades", "bar_versions_total")
 
 
-def report_minute(context, numbers: dict, extra: dict | None = None) -> list:
+def report_minute(numbers: dict, extra: dict | None = None) -> list[dg.MaterializeResult]:
     """``live_trades`` and ``live_bars_1m`` materialisations of one minute of exchange time."""
     metadata = {**minute_metadata(numbers), **(extra or {})}
     shared = {k: v for k, v in metadata.items() if k not in TRADE_KEYS + BAR_KEYS}
@@ -138,7 +138,7 @@ def live_ingest(
         outage(summary, pipeline)
         ended = minutes.tick(summary, pipeline)
         if ended is not None:
-            for result in report_minute(context, ended):
+            for result in report_minute(ended):
                 context.log_event(
                     dg.AssetMaterialization(result.asset_key, metadata=result.metadata)
                 )
@@ -172,7 +172,7 @@ def live_ingest(
         "frames": summary.frames,
         "outages": outage.outages,
     }
-    results = report_minute(context, minutes.close(summary, pipeline), stop)
+    results = report_minute(minutes.close(summary, pipeline), stop)
     text = (
         f"session {summary.session_id} closed cleanly: {summary.trades:,} trades, "
         f"{summary.bars:,} bar versions, {summary.gaps} gaps repaired with "
@@ -182,6 +182,10 @@ def live_ingest(
         run = context.instance.get_run_by_id(context.run_id)
         if run is None or run.status != dg.DagsterRunStatus.CANCELING:
             # Nobody asked in the UI: a failure, so the supervisor starts the next run.
+            for result in results:
+                context.log_event(
+                    dg.AssetMaterialization(result.asset_key, metadata=result.metadata)
+                )
             raise dg.Failure(
                 f"stopped by {signal.Signals(terminated[0]).name} without a request from the "
                 f"UI; {text}",

@@ -156,6 +156,10 @@ def _in_browser(dev: Dev, path: str, *texts: str) -> None:
             page.set_default_timeout(60_000)
             page.goto(f"{dev.base}{path}")
             for text in texts:
-                see(page.get_by_text(text).first).to_be_visible()
+                try:
+                    see(page.get_by_text(text).first).to_be_visible(timeout=120_000)
+                except AssertionError as exc:
+                    page.screenshot(path=dev.log.with_suffix(".png"))
+                    raise AssertionError(f"{text!r} not shown:\n{page.inner_text('body')}") from exc
         finally:
             browser.close()

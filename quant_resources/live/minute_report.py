@@ -69,11 +69,14 @@ class MinuteReport:
         return ended
 
     def close(self, summary, pipeline) -> dict:
+        """The last minute, at the stop (connections are closed by then: not reported)."""
         self._read_lags(pipeline)
         if self.minute_ms is None:
             now = exchange_now_ms(pipeline)
             self.minute_ms = (now or 0) // MINUTE_MS * MINUTE_MS
-        return self._numbers(summary, pipeline)
+        numbers = self._numbers(summary, pipeline)
+        del numbers["connections"]
+        return numbers
 
     def _read_lags(self, pipeline) -> None:
         current = pipeline.telemetry.current

@@ -9,6 +9,7 @@ pipeline's status callback (every tick), reading the sink's counters only.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class OutageWatch(logging.Filter):
         if not str(record.msg).startswith(FAILED_INSERT):
             return True
         args = record.args if isinstance(record.args, tuple) else ()
-        self.error = str(args[1]) if len(args) > 1 else record.getMessage()
+        self.error = short_reason(str(args[1]) if len(args) > 1 else record.getMessage())
         return False  # said once per outage by ``__call__``
 
     def __call__(self, summary, pipeline) -> None:
@@ -69,9 +70,17 @@ class OutageWatch(logging.Filter):
                 f"({self.error or 'insert failed'}); stopped. Every received frame is kept in "
                 f"the session log {summary.session_dir}"
             )
-            log.error("%s", self.gave_up)
             pipeline.config.drain_timeout_s = GIVE_UP_DRAIN_S
             pipeline.request_stop()
 
     def close(self) -> None:
         logging.getLogger(SINK_LOGGER).removeFilter(self)
+
+
+def short_reason(text: str) -> str:
+    """The cause of a failed request in a few words: the OS error when there is one (the
+    client's message also carries the whole request URL), else the message's start."""
+    found = re.search(r"\[Errno \d+\] [^\"')]+", text)
+    if found:
+        return found.group(0)
+    return text if len(text) <= 200 else text[:200] + "..."
