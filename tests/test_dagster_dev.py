@@ -154,12 +154,18 @@ def _in_browser(dev: Dev, path: str, *texts: str) -> None:
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(60_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.goto(f"{dev.base}{path}")
             for text in texts:
                 try:
                     see(page.get_by_text(text).first).to_be_visible(timeout=120_000)
                 except AssertionError as exc:
                     page.screenshot(path=dev.log.with_suffix(".png"))
-                    raise AssertionError(f"{text!r} not shown:\n{page.inner_text('body')}") from exc
+                    raise AssertionError(
+                        f"{text!r} not shown:\n{page.inner_text('body')}\n{errors}\n"
+                        f"{tail(dev.log, 40)}"
+                    ) from exc
         finally:
             browser.close()
