@@ -19,7 +19,8 @@ from tests.dagster_dev import Dev, dagster_dev
 from tests.live_helpers import drop, fresh_warehouse, live_env, start_sim, tail
 from tests.test_ui_backfill import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = pytest.mark.xdist_group("dagster_dev")
+# dagster dev, a live run through a minute's end, a browser and the supervisor's next tick
+pytestmark = [pytest.mark.xdist_group("dagster_dev"), pytest.mark.timeout(600)]
 TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename } }"""
 ACTIVE = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 MATERIALIZATIONS = """query { assetOrError(assetKey: {path: ["live_trades"]}) {
@@ -157,6 +158,10 @@ def _in_browser(dev: Dev, path: str, *texts: str) -> None:
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            pending: dict = {}
+            page.on("request", lambda r: pending.__setitem__(id(r), r.post_data or r.url))
+            page.on("requestfinished", lambda r: pending.pop(id(r), None))
+            page.on("requestfailed", lambda r: errors.append(f"failed {r.url} {r.failure}"))
             page.goto(f"{dev.base}{path}")
             for text in texts:
                 try:
@@ -165,6 +170,7 @@ def _in_browser(dev: Dev, path: str, *texts: str) -> None:
                     page.screenshot(path=dev.log.with_suffix(".png"))
                     raise AssertionError(
                         f"{text!r} not shown:\n{page.inner_text('body')}\n{errors}\n"
+                        f"pending: {[str(v)[:300] for v in pending.values()]}\n"
                         f"{tail(dev.log, 40)}"
                     ) from exc
         finally:
