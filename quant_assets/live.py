@@ -1,13 +1,21 @@
 """Live ingestion in Dagster (group ``live``): one long-running run of ``live_ingest_job``.
 
-The run streams Binance into ClickHouse until it is cancelled (or its optional duration ends).
-It reports ``live_trades`` and ``live_bars_1m`` materialisations each closed hour and at the
-stop, so the UI shows counts, lag and repaired gaps without a query. Cancelling the run from
-the UI stops it cleanly: the stop handler flushes every ended minute and closes the session log.
+The run streams Binance into ClickHouse until it is stopped (or its optional duration ends).
+``live_trades`` and ``live_bars_1m`` are materialised by it: once per minute of exchange time
+(trades and quotes per minute, lag p50/p99, connections, gaps open and repaired, the last final
+bar; Dagster plots these on the asset pages) and once more at the stop, with the session's
+totals. ``live_ingest_supervisor`` (sensors/live.py) is their automation.
+
+Stopping the run from the UI (Terminate) stops it cleanly: every ended minute is flushed and
+the session log is closed and uploaded; the run then ends as canceled, with one line saying so,
+and the supervisor leaves it stopped until someone launches the job again. A stop by a signal
+nobody asked for in the UI (the code server going away) ends as a failure, which the
+supervisor restarts.
 """
 
 import asyncio
 import signal
+import sys
 import time
 
 import dagster as dg
@@ -18,24 +26,42 @@ from quant_assets.books import BookReport  # books hook
 from quant_resources.binance.urls import parse_streams, parse_symbols, rest_base, ws_base
 from quant_resources.lake import LakeResource
 from quant_resources.live.bar_audit import bar_differences, minute_range, session_ranges
-from quant_resources.live.pipeline import LiveConfig, LivePipeline, LiveSummary
+from quant_resources.live.minute_report import MinuteReport
+from quant_resources.live.outage import OutageWatch
+from quant_resources.live.pipeline import LiveConfig, LivePipeline
+from quant_resources.live.status_line import StatusLine
 from quant_resources.settings import live_symbols, nats_url, quant_home, redis_url
 from quant_resources.warehouse import WarehouseResource
 
 LIVE_TAG = "quant/live-ingest"
+# Runs stopped on a request from the UI, and the line their cancel shows (set by the op, read
+# by ``end_as_canceled``; the in-process executor runs both in the run's process).
+STOPPED_ON_REQUEST: dict[str, str] = {}
+SUPERVISION = (
+    "Kept running by the live_ingest_supervisor sensor, which restarts a crashed or lost run "
+    "but not one stopped from the UI (Terminate): that stays stopped until the job is launched "
+    "again (Materialize here, or Launchpad)."
+)
 
 live_trades = dg.AssetSpec(
     "live_trades",
     group_name="live",
     kinds={"clickhouse"},
-    description="Binance trades written by the live ingestion run (ClickHouse `trades`).",
+    description=(
+        "Binance trades written by the live ingestion run (ClickHouse `trades`), reported each "
+        "minute of exchange time: trades and quotes per minute, lag p50/p99, connections, "
+        f"gaps. {SUPERVISION}"
+    ),
     deps=["clickhouse_schema"],
 )
 live_bars_1m = dg.AssetSpec(
     "live_bars_1m",
     group_name="live",
     kinds={"clickhouse"},
-    description="1-minute Binance bars from the live aggregator (ClickHouse `bars_1m`).",
+    description=(
+        "1-minute Binance bars from the live aggregator (ClickHouse `bars_1m`), reported each "
+        f"minute of exchange time with the last final bar. {SUPERVISION}"
+    ),
     deps=["live_trades"],
 )
 
@@ -43,34 +69,54 @@ live_bars_1m = dg.AssetSpec(
 class LiveIngestConfig(dg.Config):
     symbols: str = Field(default_factory=lambda: live_symbols())
     streams: str = "aggTrade,bookTicker"
-    duration_s: float | None = Field(default=None, description="None: until cancelled.")
+    duration_s: float | None = Field(default=None, description="None: until stopped.")
     lateness_ms: int = 2000
-
-
-def _report(context: dg.OpExecutionContext, summary: LiveSummary, scope: str) -> None:
-    common = {
-        "session_id": summary.session_id,
-        "scope": scope,
-        "gaps": summary.gaps,
-        "trades_repaired": summary.trades_repaired,
-        "duplicates_dropped": summary.duplicates,
-        "reconnects": summary.reconnects,
-    }
-    context.log_event(
-        dg.AssetMaterialization("live_trades", metadata={**common, "trades": summary.trades})
-    )
-    context.log_event(
-        dg.AssetMaterialization("live_bars_1m", metadata={**common, "bars": summary.bars})
+    status_line: bool = Field(
+        default=False, description="Print a status line on stderr (the demo's terminal)."
     )
 
 
-@dg.op(tags={LIVE_TAG: "1"})
+def minute_metadata(numbers: dict) -> dict:
+    """Dagster metadata of one minute: numbers stay numbers (plotted), times are timestamps."""
+    metadata: dict = {}
+    for name, value in numbers.items():
+        if name in ("exchange_minute_ms", "last_final_bar_ms"):
+            if value is not None:
+                metadata[name.removesuffix("_ms")] = dg.MetadataValue.timestamp(value / 1000)
+        else:
+            metadata[name] = value
+    return metadata
+
+
+TRADE_KEYS = ("trades", "quotes", "lag_p50_ms", "lag_p99_ms", "connections", "reconnects")
+BAR_KEYS = ("last_final_bar", "gaps_open", "gaps_repaired", "rest_trades", "bar_versions_total")
+
+
+def report_minute(numbers: dict, extra: dict | None = None) -> list[dg.MaterializeResult]:
+    """``live_trades`` and ``live_bars_1m`` materialisations of one minute of exchange time."""
+    metadata = {**minute_metadata(numbers), **(extra or {})}
+    shared = {k: v for k, v in metadata.items() if k not in TRADE_KEYS + BAR_KEYS}
+    return [
+        dg.MaterializeResult(
+            asset_key=key,
+            metadata={**{k: metadata[k] for k in keys if k in metadata}, **shared},
+        )
+        for key, keys in (("live_trades", TRADE_KEYS), ("live_bars_1m", BAR_KEYS))
+    ]
+
+
+@dg.multi_asset(
+    specs=[live_trades, live_bars_1m],
+    name="live_ingest",
+    op_tags={LIVE_TAG: "1"},
+    description="Binance streams -> ClickHouse until stopped; reports every exchange minute.",
+)
 def live_ingest(
-    context: dg.OpExecutionContext,
+    context: dg.AssetExecutionContext,
     config: LiveIngestConfig,
     warehouse: WarehouseResource,
     lake: LakeResource,
-) -> dg.Output:
+):
     live_config = LiveConfig(
         symbols=parse_symbols(config.symbols),
         streams=parse_streams(config.streams),
@@ -85,62 +131,105 @@ def live_ingest(
     pipeline = LivePipeline(live_config, warehouse, lake)
     hour = {"value": int(time.time() // 3600)}
     report_books = BookReport()  # books hook: live_book_snapshots per closed hour
+    minutes = MinuteReport()
+    outage = OutageWatch(warehouse.display_url)
+    line = (
+        StatusLine(config.duration_s, interactive=sys.stderr.isatty())
+        if config.status_line
+        else None
+    )
 
-    def on_status(summary: LiveSummary, _pipeline: LivePipeline) -> None:
+    def on_status(summary, pipeline: LivePipeline) -> None:
+        outage(summary, pipeline)
+        ended = minutes.tick(summary, pipeline)
+        if ended is not None:
+            for result in report_minute(ended):
+                context.log_event(
+                    dg.AssetMaterialization(result.asset_key, metadata=result.metadata)
+                )
+        if line is not None:
+            line(summary, pipeline)
         now_hour = int(time.time() // 3600)
         if now_hour != hour["value"]:
             hour["value"] = now_hour
-            _report(context, summary, "hour")
             report_books(context, summary, "hour")  # books hook
 
     pipeline.status = on_status
-
     terminated: list[int] = []
 
     def terminate(sig: int) -> None:
         terminated.append(sig)
         pipeline.request_stop()
 
-    async def main() -> LiveSummary:
+    async def main():
         loop = asyncio.get_running_loop()
         # Run termination arrives as SIGTERM/SIGINT: turn it into a clean stop.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, terminate, sig)
         return await pipeline.run()
 
-    summary = asyncio.run(main())
-    _report(context, summary, "stop")
+    try:
+        summary = asyncio.run(main())
+    finally:
+        outage.close()
+        if line is not None:
+            line.end()
     report_books(context, summary, "stop")  # books hook
-    context.log.info(
-        f"session {summary.session_id}: {summary.trades} trades, {summary.bars} bars, "
-        f"{summary.gaps} gaps repaired with {summary.trades_repaired} trades"
+    stop = {
+        "session_id": summary.session_id,
+        "stopped": "on request" if terminated else "duration ended",
+        "final_digest": summary.final_digest,
+        "frames": summary.frames,
+        "outages": outage.outages,
+    }
+    results = report_minute(minutes.close(summary, pipeline), stop)
+    text = (
+        f"session {summary.session_id} closed cleanly: {summary.trades:,} trades, "
+        f"{summary.bars:,} bar versions, {summary.gaps} gaps repaired with "
+        f"{summary.trades_repaired:,} trades from REST"
     )
     if terminated:
-        # Stopped cleanly (flushed, session closed and uploaded), but on request: the run
-        # shows as cancelled in the UI, not as a success.
-        raise dg.DagsterExecutionInterruptedError(
-            f"terminated by signal {signal.Signals(terminated[0]).name} after a clean stop: "
-            f"session {summary.session_id} closed, {summary.bars} bars written"
+        run = context.instance.get_run_by_id(context.run_id)
+        if run is None or run.status != dg.DagsterRunStatus.CANCELING:
+            # Nobody asked in the UI: a failure, so the supervisor starts the next run.
+            for result in results:
+                context.log_event(
+                    dg.AssetMaterialization(result.asset_key, metadata=result.metadata)
+                )
+            raise dg.Failure(
+                f"stopped by {signal.Signals(terminated[0]).name} without a request from the "
+                f"UI; {text}",
+                allow_retries=False,
+            )
+        STOPPED_ON_REQUEST[context.run_id] = (
+            f"Stopped on request; {text}. The supervisor leaves it stopped until "
+            "live_ingest_job is launched again."
         )
-    return dg.Output(
-        summary.session_id,
-        metadata={
-            "frames": summary.frames,
-            "trades": summary.trades,
-            "bars": summary.bars,
-            "final_digest": summary.final_digest,
-            "stop_exchange_ms": summary.stop_exchange_ms,
-        },
-    )
+    context.log.info(text)
+    yield from results
 
 
-@dg.job(
+@dg.success_hook
+def end_as_canceled(context: dg.HookContext) -> None:
+    """A run stopped from the UI stopped cleanly (its step succeeded); it ends as canceled, with
+    one readable line and no stack trace. Raised outside the step, the interrupt ends the run
+    without a step failure; the run is marked canceled first, so no error is attached."""
+    message = STOPPED_ON_REQUEST.pop(context.run_id, None)
+    if message is None:
+        return
+    run = context.instance.get_run_by_id(context.run_id)
+    context.instance.report_run_canceled(run, message=message)
+    raise dg.DagsterExecutionInterruptedError(message)
+
+
+live_ingest_job = dg.define_asset_job(
+    "live_ingest_job",
+    selection=dg.AssetSelection.assets(live_ingest).without_checks(),
     tags={LIVE_TAG: "1"},
     executor_def=dg.in_process_executor,
-    description="Binance streams -> ClickHouse, until cancelled (one run at a time).",
+    hooks={end_as_canceled},
+    description="Binance streams -> ClickHouse, until stopped (one run at a time).",
 )
-def live_ingest_job():
-    live_ingest()
 
 
 AUDITED_SESSIONS = 20  # the most recent sessions the bar check looks at

@@ -4,9 +4,10 @@
 2. materialises the ClickHouse schema assets,
 3. backfills 5 NYSE sessions of 1-minute bars, daily bars, option chain snapshots and option
    bars for a few symbols from the synthetic provider,
-4. runs a live session of about a minute against the local Binance simulator with faults,
-   keeping the latest values in a private Redis (QUANT_HOME/redis) when redis-server is there
-   (installed with apt-get when missing and possible),
+4. runs a live session of about a minute against the local Binance simulator with faults, as a
+   run of ``live_ingest_job`` (the UI shows it, with its per-minute metadata), keeping the
+   latest values in a private Redis (QUANT_HOME/redis) when redis-server is there (installed
+   with apt-get when missing and possible),
 5. replay-verifies that session against ClickHouse (also as the Dagster asset with checks),
 6. asks the data service (`quant serve api`, token in QUANT_HOME/api-token) for the latest
    values, prints a report with a `curl` line for the same request and the command that opens
@@ -80,8 +81,13 @@ def main() -> int:
             )
             live = live_session(ws_url, rest_url)
             faults = json.loads(urllib.request.urlopen(f"{rest_url}/_sim/stats").read())
-        step(5, f"replay-verifying session {live.session_id}")
-        replay_report = verify(live.session_id)
+        print(
+            f"      {live['trades_total']:,} trades; {live['minutes_reported']} reports to Dagster "
+            "(one per exchange minute, one at the stop)",
+            flush=True,
+        )
+        step(5, f"replay-verifying session {live['session_id']}")
+        replay_report = verify(live["session_id"])
         step(6, "asking the data service for the latest values")
         try:
             served = ask_api(api, home)
@@ -105,7 +111,7 @@ def run(home: Path) -> dict:
     checks = {"passed": 0, "failed": 0}
 
     def execute(job: str, **kwargs) -> None:
-        result = defs.get_job_def(job).execute_in_process(
+        result = defs.resolve_job_def(job).execute_in_process(
             instance=instance, raise_on_error=False, run_config=QUIET, **kwargs
         )
         for event in result.all_events:
@@ -147,18 +153,30 @@ def run(home: Path) -> dict:
     }
 
 
-def live_session(ws_url: str, rest_url: str):
-    from quant_cli.live import run_live
+def live_session(ws_url: str, rest_url: str) -> dict:
+    """A run of ``live_ingest_job`` on the demo's instance; returns the metadata of its stop
+    (the numbers the UI shows for live_trades and live_bars_1m, which the report prints)."""
+    import dagster as dg
+
+    from quant_definitions import defs
 
     os.environ["BINANCE_WS_URL"], os.environ["BINANCE_REST_URL"] = ws_url, rest_url
-    return run_live(
-        symbols=["BTCUSDT", "ETHUSDT"],
-        streams=["aggTrade", "bookTicker"],
-        ws_url=ws_url,
-        rest_url=rest_url,
-        duration_s=LIVE_SECONDS,
-        interactive=sys.stderr.isatty(),
+    config = {"symbols": "btcusdt,ethusdt", "duration_s": LIVE_SECONDS, "status_line": True}
+    result = defs.resolve_job_def("live_ingest_job").execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config={**QUIET, "ops": {"live_ingest": {"config": config}}},
     )
+    if not result.success:
+        failure = result.get_step_failure_events()
+        detail = failure[0].event_specific_data.error.message if failure else "failed"
+        raise SystemExit(f"live_ingest_job failed: {detail}")
+    events = result.asset_materializations_for_node("live_ingest")
+    last = {}
+    for event in events:  # the stop's materialisations come last
+        last.update({k: v.value for k, v in event.metadata.items()})
+    last["minutes_reported"] = len(events) // 2
+    return last
 
 
 def verify(session_id: str) -> dict:
@@ -170,7 +188,7 @@ def verify(session_id: str) -> dict:
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(replay_sessions.name, [session_id])
     # The named job, as the new_session_logs sensor runs it: the UI lists the run under it
-    result = defs.get_job_def("replay_verification_job").execute_in_process(
+    result = defs.resolve_job_def("replay_verification_job").execute_in_process(
         partition_key=session_id, instance=instance, raise_on_error=False, run_config=QUIET
     )
     checks = {
@@ -179,8 +197,19 @@ def verify(session_id: str) -> dict:
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
     meta = result.asset_materializations_for_node("replay_verification")
-    digest = meta[0].metadata["final_digest"].value if meta else "?"
-    return {"ok": result.success and all(checks.values()), "checks": checks, "digest": digest}
+    values = {k: v.value for k, v in meta[0].metadata.items()} if meta else {}
+    print(f"      {values.get('trades', 0):,} trades replayed", flush=True)
+    return {
+        "ok": result.success and all(checks.values()),
+        "checks": checks,
+        "digest": values.get("final_digest", "?"),
+        "trades": values.get("trades", 0),
+        "bars": values.get("bars", 0),
+    }
+
+
+def _pairs(counts: dict) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
 
 
 def ask_api(api, home: Path) -> dict:
@@ -199,8 +228,10 @@ def ask_api(api, home: Path) -> dict:
 
 
 def print_report(
-    report: dict, live, faults: dict, replay: dict, seconds: float, served: dict
+    report: dict, live: dict, faults: dict, replay: dict, seconds: float, served: dict
 ) -> None:
+    """Every number as Dagster shows it: table counts by query, the live numbers from the live
+    run's last materialisation, the replay's from replay_verification's."""
     from quant_resources.warehouse import WarehouseResource
 
     wh = WarehouseResource()
@@ -230,22 +261,26 @@ def print_report(
     print(
         f"asset checks          {report['checks_passed']} passed, {report['checks_failed']} failed"
     )
-    print(f"faults survived       {json.dumps(injected, sort_keys=True)}")
+    print(f"faults survived       {_pairs(injected)}")
     print(
-        f"live session          {live.session_id}: {live.trades:,} trades, {live.bars} bars, "
-        f"{live.reconnects} reconnects, {live.handovers} handovers, "
-        f"{live.duplicates} duplicates dropped"
+        f"live session          {live['session_id']}: {live['trades_total']:,} trades, "
+        f"{live['bar_versions_total']:,} bar versions, {live['reconnects']} reconnects, "
+        f"{live['handovers']} handovers, {live['duplicates_dropped']:,} duplicates dropped"
     )
-    print(f"gaps repaired         {live.gaps} gaps, {live.trades_repaired:,} trades from REST")
-    print(f"replay verification   {replay['checks']} digest {replay['digest']}")
+    print(
+        f"gaps repaired         {live['gaps_repaired']} of {live['gaps_opened']} gaps, "
+        f"{live['rest_trades']:,} trades from REST"
+    )
+    checks = ", ".join(
+        f"{name} {'passed' if ok else 'FAILED'}" for name, ok in replay["checks"].items()
+    )
+    print(
+        f"replay verification   {checks}; {replay['trades']:,} trades, {replay['bars']:,} bars, "
+        f"digest {replay['digest']}"
+    )
+    print("-" * 72)
     origins = ", ".join(f"{k} from {v}" for k, v in served["origins"].items())
     print(f"data API              GET /v1/latest/BTCUSDT: HTTP {served['status']}, {origins}")
-    redis = live.sinks.get("redis")
-    if redis:
-        print(
-            f"latest values         {redis['written']:,} writes to redis, "
-            f"{redis['stream_written']:,} final bars in its stream, {redis['failures']} failures"
-        )
     print("-" * 72)
     print("open the UI and the data API on the same data:  make dev   (then http://127.0.0.1:3000)")
     print("while `make dev` runs, the same request from a shell:")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import signal
 import sys
-import time
-from collections import deque
 from dataclasses import asdict
 
 import typer
 
 from quant_resources import settings
+from quant_resources.live.status_line import StatusLine
 
 ENVIRONMENT = """
 Environment (read by this command):
@@ -46,6 +44,9 @@ def live(
     duration: float = typer.Option(None, help="Stop cleanly after this many seconds."),
     lateness_ms: int = typer.Option(2000, help="Exchange-time lateness before a bar is final."),
     json_summary: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    max_outage: float = typer.Option(
+        60.0, help="Stop (exit 1) after this many seconds without a successful warehouse write."
+    ),
 ) -> None:
     """Ingest Binance streams into ClickHouse until --duration ends or SIGTERM/Ctrl-C."""
     from quant_resources.binance.urls import (
@@ -79,18 +80,33 @@ def live(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"warehouse {warehouse.display_url}", err=True)
-    summary = run_live(
-        duration_s=duration, lateness_ms=lateness_ms, interactive=sys.stderr.isatty(), **config_args
-    )
+    try:
+        summary = run_live(
+            duration_s=duration,
+            lateness_ms=lateness_ms,
+            interactive=sys.stderr.isatty(),
+            max_outage_s=max_outage,
+            **config_args,
+        )
+    except WarehouseOutage as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if json_summary:
         typer.echo(json.dumps(asdict(summary), default=str))
     else:
         typer.echo(describe(summary))
 
 
-def run_live(interactive: bool = False, **config_args):
-    """Build the pipeline from the environment and run it; SIGTERM/SIGINT stop it cleanly."""
+class WarehouseOutage(RuntimeError):
+    """The warehouse took no write for too long: the session stopped (its log is closed)."""
+
+
+def run_live(interactive: bool = False, max_outage_s: float | None = None, **config_args):
+    """Build the pipeline from the environment and run it; SIGTERM/SIGINT stop it cleanly.
+    A warehouse outage is logged once (and its end once); past ``max_outage_s`` the session
+    stops and :class:`WarehouseOutage` says so."""
     from quant_resources.lake import LakeResource
+    from quant_resources.live.outage import OutageWatch
     from quant_resources.live.pipeline import LiveConfig, LivePipeline
     from quant_resources.settings import quant_home
     from quant_resources.warehouse import WarehouseResource
@@ -101,9 +117,17 @@ def run_live(interactive: bool = False, **config_args):
         redis_url=settings.redis_url(),
         **config_args,
     )
-    pipeline = LivePipeline(config, WarehouseResource(), LakeResource())
-    if interactive:
-        pipeline.status = StatusLine(config.duration_s)
+    warehouse = WarehouseResource()
+    pipeline = LivePipeline(config, warehouse, LakeResource())
+    outage = OutageWatch(warehouse.display_url, max_outage_s)
+    line = StatusLine(config.duration_s) if interactive else None
+
+    def on_status(summary, pipeline) -> None:
+        outage(summary, pipeline)
+        if line is not None:
+            line(summary, pipeline)
+
+    pipeline.status = on_status
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -111,49 +135,20 @@ def run_live(interactive: bool = False, **config_args):
             loop.add_signal_handler(sig, pipeline.request_stop)
         return await pipeline.run()
 
-    return asyncio.run(main())
-
-
-class StatusLine:
-    """One refreshed terminal line: elapsed (and remaining), trades and their rate over the last
-    few seconds, lag of this minute, connection state, open gaps."""
-
-    def __init__(self, duration_s: float | None, window_s: float = 5.0) -> None:
-        self.duration_s = duration_s
-        self.window_s = window_s
-        self.started = time.monotonic()
-        self.samples: deque[tuple[float, int]] = deque()
-
-    def __call__(self, summary, pipeline) -> None:
-        sys.stderr.write("\r" + self.render(summary, pipeline) + "\x1b[K")
-        sys.stderr.flush()
-
-    def render(self, summary, pipeline) -> str:
-        from quant_core.telemetry import percentile
-
-        now = time.monotonic()
-        self.samples.append((now, summary.trades))
-        while self.samples and now - self.samples[0][0] > self.window_s:
-            self.samples.popleft()
-        (t0, n0), (t1, n1) = self.samples[0], self.samples[-1]
-        rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
-        elapsed = now - self.started
-        clock = _duration(elapsed)
-        if self.duration_s:
-            clock += f" (-{_duration(math.ceil(max(0.0, self.duration_s - elapsed)))})"
-        lags = pipeline.lags_ms()
-        lag = f"lag p50 {percentile(lags, 50):.0f} ms" if lags else "lag -"
-        state = "connected" if pipeline.client.settled(0.0) else "reconnecting"
-        gaps = len(pipeline.kernel.open_gaps())
-        return (
-            f"{clock}  {summary.trades:,} trades ({rate:,.0f}/s)  {summary.bars:,} bars  {lag}  "
-            f"{state}  gaps open {gaps}, repaired trades {summary.trades_repaired:,}"
-        )
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes:d}:{secs:02d}"
+    try:
+        summary = asyncio.run(main())
+    except RuntimeError as exc:
+        if not pipeline.sinks["warehouse"].pending:
+            raise
+        # The stop could not write what it had (the session log holds it): one line, no trace.
+        raise WarehouseOutage(outage.gave_up or str(exc)) from None
+    finally:
+        outage.close()
+        if line is not None:
+            line.end()
+    if outage.gave_up:
+        raise WarehouseOutage(outage.gave_up)
+    return summary
 
 
 def _pairs(counts: dict) -> str:
@@ -189,7 +184,8 @@ def describe(summary) -> str:
         f"  received    {summary.frames:,} frames: {summary.trades:,} trades, "
         f"{summary.quotes:,} quotes; {summary.bars:,} bar versions\n"
         f"  repaired    {summary.gaps} gaps, {summary.trades_repaired:,} trades from REST "
-        f"({summary.rest_requests} requests); {summary.duplicates:,} duplicates dropped\n"
+        f"({summary.rest_requests} requests); {summary.duplicates:,} duplicates dropped; "
+        f"{summary.dropped_late:,} trades too late for their bars (stored, not in bars_1m)\n"
         f"  connection  {summary.reconnects} reconnects, {summary.handovers} handovers, "
         f"{summary.drops:,} frames dropped in the queue\n"
         f"  rejected    {_pairs(summary.rejects)}\n"

@@ -6,7 +6,7 @@ from quant_assets.books import book_checks, live_book_snapshots
 from quant_assets.crypto_history import crypto_history_assets, crypto_history_job
 from quant_assets.historical import historical_assets
 from quant_assets.jobs import jobs
-from quant_assets.live import live_bars_1m, live_checks, live_ingest_job, live_trades
+from quant_assets.live import live_checks, live_ingest, live_ingest_job
 from quant_assets.replay import replay_verification
 from quant_assets.resources import build_resources
 from quant_assets.schema import schema_assets, schema_checks
@@ -19,8 +19,7 @@ defs = dg.Definitions(
         *schema_assets,
         *historical_assets,
         *crypto_history_assets,
-        live_trades,
-        live_bars_1m,
+        live_ingest,
         live_book_snapshots,
         replay_verification,
     ],

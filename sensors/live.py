@@ -1,8 +1,11 @@
-"""``live_ingest_supervisor``: keeps exactly one live ingestion run going.
+"""``live_ingest_supervisor``: keeps one live ingestion run going, unless a user stopped it.
 
-It starts a run when none is queued or in progress (after a crash, a deploy, a cancel); the
-instance's tag concurrency limit (``quant/live-ingest``: 1 in dagster.yaml) guards the rest.
-Turned on by default when ``QUANT_LIVE_AUTOSTART=1``.
+It starts a run when none is queued or in progress and the latest run did not end canceled: a
+crashed run (failure) or one lost with its worker (failed by run monitoring) is restarted; a run
+stopped from the UI (Terminate ends it canceled) stays stopped until someone launches
+``live_ingest_job`` again, after which supervision resumes. The instance's tag concurrency limit
+(``quant/live-ingest``: 1 in dagster.yaml) guards the rest. Turned on by default when
+``QUANT_LIVE_AUTOSTART=1``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ ACTIVE = [
     default_status=(
         dg.DefaultSensorStatus.RUNNING if live_autostart() else dg.DefaultSensorStatus.STOPPED
     ),
-    description="Restarts live_ingest_job whenever no run of it is active.",
+    description=(
+        "Keeps one live_ingest_job run going: restarts a crashed or lost run, but not one a "
+        "user terminated (it stays stopped until live_ingest_job is launched again)."
+    ),
 )
 def live_ingest_supervisor(context: dg.SensorEvaluationContext):
     active = context.instance.get_run_records(
@@ -35,5 +41,11 @@ def live_ingest_supervisor(context: dg.SensorEvaluationContext):
     if active:
         return dg.SkipReason(
             f"live run {active[0].dagster_run.run_id} is {active[0].dagster_run.status.value}"
+        )
+    latest = context.instance.get_run_records(dg.RunsFilter(job_name="live_ingest_job"), limit=1)
+    if latest and latest[0].dagster_run.status == dg.DagsterRunStatus.CANCELED:
+        return dg.SkipReason(
+            f"live run {latest[0].dagster_run.run_id} was stopped by a user; launch "
+            "live_ingest_job to start it again"
         )
     return dg.RunRequest(tags={"quant/live-ingest": "1"})

@@ -104,12 +104,14 @@ def test_summary_is_readable_and_names_the_warehouse(monkeypatch) -> None:
         drops=0,
         rejects={"malformed_json": 2, "bad_number": 0},
         rows_written={"trades": 90, "quotes": 10, "bars_1m": 3},
-        redis={"written": 12, "stream_written": 3, "failures": 2, "outages": 1},
+        sinks={"redis": {"written": 12, "stream_written": 3, "failures": 2, "outages": 1}},
+        dropped_late=5,
         session_dir="/x/live-1",
         final_digest="ab" * 32,
     )
     text = describe(summary)
     assert "redis       12 latest values, 3 final bars streamed, 2 failed writes" in text
+    assert "5 trades too late for their bars" in text  # stored, never silently
     assert "{" not in text  # no dict reprs
     assert "malformed_json 2" in text and "bad_number" not in text
     assert "bars_1m 3, quotes 10, trades 90 to http://quant:***@127.0.0.1:8123/quant" in text

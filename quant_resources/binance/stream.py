@@ -272,6 +272,10 @@ class BinanceStreamClient:
             await self._current[index].request("UNSUBSCRIBE", [name], self.ack_timeout_s)
             self.shards[index].remove(name)
 
+    def connected(self) -> int:
+        """How many connections are up now (one per shard when all are)."""
+        return sum(1 for c in self._current.values() if not c.reader.done())
+
     def settled(self, seconds: float) -> bool:
         """Every shard connected, none (re)connected in the last ``seconds``, all streaming."""
         now = time.monotonic()

@@ -207,10 +207,15 @@ class LivePipeline:
     def request_stop(self) -> None:
         self.stop.set()
 
+    def telemetry_minute(self):
+        """The telemetry sink's current (wall-clock) minute, or None without that sink."""
+        telemetry = self.sinks.get("telemetry")
+        return telemetry.clock.current if isinstance(telemetry, TelemetrySink) else None
+
     def lags_ms(self) -> list[float]:
         """Receive lags of the trades of the current telemetry minute (the status line)."""
-        telemetry = self.sinks.get("telemetry")
-        return telemetry.clock.current.lags_ms if isinstance(telemetry, TelemetrySink) else []
+        minute = self.telemetry_minute()
+        return minute.lags_ms if minute is not None else []
 
     async def _tick(self) -> None:
         """Every 0.2 s: duration, exchange-clock heartbeat, sink flush, telemetry, status."""
