@@ -93,6 +93,9 @@ def _connect(url: str) -> Client:
             password=unquote(parts.password or ""),
             secure=parts.scheme == "https",
             database="default",
+            # One client serves every thread of the process; a server session would refuse
+            # their overlapping queries, and nothing here needs one (no temporary tables, no SET).
+            autogenerate_session_id=False,
             **{k: v[0] for k, v in parse_qs(parts.query).items()},
         )
     else:

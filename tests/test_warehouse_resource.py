@@ -237,3 +237,19 @@ def test_an_empty_replacement_is_refused_and_a_newer_version_is_never_deleted(wh
     assert (
         wh.scalar("SELECT count() FROM bars_1m WHERE version = {v:UInt64}", {"v": stored[0]}) == 6
     )
+
+
+def test_threads_sharing_one_resource_query_at_the_same_time(wh) -> None:
+    """One client per URL serves every thread of a process (a Dagster step's worker threads, a
+    check thread beside a writer): overlapping queries must not be refused as "concurrent
+    queries within the same session" (the HTTP client's generated session id did that)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wh.insert("bars_1m", bars(minutes=30))
+
+    def slow_count(_: int) -> int:
+        # sleepEachRow keeps each query open long enough for the others to overlap it.
+        return wh.scalar("SELECT count() FROM bars_1m FINAL WHERE sleepEachRow(0.002) = 0")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        assert list(pool.map(slow_count, range(12))) == [60] * 12
