@@ -24,7 +24,9 @@ def test_stop_ends_background_repairs_instead_of_waiting_for_them(tmp_path, clic
         asyncio.run(asyncio.sleep(12))
         first = sim.request("/api/v3/aggTrades?symbol=BTCUSDT&fromId=0&limit=1")[0]
         warehouse.command(
-            "INSERT INTO trades VALUES ('binance', 'BTCUSDT', 'aggTrade', {a:UInt64}, "
+            "INSERT INTO trades (source, symbol, stream, trade_id, first_trade_id, "
+            "last_trade_id, price, qty, is_buyer_maker, ts, ts_init, session_id) "
+            "VALUES ('binance', 'BTCUSDT', 'aggTrade', {a:UInt64}, "
             "{f:UInt64}, {l:UInt64}, {p:String}, {q:String}, {m:Bool}, "
             "fromUnixTimestamp64Milli({t:Int64}), now64(9), 'earlier')",
             {
