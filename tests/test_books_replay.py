@@ -20,8 +20,11 @@ from quant_resources.live.books import snapshot_json
 
 T0 = 1_700_000_000_000
 DEPTH = 20
-SAMPLES = Path(
-    os.environ.get("QUANT_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples")
+SAMPLES = (
+    Path(
+        os.environ.get("QUANT_SAMPLES", Path(__file__).resolve().parents[2] / "shared" / "samples")
+    )
+    / "binance_ws_cryptofeed"
 )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +40,7 @@ from quant_core.depth_sync import (
     DepthBooks,
     SnapshotRequest,
 )
+from quant_resources.live.sinks import WarehouseSink
 
 log = logging.getLogger(__name__)
 SOURCE = "binance"
@@ -249,106 +249,43 @@ class LiveBooks:
 
 
 @dataclass
-class _Batch:
-    table: str
-    data: pa.Table
-    token: str
+class BookSink(WarehouseSink):
+    """The warehouse sink's batches, dedup tokens, retries and write-ahead release, for the
+    three book tables, plus snapshot messages published on the pipeline's NATS connection
+    (best effort, as the other NATS messages) once released. ``LiveBooks`` adds the rows
+    (``add``); the kernel's columns carry none (``stage`` ignores them)."""
 
-
-@dataclass
-class BookSink:
-    """Stages book rows per table and snapshot messages; ``release`` (the write-ahead gate
-    only) cuts batches with deterministic dedup tokens, ``flush`` inserts them in order (a
-    failed insert is retried with backoff, nothing dropped) and publishes released messages
-    on the pipeline's NATS connection (best effort, as the other NATS messages)."""
-
-    warehouse: object
-    session_id: str
-    flush_rows: int = 5000
-    flush_seconds: float = 1.0
+    tables: dict[str, list[pa.Table]] = field(
+        default_factory=lambda: {table: [] for table in BOOK_TABLES}
+    )
+    rows_written: dict = field(default_factory=lambda: dict.fromkeys(BOOK_TABLES, 0))
     nats: object = None  # the pipeline's NatsSink, whose connection publishes
-    staged: dict[str, list[pa.Table]] = field(default_factory=lambda: {t: [] for t in BOOK_TABLES})
     messages: list[tuple[str, bytes]] = field(default_factory=list)
     ready: list[tuple[str, bytes]] = field(default_factory=list)
-    pending: deque = field(default_factory=deque)
-    rows_written: dict = field(default_factory=lambda: dict.fromkeys(BOOK_TABLES, 0))
     published: int = 0
     dropped: int = 0
-    batches: int = 0
-    _last: float = field(default_factory=time.monotonic)
-    _retry_at: float = 0.0
-    _delay: float = 0.5
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    prompt = False  # rows follow the warehouse's size/age schedule (Sink protocol)
-
-    async def start(self) -> None:
-        pass  # the pipeline's NatsSink owns the connection the snapshots are published on
 
     def stage(self, out) -> None:
         pass  # the kernel's columns carry no book rows: ``LiveBooks`` adds them with ``add``
 
     def add(self, table: str, data: pa.Table) -> None:
-        self.staged[table].append(data)
-
-    async def close(self) -> None:
-        """Send what is left (``LiveBooks.close`` drained it already after the fetches stopped)."""
-        if not await self.drain(timeout_s=120):
-            raise RuntimeError(
-                f"{len(self.pending)} book batches could not be written to the warehouse "
-                "before the stop deadline; they are in the session log for replay"
-            )
-
-    def stats(self) -> dict[str, int]:
-        return {**self.rows_written, "published": self.published, "dropped": self.dropped}
+        self.tables[table].append(data)
 
     def publish(self, snap: BookSnapshot) -> None:
         if self.nats is not None:
             self.messages.append((f"v1.market.book.binance.{snap.symbol}", snapshot_json(snap)))
 
-    def buffered(self) -> int:
-        return sum(t.num_rows for tables in self.staged.values() for t in tables)
-
     def due(self, force: bool = False) -> bool:
-        staged = self.buffered()
-        if self.messages:
-            return True
-        old = time.monotonic() - self._last >= self.flush_seconds
-        return bool(staged) and (force or staged >= self.flush_rows or old)
+        return bool(self.messages) or super().due(force)
 
     def release(self) -> None:
         self.ready.extend(self.messages)
         self.messages = []
-        if not self.buffered():
-            return
-        for table, chunks in self.staged.items():
-            if chunks:
-                self.batches += 1
-                data = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
-                token = f"{self.session_id}:{table}:{self.batches}"
-                self.pending.append(_Batch(table, data, token))
-                chunks.clear()
-        self._last = time.monotonic()
+        super().release()
 
     async def flush(self) -> None:
-        async with self._lock:
-            await self._publish()
-            if not self.pending or time.monotonic() < self._retry_at:
-                return
-            while self.pending:
-                batch = self.pending[0]
-                try:
-                    await asyncio.to_thread(
-                        self.warehouse.insert, batch.table, batch.data, dedup_token=batch.token
-                    )
-                except Exception as exc:
-                    self._retry_at = time.monotonic() + self._delay
-                    self._delay = min(self._delay * 2, 15.0)
-                    log.warning("insert of %s failed (%s); will retry", batch.table, exc)
-                    return
-                self.pending.popleft()
-                self._delay = 0.5
-                self.rows_written[batch.table] += batch.data.num_rows
+        await self._publish()
+        await super().flush()
 
     async def _publish(self) -> None:
         nc = getattr(self.nats, "nc", None)
@@ -365,15 +302,8 @@ class BookSink:
                 continue
             self.published += 1
 
-    async def drain(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        await self.flush()
-        while self.pending and time.monotonic() < deadline:
-            self._retry_at = 0.0
-            await self.flush()
-            if self.pending:
-                await asyncio.sleep(min(self._delay, 1.0))
-        return not self.pending
+    def stats(self) -> dict[str, int]:
+        return {**self.rows_written, "published": self.published, "dropped": self.dropped}
 
 
 def _dec(units: int) -> str:

@@ -217,8 +217,7 @@ class WarehouseSink:
         if self.telemetry:
             self.tables["telemetry"] = [_telemetry_table(self.telemetry)]
             self.telemetry.clear()
-        for table in ("trades", "quotes", "bars_1m", "telemetry"):
-            chunks = self.tables.get(table, [])
+        for table, chunks in self.tables.items():  # trades, quotes, bars_1m, telemetry
             if chunks:
                 self.batches += 1
                 data = pa.concat_tables(chunks) if len(chunks) > 1 else chunks[0]
