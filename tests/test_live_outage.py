@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
 
-from quant_dev.processes import warehouse_endpoint
+from quant_dev.processes import Child, warehouse_endpoint
 from quant_resources.live.outage import SINK_LOGGER, OutageWatch
 from tests.live_helpers import QUANT, STARTED, Live, fresh_warehouse, live_env, start_sim
 
@@ -40,9 +39,7 @@ def test_one_line_per_outage_and_one_when_it_ends(caplog) -> None:
     caplog.set_level(logging.INFO)
     sink = _Sink()
     stops = []
-    pipeline = SimpleNamespace(
-        sink=sink, config=SimpleNamespace(), request_stop=lambda: stops.append(1)
-    )
+    pipeline = SimpleNamespace(sinks={"warehouse": sink}, request_stop=lambda: stops.append(1))
     summary = SimpleNamespace(session_dir="/sessions/s1")
     watch = OutageWatch("http://127.0.0.1:1/quant", max_outage_s=None)
     try:
@@ -73,13 +70,12 @@ def test_outage_past_the_bound_stops_quant_live_with_one_message(tmp_path) -> No
         env = live_env(sim, warehouse, tmp_path / "home")
         args = [*QUANT, "live", "--symbols", "btcusdt", "--duration", "120", "--max-outage", "3"]
         out, err = tmp_path / "live.stdout", tmp_path / "live.stderr"
-        with out.open("w") as stdout, err.open("w") as stderr:
-            proc = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr)
-        STARTED.append(proc)
-        live = Live(proc, out, err)
+        child = Child("quant live", args, None, environ=env, log=out, stderr_log=err)
+        STARTED.append(child)
+        live = Live(child, out, err)
         deadline = time.monotonic() + 90
         while not warehouse.scalar("SELECT count() FROM trades"):
-            assert time.monotonic() < deadline and proc.poll() is None, live.explain()
+            assert time.monotonic() < deadline and live.proc.poll() is None, live.explain()
             time.sleep(0.5)
     finally:
         endpoint.__exit__(None, None, None)  # the outage: the endpoint is gone for good
