@@ -43,7 +43,7 @@ test: lint
 	scripts/test-services run -- $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: setup
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(SUITES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -51,4 +51,7 @@ def render_markdown(figures: list[Figure], meta: dict) -> str:
             f"| {f.name} | {f.ours:,.0f} {f.unit} | {f.peer_name} | {f.peer:,.0f} {f.unit} "
             f"| {f.ratio:.2f}x | {f.goal} |"
         )
+    if meta.get("failed"):
+        lines += ["", "## Suites that failed (no figures)", ""]
+        lines += [f"- `{name}`: {error}" for name, error in meta["failed"].items()]
     return "\n".join(lines) + "\n"
