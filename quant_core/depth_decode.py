@@ -281,7 +281,9 @@ _KEEP = np.array([0] + [(2**64 - 1) ^ (2 ** (8 * (8 - k)) - 1) for k in range(1,
 def _digit_words(buf: np.ndarray, ends: np.ndarray, digits: np.ndarray | None) -> np.ndarray:
     """The words of 8 bytes ending before ``ends``, with only their last ``digits`` bytes
     kept (None: all 8), "0" for the rest; True where every byte is then an ASCII digit."""
-    words = np.lib.stride_tricks.sliding_window_view(buf, 8)[ends - 8].view("<u8")[:, 0]
+    # Every byte offset as the start of a uint64 (an unaligned view, no copy).
+    starts = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    words = starts[ends - 8]
     if digits is not None:
         keep = _KEEP[np.minimum(digits, 8)]
         words = (words & keep) | (_ZEROS & ~keep)
