@@ -87,23 +87,24 @@ class BookSide:
         return None
 
     def top(self, n: int) -> tuple[list[int], list[int]]:
-        """(prices, quantities) of the best ``n`` levels, best first."""
-        self.best()  # drops the holes at the end
+        """(prices, quantities) of the best ``n`` levels, best first. The holes met on the
+        way are dropped, so the top of the book stays free of them."""
         keys, held, sign = self.keys, self.held, self.sign
-        prices: list[int] = []
-        qtys: list[int] = []
-        i = len(keys)
-        while i and len(prices) < n:
-            # Enough keys for the n levels still missing if there are no holes among them.
-            chunk = keys[max(0, i - (n - len(prices))) : i]
-            i -= len(chunk)
-            for k in reversed(chunk):
-                price = k * sign
-                q = held[price]
-                if q:
-                    prices.append(price)
-                    qtys.append(q)
-        return prices, qtys
+        size = n
+        while True:  # the shortest tail of keys (doubling) holding n levels, or all keys
+            tail = keys[-size:] if size < len(keys) else keys[:]
+            kept = [k for k in tail if held[k * sign]]
+            if len(kept) >= n or len(tail) == len(keys):
+                break
+            size *= 2
+        if len(kept) < len(tail):
+            for k in tail:
+                if not held[k * sign]:
+                    del held[k * sign]
+            keys[len(keys) - len(tail) :] = kept
+        best = kept[: -n - 1 : -1]
+        prices = best if sign == 1 else [-k for k in best]
+        return prices, [held[p] for p in prices]
 
 
 class OrderBook:

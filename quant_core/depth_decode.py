@@ -153,27 +153,32 @@ class DepthDecoder:
         self.code = self.table.code
 
     def decode(self, frames: Sequence[bytes]) -> DepthBatch:
+        """A burst of raw frames -> its usable diffs as columns; bad frames are counted."""
         batch = self._decode_fast(frames)
-        return self._decode_general(frames) if batch is None else batch
+        return self.decode_general(frames) if batch is None else batch
 
     def _decode_fast(self, frames: Sequence[bytes]) -> DepthBatch | None:
         """Each frame's levels kept as raw JSON and read for the whole burst at once by
         ``read_levels``; None (nothing counted) when a level array is not in Binance's exact
         form, and the general path decodes the burst, with the same result for the rest."""
-        rejects: list[tuple[str, bytes]] = []
+        rejects: list[tuple[str, bytes, _RawDiffData | None]] = []
         diffs = self._diffs(frames, _RAW_FRAME, rejects)
         read = read_levels([raw for d in diffs[-1] for raw in (d.b, d.a)])
-        if read is None:
+        # A frame refused after decoding (its symbol, event or ids) gets that reason only if
+        # its levels would have decoded too: else the general path names them instead.
+        refused = [raw for _, _, d in rejects if d is not None for raw in (d.b, d.a)]
+        if read is None or (refused and read_levels(refused) is None):
             return None
-        for kind, raw in rejects:
+        for kind, raw, _ in rejects:
             self._reject(kind, raw)
         return self._columns(frames, *diffs[:-1], *read)
 
-    def _decode_general(self, frames: Sequence[bytes]) -> DepthBatch:
-        """Every frame typed by msgspec, its levels as strings (any exact decimal form)."""
-        rejects: list[tuple[str, bytes]] = []
+    def decode_general(self, frames: Sequence[bytes]) -> DepthBatch:
+        """Every frame typed by msgspec, its levels as strings (any exact decimal form): what
+        ``decode`` falls back to, and the reference the tests hold the fast path to."""
+        rejects: list[tuple[str, bytes, _DiffData | None]] = []
         diffs = self._diffs(frames, _FRAME, rejects)
-        for kind, raw in rejects:
+        for kind, raw, _ in rejects:
             self._reject(kind, raw)
         counts = [len(levels) for d in diffs[-1] for levels in (d.b, d.a)]
         texts = [t for d in diffs[-1] for levels in (d.b, d.a) for level in levels for t in level]
@@ -181,7 +186,7 @@ class DepthDecoder:
 
     def _diffs(self, frames: Sequence[bytes], decoder: msgspec.json.Decoder, rejects: list):
         """Frame index, symbol code, U, u, E and the ``data`` of each usable diff frame; the
-        others go to ``rejects`` as (kind, raw)."""
+        others go to ``rejects`` as (kind, raw, their ``data`` if it decoded)."""
         index: list[int] = []
         codes: list[int] = []
         firsts: list[int] = []
@@ -190,6 +195,7 @@ class DepthDecoder:
         datas: list = []
         lookup = self.table.lookup
         for i, raw in enumerate(frames):
+            data = None
             try:
                 try:
                     d = decoder.decode(raw)
@@ -202,7 +208,7 @@ class DepthDecoder:
                 if data.u < data.U:
                     raise Rejected(BAD_NUMBER)
             except Rejected as rej:
-                rejects.append((rej.kind, raw))
+                rejects.append((rej.kind, raw, data))
                 continue
             index.append(i)
             codes.append(code)
