@@ -4,13 +4,11 @@ Each side is a dict (price -> quantity) plus a Python list of its prices kept so
 ``bisect``, oriented so that the best price is at the END of the list (bids by price, asks by
 negated price). Why this layout (benchmarks/bench_book.py measures it against the others):
 
-* a diff is applied with one ``dict.update`` (a loop in C): a removed level keeps its price
-  with quantity 0 (a "hole") instead of being deleted level by level in Python;
-* only a price the dict has never held is inserted into the list (``insort``), and changes
-  cluster at the top of the book, which is the end of the list: a short ``memmove``;
-* the best price and top-N are read from the end of the list, skipping holes; holes at the
-  end are dropped as they are met, and the side is compacted when holes outnumber the levels,
-  so a snapshot every second costs next to nothing, unlike a dict sorted for each snapshot.
+* most level changes update a quantity at a price already in the book: one dict store;
+* an insert or a delete moves only the list entries past it, and changes cluster at the top
+  of the book, which is the end of the list: a short ``memmove`` even with 10,000 levels;
+* top-N is a slice from the end, so a snapshot every second costs next to nothing, unlike a
+  dict that must be sorted (or heap-selected) for each snapshot.
 
 The book also knows how far its data reaches. A REST snapshot of ``limit`` levels says nothing
 about prices beyond its deepest level: they stay unknown until a diff changes them, and
@@ -20,91 +18,51 @@ the snapshot returned whole, fewer than ``limit`` levels, is covered to the end)
 
 from __future__ import annotations
 
-from bisect import insort
-from operator import countOf
+from bisect import bisect_left, insort
 
 UNBOUNDED = 2**63 - 1  # an ask bound covering every price
-MIN_COMPACT = 1024  # prices held (levels and holes) below which a side is never compacted
 
 
 class BookSide:
-    """One side of a book; ``sign`` is 1 for bids, -1 for asks (keys are ``sign * price``).
-    ``held`` maps every price held to its quantity, 0 for a removed level not yet dropped (a
-    hole); ``keys`` holds ``sign * price`` of every price in ``held``, ascending: best last."""
+    """One side of a book; ``sign`` is 1 for bids, -1 for asks (keys are ``sign * price``)."""
 
-    __slots__ = ("compact_at", "held", "keys", "sign")
+    __slots__ = ("keys", "levels", "sign")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
-        self.held: dict[int, int] = {}
-        self.keys: list[int] = []
-        self.compact_at = MIN_COMPACT
+        self.levels: dict[int, int] = {}
+        self.keys: list[int] = []  # sign * price, ascending: best last
 
     def __len__(self) -> int:
-        return len(self.held) - countOf(self.held.values(), 0)
-
-    @property
-    def levels(self) -> dict[int, int]:
-        """The levels, price -> quantity (a copy without the holes)."""
-        return {p: q for p, q in self.held.items() if q}
+        return len(self.levels)
 
     def load(self, prices: list[int], qtys: list[int]) -> None:
         """Replace the side with these levels (any order, distinct prices, quantities > 0)."""
-        self.held = dict(zip(prices, qtys, strict=True))
+        self.levels = dict(zip(prices, qtys, strict=True))
         sign = self.sign
-        self.keys = sorted(p * sign for p in self.held)
-        self.compact_at = max(MIN_COMPACT, 2 * len(self.keys))
+        self.keys = sorted(p * sign for p in self.levels)
 
     def apply(self, prices: list[int], qtys: list[int]) -> None:
         """Set each price's quantity, in order; quantity 0 removes the level."""
-        if len(prices) != len(qtys):
-            raise ValueError(f"{len(prices)} prices but {len(qtys)} quantities")
-        held = self.held
-        new = set(prices).difference(held)  # looks each price up in the dict, in C
-        held.update(zip(prices, qtys, strict=True))
-        if new:
-            keys, sign = self.keys, self.sign
-            for p in new:
-                insort(keys, p * sign)
-            if len(keys) > self.compact_at:
-                self.compact()
-
-    def compact(self) -> None:
-        """Drop the holes (removed levels still held)."""
-        held, sign = self.held, self.sign
-        self.keys = [k for k in self.keys if held[k * sign]]
-        self.held = {p: q for p, q in held.items() if q}
-        self.compact_at = max(MIN_COMPACT, 2 * len(self.keys))
+        levels, keys, sign = self.levels, self.keys, self.sign
+        for p, q in zip(prices, qtys, strict=True):
+            if q:
+                if p not in levels:
+                    insort(keys, p * sign)
+                levels[p] = q
+            elif p in levels:
+                del levels[p]
+                del keys[bisect_left(keys, p * sign)]
 
     def best(self) -> int | None:
-        keys, held, sign = self.keys, self.held, self.sign
-        while keys:
-            price = keys[-1] * sign
-            if held[price]:
-                return price
-            keys.pop()
-            del held[price]
-        return None
+        return self.keys[-1] * self.sign if self.keys else None
 
     def top(self, n: int) -> tuple[list[int], list[int]]:
-        """(prices, quantities) of the best ``n`` levels, best first. The holes met on the
-        way are dropped, so the top of the book stays free of them."""
-        keys, held, sign = self.keys, self.held, self.sign
-        size = n
-        while True:  # the shortest tail of keys (doubling) holding n levels, or all keys
-            tail = keys[-size:] if size < len(keys) else keys[:]
-            kept = [k for k in tail if held[k * sign]]
-            if len(kept) >= n or len(tail) == len(keys):
-                break
-            size *= 2
-        if len(kept) < len(tail):
-            for k in tail:
-                if not held[k * sign]:
-                    del held[k * sign]
-            keys[len(keys) - len(tail) :] = kept
-        best = kept[: -n - 1 : -1]
-        prices = best if sign == 1 else [-k for k in best]
-        return prices, [held[p] for p in prices]
+        """(prices, quantities) of the best ``n`` levels, best first."""
+        keys = self.keys[-1 : -n - 1 : -1]
+        prices = keys if self.sign == 1 else [-k for k in keys]
+        levels = self.levels
+        return prices, [levels[p] for p in prices]
 
 
 class OrderBook:
@@ -139,8 +97,8 @@ class OrderBook:
 
     def crossed(self) -> bool:
         """Best bid at or above best ask (crossed or locked): no exchange book looks so."""
-        bid, ask = self.bids.best(), self.asks.best()
-        return bid is not None and ask is not None and bid >= ask
+        bids, asks = self.bids.keys, self.asks.keys
+        return bool(bids) and bool(asks) and bids[-1] >= -asks[-1]
 
     def top(self, n: int) -> tuple[list[int], list[int], list[int], list[int], bool, bool]:
         """Best ``n`` levels a side: bid prices, bid qtys, ask prices, ask qtys (best first),
