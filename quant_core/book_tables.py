@@ -31,6 +31,11 @@ BOOK_SNAPSHOTS = pa.schema(
 )
 
 
+def repeated(text: str, n: int) -> pa.Array:
+    """A string column of ``n`` times ``text``, built in Arrow (no list of n strings)."""
+    return pa.repeat(pa.scalar(text, pa.string()), n)
+
+
 def book_updates_table(
     symbols: Sequence[str], cols: dict[str, np.ndarray], ts_init_ns: np.ndarray, source: str
 ) -> pa.Table:
@@ -39,7 +44,7 @@ def book_updates_table(
     n = len(cols["price"])
     return pa.table(
         {
-            "source": pa.array([source] * n, pa.string()),
+            "source": repeated(source, n),
             "symbol": pa.array(list(symbols), pa.string()).take(pa.array(cols["symbol"])),
             "first_update_id": pa.array(cols["first_update_id"], pa.uint64()),
             "last_update_id": pa.array(cols["last_update_id"], pa.uint64()),
@@ -64,7 +69,7 @@ def book_snapshots_table(snapshots: Sequence[BookSnapshot], source: str) -> pa.T
     n = len(snapshots)
     return pa.table(
         [
-            pa.array([source] * n, pa.string()),
+            repeated(source, n),
             pa.array([s.symbol for s in snapshots], pa.string()),
             pa.array([s.ts_event for s in snapshots], pa.int64()).cast(TS),
             pa.array([s.update_id for s in snapshots], pa.uint64()),
@@ -86,7 +91,7 @@ def book_resyncs_table(
     n = len(resyncs)
     return pa.table(
         {
-            "source": pa.array([source] * n, pa.string()),
+            "source": repeated(source, n),
             "symbol": pa.array([r.symbol for r in resyncs], pa.string()),
             "ts": pa.array(
                 [recv_ms if r.ts_event is None else r.ts_event for r in resyncs], pa.int64()
@@ -95,7 +100,7 @@ def book_resyncs_table(
             "update_id": pa.array([r.update_id or 0 for r in resyncs], pa.uint64()),
             "next_update_id": pa.array([r.next_update_id or 0 for r in resyncs], pa.uint64()),
             "detail": pa.array([r.detail for r in resyncs], pa.string()),
-            "session_id": pa.array([session_id] * n, pa.string()),
+            "session_id": repeated(session_id, n),
         }
     )
 

@@ -71,7 +71,23 @@ class _SnapshotBody(msgspec.Struct, gc=False):
     asks: list[_Level]
 
 
+class _RawDiffData(msgspec.Struct, gc=False):
+    e: str
+    E: _Ms
+    s: str
+    U: _NonNeg
+    u: _NonNeg
+    b: msgspec.Raw
+    a: msgspec.Raw
+
+
+class _RawDiffFrame(msgspec.Struct, gc=False):
+    stream: str
+    data: _RawDiffData
+
+
 _FRAME = msgspec.json.Decoder(_DiffFrame)
+_RAW_FRAME = msgspec.json.Decoder(_RawDiffFrame)
 _SNAPSHOT = msgspec.json.Decoder(_SnapshotBody)
 _NUMERIC = {"E", "U", "u", "b", "a", "lastUpdateId", "bids", "asks"}
 _FIELD_IN_ERROR = re.compile(r"`\$\.(?:data\.)?(\w+)")
@@ -137,18 +153,52 @@ class DepthDecoder:
         self.code = self.table.code
 
     def decode(self, frames: Sequence[bytes]) -> DepthBatch:
+        """A burst of raw frames -> its usable diffs as columns; bad frames are counted."""
+        batch = self._decode_fast(frames)
+        return self.decode_general(frames) if batch is None else batch
+
+    def _decode_fast(self, frames: Sequence[bytes]) -> DepthBatch | None:
+        """Each frame's levels kept as raw JSON and read for the whole burst at once by
+        ``read_levels``; None (nothing counted) when a level array is not in Binance's exact
+        form, and the general path decodes the burst, with the same result for the rest."""
+        rejects: list[tuple[str, bytes, _RawDiffData | None]] = []
+        diffs = self._diffs(frames, _RAW_FRAME, rejects)
+        read = read_levels([raw for d in diffs[-1] for raw in (d.b, d.a)])
+        # A frame refused after decoding (its symbol, event or ids) gets that reason only if
+        # its levels would have decoded too: else the general path names them instead.
+        refused = [raw for _, _, d in rejects if d is not None for raw in (d.b, d.a)]
+        if read is None or (refused and read_levels(refused) is None):
+            return None
+        for kind, raw, _ in rejects:
+            self._reject(kind, raw)
+        return self._columns(frames, *diffs[:-1], *read)
+
+    def decode_general(self, frames: Sequence[bytes]) -> DepthBatch:
+        """Every frame typed by msgspec, its levels as strings (any exact decimal form): what
+        ``decode`` falls back to, and the reference the tests hold the fast path to."""
+        rejects: list[tuple[str, bytes, _DiffData | None]] = []
+        diffs = self._diffs(frames, _FRAME, rejects)
+        for kind, raw, _ in rejects:
+            self._reject(kind, raw)
+        counts = [len(levels) for d in diffs[-1] for levels in (d.b, d.a)]
+        texts = [t for d in diffs[-1] for levels in (d.b, d.a) for level in levels for t in level]
+        return self._columns(frames, *diffs[:-1], counts, scaled_many(texts))
+
+    def _diffs(self, frames: Sequence[bytes], decoder: msgspec.json.Decoder, rejects: list):
+        """Frame index, symbol code, U, u, E and the ``data`` of each usable diff frame; the
+        others go to ``rejects`` as (kind, raw, their ``data`` if it decoded)."""
         index: list[int] = []
         codes: list[int] = []
         firsts: list[int] = []
         lasts: list[int] = []
         times: list[int] = []
-        counts: list[int] = []  # bids, asks, bids, asks, ...
-        texts: list[str] = []  # price, qty, price, qty, ...
+        datas: list = []
         lookup = self.table.lookup
         for i, raw in enumerate(frames):
+            data = None
             try:
                 try:
-                    d = _FRAME.decode(raw)
+                    d = decoder.decode(raw)
                 except (msgspec.MsgspecError, TypeError):
                     raise Rejected(_classify(raw)) from None
                 data = d.data
@@ -158,21 +208,18 @@ class DepthDecoder:
                 if data.u < data.U:
                     raise Rejected(BAD_NUMBER)
             except Rejected as rej:
-                self._reject(rej.kind, raw)
+                rejects.append((rej.kind, raw, data))
                 continue
             index.append(i)
             codes.append(code)
             firsts.append(data.U)
             lasts.append(data.u)
             times.append(data.E)
-            counts.append(len(data.b))
-            counts.append(len(data.a))
-            texts.extend(chain.from_iterable(data.b))
-            texts.extend(chain.from_iterable(data.a))
-        return self._columns(frames, index, codes, firsts, lasts, times, counts, texts)
+            datas.append(data)
+        return index, codes, firsts, lasts, times, datas
 
-    def _columns(self, frames, index, codes, firsts, lasts, times, counts, texts) -> DepthBatch:
-        values = scaled_many(texts)
+    def _columns(self, frames, index, codes, firsts, lasts, times, counts, values) -> DepthBatch:
+        """``values``: price, qty, price, qty, ... of every level, -1 where not a number."""
         price, qty = values[0::2], values[1::2]
         n = len(index)
         bounds = np.zeros(2 * n + 1, dtype=np.int64)
@@ -195,8 +242,8 @@ class DepthDecoder:
             np.cumsum(counts_arr, out=bounds[1:])
             price, qty = price[levels_kept], qty[levels_kept]
 
-        def col(values: list[int]) -> np.ndarray:
-            return np.array(values, dtype=np.int64)[keep]
+        def col(column: list[int]) -> np.ndarray:
+            return np.array(column, dtype=np.int64)[keep]
 
         return DepthBatch(
             col(index),
@@ -214,6 +261,111 @@ class DepthDecoder:
         self.rejects[kind] = self.rejects.get(kind, 0) + 1
         if kind not in self.samples:
             self.samples[kind] = raw if isinstance(raw, bytes) else str(raw).encode()
+
+
+# A level string in Binance's form is up to 10 integer digits, a dot and 8 decimals. It is read
+# as three little-endian uint64 words of 8 ASCII bytes ending 17 (and, for 9 or 10 integer digits,
+# 25) bytes and 0 bytes before its closing quote, bytes before the string replaced by "0"; each
+# word becomes its 8-digit value by three SWAR steps.
+_PAD = b" " * 25
+_ZEROS = np.uint64(0x3030303030303030)
+_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
+_SIXES = np.uint64(0x0606060606060606)
+_SWAR = tuple(
+    (np.uint64(mul), np.uint64(shift), np.uint64(mask))
+    for mul, shift, mask in (
+        (10, 8, 0x00FF00FF00FF00FF),
+        (100, 16, 0x0000FFFF0000FFFF),
+        (10_000, 32, 0x00000000FFFFFFFF),
+    )
+)
+# For a word holding the last k digits of a number (k = 0..8): its first 8 - k bytes (the low
+# ones) are not the number's and are replaced by "0".
+_KEEP = np.array([0] + [(2**64 - 1) ^ (2 ** (8 * (8 - k)) - 1) for k in range(1, 9)], np.uint64)
+
+
+def _digit_words(buf: np.ndarray, ends: np.ndarray, digits: np.ndarray | None) -> np.ndarray:
+    """The words of 8 bytes ending before ``ends``, with only their last ``digits`` bytes
+    kept (None: all 8), "0" for the rest; True where every byte is then an ASCII digit."""
+    # Every byte offset as the start of a uint64 (an unaligned view, no copy).
+    starts = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
+    words = starts[ends - 8]
+    if digits is not None:
+        keep = _KEEP[np.minimum(digits, 8)]
+        words = (words & keep) | (_ZEROS & ~keep)
+    return words
+
+
+def _all_digits(words: np.ndarray) -> bool:
+    return bool(
+        ((words & _NIBBLES) == _ZEROS).all() and (((words + _SIXES) & _NIBBLES) == _ZEROS).all()
+    )
+
+
+def _eight_digits(words: np.ndarray) -> np.ndarray:
+    """uint64 words of 8 ASCII digits (first digit in the lowest byte) -> their value."""
+    x = words - _ZEROS
+    for mul, shift, mask in _SWAR:
+        x = (x * mul + (x >> shift)) & mask
+    return x.astype(np.int64)
+
+
+def read_levels(arrays: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """Raw JSON level arrays (``[["93000.01000000","0.50000000"],...]``) -> (levels per
+    array, price, qty, price, qty, ... as int64 counts of 10**-8), all arrays at once; None
+    unless every array is exactly in Binance's form: no whitespace, every number a string of
+    1 to 10 digits, a dot and 8 decimals. What it reads equals ``scaled`` of each string."""
+    if not arrays:
+        return np.zeros(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    try:
+        blob = b"".join([_PAD, *arrays])
+    except TypeError:
+        return None
+    ends = np.cumsum(np.fromiter(map(len, arrays), np.int64, len(arrays))) + len(_PAD)
+    starts = np.concatenate(([len(_PAD)], ends[:-1]))
+    buf = np.frombuffer(blob, dtype=np.uint8)
+    quotes = np.flatnonzero(buf == 34)
+    per_array = np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)
+    if (per_array % 4).any() or (buf[starts] != 91).any() or (buf[ends - 1] != 93).any():
+        return None
+    counts = per_array // 4
+    if ((counts == 0) & (ends - starts != 2)).any():
+        return None
+    # The bytes between strings: [["p","q"],["p","q"]] and nothing else.
+    open_p, close_p, open_q, close_q = (quotes[k::4] for k in range(4))
+    nonempty = np.flatnonzero(counts)
+    first_level = np.cumsum(counts)[nonempty] - counts[nonempty]
+    last_level = first_level + counts[nonempty] - 1
+    expected_open = np.concatenate(([0], close_q[:-1] + 4))
+    expected_open[first_level] = starts[nonempty] + 2
+    not_last = np.ones(len(open_p), dtype=bool)
+    not_last[last_level] = False
+    if (
+        (open_p != expected_open).any()
+        or (buf[open_p - 1] != 91).any()
+        or (open_q != close_p + 2).any()
+        or (buf[close_p + 1] != 44).any()
+        or (buf[close_q + 1] != 93).any()
+        or (buf[close_q[not_last] + 2] != 44).any()
+        or (close_q[last_level] != ends[nonempty] - 3).any()
+    ):
+        return None
+    # The strings: 1 to 10 digits, the dot, 8 digits.
+    closes = quotes[1::2]
+    int_digits = closes - quotes[0::2] - 10
+    if ((int_digits < 1) | (int_digits > 10)).any() or (buf[closes - 9] != 46).any():
+        return None
+    frac = _digit_words(buf, closes, None)
+    low = _digit_words(buf, closes - 9, int_digits)
+    if not (_all_digits(frac) and _all_digits(low)):
+        return None
+    values = _eight_digits(low) * 10**8 + _eight_digits(frac)
+    if (int_digits > 8).any():
+        high = _digit_words(buf, closes - 17, np.maximum(int_digits - 8, 0))
+        if not _all_digits(high):
+            return None
+        values += _eight_digits(high) * 10**16
+    return counts, values
 
 
 def scaled_many(texts: list[str]) -> np.ndarray:
