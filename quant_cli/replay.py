@@ -141,7 +141,7 @@ def verify(
         typer.echo(
             f"{session}: chain intact, {s['segments']} segment(s), records {s['records']}, "
             f"events {s['events']}, span {s['span_s']:.3f}s, {s['trades']} trades, "
-            f"{s['bars']} bars, {s.get('books', {}).get('book_snapshots', 0)} book snapshots, "
+            f"{s['bars']} bars, {s.get('books', {}).get('snapshots', 0)} book snapshots, "
             f"final digest {s['final_digest']} "
             f"({result.timing['events_per_s']:,.0f} events/s)"
         )
