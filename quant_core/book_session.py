@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from quant_core.depth_decode import DEPTH_PATH
 
@@ -32,15 +33,34 @@ def is_depth_frame(raw: bytes) -> bool:
 
 
 def captured_snapshot_meta(payload: bytes, streams: Sequence[str]) -> dict[str, Any] | None:
-    """The ``rest`` record meta for a third-party capture's line that is a ``/api/v3/depth``
-    answer (a bare ``{"lastUpdateId": ...}`` object), or None for any other line. The answer
-    names no symbol: it is the capture's only depth symbol's (with several, None: not used)."""
+    """The ``rest`` record meta for a capture line that is a bare ``/api/v3/depth`` answer (a
+    ``{"lastUpdateId": ...}`` object), or None for any other line. The answer names no symbol:
+    it is the only depth symbol's of ``streams`` (the streams of the file that holds it). With
+    several, the meta has no symbol: the record is kept and counted, never applied to a book
+    it may not belong to."""
     if not bytes(payload[:20]).lstrip().startswith(b'{"lastUpdateId"'):
         return None
     symbols = {s.split("@", 1)[0].upper() for s in streams if "@depth" in s}
-    if len(symbols) != 1:
+    meta: dict[str, Any] = {"path": DEPTH_PATH, "origin": "capture"}
+    if len(symbols) == 1:
+        meta["symbol"] = symbols.pop()
+    return meta
+
+
+def requested_snapshot_meta(url: str) -> dict[str, Any] | None:
+    """The ``rest`` record meta for a captured REST answer to ``url`` when it is a
+    ``/api/v3/depth`` request (attributed to the ``symbol`` it asked for), else None."""
+    parts = urlsplit(url)
+    if not parts.path.endswith(DEPTH_PATH):
         return None
-    return {"path": DEPTH_PATH, "symbol": symbols.pop(), "origin": "capture"}
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    symbol = query.get("symbol", "").upper()
+    if not symbol:
+        return None
+    params: dict[str, Any] = {"symbol": symbol}
+    if query.get("limit", "").isdigit():
+        params["limit"] = int(query["limit"])
+    return {"path": DEPTH_PATH, "symbol": symbol, "params": params, "origin": "capture"}
 
 
 def books_meta(depth: int, interval_ms: int, limit: int) -> dict[str, Any]:

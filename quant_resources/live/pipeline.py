@@ -193,8 +193,7 @@ class LivePipeline:
         self.client.on_event = self._connection_event
         for sink in self.sinks.values():
             await sink.start()
-        for meta in self.kernel.settings():  # recorded before any frame: replay agrees
-            self._conn_record(meta)
+        self._record_settings()
         await self._read_clock(time.monotonic() + 10)
         await self._resume()
         reader = asyncio.create_task(self.client.run(self.stop), name="binance-client")
@@ -427,6 +426,11 @@ class LivePipeline:
         if not self.kernel.clock_moves(exchange_now_ms):
             return
         self._conn_record(clock_meta(exchange_now_ms))
+
+    def _record_settings(self) -> None:
+        """The kernel's settings, recorded before any frame so a replay applies the same."""
+        for meta in self.kernel.settings():
+            self._conn_record(meta)
 
     def _conn_record(self, meta: dict) -> None:
         """A connection record the kernel acts on: logged, then applied."""
