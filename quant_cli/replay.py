@@ -126,18 +126,10 @@ def verify(
             if diff:
                 problems.append(f"{summary_file}: {diff}")
     if against_warehouse:
-        from quant_resources.replay_check import books_against_warehouse, diff_against_warehouse
+        from quant_resources.replay_check import compare_with_warehouse
         from quant_resources.warehouse import WarehouseResource
 
-        warehouse = WarehouseResource()
-        stopped = result.summary["stop_exchange_ms"] is not None
-        diff = diff_against_warehouse(warehouse, result.bars, stopped)
-        if diff:
-            problems.append(f"bars differ from ClickHouse: {diff}")
-        if result.book_snapshots is not None:
-            diff = books_against_warehouse(warehouse, result.book_snapshots)
-            if diff:
-                problems.append(f"book snapshots differ from ClickHouse: {diff}")
+        problems += compare_with_warehouse(WarehouseResource(), result).problems()
     if as_json:
         typer.echo(
             json.dumps({**result.summary, "timing": result.timing}, indent=2, sort_keys=True)

@@ -11,6 +11,7 @@ kernel made instead, through the same entry point the fetcher's answers take."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,11 @@ class Stream:
         self.pipeline._apply_rest(item)
 
 
-def run_live(tmp_path: Path) -> tuple[list[KernelOutput], Path, dict]:
+def run_live(
+    tmp_path: Path, sinks: dict | None = None, at_end: Callable[..., Awaitable] | None = None
+) -> tuple[list[KernelOutput], Path, dict]:
+    """The stream through the live driver; ``sinks`` go beside the recording one, ``at_end``
+    is awaited (with the pipeline) after the last input, before the stop."""
     port = _closed_port()
     config = LiveConfig(
         symbols=SYMBOLS,
@@ -113,7 +118,7 @@ def run_live(tmp_path: Path) -> tuple[list[KernelOutput], Path, dict]:
     )
     pipeline = LivePipeline(config, warehouse=None)
     sink = RecordingSink()
-    pipeline.sinks = {"record": sink}
+    pipeline.sinks = {"record": sink, **(sinks or {})}
     s = Stream(pipeline, sink)
     eth = s.markets["ETHUSDT"]
 
@@ -142,6 +147,8 @@ def run_live(tmp_path: Path) -> tuple[list[KernelOutput], Path, dict]:
         s.answer("ETHUSDT")
         s.answer("BTCUSDT")
         s.burst(10)
+        if at_end is not None:
+            await at_end(pipeline)
         await pipeline._stop_repairs()
         await pipeline.snapshots.close()
         stop_ms = s.ts // MINUTE * MINUTE
