@@ -6,11 +6,13 @@ log, a virtual clock and sharding over processes). Both call, in the order the s
 records them:
 
 * ``frames(payloads, recv_ns)`` for consecutive websocket frames (``ws`` records);
-* ``rest(path, body, symbol, recv_ns, params)`` for a REST answer (``rest`` records: gap
-  repairs, the stop's catch-up, and trades re-applied from the warehouse on resume, whose
-  ``params`` say ``origin: warehouse``: they go to the bars, not out again as new trades);
-* ``conn(meta)`` for connection records: ``seed`` (ids already accounted for) and ``clock``
-  (the exchange clock's heartbeat, ``quant_core.exchange_clock``);
+* ``rest(path, body, symbol, recv_ns, params, request_id)`` for a REST answer (``rest``
+  records: gap repairs, the stop's catch-up, trades re-applied from the warehouse on resume,
+  whose ``params`` say ``origin: warehouse``: they go to the bars, not out again as new trades,
+  and ``/api/v3/depth`` answers for the books);
+* ``conn(meta, recv_ns)`` for connection records: ``seed`` (ids already accounted for),
+  ``clock`` (the exchange clock's heartbeat, ``quant_core.exchange_clock``) and the books'
+  settings and stream restarts (``settings()`` / ``restart_meta()`` say what to record);
 * ``flush(stop_exchange_ms)`` on a clean stop;
 
 and get a :class:`KernelOutput` of columns back. Everything that decides what is stored lives

@@ -11,7 +11,10 @@ are staged in every sink alike (``quant_resources.live.sinks.Sink``). This modul
 what is live: sockets, the queue, scheduling REST repairs for the gaps the kernel reports, the
 exchange clock's heartbeat, the write-ahead gate and the clean stop. REST answers and heartbeats
 travel through the session log too, in the order they were applied, and replay feeds the same
-records to the same kernel: live and replay are equal by construction.
+records to the same kernel: live and replay are equal by construction. Order books are kernel
+state too: the driver only fetches the depth snapshots the kernel requests
+(``live.books.SnapshotFetcher``, through the queue like repair pages), records the kernel's
+settings first and a restart record when a new connection may have missed frames.
 
 Write-ahead rule: no row reaches a sink (ClickHouse, NATS, any other) before the records it came
 from are durable in the session log. One gate enforces it for every sink (``_release``): it
