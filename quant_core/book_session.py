@@ -65,7 +65,3 @@ def requested_snapshot_meta(url: str) -> dict[str, Any] | None:
 
 def books_meta(depth: int, interval_ms: int, limit: int) -> dict[str, Any]:
     return {"event": BOOKS_EVENT, "depth": depth, "interval_ms": interval_ms, "limit": limit}
-
-
-def snapshot_meta(symbol: str, request_id: int, params: dict) -> dict[str, Any]:
-    return {"path": DEPTH_PATH, "params": params, "symbol": symbol, "request_id": request_id}
