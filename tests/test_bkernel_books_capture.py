@@ -13,6 +13,8 @@ import orjson
 
 from quant_cli.replay import import_captures
 from quant_core.replay import replay
+from quant_core.sessionlog.format import RecordKind
+from quant_core.sessionlog.reader import SessionReader
 from quant_dev.binance_sim.depth import DepthMarket
 
 T0 = 1_700_000_000_000
@@ -112,5 +114,10 @@ def test_hftbacktest_answers_go_to_the_depth_symbol_of_their_file(tmp_path: Path
     summary = check_books(closed.session_dir, c)
     assert summary["books"]["faults"] == {} and summary["books"]["rejects"] == {}
     assert summary["events"]["rest_other"] == 0
-    doc = orjson.loads(c.events[4][3]) if c.events[4][1] == "rest" else None
-    assert doc is not None and "lastUpdateId" in doc  # the answers were bare lines
+    # Each bare answer line became a rest record of its file's symbol.
+    answered = [
+        orjson.loads(meta)["symbol"]
+        for kind, meta, _ in SessionReader(closed.session_dir).batches()
+        if kind == RecordKind.REST
+    ]
+    assert sorted(answered) == sorted(SYMBOLS)
