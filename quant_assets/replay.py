@@ -1,8 +1,10 @@
 """Replay verification in Dagster (group ``replay``): one partition per recorded session.
 
 A partition downloads the session's files from the lake (``sessions/<id>/``), verifies the hash
-chain, replays it through the same normaliser and aggregator as live and compares the bars with
-ClickHouse. Both checks block: a broken chain or a differing bar is a red check in the UI.
+chain, replays it through the same ingest kernel as live and compares the bars and (for a
+session with depth) the book snapshots with ClickHouse, by the same comparison as
+``quant replay verify --against-warehouse``. The checks block: a broken chain, a differing bar or
+a differing book snapshot is a red check in the UI.
 """
 
 import tempfile
@@ -13,7 +15,7 @@ import dagster as dg
 from quant_core.replay import replay
 from quant_core.sessionlog.reader import SessionLogError
 from quant_resources.lake import LakeResource
-from quant_resources.replay_check import diff_against_warehouse
+from quant_resources.replay_check import compare_with_warehouse
 from quant_resources.warehouse import WarehouseResource
 
 replay_sessions = dg.DynamicPartitionsDefinition(name="replay_sessions")
@@ -51,6 +53,15 @@ def download_session(lake: LakeResource, session_id: str, into: Path) -> Path:
             description="The bars rebuilt by replaying the session equal the bars ClickHouse "
             "holds for it (the first difference is shown otherwise).",
         ),
+        dg.AssetCheckSpec(
+            "book_snapshots_match_warehouse",
+            asset="replay_verification",
+            blocking=True,
+            description="The order-book snapshots rebuilt by replaying a session with depth "
+            "equal the `book_snapshots` ClickHouse holds for it (levels, update ids, "
+            "synced_from, completeness; the first difference is shown otherwise). A session "
+            "without depth passes with nothing to compare.",
+        ),
     ],
     description="Deterministic replay of a recorded live session, checked against ClickHouse.",
 )
@@ -70,20 +81,23 @@ def replay_verification(
                     dg.AssetCheckResult(
                         check_name="chain_intact", passed=False, metadata={"error": str(exc)}
                     ),
-                    dg.AssetCheckResult(
-                        check_name="bars_match_warehouse",
-                        passed=False,
-                        metadata={"error": "not compared: the session log did not verify"},
+                    *(
+                        dg.AssetCheckResult(
+                            check_name=name,
+                            passed=False,
+                            metadata={"error": "not compared: the session log did not verify"},
+                        )
+                        for name in ("bars_match_warehouse", "book_snapshots_match_warehouse")
                     ),
                 ],
             )
-    diff = diff_against_warehouse(
-        warehouse, result.bars, result.summary["stop_exchange_ms"] is not None
-    )
+    diff = compare_with_warehouse(warehouse, result)
     summary, timing = result.summary, result.timing
+    snapshots = summary.get("books", {}).get("snapshots", 0)
     context.log.info(
         f"session {session_id}: {summary['trades']} trades, {summary['bars']} bars, "
-        f"{timing['events_per_s']:,.0f} events/s; warehouse: {diff or 'identical'}"
+        f"{snapshots} book snapshots, {timing['events_per_s']:,.0f} events/s; warehouse: "
+        f"{'; '.join(diff.problems()) or 'identical'}"
     )
     return dg.MaterializeResult(
         metadata={
@@ -94,6 +108,7 @@ def replay_verification(
             "span_s": round(summary["span_s"], 3),
             "trades": summary["trades"],
             "bars": summary["bars"],
+            "book_snapshots": snapshots,
             "replay_events_per_s": round(timing["events_per_s"]),
         },
         check_results=[
@@ -104,8 +119,17 @@ def replay_verification(
             ),
             dg.AssetCheckResult(
                 check_name="bars_match_warehouse",
-                passed=diff is None,
-                metadata={"bars": summary["bars"], "first_difference": diff or "none"},
+                passed=diff.bars is None,
+                metadata={"bars": summary["bars"], "first_difference": diff.bars or "none"},
+            ),
+            dg.AssetCheckResult(
+                check_name="book_snapshots_match_warehouse",
+                passed=diff.books is None,
+                metadata={
+                    "book_snapshots": snapshots,
+                    "first_difference": diff.books
+                    or ("none" if diff.has_books else "no depth in this session"),
+                },
             ),
         ],
     )

@@ -17,7 +17,13 @@ from urllib.parse import parse_qs, urlsplit
 import typer
 
 from quant_core import __version__
-from quant_core.formats.captures import CaptureError, read_cryptofeed, read_hftbacktest
+from quant_core.formats.captures import (
+    CaptureError,
+    is_cryptofeed_http,
+    read_cryptofeed,
+    read_cryptofeed_http,
+    read_hftbacktest,
+)
 from quant_core.sessionlog.reader import SessionLogError, SessionReader
 from quant_resources.session_lock import holder
 
@@ -120,18 +126,10 @@ def verify(
             if diff:
                 problems.append(f"{summary_file}: {diff}")
     if against_warehouse:
-        from quant_resources.replay_check import books_against_warehouse, diff_against_warehouse
+        from quant_resources.replay_check import compare_with_warehouse
         from quant_resources.warehouse import WarehouseResource
 
-        warehouse = WarehouseResource()
-        stopped = result.summary["stop_exchange_ms"] is not None
-        diff = diff_against_warehouse(warehouse, result.bars, stopped)
-        if diff:
-            problems.append(f"bars differ from ClickHouse: {diff}")
-        if result.book_snapshots is not None:
-            diff = books_against_warehouse(warehouse, result.book_snapshots)
-            if diff:
-                problems.append(f"book snapshots differ from ClickHouse: {diff}")
+        problems += compare_with_warehouse(WarehouseResource(), result).problems()
     if as_json:
         typer.echo(
             json.dumps({**result.summary, "timing": result.timing}, indent=2, sort_keys=True)
@@ -141,7 +139,7 @@ def verify(
         typer.echo(
             f"{session}: chain intact, {s['segments']} segment(s), records {s['records']}, "
             f"events {s['events']}, span {s['span_s']:.3f}s, {s['trades']} trades, "
-            f"{s['bars']} bars, {s.get('books', {}).get('book_snapshots', 0)} book snapshots, "
+            f"{s['bars']} bars, {s.get('books', {}).get('snapshots', 0)} book snapshots, "
             f"final digest {s['final_digest']} "
             f"({result.timing['events_per_s']:,.0f} events/s)"
         )
@@ -238,7 +236,11 @@ _STREAM_FIELD = re.compile(rb'"stream":"([^"]+)"')
 
 
 def _cryptofeed_source(path: Path, conn_id: int) -> tuple[list[str], Iterator]:
+    from quant_core.book_session import captured_snapshot_meta
+
     lines = path.read_bytes().splitlines()
+    if lines and is_cryptofeed_http(lines[0]):
+        return [], _cryptofeed_http_items(path, lines, conn_id)
     try:
         url, frames = read_cryptofeed(lines)
         opened = int(Decimal(lines[0].rsplit(b" <-> ", 1)[1].decode()) * 1_000_000_000)
@@ -249,14 +251,36 @@ def _cryptofeed_source(path: Path, conn_id: int) -> tuple[list[str], Iterator]:
         yield opened, conn_id, "conn", b"", {"event": "open", "url": url, "file": path.name}
         try:
             for ns, frame in frames:
-                yield ns, conn_id, "ws", frame, None
+                snapshot = captured_snapshot_meta(frame, streams)  # this file's depth symbol
+                if snapshot is not None:
+                    yield ns, conn_id, "rest", frame, snapshot
+                else:
+                    yield ns, conn_id, "ws", frame, None
         except CaptureError as exc:
             raise CaptureError(f"{path}: {exc}") from None
 
-    return _streams_of_url(url), items()
+    streams = _streams_of_url(url)
+    return streams, items()
+
+
+def _cryptofeed_http_items(path: Path, lines: list[bytes], conn_id: int) -> Iterator:
+    """A cryptofeed HTTP log's ``/api/v3/depth`` answers as ``rest`` records attributed to the
+    symbol of their request URL; its other answers (exchange info, ...) are not market data."""
+    from quant_core.book_session import requested_snapshot_meta
+
+    try:
+        answers = list(read_cryptofeed_http(lines))  # every line checked before any is used
+    except CaptureError as exc:
+        raise CaptureError(f"{path}: {exc}") from None
+    for ns, url, body in answers:
+        meta = requested_snapshot_meta(url)
+        if meta is not None:
+            yield ns, conn_id, "rest", body, meta
 
 
 def _hftbacktest_source(path: Path, conn_id: int) -> tuple[list[str], Iterator]:
+    from quant_core.book_session import captured_snapshot_meta
+
     lines = path.read_bytes().splitlines()
     streams: set[str] = set()
     try:  # a first pass validates every line and learns the streams for the header
@@ -269,9 +293,14 @@ def _hftbacktest_source(path: Path, conn_id: int) -> tuple[list[str], Iterator]:
 
     def items() -> Iterator:
         for ns, frame in read_hftbacktest(lines):
-            yield ns, conn_id, "ws", frame, None
+            snapshot = captured_snapshot_meta(frame, file_streams)  # this file's depth symbol
+            if snapshot is not None:
+                yield ns, conn_id, "rest", frame, snapshot
+            else:
+                yield ns, conn_id, "ws", frame, None
 
-    return sorted(streams), items()
+    file_streams = sorted(streams)
+    return file_streams, items()
 
 
 def import_captures(
@@ -288,7 +317,6 @@ def import_captures(
     ``stop_exchange_ms`` is the largest exchange time among the frames (the capture's last
     moment on the exchange clock), so replay emits the bars whose minute had ended by then.
     """
-    from quant_core.book_session import captured_snapshot_meta
     from quant_core.decode import BookTickerEvent, Normalizer, TradeEvent
     from quant_resources.session_writer import ClosedSession, SessionWriter
 
@@ -327,8 +355,6 @@ def import_captures(
         normalizer = Normalizer()
         stop: int | None = None
         for ns, conn_id, kind, payload, meta in _chain_first(first, merged):
-            if kind == "ws" and (snap := captured_snapshot_meta(payload, streams)) is not None:
-                kind, meta = "rest", snap  # a REST depth answer the capture kept: books sync
             writer.append(kind, conn_id, ns, payload, meta)
             if kind == "ws":
                 ev = normalizer.decode(payload)

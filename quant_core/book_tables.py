@@ -27,8 +27,11 @@ BOOK_SNAPSHOTS = pa.schema(
         ("update_id", pa.uint64()),
         *[(name, LEVELS) for name in SNAPSHOT_COLUMNS],
         ("synced_from", pa.uint64()),
+        ("bids_complete", pa.bool_()),  # bkernel: migration 0011, "levels beyond are unknown"
+        ("asks_complete", pa.bool_()),  # bkernel
     ]
 )
+COMPLETENESS_COLUMNS = ("bids_complete", "asks_complete")  # bkernel
 
 
 def repeated(text: str, n: int) -> pa.Array:
@@ -78,6 +81,8 @@ def book_snapshots_table(snapshots: Sequence[BookSnapshot], source: str) -> pa.T
             _levels([s.ask_price for s in snapshots]),
             _levels([s.ask_qty for s in snapshots]),
             pa.array([s.synced_from for s in snapshots], pa.uint64()),
+            pa.array([s.bids_known for s in snapshots], pa.bool_()),  # bkernel
+            pa.array([s.asks_known for s in snapshots], pa.bool_()),  # bkernel
         ],
         schema=BOOK_SNAPSHOTS,
     )
@@ -107,7 +112,8 @@ def book_resyncs_table(
 
 def compare_book_snapshots(expected: pa.Table, actual: pa.Table) -> str | None:
     """The first differing book snapshot as a sentence, or None when both hold the same ones
-    (matched on source, symbol, ts_event and update_id; levels and synced_from compared)."""
+    (matched on source, symbol, ts_event and update_id; levels, synced_from and the
+    completeness flags compared)."""
     exp, act = _snapshot_rows(expected), _snapshot_rows(actual)
     for key in sorted(exp.keys() | act.keys()):
         source, symbol, ts, update_id = key
@@ -116,7 +122,7 @@ def compare_book_snapshots(expected: pa.Table, actual: pa.Table) -> str | None:
             return f"{name} is expected but missing"
         if key not in exp:
             return f"{name} is not expected"
-        for col in (*SNAPSHOT_COLUMNS, "synced_from"):
+        for col in (*SNAPSHOT_COLUMNS, "synced_from", *COMPLETENESS_COLUMNS):  # bkernel
             if exp[key][col] != act[key][col]:
                 return f"{name}: {col} is {act[key][col]!r}, expected {exp[key][col]!r}"
     return None

@@ -6,11 +6,13 @@ log, a virtual clock and sharding over processes). Both call, in the order the s
 records them:
 
 * ``frames(payloads, recv_ns)`` for consecutive websocket frames (``ws`` records);
-* ``rest(path, body, symbol, recv_ns, params)`` for a REST answer (``rest`` records: gap
-  repairs, the stop's catch-up, and trades re-applied from the warehouse on resume, whose
-  ``params`` say ``origin: warehouse``: they go to the bars, not out again as new trades);
-* ``conn(meta)`` for connection records: ``seed`` (ids already accounted for) and ``clock``
-  (the exchange clock's heartbeat, ``quant_core.exchange_clock``);
+* ``rest(path, body, symbol, recv_ns, params, request_id)`` for a REST answer (``rest``
+  records: gap repairs, the stop's catch-up, trades re-applied from the warehouse on resume,
+  whose ``params`` say ``origin: warehouse``: they go to the bars, not out again as new trades,
+  and ``/api/v3/depth`` answers for the books);
+* ``conn(meta, recv_ns)`` for connection records: ``seed`` (ids already accounted for),
+  ``clock`` (the exchange clock's heartbeat, ``quant_core.exchange_clock``) and the books'
+  settings and stream restarts (``settings()`` / ``restart_meta()`` say what to record);
 * ``flush(stop_exchange_ms)`` on a clean stop;
 
 and get a :class:`KernelOutput` of columns back. Everything that decides what is stored lives
@@ -20,9 +22,11 @@ before its missing trades are repaired), aggregation (``StreamingBarAggregator``
 of the stream bars are built from, and which quotes are new. So live and replay are equal by
 construction: the same records in the same order give the same output.
 
-Books (depth diffs, ``quant_core.depth_sync``) are meant to become one more kind of kernel state
-next to the aggregator: decoded with the same ``SymbolTable`` (``self.symbols``), fed from
-``frames`` and emitted as one more output column set.
+Books are one more kind of kernel state (``quant_core.kernel_books``, present when the streams
+include depth): ``frames`` hands the depth frames of a burst to them, ``rest`` the
+``/api/v3/depth`` answers, ``conn`` the book records (settings, a stream restart), and the
+output carries their update columns, snapshots, resyncs and snapshot requests (``books``). The
+live driver only fetches the requested snapshots and hands the answers back through ``rest``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from quant_core.bars import BarRecord, StreamingBarAggregator
+from quant_core.book_session import DEFAULT_DEPTH, DEFAULT_INTERVAL_MS, has_depth
 from quant_core.decode import (
     AGG,
     TRADE,
@@ -46,6 +51,7 @@ from quant_core.decode import (
 )
 from quant_core.exchange_clock import clock_reading
 from quant_core.gaps import Gap, GapTracker
+from quant_core.kernel_books import BookRows, KernelBooks
 from quant_core.rest_decode import (
     AGG_TRADES_PATH,
     HISTORICAL_TRADES_PATH,
@@ -95,7 +101,9 @@ def _empty_books() -> BookColumns:
 class KernelOutput:
     """What one call emitted. Symbol columns are codes into ``symbols`` (the kernel's table:
     it only grows, so a code keeps its symbol); ``index`` columns are positions in the batch
-    of frames passed (0 for REST trades); ``*_recv_ns`` are the receive times given."""
+    of frames passed, its depth frames left out (0 for REST trades); ``*_recv_ns`` are the
+    receive times given. ``books``: what the order books produced (``kernel_books.BookRows``),
+    None when the call gave them nothing to do."""
 
     symbols: Sequence[str]
     trades: TradeColumns = field(default_factory=_empty_trades)
@@ -113,9 +121,10 @@ class KernelOutput:
     # A REST answer: how many trades it held, and the exchange time of its last one.
     rest_trades: int = 0
     rest_last_ms: int | None = None
+    books: BookRows | None = None
 
     def __bool__(self) -> bool:
-        return bool(len(self.trades) or len(self.quotes) or self.bars or self.gaps)
+        return bool(len(self.trades) or len(self.quotes) or self.bars or self.gaps or self.books)
 
 
 class IngestKernel:
@@ -128,7 +137,15 @@ class IngestKernel:
         streams: Iterable[str] = ("aggTrade",),
         lateness_ms: int = 2000,
         source: str = "binance",
+        book_depth: int = DEFAULT_DEPTH,
+        book_interval_ms: int = DEFAULT_INTERVAL_MS,
     ) -> None:
+        symbols = tuple(symbols)
+        streams = tuple(streams)
+        # The order books, when depth is subscribed (settings as recorded by ``settings``).
+        self.books = (
+            KernelBooks(symbols, book_depth, book_interval_ms) if has_depth(streams) else None
+        )
         self.normalizer = Normalizer(symbols=set(symbols) or None)
         self.decoder = BatchDecoder(self.normalizer)
         self.symbols: list[str] = self.decoder.symbols  # code -> symbol, shared by all output
@@ -144,9 +161,18 @@ class IngestKernel:
     # -- input ---------------------------------------------------------------------------------
     def frames(self, payloads: list[bytes], recv_ns: np.ndarray | None = None) -> KernelOutput:
         """Consecutive websocket frames, with their receive times (ns) when known."""
+        frames, size = len(payloads), sum(map(len, payloads))
+        rows = None
+        if self.books is not None:
+            depth, other = self.books.split(payloads)
+            if depth:
+                if recv_ns is None:
+                    recv_ns = np.zeros(frames, np.int64)
+                rows = self.books.frames(payloads, depth, recv_ns)
+                payloads = [payloads[i] for i in other]
+                recv_ns = recv_ns[np.asarray(other, dtype=np.int64)]
         out = self.decoded(self.decoder.decode(payloads), recv_ns)
-        out.frames = len(payloads)
-        out.bytes = sum(map(len, payloads))
+        out.frames, out.bytes, out.books = frames, size, rows
         return out
 
     def decoded(self, batch: FrameBatch, recv_ns: np.ndarray | None = None) -> KernelOutput:
@@ -192,12 +218,18 @@ class IngestKernel:
         symbol: str,
         recv_ns: int = 0,
         params: dict[str, Any] | None = None,
+        request_id: int | None = None,
     ) -> KernelOutput:
         """A REST answer, with the request's ``params`` as logged. Trade pages (gap repairs,
         catch-up) are applied like frames; trades re-applied from the warehouse on resume
-        (``params["origin"] == "warehouse"``) go to the bars only: they are stored already."""
+        (``params["origin"] == "warehouse"``) go to the bars only: they are stored already.
+        A depth answer goes to the books, with the ``request_id`` of the ``SnapshotRequest``
+        it answers (None: a capture's, for the request pending for ``symbol``)."""
         store = not (params and params.get("origin") == FROM_WAREHOUSE)
         out = KernelOutput(self.symbols)
+        if self.books is not None and self.books.is_answer(path):
+            out.books = self.books.snapshot(symbol, request_id, body, recv_ns)
+            return out
         if path not in TRADE_PATHS:
             self.counts["rest_other"] += 1
             return out
@@ -216,10 +248,15 @@ class IngestKernel:
             self._trades(trades, recv, out, store)
         return out
 
-    def conn(self, meta: dict[str, Any]) -> KernelOutput:
+    def conn(self, meta: dict[str, Any], recv_ns: int = 0) -> KernelOutput:
         """A connection record: ``seed`` (the driver knew these ids were accounted for),
-        ``clock`` (the exchange's clock: quiet minutes close), ``reconnect`` (counted)."""
+        ``clock`` (the exchange's clock: quiet minutes close), ``reconnect`` (counted), and the
+        books' records (``kernel_books``)."""
         out = KernelOutput(self.symbols)
+        if self.books is not None:
+            out.books = self.books.conn(meta, recv_ns)
+            if out.books is not None:
+                return out
         event = meta.get("event")
         if event == "reconnect":
             self.counts["reconnect"] += 1
@@ -241,6 +278,17 @@ class IngestKernel:
     def flush(self, stop_exchange_ms: int) -> KernelOutput:
         """Clean stop: the bars of every minute ended by ``stop_exchange_ms``."""
         return KernelOutput(self.symbols, bars=self.aggregator.flush(stop_exchange_ms))
+
+    # -- what the live driver records ----------------------------------------------------------
+    def settings(self) -> list[dict[str, Any]]:
+        """``conn`` records to log (and feed back through ``conn``) before any frame: the
+        settings a replay needs to produce the same output."""
+        return [] if self.books is None else [self.books.settings]
+
+    def restart_meta(self) -> dict[str, Any] | None:
+        """The ``conn`` record to log (and feed through ``conn``) when a new connection may have
+        missed frames, or None when no state depends on that."""
+        return None if self.books is None else self.books.restart_meta()
 
     # -- state the drivers read ----------------------------------------------------------------
     @property

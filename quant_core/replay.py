@@ -28,8 +28,10 @@ import orjson
 import pyarrow as pa
 
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, bars_to_arrow
-from quant_core.book_session import BookReplay, has_depth  # books hook
+from quant_core.book_session import has_depth
+from quant_core.book_tables import book_snapshots_table
 from quant_core.decode import BatchDecoder, FrameBatch, Normalizer, TradeColumns
+from quant_core.depth_sync import BookSnapshot
 from quant_core.kernel import IngestKernel, KernelOutput
 from quant_core.sessionlog.format import FORMAT_VERSION, RecordKind
 from quant_core.sessionlog.reader import (
@@ -110,8 +112,8 @@ class _TradeColumns:
 
 class ReplayDriver:
     """Feeds session-log records to an ``IngestKernel`` (the live job's processing, not a copy
-    of it) and keeps what it emits: every trade, the latest version of every bar, and every
-    output in order when ``keep_outputs`` (tests compare them with live's).
+    of it) and keeps what it emits: every trade, the latest version of every bar, every book
+    snapshot, and every output in order when ``keep_outputs`` (tests compare them with live's).
 
     Call ``on_ws`` / ``on_ws_many`` / ``on_rest`` / ``on_conn`` in log order, then ``finish``.
     """
@@ -133,33 +135,32 @@ class ReplayDriver:
         self.trades = _TradeColumns(self.kernel.symbols)
         self.bars: dict[tuple[str, int], BarRecord] = {}
         self.outputs: list[KernelOutput] | None = [] if keep_outputs else None
-        self.books = BookReplay(symbols, source)  # books hook: the subscribed symbols
+        self.source = source
+        self.book_snapshots: list[BookSnapshot] = []
 
     def on_ws(self, payload: bytes) -> None:
         self.on_ws_many([payload])
 
     def on_ws_many(self, payloads: list[bytes]) -> None:
-        payloads = self.books.take_frames(payloads)  # books hook: depth frames to the books
-        if payloads:
-            self._keep(self.kernel.frames(payloads))
+        self._keep(self.kernel.frames(payloads))
 
     def on_decoded(self, batch: FrameBatch) -> None:
         """Consecutive frames decoded with the kernel's symbol codes."""
         self._keep(self.kernel.decoded(batch))
 
     def on_rest(self, payload: bytes, meta: dict[str, Any]) -> None:
-        if self.books.on_rest(payload, meta):  # books hook: a depth snapshot answer
-            return
         path, symbol = meta.get("path"), meta.get("symbol")
         if not isinstance(path, str) or not isinstance(symbol, str):
-            path = ""  # not a trade answer: counted as rest_other
+            path = ""  # not an answer the kernel can attribute: counted as rest_other
         params = meta.get("params")
         params = params if isinstance(params, dict) else None
-        self._keep(self.kernel.rest(path, payload, symbol or "", params=params))
+        request_id = meta.get("request_id")
+        request_id = request_id if isinstance(request_id, int) else None
+        self._keep(
+            self.kernel.rest(path, payload, symbol or "", params=params, request_id=request_id)
+        )
 
     def on_conn(self, meta: dict[str, Any]) -> None:
-        if self.books.on_conn(meta):  # books hook: book settings, stream (re)connects
-            return
         self._keep(self.kernel.conn(meta))
 
     @property
@@ -177,6 +178,14 @@ class ReplayDriver:
             self.trades.extend(out.trades)
         for rec in out.bars:  # a later version replaces the earlier one
             self.bars[(rec.symbol, rec.open_time_ms)] = rec
+        if out.books is not None:
+            self.book_snapshots.extend(out.books.output.snapshots)
+
+    def book_table(self) -> pa.Table | None:
+        """The ``book_snapshots`` rows, or None when the session subscribed no depth."""
+        if self.kernel.books is None:
+            return None
+        return book_snapshots_table(self.book_snapshots, self.source)
 
     def finish(self, stop_exchange_ms: int | None) -> pa.Table:
         """Bars whose minute ended by ``stop_exchange_ms`` (the clean stop), final versions,
@@ -229,7 +238,7 @@ class ReplayResult:
     timing: dict[str, float]  # wall-clock figures, differ between runs
     info: SessionInfo
     rejects: dict[str, int]
-    book_snapshots: pa.Table | None = None  # books hook: None when the session has no depth
+    book_snapshots: pa.Table | None = None  # None when the session subscribed no depth
 
 
 def replay(
@@ -258,8 +267,8 @@ def replay(
     if parallel and speed is not None:
         raise ValueError("a paced replay verifies as it goes: parallel=True needs speed=None")
     sharded = parallel and len(reader.files) > 1
-    if sharded and has_depth(read_header(reader.files[0]).streams):  # books hook: in order
-        sharded = False
+    if sharded and has_depth(read_header(reader.files[0]).streams):
+        sharded = False  # shards decode trades only; depth frames go to the books in order
     if sharded:
         pipeline, records, info = _replay_sharded(reader, lateness_ms, source)
     elif parallel:
@@ -302,14 +311,9 @@ def replay(
         "events_per_s": records / seconds if seconds > 0 else 0.0,
         "slept_s": pacer.slept,
     }
-    books = pipeline.books.books  # books hook: snapshots and counts of a session with depth
+    books = pipeline.kernel.books
     if books is not None:
-        summary["books"] = {
-            **pipeline.books.counts,
-            "rejects": dict(books.decoder.rejects),
-            "snapshot_rejects": dict(books.snapshot_rejects),
-            "faults": dict(books.faults),
-        }
+        summary["books"] = dict(books.counts)
     return ReplayResult(
         trades,
         bars,
@@ -317,7 +321,7 @@ def replay(
         timing,
         info,
         dict(pipeline.normalizer.rejects),
-        pipeline.books.table() if books is not None else None,
+        pipeline.book_table(),
     )
 
 

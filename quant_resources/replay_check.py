@@ -1,6 +1,12 @@
-"""Compare a replayed session with what the warehouse holds for it."""
+"""Compare a replayed session with what the warehouse holds for it: its bars and, for a session
+with depth, its book snapshots. ``compare_with_warehouse`` is the one comparison the CLI
+(``quant replay verify --against-warehouse``) and the Dagster ``replay_verification`` asset
+both run."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -8,6 +14,9 @@ import pyarrow.compute as pc
 from quant_core.book_tables import BOOK_SNAPSHOTS, compare_book_snapshots
 from quant_core.replay import compare_bars
 from quant_core.tables import BARS_1M
+
+if TYPE_CHECKING:
+    from quant_core.replay import ReplayResult
 
 
 def warehouse_bars(warehouse, replayed: pa.Table, source: str = "binance") -> pa.Table:
@@ -72,3 +81,32 @@ def warehouse_book_snapshots(warehouse, replayed: pa.Table) -> pa.Table:
 def books_against_warehouse(warehouse, replayed: pa.Table) -> str | None:
     """The first book snapshot where the replay and ClickHouse disagree, or None."""
     return compare_book_snapshots(replayed, warehouse_book_snapshots(warehouse, replayed))
+
+
+@dataclass(frozen=True)
+class WarehouseComparison:
+    """The first difference of each kind (None: identical). ``books`` is None too for a session
+    without depth (``has_books`` False: nothing to compare)."""
+
+    bars: str | None
+    books: str | None
+    has_books: bool
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.bars:
+            found.append(f"bars differ from ClickHouse: {self.bars}")
+        if self.books:
+            found.append(f"book snapshots differ from ClickHouse: {self.books}")
+        return found
+
+
+def compare_with_warehouse(warehouse, result: ReplayResult) -> WarehouseComparison:
+    """A replayed session (``quant_core.replay.replay``) against ClickHouse: bars (a crashed
+    session's held minutes excepted, see ``diff_against_warehouse``) and book snapshots."""
+    stopped = result.summary["stop_exchange_ms"] is not None
+    bars = diff_against_warehouse(warehouse, result.bars, stopped)
+    snapshots = result.book_snapshots
+    if snapshots is None:
+        return WarehouseComparison(bars, None, False)
+    return WarehouseComparison(bars, books_against_warehouse(warehouse, snapshots), True)

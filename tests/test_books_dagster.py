@@ -94,7 +94,7 @@ def test_migration_columns_are_the_issues(warehouse) -> None:
     ]  # fmt: skip
     assert list(warehouse.table_columns("book_snapshots")) == [
         "source", "symbol", "ts_event", "update_id", "bid_prices", "bid_qtys", "ask_prices",
-        "ask_qtys", "synced_from",
+        "ask_qtys", "synced_from", "bids_complete", "asks_complete",  # bkernel: migration 0011
     ]  # fmt: skip
     # Re-inserting the same rows (a retried batch) leaves one copy.
     for _ in range(2):

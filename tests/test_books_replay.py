@@ -16,7 +16,7 @@ from quant_core.contracts import BookSnapshot as BookSnapshotContract
 from quant_core.depth_sync import BookSnapshot
 from quant_core.replay import replay
 from quant_dev.binance_sim.depth import DepthMarket
-from quant_resources.live.books import snapshot_json
+from quant_resources.live.sinks import snapshot_json
 
 T0 = 1_700_000_000_000
 DEPTH = 20
@@ -109,7 +109,7 @@ def test_capture_with_depth_and_bad_input_replays_to_the_exchange_book(tmp_path)
     assert books["snapshot_rejects"] == {"bad_field": 2}
     assert books["faults"] == {"gap": 2, "bad_snapshot": 2}
     table = result.book_snapshots
-    assert table.num_rows == books["book_snapshots"] > 6
+    assert table.num_rows == books["snapshots"] > 6
     synced = set()
     for row in table.to_pylist():
         got = tuple(
@@ -141,4 +141,4 @@ def test_real_capture_depth_imports_and_replays(tmp_path) -> None:
     answer, so no book ever syncs: nothing is stored as a snapshot, which is the truth."""
     closed = import_captures("cryptofeed", [SAMPLES / "BINANCE.ws.1.0"], tmp_path / "s")
     books = replay(closed.session_dir).summary["books"]
-    assert books["rejects"] == {} and books["book_snapshots"] == 0
+    assert books["rejects"] == {} and books["snapshots"] == 0

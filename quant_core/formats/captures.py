@@ -1,6 +1,7 @@
 """Line formats of third-party raw captures -> (receive time in ns, raw frame bytes).
 
-* cryptofeed raw-data logs: a header line ``<url> <-> <epoch_s>``, then ``<epoch_s>: <frame>``.
+* cryptofeed raw-data logs: a header line ``<url> <-> <epoch_s>``, then ``<epoch_s>: <frame>``;
+  its HTTP log (``<exchange>.0``): ``<url> -> <epoch_s>: <body>`` per REST answer.
 * hftbacktest collector files: ``<epoch_ns> <frame>`` per line.
 
 Frames are returned byte-for-byte as captured; decoding them is the normaliser's job.
@@ -57,3 +58,21 @@ def read_hftbacktest(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         if not sep or not stamp.isdigit():
             raise CaptureError(f"line {lineno}: {line[:60]!r} is not '<epoch_ns> <frame>'")
         yield int(stamp), frame
+
+
+def is_cryptofeed_http(first_line: bytes) -> bool:
+    """Whether a cryptofeed log is its HTTP log (``<url> -> <epoch_s>: <body>`` lines)."""
+    return b" -> " in first_line.split(b": ", 1)[0] and b" <-> " not in first_line
+
+
+def read_cryptofeed_http(lines: Iterable[bytes]) -> Iterator[tuple[int, str, bytes]]:
+    """A cryptofeed HTTP log -> (recv_ns, request URL, answer body) per line."""
+    for lineno, line in enumerate(lines, start=1):
+        line = line.rstrip(b"\r\n")
+        if not line:
+            continue
+        url, sep, rest = line.partition(b" -> ")
+        stamp, sep2, body = rest.partition(b": ")
+        if not sep or not sep2:
+            raise CaptureError(f"line {lineno}: {line[:60]!r} is not '<url> -> <epoch>: <body>'")
+        yield _seconds_to_ns(stamp, lineno), url.decode(), body

@@ -11,7 +11,10 @@ are staged in every sink alike (``quant_resources.live.sinks.Sink``). This modul
 what is live: sockets, the queue, scheduling REST repairs for the gaps the kernel reports, the
 exchange clock's heartbeat, the write-ahead gate and the clean stop. REST answers and heartbeats
 travel through the session log too, in the order they were applied, and replay feeds the same
-records to the same kernel: live and replay are equal by construction.
+records to the same kernel: live and replay are equal by construction. Order books are kernel
+state too: the driver only fetches the depth snapshots the kernel requests
+(``live.books.SnapshotFetcher``, through the queue like repair pages), records the kernel's
+settings first and a restart record when a new connection may have missed frames.
 
 Write-ahead rule: no row reaches a sink (ClickHouse, NATS, any other) before the records it came
 from are durable in the session log. One gate enforces it for every sink (``_release``): it
@@ -48,6 +51,8 @@ import numpy as np
 import orjson
 
 from quant_core import __version__
+from quant_core.book_session import has_depth
+from quant_core.depth_decode import DEPTH_PATH
 from quant_core.exchange_clock import ExchangeClock, clock_meta
 from quant_core.gaps import Gap
 from quant_core.kernel import FROM_WAREHOUSE, IngestKernel, KernelOutput, bar_stream
@@ -55,7 +60,7 @@ from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH
 from quant_resources.binance.rest import BinanceRest
 from quant_resources.binance.stream import BinanceStreamClient, RawFrame
 from quant_resources.binance.urls import stream_names
-from quant_resources.live.books import LiveBooks  # books hook
+from quant_resources.live.books import BookSink, SnapshotFetcher
 from quant_resources.live.redis_sink import RedisSink
 from quant_resources.live.sinks import NatsSink, Sink, TelemetrySink, WarehouseSink
 from quant_resources.session_lock import LOCK_FILE
@@ -86,8 +91,8 @@ class LiveConfig:
     redis_url: str | None = None  # latest values and final bars in Redis (RedisSink)
     silence_s: float = 30.0
     stop_budget_s: float = 60.0  # REST catch-up time allowed on a clean stop
-    book_depth: int = 20  # books hook: levels a side per book snapshot
-    book_interval_ms: int = 1000  # books hook: exchange ms between book snapshots
+    book_depth: int = 20  # levels a side per book snapshot (with depth streams)
+    book_interval_ms: int = 1000  # exchange ms between book snapshots
     session_id: str = field(
         default_factory=lambda: (
             f"live-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
@@ -101,7 +106,8 @@ class LiveConfig:
 
 @dataclass
 class RestAnswer:
-    """A REST answer on its way to the processor (``applied``: told how many trades it held)."""
+    """A REST answer on its way to the processor (``applied``: told how many trades it held;
+    ``request_id``: the kernel's ``SnapshotRequest`` a depth answer answers)."""
 
     symbol: str
     stream: str
@@ -110,6 +116,7 @@ class RestAnswer:
     body: bytes
     recv_ns: int
     applied: asyncio.Future | None = None
+    request_id: int | None = None
 
 
 @dataclass
@@ -134,7 +141,7 @@ class LiveSummary:
     sinks: dict = field(default_factory=dict)  # each sink's ``stats()``, by sink name
     final_digest: str = ""
     seconds: float = 0.0
-    books: dict = field(default_factory=dict)  # books hook: LiveBooks.counts
+    books: dict = field(default_factory=dict)  # the kernel's book counts (with depth)
 
 
 class LivePipeline:
@@ -143,7 +150,14 @@ class LivePipeline:
         self.warehouse = warehouse
         self.lake = lake
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=config.queue_size)
-        self.kernel = IngestKernel(config.symbols, config.streams, config.lateness_ms, "binance")
+        self.kernel = IngestKernel(
+            config.symbols,
+            config.streams,
+            config.lateness_ms,
+            "binance",
+            config.book_depth,
+            config.book_interval_ms,
+        )
         self.rest = BinanceRest(config.rest_url)
         self.client = BinanceStreamClient(
             config.ws_url,
@@ -152,14 +166,13 @@ class LivePipeline:
             silence_s=config.silence_s,
         )
         self.sinks: dict[str, Sink] = build_sinks(config, warehouse, int(time.time() * 1000))
-        self.books = LiveBooks.for_pipeline(self)  # books hook: None without depth streams
-        if self.books is not None:  # books hook: its sink passes the same write-ahead gate
-            self.sinks["books"] = self.books.sink
+        self.snapshots = SnapshotFetcher(self.rest, self._deliver_snapshot)
+        self._handover = False  # a handover's old connection streams until the new one does
         self._released_at = 0.0
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
-        if self.books is not None:  # books hook: the summary shows the books' counts
-            self.summary.books = self.books.counts
+        if self.kernel.books is not None:  # the same dict, kept current by the kernel
+            self.summary.books = self.kernel.books.counts
         self.stop = asyncio.Event()
         self.clock = ExchangeClock()
         self._clock_task: asyncio.Task | None = None
@@ -183,8 +196,7 @@ class LivePipeline:
         self.client.on_event = self._connection_event
         for sink in self.sinks.values():
             await sink.start()
-        if self.books is not None:  # books hook: settings recorded before any frame
-            self.books.start(self.log, self.sinks.get("nats"))
+        self._record_settings()
         await self._read_clock(time.monotonic() + 10)
         await self._resume()
         reader = asyncio.create_task(self.client.run(self.stop), name="binance-client")
@@ -317,8 +329,7 @@ class LivePipeline:
             "last_id": last_id,
             "last_ts_ms": last_ts_ms,
         }
-        self.log.append("conn", 0, time.time_ns(), b"", meta)
-        self._emit(self.kernel.conn(meta))
+        self._conn_record(meta)
 
     async def _seed_fresh(self, symbols: list[str]) -> None:
         """A first start mid-minute: the trades of the running minute before the first live
@@ -368,9 +379,6 @@ class LivePipeline:
                 if frames:
                     self._on_frames(frames)
                     frames = []
-                if self.books is not None and self.books.owns(item):  # books hook
-                    self.books.on_answer(item)
-                    continue
                 self._apply_rest(item)
             if frames:
                 self._on_frames(frames)
@@ -392,10 +400,6 @@ class LivePipeline:
     def _on_frames(self, frames: list[RawFrame]) -> None:
         # Write-ahead: logged before anything is applied.
         self.log.append_many("ws", [(f.conn_id, f.recv_ns, f.data) for f in frames])
-        if self.books is not None:  # books hook: depth frames (logged above) go to the books
-            frames = self.books.on_frames(frames)
-            if not frames:
-                return
         recv_ns = np.fromiter((f.recv_ns for f in frames), np.int64, len(frames))
         self._emit(self.kernel.frames([f.data for f in frames], recv_ns))
 
@@ -413,6 +417,9 @@ class LivePipeline:
                 log.info("serverShutdown received: handing over to a new connection")
         for gap in out.gaps:
             self._repair(gap)
+        if out.books is not None:
+            for request in out.books.output.requests:
+                self.snapshots.fetch(request)
         for sink in self.sinks.values():
             sink.stage(out)
 
@@ -421,9 +428,18 @@ class LivePipeline:
         (only when it moves the watermark), so a replay applies it at the same place."""
         if not self.kernel.clock_moves(exchange_now_ms):
             return
-        meta = clock_meta(exchange_now_ms)
-        self.log.append("conn", 0, time.time_ns(), b"", meta)
-        self._emit(self.kernel.conn(meta))
+        self._conn_record(clock_meta(exchange_now_ms))
+
+    def _record_settings(self) -> None:
+        """The kernel's settings, recorded before any frame so a replay applies the same."""
+        for meta in self.kernel.settings():
+            self._conn_record(meta)
+
+    def _conn_record(self, meta: dict) -> None:
+        """A connection record the kernel acts on: logged, then applied."""
+        now = time.time_ns()
+        self.log.append("conn", 0, now, b"", meta)
+        self._emit(self.kernel.conn(meta, now))
 
     async def _read_clock(self, deadline: float | None) -> int | None:
         """Read the exchange's clock; None (and the last reading stays) when REST fails."""
@@ -478,8 +494,12 @@ class LivePipeline:
             "path": item.path,
             "params": item.params,
         }
+        if item.request_id is not None:
+            meta["request_id"] = item.request_id
         self.log.append("rest", 0, item.recv_ns, item.body, meta)
-        out = self.kernel.rest(item.path, item.body, item.symbol, item.recv_ns, item.params)
+        out = self.kernel.rest(
+            item.path, item.body, item.symbol, item.recv_ns, item.params, item.request_id
+        )
         self._emit(out)
         if item.applied is not None and not item.applied.done():
             item.applied.set_result(out.rest_trades)
@@ -526,10 +546,33 @@ class LivePipeline:
         if self.log is not None:
             payload = orjson.dumps({"event": kind, "detail": detail})
             self.log.append("conn", conn_id, time.time_ns(), payload)
-            if self.books is not None:  # books hook: a new connection restarts the books
-                self.books.on_connection(kind, detail)
+            self._restart(kind, detail)
         if kind == "replace" and detail in ("closed", "silent"):
             self._reconnects += 1  # for the telemetry of the minute
+
+    def _restart(self, kind: str, detail: str) -> None:
+        """A new connection ("open") after a drop: frames may be missing since the last one, so
+        the kernel's state that depends on an unbroken stream (the books) starts over, recorded
+        first. A handover's old connection streams until the new one delivers: nothing missed."""
+        if kind == "replace":
+            self._handover = detail in ("aged", "shutdown")
+        if kind != "open":
+            return
+        if self._handover:
+            self._handover = False
+            return
+        meta = self.kernel.restart_meta()
+        if meta is not None:
+            self._conn_record(meta)
+
+    async def _deliver_snapshot(
+        self, symbol: str, request_id: int, params: dict, body: bytes, recv_ns: int
+    ) -> None:
+        """A depth snapshot the kernel asked for: through the queue like a repair page, so it
+        is logged and applied in queue order."""
+        answer = RestAnswer(symbol, "depth", DEPTH_PATH, params, body, recv_ns)
+        answer.request_id = request_id
+        await self.queue.put(answer)
 
     # -- clean stop ------------------------------------------------------------------------------
     async def _stop_repairs(self) -> None:
@@ -553,8 +596,7 @@ class LivePipeline:
         self._emit(self.kernel.flush(stop_ms))
         self._roll_telemetry(final=True)
         self._release(force=True)
-        if self.books is not None:  # books hook: fetches stop before the sinks close
-            await self.books.close()
+        await self.snapshots.close()  # depth fetches stop before the sinks close
         failed: Exception | None = None
         for name, sink in self.sinks.items():
             try:
@@ -650,6 +692,10 @@ def build_sinks(config: LiveConfig, warehouse, now_ms: int) -> dict[str, Sink]:
         sinks["nats"] = NatsSink(config.nats_url)
     if config.redis_url:
         sinks["redis"] = RedisSink(config.redis_url)
+    if has_depth(config.streams):
+        sinks["books"] = BookSink(
+            warehouse, config.session_id, config.flush_rows, config.flush_seconds
+        )
     return sinks
 
 

@@ -1,6 +1,6 @@
 """The live pipeline's latest-values cache in Redis: one more sink behind the write-ahead gate.
 
-Per series it keeps the newest trade, book ticker, final 1m bar and (once depth is wired) book
+Per series it keeps the newest trade, book ticker, final 1m bar and (with depth) book snapshot
 at ``quant:v1:latest:{source}:{symbol}:{kind}`` (``quant_resources.latest_store``, which the data
 service reads), as v1 contract JSON, and appends every final bar version to a capped Redis
 Stream ``quant:v1:stream:{source}:bar:1m`` for consumers that follow without NATS.
@@ -42,13 +42,15 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from quant_core.bars import BarRecord, bars_to_arrow
-from quant_core.contracts import Bar, BookTicker, L2Update, Trade
+from quant_core.contracts import Bar, BookTicker, L2Update, PriceLevel, Trade
+from quant_core.depth_sync import BookSnapshot
 from quant_core.kernel import KernelOutput
 from quant_resources.latest_store import bars_stream_key, latest_key
 from quant_resources.live.sinks import output_tables
@@ -120,6 +122,27 @@ def bar_contract(row: dict) -> Bar:
             "session": row["session"] or None,
             "adjustment": row["adjustment"],
         }
+    )
+
+
+def book_contract(snap: BookSnapshot, source: str) -> L2Update:
+    """A kernel book snapshot -> the ``L2Update`` ``/v1/latest`` serves as ``book``: the top
+    levels as of ``update_id`` (first and last id both ``update_id``: the state after it)."""
+
+    def levels(prices: tuple[int, ...], qtys: tuple[int, ...]) -> tuple[PriceLevel, ...]:
+        return tuple(
+            PriceLevel(price=Decimal(p).scaleb(-8), qty=Decimal(q).scaleb(-8))
+            for p, q in zip(prices, qtys, strict=True)
+        )
+
+    return L2Update(
+        source=source,
+        symbol=snap.symbol,
+        first_update_id=snap.update_id,
+        last_update_id=snap.update_id,
+        bids=levels(snap.bid_price, snap.bid_qty),
+        asks=levels(snap.ask_price, snap.ask_qty),
+        ts_event=EPOCH + timedelta(milliseconds=snap.ts_event),
     )
 
 
@@ -239,6 +262,9 @@ class RedisSink:
             self.quote_table(tables["quotes"])
         if out.bars:
             self.bars(out.bars)
+        if out.books is not None:
+            for snap in out.books.output.snapshots:
+                self.book(book_contract(snap, self.source))
 
     def trade_table(self, table: pa.Table) -> None:
         """A burst's ``trades`` rows, as the warehouse gets them."""
@@ -253,8 +279,8 @@ class RedisSink:
             self._staged.bars[(bar.symbol, bar.open_time_ms)] = bar
 
     def book(self, snapshot: L2Update) -> None:
-        """The newest book snapshot of a series (for the depth pipeline): kept when its last
-        update id is the highest seen, stored under kind ``book``."""
+        """The newest book snapshot of a series: kept when it is the newest by (exchange time,
+        update id), stored under kind ``book``."""
         order = (int(snapshot.ts_event.timestamp() * 1000), snapshot.last_update_id)
         held = self._staged.books.get(snapshot.symbol)
         if held is None or order >= held[0]:

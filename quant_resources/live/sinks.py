@@ -17,7 +17,8 @@ deterministic insert deduplication token, so a retried insert (timeout after the
 already written it) never duplicates. While the warehouse is down, batches queue in memory in
 order and are retried with backoff; nothing is dropped.
 
-NATS: normalised events as JSON on ``v1.market.{trades,bbo,bars}.binance.{symbol}[.1m]``.
+NATS: normalised events as JSON on ``v1.market.{trades,bbo,bars}.binance.{symbol}[.1m]``, and
+book snapshots (sessions with depth) on ``v1.market.book.binance.{symbol}``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import pyarrow as pa
 
 from quant_core.bars import BarRecord, bars_to_arrow
 from quant_core.decode import STREAM_NAMES, BookTickerEvent, TradeEvent
+from quant_core.depth_sync import BookSnapshot
 from quant_core.kernel import KernelOutput
 from quant_core.tables import decimal_from_scaled
 from quant_core.telemetry import TelemetryClock
@@ -394,9 +396,15 @@ class EventSink:
                 self.bbo(ev, recv_ns)
         for bar in out.bars:
             self.bar(bar)
+        if out.books is not None:
+            for snap in out.books.output.snapshots:
+                self.book(snap)
 
     def trade(self, ev: TradeEvent, recv_ns: int) -> None:
         raise NotImplementedError
+
+    def book(self, snap: BookSnapshot) -> None:
+        """A book snapshot (sessions with depth); a sink without books ignores it."""
 
     def bbo(self, ev: BookTickerEvent, recv_ns: int) -> None:
         raise NotImplementedError
@@ -522,6 +530,12 @@ class NatsSink(EventSink):
             {"Quant-Bar-Version": str(bar.version)},
         )
 
+    def book(self, snap: BookSnapshot) -> None:
+        if len(self._buffer) + len(self._ready) >= self.max_buffer:
+            self.dropped += 1
+            return
+        self._buffer.append((f"v1.market.book.binance.{snap.symbol}", snapshot_json(snap), None))
+
     async def flush(self) -> None:
         """Publish the released messages in order."""
         if self.nc is None or not self._ready:
@@ -574,3 +588,26 @@ def _dec(scaled: int | None) -> str | None:
     whole, frac = divmod(abs(scaled), 10**8)
     text = f"{whole}.{frac:08d}".rstrip("0").rstrip(".")
     return sign + text
+
+
+def snapshot_json(snap: BookSnapshot, source: str = "binance") -> bytes:
+    """A kernel book snapshot as the ``BookSnapshot`` contract's JSON (``quant_core.contracts``)."""
+    return orjson.dumps(
+        {
+            "source": source,
+            "symbol": snap.symbol,
+            "ts_event": _iso_ms(snap.ts_event),
+            "update_id": snap.update_id,
+            "synced_from": snap.synced_from,
+            "bids": [
+                {"price": _dec(p), "qty": _dec(q)}
+                for p, q in zip(snap.bid_price, snap.bid_qty, strict=True)
+            ],
+            "asks": [
+                {"price": _dec(p), "qty": _dec(q)}
+                for p, q in zip(snap.ask_price, snap.ask_qty, strict=True)
+            ],
+            "bids_complete": snap.bids_known,  # see the contract's docstring
+            "asks_complete": snap.asks_known,
+        }
+    )
