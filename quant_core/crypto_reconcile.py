@@ -75,6 +75,7 @@ def archive_trade_rows(agg: pa.Table, file: str, source: str = ARCHIVE_SOURCE) -
             "ts_init": pa.array(us * 1000, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
             "session_id": pa.array([file] * n, pa.string()),
             "session_date": _day(ms),
+            "origin": pa.array(["archive"] * n, pa.string()),
         }
     )
 
