@@ -42,7 +42,7 @@ from quant_core.crypto_reconcile import (
     kline_rows,
     trade_differences,
 )
-from quant_core.formats.binance_archive import ArchiveFormatError, file_name, schema
+from quant_core.formats.binance_archive import ArchiveFormatError, schema
 from quant_resources.binance_archive import ArchiveClient, ArchiveError, BinanceArchiveResource
 from quant_resources.crypto_warehouse import coverage_rows, live_trades, stored_klines
 from quant_resources.settings import crypto_history_start, crypto_symbols
@@ -92,7 +92,7 @@ def archive_files(
     allowed_symbols = {s.upper() for s in config.allow_missing_symbols}
     try:
         for fetched in client.history(kind, symbol, days[0], days[-1]):
-            name = file_name(kind, symbol, fetched.period)
+            name = fetched.file
             inside = [d for d in fetched.period.days() if d in wanted]
             if not inside:
                 continue
@@ -118,8 +118,8 @@ def archive_files(
 def _by_day(table: pa.Table, column: str = "session_date") -> dict[str, int]:
     if not table.num_rows:
         return {}
-    counts = pc.value_counts(pc.cast(table[column], pa.string()))
-    return dict(sorted((c["values"].as_py(), c["counts"].as_py()) for c in counts))
+    counts = pc.value_counts(table[column])  # a few distinct days: named after counting
+    return dict(sorted((c["values"].as_py().isoformat(), c["counts"].as_py()) for c in counts))
 
 
 def _concat(stage: Replacement, empty: pa.Table) -> pa.Table:
@@ -161,7 +161,8 @@ def binance_klines_1m(
         for symbol in symbols:
             for name, table in archive_files(c, "klines", symbol, days, config):
                 stage.add(kline_rows(table))
-                files.append(name)
+                if name not in files:  # a month file gives several days
+                    files.append(name)
     klines = _concat(stage, kline_rows(schema("klines").empty_table()))
     meta = {
         **frame_summary(klines),
@@ -241,7 +242,9 @@ def crypto_archive_trades(
                 bars = aggregate_batch(agg)
                 source = pa.array([ARCHIVE_SOURCE] * bars.num_rows, pa.string())
                 bar_stage.add(bars.set_column(0, "source", source))
-                files.append(name)
+                if name not in files:  # a month file gives several days
+                    files.append(name)
+        downloaded = list(client.downloaded)  # month files already cached are not
     empty = schema("aggTrades").empty_table()
     trades = _concat(trade_stage, archive_trade_rows(empty, ""))
     bars = _concat(bar_stage, aggregate_batch(empty))
@@ -250,6 +253,7 @@ def crypto_archive_trades(
         metadata={
             **frame_summary(trades),
             "files": dg.MetadataValue.json(files),
+            "downloaded": dg.MetadataValue.json(downloaded),
             "rows_per_day": dg.MetadataValue.json(_by_day(trades)),
             **trade_stage.publication.metadata(),
         },
@@ -356,23 +360,28 @@ def crypto_coverage_1m(
         if encoded
         else "no trades"
     )
-    table = ["| symbol | day | archive | live | live missed | live minutes | missed minutes |"]
-    table.append("|---|---|---|---|---|---|---|")
+    table = [
+        "| symbol | day | archive | live stream | live REST | live missed | live minutes "
+        "| missed minutes |"
+    ]
+    table.append("|---|---|---|---|---|---|---|---|")
     table += [" | ".join(["", *map(str, row), ""]).strip() for row in summary]
     return dg.MaterializeResult(
         metadata={
             "rows": rows.num_rows,
             "coverage": dg.MetadataValue.md(chart + "\n\n" + "\n".join(table)),
-            "live_missed_trades": sum(r[4] for r in summary),
+            "live_missed_trades": sum(r[5] for r in summary),
+            "live_rest_trades": sum(r[4] for r in summary),
             **stage.publication.metadata(),
         }
     )
 
 
 def coverage_summary(rows: pa.Table) -> tuple[list[tuple], np.ndarray]:
-    """Per (symbol, day): (symbol, day, archive trades, live trades, trades live missed,
-    minutes live ran, minutes it missed trades in), and the per-minute states of the chart
-    (``COVERAGE_STATES``). Live "ran" from its first to its last minute of the day."""
+    """Per (symbol, day): (symbol, day, archive trades, live stream trades, live REST trades,
+    trades live missed, minutes live ran, minutes it missed trades in), and the per-minute
+    states of the chart (``COVERAGE_STATES``). Live "ran" from its first to its last minute of
+    the day; what it stored counts both its stream and its REST repairs."""
     summary: list[tuple] = []
     strips: list[np.ndarray] = []
     if not rows.num_rows:
@@ -380,7 +389,9 @@ def coverage_summary(rows: pa.Table) -> tuple[list[tuple], np.ndarray]:
     minute = (pc.cast(rows["ts"], pa.int64()).to_numpy() % DAY_MS) // 60_000
     day_ms = pc.cast(rows["ts"], pa.int64()).to_numpy() // DAY_MS
     symbol = np.asarray(rows["symbol"].to_pylist(), dtype=object)
-    live = rows["live"].to_numpy().astype(np.int64)
+    stream = rows["live"].to_numpy().astype(np.int64)
+    rest = rows["rest"].to_numpy().astype(np.int64)
+    live = stream + rest
     archive = rows["archive"].to_numpy().astype(np.int64)
     for sym, day in sorted(set(zip(symbol.tolist(), day_ms.tolist(), strict=True))):
         mask = (symbol == sym) & (day_ms == day)
@@ -402,7 +413,8 @@ def coverage_summary(rows: pa.Table) -> tuple[list[tuple], np.ndarray]:
             span = 0
         strips.append(state)
         d = date.fromordinal(date(1970, 1, 1).toordinal() + int(day))
-        summary.append((sym, d, int(ar.sum()), int(lv.sum()), missed, span, missed_minutes))
+        streamed, repaired = int(stream[mask].sum()), int(rest[mask].sum())
+        summary.append((sym, d, int(ar.sum()), streamed, repaired, missed, span, missed_minutes))
     return summary, np.stack(strips)
 
 

@@ -54,6 +54,11 @@ def _day(ms: np.ndarray) -> pa.Array:
     return pa.array((ms // DAY_MS).astype(np.int32), pa.int32()).cast(pa.date32())
 
 
+def _same(value: str, n: int) -> pa.Array:
+    """``value`` n times (built in Arrow, not from a Python list of n strings)."""
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
 def archive_trade_rows(agg: pa.Table, file: str, source: str = ARCHIVE_SOURCE) -> pa.Table:
     """``trades`` rows of one parsed aggTrades table; ``session_id`` names the archive file."""
     n = agg.num_rows
@@ -61,9 +66,9 @@ def archive_trade_rows(agg: pa.Table, file: str, source: str = ARCHIVE_SOURCE) -
     ms = us // 1000
     return pa.table(
         {
-            "source": pa.array([source] * n, pa.string()),
+            "source": _same(source, n),
             "symbol": pc.cast(agg["symbol"], pa.string()),
-            "stream": pa.array(["aggTrade"] * n, pa.string()),
+            "stream": _same("aggTrade", n),
             "trade_id": pc.cast(agg["agg_trade_id"], pa.uint64()),
             "first_trade_id": pc.cast(agg["first_trade_id"], pa.uint64()),
             "last_trade_id": pc.cast(agg["last_trade_id"], pa.uint64()),
@@ -73,8 +78,9 @@ def archive_trade_rows(agg: pa.Table, file: str, source: str = ARCHIVE_SOURCE) -
             "ts": pa.array(ms, pa.int64()).cast(TS),
             "ts_sub_us": pa.array((us - ms * 1000).astype(np.uint16), pa.uint16()),
             "ts_init": pa.array(us * 1000, pa.int64()).cast(pa.timestamp("ns", tz="UTC")),
-            "session_id": pa.array([file] * n, pa.string()),
+            "session_id": _same(file, n),
             "session_date": _day(ms),
+            "origin": _same("archive", n),
         }
     )
 
@@ -86,7 +92,7 @@ def kline_rows(klines: pa.Table, source: str = ARCHIVE_SOURCE) -> pa.Table:
     open_ms = _micros(klines["open_time"]) // 1000
     close_ms = _micros(klines["close_time"]) // 1000
     columns: dict[str, pa.Array] = {
-        "source": pa.array([source] * n, pa.string()),
+        "source": _same(source, n),
         "symbol": pc.cast(klines["symbol"], pa.string()),
         "ts": pa.array(open_ms, pa.int64()).cast(TS),
         "ts_close": pa.array(close_ms, pa.int64()).cast(TS),

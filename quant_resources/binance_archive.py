@@ -27,7 +27,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -41,11 +41,11 @@ from quant_core.formats.binance_archive import (
     file_name,
     member_name,
     parse_checksum,
-    plan_periods,
     read_batches,
     schema,
 )
-from quant_resources.settings import binance_archive_url
+from quant_resources.binance_archive_cache import DEFAULT_MAX_BYTES, MonthCache
+from quant_resources.settings import binance_archive_url, quant_home
 
 CHUNK_BYTES = 1 << 20
 MAX_CHECKSUM_BYTES = 1024
@@ -93,10 +93,13 @@ class _Transient(Exception):
 
 @dataclass(frozen=True)
 class Fetched:
-    """One file of a range: ``table`` is None when the archive does not have it."""
+    """One day (or, from ``table(...)`` callers, one file) of a range: ``table`` is None when
+    the archive has no rows for it; ``file`` names the archive file the rows came from (a
+    month file for a day of a complete past month)."""
 
     period: Period
     table: pa.Table | None
+    file: str
 
 
 class ArchiveClient:
@@ -113,6 +116,8 @@ class ArchiveClient:
         max_backoff_seconds: float = 20.0,
         temp_dir: str | Path | None = None,
         block_bytes: int = 8 << 20,
+        cache_dir: str | Path | None = None,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.base_url = (base_url or binance_archive_url()).rstrip("/")
         self.timeout_seconds = timeout_seconds
@@ -121,6 +126,8 @@ class ArchiveClient:
         self.max_backoff_seconds = max_backoff_seconds
         self.temp_dir = temp_dir
         self.block_bytes = block_bytes
+        self.months = MonthCache(cache_dir or default_cache_dir(), cache_max_bytes)
+        self.downloaded: list[str] = []  # zip names fetched by this client, in order
         self.session = requests.Session()
 
     def close(self) -> None:
@@ -147,11 +154,13 @@ class ArchiveClient:
         batches = list(self.batches(kind, symbol, period))
         return pa.concat_tables(batches) if batches else schema(kind).empty_table()
 
-    def batches(self, kind: str, symbol: str, period: Period) -> Iterator[pa.Table]:
+    def batches(
+        self, kind: str, symbol: str, period: Period, checksum: str | None = None
+    ) -> Iterator[pa.Table]:
         """Tables of about ``block_bytes`` of CSV each, for days too big to hold at once.
         The download is verified before the first is yielded; a bad row raises after the
         batches before it, so a caller writing as it goes must be able to undo."""
-        with self.download(kind, symbol, period) as path:
+        with self.download(kind, symbol, period, checksum) as path:
             name = file_name(kind, symbol, period)
             member = member_name(name)
             try:
@@ -172,30 +181,68 @@ class ArchiveClient:
     def history(
         self, kind: str, symbol: str, first: date, last: date, today: date | None = None
     ) -> Iterator[Fetched]:
-        """Every day first..last: month files for complete past months (falling back to day
-        files while a month file is not published yet), day files for the rest."""
+        """Every day first..last, in order. A day of a complete past month comes from the
+        month file (verified and sliced once, then read from the cache: ``month_days``); while
+        a month file is not published, and for the current month, from its day file."""
         today = today or datetime.now(UTC).date()
-        for period in plan_periods(first, last, today):
+        day = first
+        while day <= last:
+            month = Period.month(day.year, day.month)
+            if month.end > today:
+                yield self._day_file(kind, symbol, day)
+                day += timedelta(days=1)
+                continue
+            days = [d for d in month.days() if first <= d <= last]
             try:
-                yield Fetched(period, self.table(kind, symbol, period))
+                yield from self.month_days(kind, symbol, month, days)
             except ArchiveMissing:
-                if not period.monthly:
-                    yield Fetched(period, None)
-                    continue
-                for day in period.days():
-                    try:
-                        yield Fetched(Period.day(day), self.day(kind, symbol, day))
-                    except ArchiveMissing:
-                        yield Fetched(Period.day(day), None)
+                for one in days:
+                    yield self._day_file(kind, symbol, one)
+            day = month.end
+
+    def month_days(
+        self, kind: str, symbol: str, month: Period, days: list[date]
+    ) -> Iterator[Fetched]:
+        """``days`` of a month from its month file: the ``.CHECKSUM`` is fetched every time,
+        the zip only when the cache has no entry with that checksum (then the whole month is
+        verified, parsed and sliced by day before any day is yielded). A day without rows is
+        yielded with ``table=None``, like a day file the archive does not have."""
+        name = file_name(kind, symbol, month)
+        checksum = self._checksum(kind, symbol, month)
+        rows = self.months.days(kind, symbol, month, checksum)
+        if rows is None:
+            rows = self.months.fill(
+                kind, symbol, month, checksum, self.batches(kind, symbol, month, checksum)
+            )
+        for day in days:
+            table = self.months.read(kind, symbol, month, day) if rows.get(day) else None
+            yield Fetched(Period.day(day), table, name)
+
+    def _day_file(self, kind: str, symbol: str, day: date) -> Fetched:
+        period = Period.day(day)
+        try:
+            return Fetched(period, self.day(kind, symbol, day), file_name(kind, symbol, period))
+        except ArchiveMissing:
+            return Fetched(period, None, file_name(kind, symbol, period))
 
     # -- transfer ----------------------------------------------------------------------------
 
-    @contextmanager
-    def download(self, kind: str, symbol: str, period: Period) -> Iterator[Path]:
-        """The zip, verified against its ``.CHECKSUM``, in a temporary file removed on exit."""
+    def _checksum(self, kind: str, symbol: str, period: Period) -> str:
+        """The file's sha256 from its ``.CHECKSUM`` (ArchiveMissing when not published)."""
         path = archive_path(kind, symbol, period)
         name = file_name(kind, symbol, period)
-        expected = parse_checksum(self._retrying(self._small, path + ".CHECKSUM"), name)
+        return parse_checksum(self._retrying(self._small, path + ".CHECKSUM"), name)
+
+    @contextmanager
+    def download(
+        self, kind: str, symbol: str, period: Period, checksum: str | None = None
+    ) -> Iterator[Path]:
+        """The zip, verified against its ``.CHECKSUM`` (``checksum`` when already fetched), in
+        a temporary file removed on exit."""
+        path = archive_path(kind, symbol, period)
+        name = file_name(kind, symbol, period)
+        expected = checksum or self._checksum(kind, symbol, period)
+        self.downloaded.append(name)
         with tempfile.TemporaryDirectory(prefix="binance-archive-", dir=self.temp_dir) as tmp:
             target = Path(tmp) / name
             digest = self._retrying(self._to_file, path, target)
@@ -277,6 +324,11 @@ class ArchiveClient:
         return digest.hexdigest()
 
 
+def default_cache_dir() -> Path:
+    """Where month files are kept sliced by day: ``QUANT_HOME/cache/binance-archive``."""
+    return quant_home() / "cache" / "binance-archive"
+
+
 class BinanceArchiveResource(dg.ConfigurableResource):
     """The archive client as a Dagster resource; the base URL from ``BINANCE_ARCHIVE_URL``
     (default Binance's public archive) unless configured."""
@@ -284,8 +336,14 @@ class BinanceArchiveResource(dg.ConfigurableResource):
     base_url: str | None = None
     timeout_seconds: float = 60.0
     attempts: int = 5
+    cache_dir: str | None = None  # default QUANT_HOME/cache/binance-archive
+    cache_max_bytes: int = DEFAULT_MAX_BYTES
 
     def client(self) -> ArchiveClient:
         return ArchiveClient(
-            self.base_url, timeout_seconds=self.timeout_seconds, attempts=self.attempts
+            self.base_url,
+            timeout_seconds=self.timeout_seconds,
+            attempts=self.attempts,
+            cache_dir=self.cache_dir,
+            cache_max_bytes=self.cache_max_bytes,
         )

@@ -33,13 +33,13 @@ ORDER BY symbol, ts
 """
 
 # Aliases are distinct from the columns: ClickHouse resolves an alias before a column of the
-# same name, also inside the aggregates. The live sink does not mark the trades its REST gap
-# repair fetched (they are stored like streamed ones), so `rest` is 0 until it does.
+# same name, also inside the aggregates. Live trades are split by ``origin`` (migration 0012):
+# the websocket stream, or a REST page of the live job's gap repair and catch-up.
 COVERAGE_SQL = """
 SELECT symbol AS sym, toDateTime64(toStartOfMinute(ts), 3, 'UTC') AS minute,
        toDate(ts) AS day,
-       uniqExactIf(trade_id, source = {live:String}) AS live_count,
-       toUInt64(0) AS rest_count,
+       uniqExactIf(trade_id, source = {live:String} AND origin != 'rest') AS live_count,
+       uniqExactIf(trade_id, source = {live:String} AND origin = 'rest') AS rest_count,
        uniqExactIf(trade_id, source = {archive:String}) AS archive_count
 FROM trades
 WHERE source IN ({live:String}, {archive:String}) AND stream = 'aggTrade'

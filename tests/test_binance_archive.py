@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,6 @@ from quant_core.formats.binance_archive import (
     ArchiveFormatError,
     Period,
     archive_path,
-    plan_periods,
     read_table,
 )
 from quant_core.tables import scaled_int64
@@ -46,8 +45,17 @@ FAULTS = ",".join(
         "5xx:BTCUSDT-aggTrades-2024-12-10:2",
         "5xx:ETHUSDT-aggTrades-2024-12-10:1000",
         "badrow:BTCUSDT-*-2024-12-11",
+        # Month files (their stems have no day): each fault once, on a kind/symbol whose
+        # December month file no other test reads.
+        "5xx:BTCUSDT-aggTrades-2024-12:2",
+        "corrupt:BTCUSDT-trades-2024-12",
+        "checksum:ETHUSDT-trades-2024-12",
+        "badrow:BTCUSDT-1m-2024-12",
+        "truncate:ETHUSDT-1m-2024-12",
     ]
 )
+# Month files are cached under QUANT_HOME: a private one per test.
+pytestmark = pytest.mark.usefixtures("quant_home")
 
 
 @pytest.fixture(scope="module")
@@ -113,26 +121,65 @@ def test_monthly_file_is_its_days(sim_url: str) -> None:
     )
 
 
-def test_history_prefers_month_files_and_reports_missing_days(sim_url: str) -> None:
-    archive = client(sim_url)
+def test_history_takes_days_of_a_complete_month_from_its_month_file(sim_url: str, tmp_path) -> None:
+    archive = client(sim_url, cache_dir=tmp_path)
     got = list(archive.history("aggTrades", "ETHUSDT", date(2024, 11, 30), date(2025, 1, 1)))
     assert [f.period for f in got] == [
-        Period.day(date(2024, 11, 30)),  # before the sim's range: not in the archive
-        Period.month(2024, 12),
-        Period.day(date(2025, 1, 1)),
+        Period.day(date(2024, 11, 29) + timedelta(days=i)) for i in range(1, 34)
     ]
-    assert got[0].table is None and got[1].table.num_rows == 31 * AGGS
-    # A month not published yet (the sim serves no January file) falls back to its days.
-    assert plan_periods(date(2025, 1, 1), date(2025, 1, 31), date(2025, 2, 2)) == [
-        Period.month(2025, 1)
-    ]
-    days = list(
-        archive.history(
-            "aggTrades", "BTCUSDT", date(2025, 1, 1), date(2025, 1, 31), date(2025, 2, 2)
-        )
-    )
-    assert len(days) == 31 and all(not f.period.monthly for f in days)
-    assert [f.table is None for f in days] == [False] * 20 + [True] * 11
+    # November's month file is not in the sim (its range starts in December): the day file,
+    # which is not there either; January's month file is not published: its day file.
+    assert got[0].table is None and got[0].file == "ETHUSDT-aggTrades-2024-11-30.zip"
+    assert {f.file for f in got[1:32]} == {"ETHUSDT-aggTrades-2024-12.zip"}
+    assert [f.table.num_rows for f in got[1:33]] == [AGGS] * 32
+    assert got[32].file == "ETHUSDT-aggTrades-2025-01-01.zip"
+    assert archive.downloaded == ["ETHUSDT-aggTrades-2024-12.zip", got[32].file]
+    # A day of the month file is its day file.
+    day = archive.day("aggTrades", "ETHUSDT", date(2024, 12, 3))
+    assert got[3].table.equals(day)
+    # Another run (another client, the same cache): the month is not downloaded again.
+    again = client(sim_url, cache_dir=tmp_path)
+    (one,) = again.history("aggTrades", "ETHUSDT", date(2024, 12, 3), date(2024, 12, 3))
+    assert one.table.equals(day) and again.downloaded == []
+
+
+def test_month_file_retried_then_sliced(sim_url: str, tmp_path) -> None:
+    archive = client(sim_url, cache_dir=tmp_path)
+    got = list(archive.history("aggTrades", "BTCUSDT", date(2024, 12, 30), date(2024, 12, 31)))
+    assert [f.table.num_rows for f in got] == [AGGS, AGGS]
+    assert archive.downloaded == ["BTCUSDT-aggTrades-2024-12.zip"]
+
+
+def test_month_cache_is_bounded(sim_url: str, tmp_path) -> None:
+    one_day = [date(2024, 12, 3)] * 2
+    first = client(sim_url, cache_dir=tmp_path)
+    list(first.history("aggTrades", "ETHUSDT", *one_day))
+    (entry,) = tmp_path.glob("*/*/*/entry.json")
+    size = sum(f.stat().st_size for f in entry.parent.iterdir())
+    # Room for one month: filling a second evicts the least recently used.
+    small = client(sim_url, cache_dir=tmp_path, cache_max_bytes=size + size // 2)
+    list(small.history("aggTrades", "BTCUSDT", *one_day))
+    assert [p.parent.parent.name for p in tmp_path.glob("*/*/*/entry.json")] == ["BTCUSDT"]
+    list(small.history("aggTrades", "BTCUSDT", *one_day))
+    assert small.downloaded == ["BTCUSDT-aggTrades-2024-12.zip"]  # the kept entry is used
+
+
+@pytest.mark.parametrize(
+    ("kind", "symbol", "error", "message"),
+    [
+        ("trades", "BTCUSDT", CorruptArchive, r"BTCUSDT-trades-2024-12.zip: cannot be unzipped"),
+        ("trades", "ETHUSDT", ChecksumMismatch, r"ETHUSDT-trades-2024-12.zip: sha256 \w+ differs"),
+        ("klines", "BTCUSDT", ArchiveFormatError, r"BTCUSDT-1m-2024-12.zip line 3: \w+='abc'"),
+        ("klines", "ETHUSDT", TruncatedDownload, r"ETHUSDT-1m-2024-12.zip: "),
+    ],
+)
+def test_a_bad_month_file_fails_its_days_and_is_not_cached(
+    sim_url: str, tmp_path, kind: str, symbol: str, error: type, message: str
+) -> None:
+    archive = client(sim_url, cache_dir=tmp_path, attempts=2)
+    with pytest.raises(error, match=message):
+        list(archive.history(kind, symbol, date(2024, 12, 5), date(2024, 12, 5)))
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.arrow"))
 
 
 def test_trades_match_agg_trades(sim_url: str) -> None:
@@ -345,15 +392,3 @@ def test_month_file_checks_the_month() -> None:
 
 def test_empty_file_is_an_empty_table() -> None:
     assert parse("aggTrades", "").num_rows == 0
-
-
-def test_plan_periods() -> None:
-    got = plan_periods(date(2024, 7, 30), date(2024, 10, 2), date(2024, 10, 1))
-    assert got == [
-        Period.day(date(2024, 7, 30)),
-        Period.day(date(2024, 7, 31)),
-        Period.month(2024, 8),
-        Period.month(2024, 9),
-        Period.day(date(2024, 10, 1)),
-        Period.day(date(2024, 10, 2)),
-    ]

@@ -49,13 +49,16 @@ FAULTS = {
 }
 RETRIED = "BTCUSDT-aggTrades-2024-12-31"  # two 503s, then served
 SLOW = "ETHUSDT-klines-1m-2024-12-30"  # answers after 0.3 s
+# December's month files are "not published yet", so its days come from the day files above
+# (with their faults); November's month file is served, October's is corrupt.
+MONTH_FAULTS = ["missing:*-2024-12", "corrupt:BTCUSDT-aggTrades-2024-10"]
 
 
 @pytest.fixture(scope="module")
 def sim_url():
     faults = [f"{kind}:{stem}" for kind, stem in FAULTS.items()]
-    faults += [f"5xx:{RETRIED}:2", f"slow:{SLOW}:0.3"]
-    args = ["--symbols", ",".join(SYMBOLS).lower(), "--first", "2024-11-01"]
+    faults += [f"5xx:{RETRIED}:2", f"slow:{SLOW}:0.3", *MONTH_FAULTS]
+    args = ["--symbols", ",".join(SYMBOLS).lower(), "--first", "2024-10-01"]
     args += ["--last", "2025-01-05", "--aggs-per-day", str(AGGS), "--header-from", "2025-01-02"]
     with archive_simulator(*args, "--faults", ",".join(faults)) as (_, url):
         yield url
@@ -72,7 +75,9 @@ def env(clickhouse_url, sim_url, tmp_path, monkeypatch):
         "warehouse": warehouse,
         "lake": lake,
         "store": HistoricalStore(warehouse=warehouse, lake=lake),
-        "binance_archive": BinanceArchiveResource(base_url=sim_url, attempts=3),
+        "binance_archive": BinanceArchiveResource(
+            base_url=sim_url, attempts=3, cache_dir=str(tmp_path / "cache")
+        ),
     }
     instance = dg.DagsterInstance.ephemeral()
     dg.materialize(
@@ -221,6 +226,35 @@ def test_month_files_are_used_for_a_complete_past_month(env) -> None:
     assert rows == 30 * AGGS * len(SYMBOLS)
 
 
+def test_a_day_of_a_complete_month_comes_from_the_month_file_once(env) -> None:
+    first = run(env, [crypto_archive_trades], "2024-11-05")
+    assert first.success, failure_text(first)
+    meta_first = first.asset_materializations_for_node("crypto_archive_trades")[0].metadata
+    assert meta_first["files"].value == [f"{s}-aggTrades-2024-11.zip" for s in SYMBOLS]
+    assert meta_first["downloaded"].value == meta_first["files"].value
+    # The next day of that month: sliced from the cached month, nothing downloaded.
+    second = run(env, [crypto_archive_trades], "2024-11-06")
+    assert second.success, failure_text(second)
+    meta_second = second.asset_materializations_for_node("crypto_archive_trades")[0].metadata
+    assert meta_second["files"].value == meta_first["files"].value
+    assert meta_second["downloaded"].value == []
+    assert env[0]["warehouse"].query_rows(
+        "SELECT session_date, count() FROM trades WHERE source = 'binance_archive' "
+        "GROUP BY session_date ORDER BY session_date"
+    ) == [(date(2024, 11, 5), AGGS * len(SYMBOLS)), (date(2024, 11, 6), AGGS * len(SYMBOLS))]
+
+
+def test_a_bad_month_file_fails_its_day_naming_it_and_writes_nothing(env) -> None:
+    result = run(env, [crypto_archive_trades], "2024-10-05")
+    assert not result.success
+    text = failure_text(result)
+    assert "BTCUSDT-aggTrades-2024-10.zip: cannot be unzipped" in text, text
+    assert "nothing written" in text
+    for table in ("trades", "bars_1m"):
+        assert env[0]["warehouse"].scalar(f"SELECT count() FROM {table}") == 0
+    assert not env[0]["lake"].list("trades/")
+
+
 def _live_session(env, sim_url: str, day: str, drop: slice | None = None) -> list[int]:
     """Write live trades for the middle of ``day`` as the live sink does (source 'binance',
     ms times); with ``drop``, those BTCUSDT trades are lost. Returns the dropped ids."""
@@ -295,12 +329,13 @@ def test_coverage_states() -> None:
         {
             "symbol": ["BTCUSDT"] * 5,
             "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
-            "live": pa.array([0, 3, 2, 4, 0], pa.uint64()),
+            "live": pa.array([0, 3, 1, 3, 0], pa.uint64()),
+            "rest": pa.array([0, 0, 1, 1, 0], pa.uint64()),  # REST repairs count as stored
             "archive": pa.array([5, 3, 3, 3, 7], pa.uint64()),
         }
     )
     summary, states = coverage_summary(rows)
-    assert summary == [("BTCUSDT", date(1970, 1, 1), 21, 9, 1, 3, 1)]
+    assert summary == [("BTCUSDT", date(1970, 1, 1), 21, 7, 2, 1, 3, 1)]
     assert states[0, :5].tolist() == [1, 2, 3, 4, 1]
 
 

@@ -196,24 +196,6 @@ def member_name(zip_name: str) -> str:
     return zip_name.removesuffix(".zip") + ".csv"
 
 
-def plan_periods(first: date, last: date, today: date) -> list[Period]:
-    """The files covering the days first..last (inclusive): a month file for every calendar
-    month wholly inside the range and ended before ``today``, day files for the rest."""
-    if last < first:
-        raise ValueError(f"last={last} is before first={first}")
-    out: list[Period] = []
-    day = first
-    while day <= last:
-        month = Period.month(day.year, day.month)
-        if day == month.start and month.end - timedelta(days=1) <= last and month.end <= today:
-            out.append(month)
-            day = month.end
-        else:
-            out.append(Period.day(day))
-            day += timedelta(days=1)
-    return out
-
-
 def parse_checksum(text: bytes, zip_name: str) -> str:
     """``<sha256 hex>  <file name>`` -> the hex digest; the name must be the zip's."""
     fields = text.decode("ascii", "replace").split()

@@ -72,9 +72,11 @@ def trade_columns_table(
     ints: dict[str, np.ndarray],
     is_buyer_maker: np.ndarray,
     session_id: str,
+    origin: str = "stream",
 ) -> pa.Table:
     """The ``trades`` rows; ``ints`` holds trade_id, first/last_trade_id, price and qty
-    (scaled by 10**8), ts (exchange ms) and ts_init (receive ns)."""
+    (scaled by 10**8), ts (exchange ms) and ts_init (receive ns). ``origin`` (migration 0012):
+    ``stream`` for websocket trades, ``rest`` for trades a REST page brought."""
     n = len(symbol)
     return pa.table(
         {
@@ -90,6 +92,7 @@ def trade_columns_table(
             "ts": pa.array(ints["ts"], pa.int64()).cast(TS_MS),
             "ts_init": pa.array(ints["ts_init"], pa.int64()).cast(TS_NS),
             "session_id": pa.array([session_id] * n),
+            "origin": pa.array([origin] * n, pa.string()),  # archive: counted in coverage_1m
         }
     )
 
@@ -137,6 +140,8 @@ def output_tables(out: KernelOutput, session_id: str) -> dict[str, pa.Table]:
             },
             t.maker,
             session_id,
+            # archive: the kernel emits a REST page's trades as their own output (coverage_1m)
+            "rest" if out.rest_trades else "stream",
         )
     q = out.quotes
     if len(q):
