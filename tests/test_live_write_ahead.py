@@ -179,7 +179,8 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
             live = pending
             live.release()
             pending = prepare(kill + 1)
-            sid = wait_for("the session directory", new_session, live)
+            # A generous bound: on a loaded machine the preload may still be importing.
+            sid = wait_for("the session directory", new_session, live, timeout=180)
             seen.add(sid)
             # It ingests once its first trades are in ClickHouse.
             wait_for("stored trades", lambda sid=sid: stored_count(warehouse, sid), live)
