@@ -16,17 +16,19 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from quant_resources import settings
+
+if TYPE_CHECKING:
+    from quant_dev.processes import Child
 
 ROOT = Path(__file__).resolve().parents[1]
 STOP_SECONDS = 10.0
@@ -81,9 +83,9 @@ def dev(
                 "stop        Ctrl-C (or SIGTERM): stops the UI, daemon, code server, data API, "
                 "Redis and warehouse"
             )
-            while not stop.is_set() and process.poll() is None:
+            while not stop.is_set() and process.running():
                 stop.wait(0.5)
-            code = process.poll()
+            code = process.process.poll()
         if code not in (None, 0) and not stop.is_set():
             typer.echo(f"dagster dev exited with status {code}; see {log_file}", err=True)
             raise typer.Exit(1)
@@ -135,7 +137,12 @@ def data_api(home: Path, env: dict[str, str], port: int) -> Iterator[str]:
 @contextlib.contextmanager
 def dagster_dev(
     env: dict[str, str], host: str, port: int, log_file: Path, verbose: bool
-) -> Iterator[subprocess.Popen]:
+) -> Iterator[Child]:
+    """``dagster dev`` in a process group of its own: the stop reaches every child. SIGTERM to
+    the group (dagster dev shuts its children down), SIGKILL to whatever is left after
+    ``STOP_SECONDS`` (code servers can outlive their parent otherwise)."""
+    from quant_dev.processes import Child
+
     command = [
         str(Path(sys.executable).with_name("dagster")),
         "dev",
@@ -146,49 +153,27 @@ def dagster_dev(
         "-p",
         str(port),
     ]
-    with log_file.open("ab") as log:
-        process = subprocess.Popen(
-            command,
-            # Run from the instance folder: the repository's dagster.yaml (the deployment's,
-            # on PostgreSQL) is then not next to it, and Dagster has nothing to warn about.
-            cwd=env["DAGSTER_HOME"],
-            env=env,
-            stdout=None if verbose else log,
-            stderr=None if verbose else log,
-            start_new_session=True,  # one process group: the stop below reaches every child
-        )
+    child = Child(
+        "dagster dev",
+        command,
+        None,
+        environ=env,
+        log=log_file,
+        echo=verbose,
+        # Run from the instance folder: the repository's dagster.yaml (the deployment's, on
+        # PostgreSQL) is then not next to it, and Dagster has nothing to warn about.
+        cwd=Path(env["DAGSTER_HOME"]),
+        group=True,
+    )
     try:
-        yield process
+        yield child
     finally:
-        stop_group(process)
+        child.stop(STOP_SECONDS, settle=True)
 
 
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the whole group (dagster dev shuts its children down), SIGKILL to whatever
-    is left after ``STOP_SECONDS`` (code servers can outlive their parent otherwise)."""
-    deadline = time.monotonic() + STOP_SECONDS
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(max(0.0, deadline - time.monotonic()))
-    while time.monotonic() < deadline and group_alive(process.pid):
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def wait_ready(ui: str, process: subprocess.Popen, stop: threading.Event) -> bool:
+def wait_ready(ui: str, process: Child, stop: threading.Event) -> bool:
     """Until the webserver answers (True), dagster dev exits or a stop is asked (False)."""
-    while not stop.is_set() and process.poll() is None:
+    while not stop.is_set() and process.running():
         with (
             contextlib.suppress(OSError),
             urllib.request.urlopen(f"{ui}/server_info", timeout=2) as answer,

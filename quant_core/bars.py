@@ -25,16 +25,20 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from quant_core.decode import PRICE_SCALE, BookTickerEvent, TradeEvent
 from quant_core.id_runs import IdRuns
 from quant_core.tables import BARS_1M, PRICE, TS, decimal_from_scaled
+
+# ttime (#14 test time): polars is imported where the batch functions run, not here, so
+# `quant live` (which only streams) starts without it (about 0.4 s of CPU per process).
+if TYPE_CHECKING:
+    import polars as pl
 
 INTERVAL = "1m"
 INTERVAL_MS = 60_000
@@ -709,12 +713,11 @@ def _bars_table(
 
 # -- batch -------------------------------------------------------------------------------------
 
-_I128 = pl.Int128
-_SCALE = pl.lit(PRICE_SCALE, dtype=_I128)
-
 
 def _scaled_int64(column: pa.ChunkedArray | pa.Array, name: str) -> pa.Array:
     """A price/qty column -> int64 counts of 10**-8, exactly, or a ValueError/TypeError."""
+    import polars as pl  # ttime: lazy, see the imports
+
     kind = column.type
     if pa.types.is_integer(kind):
         return pc.cast(column, pa.int64())  # already scaled by 10**8 (the normaliser's units)
@@ -735,6 +738,8 @@ def _scaled_int64(column: pa.ChunkedArray | pa.Array, name: str) -> pa.Array:
 
 
 def _epoch_ms(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    import polars as pl  # ttime: lazy, see the imports
+
     kind = column.type
     if not pa.types.is_timestamp(kind) or kind.tz is None:
         raise TypeError(f"column 'ts_event' has type {kind}: give a UTC (tz-aware) timestamp")
@@ -747,10 +752,12 @@ def _epoch_ms(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 
 def half_even_expr(num: pl.Expr, den: pl.Expr) -> pl.Expr:
     """``div_half_even`` as a polars expression over Int128 columns (batch bars)."""
+    import polars as pl  # ttime: lazy, see the imports
+
     quot = num // den
     twice = (num - quot * den) * 2
     bump = (twice > den) | ((twice == den) & (quot % 2 == 1))
-    return quot + bump.cast(_I128)
+    return quot + bump.cast(pl.Int128)
 
 
 def aggregate_trades(trades: pa.Table) -> pa.Table:
@@ -765,6 +772,9 @@ def aggregate_trades(trades: pa.Table) -> pa.Table:
     Raises ValueError on nulls, non-positive prices or sizes, or values not exact at 8 places.
     Sums are exact (Int128) and rounded half-even once per bar, as the streaming aggregator does.
     """
+    import polars as pl  # ttime: lazy, see the imports
+
+    i128, scale = pl.Int128, pl.lit(PRICE_SCALE, dtype=pl.Int128)
     required = ("symbol", "trade_id", "price", "qty", "ts_event", "is_buyer_maker")
     missing = [c for c in required if c not in trades.column_names]
     if missing:
@@ -793,7 +803,7 @@ def aggregate_trades(trades: pa.Table) -> pa.Table:
     if frame.height and (frame["last"] < frame["key"]).any():
         raise ValueError("trades have last_trade_id < first_trade_id")
 
-    pq = pl.col("price").cast(_I128) * pl.col("qty").cast(_I128)
+    pq = pl.col("price").cast(i128) * pl.col("qty").cast(i128)
     taker = ~pl.col("maker")
     bars = (
         frame.with_columns(start=pl.col("ts") - pl.col("ts") % INTERVAL_MS)
@@ -804,16 +814,16 @@ def aggregate_trades(trades: pa.Table) -> pa.Table:
             close=pl.col("price").get(pl.col("key").arg_max()),
             high=pl.col("price").max(),
             low=pl.col("price").min(),
-            volume=pl.col("qty").cast(_I128).sum(),
+            volume=pl.col("qty").cast(i128).sum(),
             pq=pq.sum(),
             trade_count=(pl.col("last") - pl.col("key") + 1).sum(),
-            tb_volume=pl.col("qty").cast(_I128).filter(taker).sum(),
+            tb_volume=pl.col("qty").cast(i128).filter(taker).sum(),
             tb_pq=pq.filter(taker).sum(),
         )
         .with_columns(
-            quote_volume=half_even_expr(pl.col("pq"), _SCALE),
+            quote_volume=half_even_expr(pl.col("pq"), scale),
             vwap=half_even_expr(pl.col("pq"), pl.col("volume")),
-            tb_quote=half_even_expr(pl.col("tb_pq"), _SCALE),
+            tb_quote=half_even_expr(pl.col("tb_pq"), scale),
         )
         .sort("symbol", "start", "source")
     )

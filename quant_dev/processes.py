@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from quant_resources.settings import local_endpoint_url
@@ -30,7 +30,12 @@ class Child:
     the child runs), or None (do not wait). ``environ`` is its whole environment (default:
     this process's) and ``env`` adds to it. Standard output, and standard error unless
     ``stderr_log`` names a file of its own, is read line by line into ``lines`` and appended to
-    ``log``. ``group``: the child leads a process group of its own, stopped whole."""
+    ``log`` (and, with ``echo``, to this process's standard output). ``group``: the child
+    leads a process group of its own, stopped whole.
+    ``preload``: modules the child imports first (``command`` must be ``python -m MODULE
+    ...``); it then waits, and runs the command once ``release()`` is called, which also waits
+    for ``ready`` (see ``quant_dev.preload``). ``stdin``: its standard input is a pipe
+    (``send``, ``close_stdin``)."""
 
     def __init__(
         self,
@@ -45,8 +50,12 @@ class Child:
         cwd: Path | None = None,
         group: bool = False,
         start_timeout: float = START_TIMEOUT_SECONDS,
+        preload: Sequence[str] | None = None,
+        echo: bool = False,
+        stdin: bool = False,
     ) -> None:
         self.name = name
+        self.echo = echo
         self.log = log
         self.stderr_log = stderr_log
         self.group = group
@@ -55,10 +64,15 @@ class Child:
         for path in (log, stderr_log):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
+        if preload is not None:
+            if command[1:2] != ["-m"]:
+                raise ValueError(f"{name}: preload needs a `python -m MODULE` command: {command}")
+            command = [command[0], "-m", "quant_dev.preload", ",".join(preload), "--", *command[2:]]
         with contextlib.ExitStack() as files:
             err = files.enter_context(stderr_log.open("a")) if stderr_log else subprocess.STDOUT
             self.process = subprocess.Popen(
                 command,
+                stdin=subprocess.PIPE if preload is not None or stdin else None,
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
@@ -71,10 +85,33 @@ class Child:
         pattern = re.compile(ready) if isinstance(ready, str) else None
         self._reader = threading.Thread(target=self._read, args=(pattern,), daemon=True)
         self._reader.start()
+        self._ready, self._start_timeout, self._keep_stdin = ready, start_timeout, stdin
+        if preload is None:
+            self._wait_ready()
+
+    def release(self) -> None:
+        """Run the command of a child started with ``preload`` and wait until it is ready."""
+        self.send("\n")
+        if not self._keep_stdin:
+            self.close_stdin()
+        self._wait_ready()
+
+    def send(self, text: str) -> None:
+        """Write ``text`` to its standard input (a pipe: ``stdin`` or ``preload``)."""
+        with contextlib.suppress(BrokenPipeError):  # it died: waiting on it shows why
+            self.process.stdin.write(text)
+            self.process.stdin.flush()
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
+
+    def _wait_ready(self) -> None:
+        ready, name, start_timeout = self._ready, self.name, self._start_timeout
         if ready is None:
             return
         try:
-            if pattern is not None:
+            if isinstance(ready, str):
                 if not self._found.wait(start_timeout) or self.match is None:
                     raise RuntimeError(f"{name} did not start:\n{self.tail()}")
             else:
@@ -90,6 +127,9 @@ class Child:
                 if out is not None:
                     out.write(line)
                     out.flush()
+                if self.echo:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
                 if pattern is not None and self.match is None and (m := pattern.search(line)):
                     self.match = m
                     self._found.set()
@@ -141,16 +181,20 @@ class Child:
         self.signal(signal.SIGKILL)
         return self.wait()
 
-    def stop(self, timeout: float = 60.0) -> int:
+    def stop(self, timeout: float = 60.0, *, settle: bool = False) -> int:
         """SIGTERM, then SIGKILL if it has not exited within ``timeout``; returns its exit
         status. With ``group``, what is left of the group (children that outlive their
-        parent) is killed too."""
+        parent) is killed too; with ``settle`` only once it is still there when ``timeout``
+        is over (the SIGTERM reached every member: they may be shutting down cleanly)."""
+        deadline = time.monotonic() + timeout
         self.signal(signal.SIGTERM)
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
         if self.group:
+            while settle and time.monotonic() < deadline and group_alive(self.process.pid):
+                time.sleep(0.1)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
         return self.wait()
@@ -161,6 +205,15 @@ class Child:
         if self.stderr_log is not None:
             text += f"--- {self.stderr_log.name} ---\n" + tail(self.stderr_log, n)
         return text
+
+
+def group_alive(pgid: int) -> bool:
+    """A process of group ``pgid`` is still there."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def tail(path: Path, lines: int = 40) -> str:

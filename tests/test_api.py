@@ -7,10 +7,8 @@ from __future__ import annotations
 import io
 import os
 import random
-import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from quant_api.app import create_app
 from quant_core.tables import BARS_1M, OPTIONS_QUOTES
-from quant_dev.processes import tail
+from quant_dev.processes import Child, free_port, quant
 from quant_resources.lake import LakeResource
 from quant_resources.latest_store import LatestStore, latest_key
 from tests.live_helpers import drop, fresh_warehouse
@@ -601,14 +599,8 @@ def test_fuzz_against_the_locked_openapi_document(client) -> None:
 # -- a real `quant serve api` process ----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_quant_serve_api_process(stored, tmp_path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CLICKHOUSE_URL": stored["warehouse"].resolved_url,
@@ -618,26 +610,24 @@ def test_quant_serve_api_process(stored, tmp_path) -> None:
     }
     env.pop("DAGSTER_HOME", None)
     log = tmp_path / "serve.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "quant_cli.main", "serve", "api", "--port", str(port)],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx2.Client(base_url=base, timeout=10) as http:
-            deadline = time.monotonic() + 60
-            while True:  # wait for the state "answers health", not for a fixed time
-                try:
-                    if http.get("/v1/health").status_code == 200:
-                        break
-                except httpx2.TransportError:
-                    pass
-                assert proc.poll() is None, tail(log)
-                assert time.monotonic() < deadline, tail(log)
-                time.sleep(0.1)
+    with httpx2.Client(base_url=base, timeout=10) as http:
+
+        def healthy() -> bool:  # ready is the state "answers health", not a fixed time
+            try:
+                return http.get("/v1/health").status_code == 200
+            except httpx2.TransportError:  # not listening yet
+                return False
+
+        child = Child(
+            "quant serve api",
+            quant("serve", "api", "--port", str(port)),
+            healthy,
+            environ=env,
+            log=log,
+            start_timeout=60,
+        )
+        try:
             response = http.get(bars_url(limit=100_000), headers={**AUTH, "Accept": ARROW})
             assert response.status_code == 200, response.text
             table = pa.ipc.open_stream(response.content).read_all()
@@ -645,9 +635,8 @@ def test_quant_serve_api_process(stored, tmp_path) -> None:
                 as_contract(r) for r in stored["bars"]
             ]
             assert http.get(bars_url()).status_code == 401
-    finally:
-        proc.terminate()
-        proc.wait(15)
+        finally:
+            child.stop(15)
     assert TOKENS[0] not in log.read_text() and TOKENS[1] not in log.read_text()
 
 
@@ -663,7 +652,7 @@ def test_serve_refuses_a_public_address_without_tokens(tmp_path) -> None:
             "--host",
             "0.0.0.0",
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ],
         env=env,
         capture_output=True,

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from quant_dev.processes import free_port
+from quant_dev.processes import Child, free_port, quant
 
 pytestmark = pytest.mark.xdist_group("dagster_dev")
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,22 +53,18 @@ def test_ctrl_c_stops_every_child_and_exits_zero(tmp_path) -> None:
     for name in ("CLICKHOUSE_URL", "DAGSTER_HOME", "LAKE_URL", "REDIS_URL"):
         env.pop(name, None)
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "quant_cli.main", "dev", "--port", str(port)],
+    # A terminal's foreground process group of its own; ready once it says how to stop.
+    child = Child(
+        "quant dev",
+        quant("dev", "--port", str(port)),
+        r"^stop ",
+        environ=env,
         cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # a terminal's foreground process group of its own
+        group=True,
+        start_timeout=240,
     )
-    lines = []
     try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("stop "):
-                break
-        text = "".join(lines)
+        text = "".join(child.lines)
         assert f"Dagster UI  http://127.0.0.1:{port}" in text, text
         assert "warehouse   http://quant:***@127.0.0.1:" in text, text
         assert "Ctrl-C" in text
@@ -78,16 +72,16 @@ def test_ctrl_c_stops_every_child_and_exits_zero(tmp_path) -> None:
         assert "redis       redis://:***@127.0.0.1:" in text, text
         assert "data API    http://127.0.0.1:" in text, text
         assert f"Bearer $(cat {tmp_path / 'home' / 'api-token'})" in text, text
-        children = _descendants(proc.pid)
+        children = _descendants(child.pid)
         assert len(children) >= 5, children  # endpoint, redis, API, dagster dev, webserver
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends
-        rest = proc.communicate(timeout=120)[0]
+        child.signal(signal.SIGINT)  # what Ctrl-C sends (to the whole group)
+        code = child.wait(120)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    output = text + rest
-    assert proc.returncode == 0, output
+        if child.running():
+            child.kill()
+    output = "".join(child.lines)
+    rest = output[len(text) :]
+    assert code == 0, output
     assert "stopped" in rest
     deadline = time.monotonic() + 30
     while _alive(children) and time.monotonic() < deadline:

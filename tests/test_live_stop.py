@@ -18,11 +18,24 @@ PAGE = 1000  # trades per REST repair page (quant_resources.live.pipeline.REPAIR
 def test_stop_ends_background_repairs_instead_of_waiting_for_them(tmp_path, clickhouse_url):
     warehouse = fresh_warehouse(clickhouse_url)
     sim = start_sim(tmp_path / "sim", "--symbols", "btcusdt", "--rate", "4000", "--seed", "11")
+
+    def last_id() -> int:
+        return sim.request("/api/v3/aggTrades?symbol=BTCUSDT&limit=1")[0]["a"]
+
     try:
         # A previous run stored the simulator's first trade, so this one resumes from it: the
-        # first live trade opens a gap as deep as the simulator's history, tens of pages.
-        asyncio.run(asyncio.sleep(12))
-        first = sim.request("/api/v3/aggTrades?symbol=BTCUSDT&fromId=0&limit=1")[0]
+        # first live trade opens a gap as deep as the simulator's history, tens of pages:
+        # wait until it has published at least 30 pages' worth.
+        # (Polled twice a second: each poll spends the simulator's REST weight.)
+        first = sim.child.wait_for(
+            "a first trade",
+            lambda: sim.request("/api/v3/aggTrades?symbol=BTCUSDT&fromId=0&limit=1"),
+            60,
+            every=0.5,
+        )[0]
+        sim.child.wait_for(
+            "30 pages of trade history", lambda: last_id() - first["a"] > 30 * PAGE, 120, every=0.5
+        )
         warehouse.command(
             "INSERT INTO trades (source, symbol, stream, trade_id, first_trade_id, "
             "last_trade_id, price, qty, is_buyer_maker, ts, ts_init, session_id) "
@@ -39,8 +52,7 @@ def test_stop_ends_background_repairs_instead_of_waiting_for_them(tmp_path, clic
                 "t": first["T"],
             },
         )
-        history = sim.request("/api/v3/aggTrades?symbol=BTCUSDT&limit=1")[0]["a"] - first["a"]
-        assert history > 30 * PAGE  # the repair needs at least 30 pages
+        history = last_id() - first["a"]
 
         config = LiveConfig(
             symbols=["BTCUSDT"],

@@ -152,19 +152,35 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
         return fresh[0] if fresh else None
 
     # A killed session is checked while the next round starts (it resumes from the
-    # warehouse, not from the log), which halves the run time.
+    # warehouse, not from the log), which halves the run time. The next round's `quant live`
+    # is started preloaded: it imports its modules (most of its start-up CPU) during this
+    # round and runs only once released, after this round's kill.
+    def prepare(kill: int):
+        if kill == KILLS:  # last, a clean session
+            return start_live(tmp_path / "runs", "clean", env, SYMBOLS, 4.0, preloaded=True)
+        publish = kill // len(MODES) % 2 == 1
+        return start_live(
+            tmp_path / "runs",
+            f"kill-{kill:02d}",
+            nats_env if publish else env,
+            SYMBOLS,
+            preloaded=True,
+        )
+
     checks = ThreadPoolExecutor(1)
     try:
         checked = []
+        pending = prepare(0)
         for kill in range(KILLS):
             mode = MODES[kill % len(MODES)]
             publish = kill // len(MODES) % 2 == 1
             market(sim, paused=False, rate=300)
             began = time.time_ns()
-            live = start_live(
-                tmp_path / "runs", f"kill-{kill:02d}", nats_env if publish else env, SYMBOLS
-            )
-            sid = wait_for("the session directory", new_session, live)
+            live = pending
+            live.release()
+            pending = prepare(kill + 1)
+            # A generous bound: on a loaded machine the preload may still be importing.
+            sid = wait_for("the session directory", new_session, live, timeout=180)
             seen.add(sid)
             # It ingests once its first trades are in ClickHouse.
             wait_for("stored trades", lambda sid=sid: stored_count(warehouse, sid), live)
@@ -174,7 +190,8 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
             checked.append((kill, mode, window, future))
         logs = [(kill, mode, window, future.result()) for kill, mode, window, future in checked]
         market(sim, paused=False, rate=300)
-        live = start_live(tmp_path / "runs", "clean", env, SYMBOLS, duration=4.0)
+        live = pending
+        live.release()
         summary = live.summary(300)
         verify = subprocess.run(
             [*QUANT, "replay", "verify", summary["session_dir"], "--against-warehouse"],

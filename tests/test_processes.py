@@ -62,3 +62,51 @@ def test_stop_ends_the_whole_group_within_the_bound(tmp_path) -> None:
     while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)  # reaped by init once killed
     assert not alive(grandchild)
+
+
+def test_settle_lets_the_group_finish_its_sigterm_before_the_sigkill(tmp_path) -> None:
+    # The leader exits at once; its child needs a moment to shut down cleanly (writes a file).
+    done = tmp_path / "done"
+    grandchild = (
+        "import pathlib, signal, sys, time\n"
+        "def bye(*_):\n"
+        "    time.sleep(0.5)\n"
+        f"    pathlib.Path({str(done)!r}).touch()\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    code = (
+        "import subprocess, sys; "
+        f"p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], stdout=subprocess.PIPE, "
+        "text=True); p.stdout.readline(); print('ready', flush=True); p.wait()"
+    )
+    child = Child("leader", [PY, "-c", code], r"^ready$", group=True)
+    child.stop(30, settle=True)
+    assert done.exists()  # without settle the SIGKILL to the group comes first
+
+
+def test_a_preloaded_child_runs_its_command_only_when_released(tmp_path) -> None:
+    (tmp_path / "marker.py").write_text("print('imported', flush=True)\n")
+    (tmp_path / "probe.py").write_text(
+        "import sys\nprint('ran', sys.argv[1:], 'marker' in sys.modules, __name__, flush=True)\n"
+    )
+    child = Child(
+        "probe", [PY, "-m", "probe", "a", "b"], r"^ran (.*)$", {"PYTHONPATH": str(tmp_path)},
+        preload=["marker"],
+    )  # fmt: skip
+    child.wait_for("its imports", lambda: "imported\n" in child.lines, 60)
+    assert child.running() and child.match is None  # it waits for the line on standard input
+    child.release()
+    assert child.match[1] == "['a', 'b'] True __main__"
+    assert child.wait(30) == 0
+
+
+def test_standard_input_pipe(tmp_path) -> None:
+    code = "import sys\nfor line in sys.stdin:\n    print('got', line.strip(), flush=True)\n"
+    child = Child("echo", [PY, "-c", code], None, stdin=True)
+    child.send("one\n")
+    child.wait_for("the answer", lambda: "got one\n" in child.lines, 30)
+    child.close_stdin()
+    assert child.wait(30) == 0

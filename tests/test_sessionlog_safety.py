@@ -22,6 +22,7 @@ from quant_core.sessionlog.reader import (
     segment_files,
     unverified_records,
 )
+from quant_dev.processes import Child
 from quant_resources.session_lock import LOCK_FILE, SessionLocked, holder
 from quant_resources.session_writer import SessionWriter, recover
 from tests.test_sessionlog import make_session, raw_segment, record_offsets
@@ -62,16 +63,15 @@ def quant(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_recover_refuses_a_session_another_process_is_writing(tmp_path: Path) -> None:
-    writer = subprocess.Popen(
+    writer = Child(
+        "a session writer",
         [sys.executable, "-c", WRITER, str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+        r"^ready$",
+        environ=ENV,
         cwd=ROOT,
-        env=ENV,
+        stdin=True,
     )
     try:
-        assert writer.stdout.readline() == "ready\n"
         session = tmp_path / "live"
         assert holder(session) == writer.pid
         before = files_of(session)
@@ -91,15 +91,13 @@ def test_recover_refuses_a_session_another_process_is_writing(tmp_path: Path) ->
         compare = quant("replay", "verify", str(session), "--against-warehouse")
         assert compare.returncode == 1 and "still being written" in compare.stderr
         # the writer was not disturbed: it goes on appending to the same segment
-        writer.stdin.write("50\n")
-        writer.stdin.flush()
-        assert writer.stdout.readline() == "appended\n"
-        writer.stdin.close()  # crash: no close, no footer
+        writer.send("50\n")
+        writer.wait_for("its answer", lambda: "appended\n" in writer.lines, 30)
+        writer.close_stdin()  # crash: no close, no footer
         assert writer.wait(30) == 0
     finally:
-        if writer.poll() is None:
+        if writer.running():
             writer.kill()
-            writer.wait()
     assert holder(session) is None  # the kernel dropped the dead writer's lock
     result = recover(session)
     assert not result.already_closed
