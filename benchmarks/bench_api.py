@@ -274,3 +274,8 @@ def _bars_rates(httpx2, base, warehouse, bars_sql, n, service) -> tuple[float, f
 
         through_api(), direct()  # warm both paths
         return best_rate(through_api, 5), best_rate(direct, 5)
+
+
+if __name__ == "__main__":
+    for figure in run():
+        print(figure.as_dict())

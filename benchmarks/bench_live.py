@@ -92,9 +92,72 @@ def run() -> list[Figure]:
 
 
 def _redis_cost(symbols: list[str], rate: float, without: dict) -> list[Figure]:
-    """The same run with the Redis sink on (module docstring)."""
+    """The same run with the Redis sink on (module docstring), at the rate just sustained
+    without it. When it does not sustain that rate, the pair (with, then without Redis) is run
+    again at 0.75x and 0.5x, so the CPU figure compares runs at a rate both sustained; a rate
+    never sustained with Redis, or a run that failed, is a figure saying so (ours = 0), never
+    an exception: the rest of `make bench` goes on."""
     if os.environ.get("QUANT_BENCH_LIVE_REDIS") == "0" or not shutil.which("redis-server"):
         return []
+    goal = "live end-to-end rate unchanged within noise"
+    tried = []
+    try:
+        for pair_rate in (rate, rate * 0.75, rate * 0.5):
+            with_redis = _redis_attempt(symbols, pair_rate)
+            if with_redis is None:
+                tried.append(pair_rate)
+                continue
+            base = without if pair_rate == rate else _attempt(symbols, pair_rate)
+            if base is None:  # the machine got busier: this rate is no longer a fair pair
+                tried.append(pair_rate)
+                continue
+            if pair_rate != rate:
+                base = base[1]
+            where = f"{pair_rate * len(STREAMS.split(',')):,.0f} msgs/s offered"
+            if tried:
+                where += f"; not sustained with Redis at {_offered_list(tried)}"
+            return [
+                Figure(
+                    name=f"live end to end with the Redis sink (zero loss; {where})",
+                    unit="msgs/s",
+                    ours=with_redis["rate"],
+                    peer_name="the same run without Redis",
+                    peer=base["rate"],
+                    goal=goal,
+                ),
+                Figure(
+                    name=f"live CPU per 1,000 msgs with the Redis sink ({where})",
+                    unit="ms",
+                    ours=with_redis["cpu_ms_per_1000"],
+                    peer_name="the same run without Redis",
+                    peer=base["cpu_ms_per_1000"],
+                    goal=goal,
+                    higher_is_better=False,
+                ),
+            ]
+        outcome = f"not sustained at {_offered_list(tried)}"
+    except Exception as exc:  # a figure of its own, not the end of the whole bench
+        outcome = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+    print(f"  bench_live with the Redis sink {outcome}", flush=True)
+    return [
+        Figure(
+            name=f"live end to end with the Redis sink: {outcome}",
+            unit="msgs/s",
+            ours=0.0,
+            peer_name="the sustained run without Redis",
+            peer=without["rate"],
+            goal=goal,
+        )
+    ]
+
+
+def _offered_list(rates: list[float]) -> str:
+    return ", ".join(f"{r * len(STREAMS.split(',')):,.0f}" for r in rates) + " msgs/s offered"
+
+
+def _redis_attempt(symbols: list[str], rate: float) -> dict | None:
+    """One run with a private redis-server (quant_dev.serving, as `make dev` starts it): its
+    cost dict, or None when not sustained."""
     from quant_dev.serving import redis_server
 
     with (
@@ -102,29 +165,7 @@ def _redis_cost(symbols: list[str], rate: float, without: dict) -> list[Figure]:
         redis_server(Path(tmp)) as server,
     ):
         result = _attempt(symbols, rate, server.url)
-    if result is None:
-        raise RuntimeError(f"with the Redis sink, quant live did not sustain {rate:,.0f}/s")
-    _, cost = result
-    goal = "live end-to-end rate unchanged within noise"
-    return [
-        Figure(
-            name="live end to end with the Redis sink (zero loss)",
-            unit="msgs/s",
-            ours=cost["rate"],
-            peer_name="the same run without Redis",
-            peer=without["rate"],
-            goal=goal,
-        ),
-        Figure(
-            name="live CPU per 1,000 msgs with the Redis sink",
-            unit="ms",
-            ours=cost["cpu_ms_per_1000"],
-            peer_name="the same run without Redis",
-            peer=without["cpu_ms_per_1000"],
-            goal=goal,
-            higher_is_better=False,
-        ),
-    ]
+    return None if result is None else result[1]
 
 
 def _attempt(
