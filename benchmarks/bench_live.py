@@ -14,10 +14,13 @@ streams for ``QUANT_BENCH_LIVE_SECONDS`` (default 130) into ``quant warehouse se
 * bar delay: from the end of a minute to its bar being queryable in ClickHouse, polled every
   100 ms from this process; p50 and p99 over every (symbol, minute) that ended during the run.
   Its peer is the design floor, the configured lateness (a bar is final only after it).
-* Redis sink cost: the sustained run once more with ``REDIS_URL`` (a private redis-server, the
-  latest-values cache and bar stream of ``quant_resources.live.redis_sink``): its rate and the
-  CPU time ``quant live`` spent per 1,000 messages, against the run without Redis. Skipped when
-  redis-server is missing or ``QUANT_BENCH_LIVE_REDIS=0``.
+* Redis sink cost: the sustained run once more with ``REDIS_URL`` (a private redis-server as
+  `make dev` starts it, the latest-values cache and bar stream of
+  ``quant_resources.live.redis_sink``): its rate and the CPU time ``quant live`` spent per 1,000
+  messages, against the run without Redis at the same rate (both runs at 0.75x, then 0.5x, when
+  the Redis run does not sustain it). A rate never sustained with Redis, or a failed run, is a
+  figure saying so, never an abort of `make bench`. Skipped when redis-server is missing or
+  ``QUANT_BENCH_LIVE_REDIS=0``.
 """
 
 from __future__ import annotations
@@ -157,14 +160,23 @@ def _offered_list(rates: list[float]) -> str:
 
 def _redis_attempt(symbols: list[str], rate: float) -> dict | None:
     """One run with a private redis-server (quant_dev.serving, as `make dev` starts it): its
-    cost dict, or None when not sustained."""
+    cost dict, or None when not sustained. The sink must have written every symbol's latest
+    trade, or the run measured nothing of it."""
+    import redis
+
     from quant_dev.serving import redis_server
+    from quant_resources.latest_store import latest_key
 
     with (
         tempfile.TemporaryDirectory(prefix="quant-bench-redis-") as tmp,
         redis_server(Path(tmp)) as server,
     ):
         result = _attempt(symbols, rate, server.url)
+        client = redis.Redis.from_url(server.url)
+        written = client.exists(*(latest_key("binance", s, "trade") for s in symbols))
+        client.close()
+    if written != len(symbols):
+        raise RuntimeError(f"the Redis sink wrote the latest trade of {written} of {len(symbols)}")
     return None if result is None else result[1]
 
 
