@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from quant_dev.processes import Child
 
@@ -37,16 +38,16 @@ def assert_printed_commands_work(report: str) -> None:
             return None
 
     assert ask() is None, "something already answers the printed curl line"
-    child = Child(
-        "the printed serve command", ["bash", "-c", f"exec {serve}"], None, environ=env, group=True
-    )
+    child = Child("the printed serve command", ["bash", "-c", serve], None, environ=env, group=True)
     try:
         body = child.wait_for("the printed curl line to answer", ask, timeout=180, every=0.5)
         assert body["symbol"] == "BTCUSDT" and body["source"] == "binance", body
         # The demo's latest values, kept by its Redis across the restart (appendonly).
         assert body["trade"]["from"] == "redis", body
         # A stop of the command alone (SIGTERM) stops what it started: nothing of the group
-        # is left (the warehouse endpoint and Redis are its children).
+        # is left (the warehouse endpoint and Redis are its children). bash ran the one
+        # command in its own place (exec), so the signal reaches `quant serve api` itself.
+        assert b"serve" in Path(f"/proc/{child.process.pid}/cmdline").read_bytes()
         child.process.send_signal(signal.SIGTERM)
         assert child.wait(60) == 0, child.tail()
         deadline = time.monotonic() + 60
