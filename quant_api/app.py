@@ -21,6 +21,7 @@ from quant_api import errors, latest, options, sessions
 from quant_api.auth import require_token
 from quant_api.errors import ApiError, BackendUnavailable, ErrorBody, bad_request
 from quant_api.formats import ARROW, BINARY, JSON, PARQUET, negotiate, table_response
+from quant_api.latest_fast import LatestFromRedis
 from quant_api.models import (
     BarsPage,
     Component,
@@ -162,25 +163,26 @@ def build_router() -> APIRouter:
     ) -> Response:
         """The newest trade, book ticker, 1m bar and book: Redis when it holds them, else
         the warehouse; each item says which (`from`)."""
+        # A request Redis answers whole never gets here: quant_api.latest_fast answers it
+        # before routing. This route serves the rest (warehouse fallback, 404) and documents
+        # the endpoint.
         state = request.app.state
         name = symbol.upper()
         # On the event loop: one MGET to a nearby Redis takes far less than a thread hop, and
         # its socket timeout bounds the worst case. Only the warehouse goes to a thread.
-        cached = latest.from_redis(state.latest_store, source, name)
-        missing = [kind for kind in latest.WAREHOUSE_KINDS if kind not in cached]
+        cached, missing = latest.from_cache(state.latest_store, source, name)
         found = {}
         if missing:
             with backend("warehouse", state.warehouse.display_url):
                 found = await run_in_threadpool(
                     latest.from_warehouse, state.warehouse, source, name, missing
                 )
-        answer = latest.combine(source, name, cached, found)
-        if not any((answer.trade, answer.book_ticker, answer.bar, answer.book)):
+        body = latest.answer_json(source, name, cached, found)
+        if body is None:
             raise ApiError(
                 404, f"symbol={name!r} has no data from source={source!r}", "symbol", symbol
             )
-        # Serialised once, here: the model was validated as it was built.
-        return Response(answer.model_dump_json(by_alias=True), media_type=JSON)
+        return Response(body, media_type=JSON)
 
     @router.get("/options/chain/{underlying}", response_model=OptionsChain, dependencies=protected)
     def get_options_chain(
@@ -304,6 +306,8 @@ def create_app(
     state.max_page_size = settings.api_max_page_size()
     state.max_range_days = settings.api_max_range_days()
     origins = settings.api_cors_origins() if cors_origins is None else cors_origins
+    # Added first, so it runs inside CORS (the last added middleware is the outermost).
+    app.add_middleware(LatestFromRedis, state=state)
     if origins:
         app.add_middleware(
             CORSMiddleware,

@@ -80,6 +80,21 @@ def from_warehouse(warehouse, source: str, symbol: str, kinds: list[str]) -> dic
     return found
 
 
+def from_cache(store: LatestStore | None, source: str, symbol: str) -> tuple[dict, list[str]]:
+    """What Redis holds of the series, and the kinds still to read from the warehouse."""
+    cached = from_redis(store, source, symbol)
+    return cached, [kind for kind in WAREHOUSE_KINDS if kind not in cached]
+
+
+def answer_json(source: str, symbol: str, cached: dict, found: dict) -> str | None:
+    """The response body (v1 JSON, serialised once: the items were validated as they were
+    read), or None when nothing at all is known of the series (a 404)."""
+    answer = combine(source, symbol, cached, found)
+    if not any((answer.trade, answer.book_ticker, answer.bar, answer.book)):
+        return None
+    return answer.model_dump_json(by_alias=True)
+
+
 def combine(source: str, symbol: str, cached: dict, found: dict) -> Latest:
     items = {}
     for kind, (_, wrapper) in ITEMS.items():

@@ -10,8 +10,10 @@
    with apt-get when missing and possible),
 5. replay-verifies that session against ClickHouse (also as the Dagster asset with checks),
 6. asks the data service (`quant serve api`, token in QUANT_HOME/api-token) for the latest
-   values, prints a report with a `curl` line for the same request and the command that opens
-   the UI on the same data, and stops what it started. Runs land in the Dagster instance
+   values, runs the report's `curl` line for the same request and prints its answer, stops
+   what it started, and prints the commands that serve the same data again (`make dev`, or
+   `quant serve api --local` for the data API alone) with the `curl` line, which works as
+   printed while either runs. Runs land in the Dagster instance
    under QUANT_HOME/dagster, so the UI shows them.
 A second run reuses the data: every write replaces its slice.
 """
@@ -20,6 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -213,8 +218,10 @@ def _pairs(counts: dict) -> str:
 
 
 def ask_api(api, home: Path) -> dict:
-    """GET /v1/latest of the first live symbol from the demo's own API: the status, where each
-    value came from, and the `curl` line of the same request at `make dev`'s address."""
+    """GET /v1/latest of the first live symbol from the demo's own API: the status and where
+    each value came from; then the `curl` line the report prints, run as printed (when curl is
+    installed), with its answer. Also the command that serves the same data again after the
+    demo, on the same port, so the printed pair works as printed once the demo has ended."""
     from quant_dev.serving import API_PORT, LATEST_PATH, curl_line
 
     path = LATEST_PATH
@@ -223,8 +230,19 @@ def ask_api(api, home: Path) -> dict:
     with urllib.request.urlopen(request, timeout=30) as answer:
         status, body = answer.status, json.loads(answer.read())
     origins = {k: v["from"] for k, v in body.items() if isinstance(v, dict) and "from" in v}
-    curl = curl_line(home, f"http://127.0.0.1:{API_PORT}", path)
-    return {"status": status, "origins": origins, "curl": curl}
+    curl = curl_line(home, base, path)
+    if shutil.which("curl"):
+        ran = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+        said = ran.stdout.strip() or f"(no answer; curl exit status {ran.returncode})"
+    else:
+        said = "(curl is not installed here: the answer above came through Python's urllib)"
+    quant = Path(sys.executable).with_name("quant")
+    command = [str(quant)] if quant.exists() else [sys.executable, "-m", "quant_cli.main"]
+    command += ["serve", "api", "--local"]
+    if api.port != API_PORT:
+        command += ["--port", str(api.port)]
+    serve = f"QUANT_HOME={shlex.quote(str(home))} {shlex.join(command)}"
+    return {"status": status, "origins": origins, "curl": curl, "said": said, "serve": serve}
 
 
 def print_report(
@@ -281,9 +299,14 @@ def print_report(
     print("-" * 72)
     origins = ", ".join(f"{k} from {v}" for k, v in served["origins"].items())
     print(f"data API              GET /v1/latest/BTCUSDT: HTTP {served['status']}, {origins}")
+    print(f"  $ {served['curl']}")
+    print(f"  {served['said']}")
     print("-" * 72)
-    print("open the UI and the data API on the same data:  make dev   (then http://127.0.0.1:3000)")
-    print("while `make dev` runs, the same request from a shell:")
+    print("The demo has stopped its servers. The UI and the data API on the same data:")
+    print("  make dev   (the UI at http://127.0.0.1:3000; it prints the data API's address)")
+    print("or the data API alone (its warehouse and Redis too; Ctrl-C stops them):")
+    print(f"  {served['serve']}")
+    print("then, from another shell:")
     print(f"  {served['curl']}")
     print("=" * 72)
 

@@ -4,6 +4,11 @@
 (with the password) and data live in one folder, mode 0700 / files 0600; the password is
 generated once and kept there (``password``), so a restart (or the next `make dev`) finds
 the same one. The config file, not argv, carries the password: no process listing shows it.
+Its data is persisted in that folder by an append-only file fsynced before each reply
+(``appendfsync always``: the live sink writes one pipeline per flush, so that is one fsync a
+flush), so a stream entry Redis acknowledged survives a restart, even a crash; nothing is
+written outside the folder, and the settings that could move files elsewhere (``dir``,
+``dbfilename``, ...) cannot be changed by a client (``enable-protected-configs no``).
 
 ``api_server``: ``quant serve api`` with the bearer token kept in ``QUANT_HOME/api-token``
 (generated once, 0600). Whoever wants to call it reads the file; nothing prints the token.
@@ -58,9 +63,10 @@ def ensure_redis_server() -> str | None:
 
 class RedisServer:
     """A private redis-server on ``127.0.0.1:port``; ``start``/``stop`` may be repeated (same
-    port and password). ``persist`` keeps a snapshot in the folder across restarts."""
+    port and password). ``persist`` (the default) keeps the data in the folder's append-only
+    file across restarts; without it a restart starts empty (tests of the refill)."""
 
-    def __init__(self, folder: Path, port: int | None = None, persist: bool = False) -> None:
+    def __init__(self, folder: Path, port: int | None = None, persist: bool = True) -> None:
         self.binary = ensure_redis_server()
         if self.binary is None:
             raise FileNotFoundError("redis-server is not installed and could not be installed")
@@ -75,8 +81,13 @@ class RedisServer:
             out.write(
                 f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\n"
                 f"protected-mode yes\ndir {folder}\nlogfile {folder / 'redis.log'}\n"
-                + ("save 60 1\ndbfilename dump.rdb\n" if persist else 'save ""\n')
-                + "appendonly no\n"
+                "daemonize no\nenable-protected-configs no\nenable-debug-command no\n"
+                'enable-module-command no\nsave ""\n'
+                + (
+                    "appendonly yes\nappendfsync always\nappenddirname appendonly\n"
+                    if persist
+                    else "appendonly no\n"
+                )
             )
         self.process: subprocess.Popen | None = None
 
@@ -89,7 +100,10 @@ class RedisServer:
         import redis
 
         self.process = subprocess.Popen(
-            [self.binary, str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [self.binary, str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            umask=0o077,  # its log and data files: 0600, like the config
         )
         client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
         deadline = time.monotonic() + timeout_s
@@ -119,7 +133,7 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(folder: Path, persist: bool = False) -> Iterator[RedisServer]:
+def redis_server(folder: Path, persist: bool = True) -> Iterator[RedisServer]:
     server = RedisServer(folder, persist=persist)
     server.start()
     try:
@@ -194,8 +208,9 @@ def curl_line(home: Path, base: str, path: str) -> str:
 
 @contextlib.contextmanager
 def local_redis(home: Path) -> Iterator[tuple[str | None, str]]:
-    """``REDIS_URL`` when set, else a private redis-server with its data (a snapshot, so the
-    next `make dev` starts with the same latest values) and password in ``QUANT_HOME/redis``.
+    """``REDIS_URL`` when set, else a private redis-server with its data (persisted, so the
+    next `make dev` starts with the same latest values and streams) and password in
+    ``QUANT_HOME/redis``.
     Yields the URL (None when redis-server is missing and cannot be installed) and a note."""
     configured = redis_url()
     if configured:
@@ -203,7 +218,7 @@ def local_redis(home: Path) -> Iterator[tuple[str | None, str]]:
         return
     folder = home / "redis"
     try:
-        server = RedisServer(folder, persist=True)
+        server = RedisServer(folder)
     except FileNotFoundError as exc:
         yield None, f"not started: {exc}; /v1/latest answers from ClickHouse"
         return

@@ -21,6 +21,7 @@ import pytest
 from quant_dev.processes import warehouse_endpoint
 from quant_resources.settings import ENDPOINT_FILE, PASSWORD_FILE
 from quant_resources.warehouse import WarehouseResource, close_all_clients
+from tests.serve_after_demo import assert_printed_commands_work
 
 # A whole demo: on a loaded 2-core machine it can take longer than the default 300 s
 pytestmark = [pytest.mark.xdist_group("demo"), pytest.mark.timeout(600)]
@@ -102,6 +103,7 @@ def test_demo_runs_and_its_report_matches_the_warehouse(tmp_path) -> None:
     assert re.search(r"data API +GET /v1/latest/BTCUSDT: HTTP 200, trade from redis", report)
     assert f"Bearer $(cat {tmp_path / 'api-token'})" in report
     assert (tmp_path / "api-token").read_text().strip() not in report
+    assert_printed_commands_work(report)  # what it prints for after the demo works
     _assert_no_secret_in_files(tmp_path)
     counts = _reported(report)
     assert counts["bars_1d"] == 15  # 3 symbols x 5 sessions

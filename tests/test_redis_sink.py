@@ -46,7 +46,8 @@ KINDS = {"trade", "book_ticker", "bar"}
 
 @pytest.fixture
 def private_redis(tmp_path):
-    server = RedisServer(tmp_path / "redis")
+    # serve: no persistence, so a restart is the empty Redis whose refill these tests check
+    server = RedisServer(tmp_path / "redis", persist=False)
     server.start()
     yield server
     server.stop()
