@@ -161,10 +161,16 @@ class ApiServer:
     def __init__(self, home: Path, port: int | None = None, env: dict | None = None) -> None:
         self.home = home
         self.token = secret_file(home / TOKEN_FILE)
+        # A port we picked may be taken between the check and the bind (another demo, make dev,
+        # a parallel test): then wait_ready starts again on a free one; a port asked for is kept.
+        self.chosen = port is None
         self.port = port or (API_PORT if port_free(API_PORT) else free_port())
-        self.base = f"http://127.0.0.1:{self.port}"
         self.env = {**(env or {}), "QUANT_HOME": str(home), "QUANT_API_TOKENS": self.token}
         self.child: Child | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ApiServer:
         command = quant("serve", "api", "--port", str(self.port), "--log-level", "warning")
@@ -173,17 +179,29 @@ class ApiServer:
 
     def wait_ready(self, timeout_s: float = 90.0) -> str:
         deadline = time.monotonic() + timeout_s
-        while True:  # health answers 200 (all up) or 503 (a backend down): either is "up"
+        # A route that needs the token: only our server accepts it (health needs none).
+        request = urllib.request.Request(
+            f"{self.base}/v1/sessions", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        while True:  # any answer but 401/403 (a backend down is a 5xx) means ours is up
             try:
-                urllib.request.urlopen(f"{self.base}/v1/health", timeout=2).close()
+                urllib.request.urlopen(request, timeout=2).close()
                 return self.base
-            except urllib.error.HTTPError:
-                return self.base
+            except urllib.error.HTTPError as exc:
+                # 401/403: another server holds the port (it does not know our token).
+                if exc.code not in (401, 403):
+                    return self.base
             except OSError:
                 pass
-            if self.child.process.poll() is not None or time.monotonic() > deadline:
+            if self.child.process.poll() is not None:
+                if self.chosen and not port_free(self.port):
+                    self.port = free_port()
+                    return self.start().wait_ready(max(1.0, deadline - time.monotonic()))
                 output = "".join(self.child.lines)[-2000:]
                 raise RuntimeError(f"quant serve api did not start:\n{output}")
+            if time.monotonic() > deadline:
+                output = "".join(self.child.lines)[-2000:]
+                raise RuntimeError(f"quant serve api did not answer in time:\n{output}")
             time.sleep(0.1)
 
     def stop(self) -> None:
