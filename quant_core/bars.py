@@ -286,6 +286,7 @@ class StreamingBarAggregator:
         """Keep the minute containing ``hold_ms`` and later ones from becoming final (a gap
         in the trade ids is being repaired there); ``None`` releases and settles what is due."""
         self.hold_ms = hold_ms
+        self._recompute_due()  # held bars are not due: see _recompute_due
         if hold_ms is None and self.watermark_ms is not None and self.watermark_ms > self._due:
             return self._settle()
         return []
@@ -345,9 +346,17 @@ class StreamingBarAggregator:
         self._recompute_due()
         return out
 
+    def _held(self, start: int) -> bool:
+        """Is the minute starting at ``start`` kept from finality by ``hold_ms``?"""
+        return self.hold_ms is not None and start + INTERVAL_MS > self.hold_ms
+
     def _recompute_due(self) -> None:
+        # A held bar (and every later one: the heap's first is the earliest) is not due: while
+        # a gap is open, counting it would make every trade that moves the watermark run
+        # _settle for nothing, and cut ``add_trades`` into one-row segments (~1,000x slower;
+        # the live job then fell behind whenever a repair was running). ``hold`` recomputes.
         due = float("inf")
-        if self._pending_heap:
+        if self._pending_heap and not self._held(self._pending_heap[0]):
             due = self._pending_heap[0] + self._final_after
         if self._retained_heap:
             due = min(due, self._retained_heap[0] + self._evict_after)
@@ -452,8 +461,10 @@ class StreamingBarAggregator:
         due = np.full(len(rows), _NEVER, dtype=np.int64)
         for g, at in zip(firsts[0].tolist(), firsts[1].tolist(), strict=True):
             j = int(rows[at])
-            if self._bar_of(symbols, g) is None and not self._creates_final(
-                int(start[j]), int(wm_before[j])
+            if (
+                self._bar_of(symbols, g) is None
+                and not self._held(int(start[j]))
+                and not self._creates_final(int(start[j]), int(wm_before[j]))
             ):
                 due[at] = int(start[j]) + self._final_after
         due0 = _NEVER if self._due == float("inf") else int(self._due)
@@ -506,7 +517,7 @@ class StreamingBarAggregator:
                     bar.version = -1
                 else:
                     self._track(self._pending, self._pending_heap, bar)
-                    if bar_start + self._final_after < self._due:
+                    if not self._held(bar_start) and bar_start + self._final_after < self._due:
                         self._due = bar_start + self._final_after
             if kmin < bar.open_key:
                 bar.open_key, bar.open = kmin, pmin
