@@ -49,6 +49,11 @@ DAY_MS = 86_400_000
 RETAIN_MS = DAY_MS
 BARS_1M_VERSIONED = BARS_1M.append(pa.field("version", pa.uint64()))
 _INT64_MAX = 2**63 - 1
+_ZERO = np.zeros(1, dtype=np.int64)  # the symbol code of a one-row call (``add_trade``)
+
+
+def _one(value: int | bool, dtype: type = np.int64) -> np.ndarray:
+    return np.array((value,), dtype=dtype)
 
 
 def div_half_even(num: int, den: int) -> int:
@@ -204,18 +209,12 @@ class StreamingBarAggregator:
     # -- input -----------------------------------------------------------------------------
 
     def add_trade(self, ev: TradeEvent) -> list[BarRecord]:
-        """Apply one trade; returns bars that became final and corrections it caused."""
-        if self.mode != "trades":
-            raise ValueError("add_trade on a mode='mid' aggregator: route trades elsewhere")
-        return self._add(
-            ev.symbol,
-            ev.ts_event_ms,
-            ev.first_trade_id,
-            ev.last_trade_id,
-            ev.price,
-            ev.qty,
-            not ev.is_buyer_maker,
-        )
+        """Apply one trade; returns bars that became final and corrections it caused. A thin
+        call into ``add_trades`` (the one aggregation implementation) with one row."""
+        return self.add_trades(
+            (ev.symbol,), _ZERO, _one(ev.first_trade_id), _one(ev.last_trade_id),
+            _one(ev.price), _one(ev.qty), _one(ev.ts_event_ms), _one(not ev.is_buyer_maker, bool),
+        )  # fmt: skip
 
     def add_trades(
         self,
@@ -233,7 +232,7 @@ class StreamingBarAggregator:
         one by one; see "Many trades at once" below."""
         if self.mode != "trades":
             raise ValueError("add_trades on a mode='mid' aggregator: route trades elsewhere")
-        return _add_trade_columns(self, symbols, code, key, last, price, qty, ts, taker_buy)
+        return self._add_columns(symbols, code, key, last, price, qty, ts, taker_buy)
 
     def add_book_tickers(
         self,
@@ -251,8 +250,8 @@ class StreamingBarAggregator:
         half = total >> 1
         mid = half + (total & half & 1)  # half to even, as div_half_even(bid + ask, 2)
         none = np.zeros(len(ts), dtype=np.int64)
-        return _add_trade_columns(
-            self, symbols, code, update_id, update_id, mid, none, ts, none.astype(bool)
+        return self._add_columns(
+            symbols, code, update_id, update_id, mid, none, ts, none.astype(bool)
         )
 
     def add_book_ticker(self, ev: BookTickerEvent, ts_ms: int | None = None) -> list[BarRecord]:
@@ -265,8 +264,14 @@ class StreamingBarAggregator:
                 f"book ticker update_id={ev.update_id} of {ev.symbol} has no event time: "
                 "pass ts_ms (the receive time)"
             )
-        mid = div_half_even(ev.bid_price + ev.ask_price, 2)
-        return self._add(ev.symbol, ts, ev.update_id, ev.update_id, mid, 0, False)
+        return self.add_book_tickers(
+            (ev.symbol,),
+            _ZERO,
+            _one(ev.update_id),
+            _one(ev.bid_price),
+            _one(ev.ask_price),
+            _one(ts),
+        )
 
     def advance(self, watermark_ms: int) -> list[BarRecord]:
         """Move the exchange-time watermark (e.g. from a heartbeat); returns bars now final."""
@@ -285,6 +290,7 @@ class StreamingBarAggregator:
         """Keep the minute containing ``hold_ms`` and later ones from becoming final (a gap
         in the trade ids is being repaired there); ``None`` releases and settles what is due."""
         self.hold_ms = hold_ms
+        self._recompute_due()  # held bars are not due: see _recompute_due
         if hold_ms is None and self.watermark_ms is not None and self.watermark_ms > self._due:
             return self._settle()
         return []
@@ -300,75 +306,6 @@ class StreamingBarAggregator:
         return out
 
     # -- internals -------------------------------------------------------------------------
-
-    def _add(
-        self,
-        symbol: str,
-        ts: int,
-        key: int,
-        last: int,
-        price: int,
-        qty: int,
-        taker_buy: bool,
-    ) -> list[BarRecord]:
-        start = ts - ts % INTERVAL_MS
-        wm = self.watermark_ms
-        if wm is not None and start + self._evict_after < wm:
-            self.dropped_late += 1
-            return []
-        bars = self._bars.get(symbol)
-        if bars is None:
-            bars = self._bars[symbol] = {}
-        bar = bars.get(start)
-        out: list[BarRecord] = []
-        if bar is None:
-            bar = bars[start] = _Bar(symbol, start, key, price)
-            hold = self.hold_ms
-            if (
-                wm is not None
-                and start + self._final_after < wm
-                and (hold is None or start + INTERVAL_MS <= hold)
-            ):
-                bar.version = -1  # a minute already final with no bar yet: emit it right away
-            else:
-                self._track(self._pending, self._pending_heap, bar)
-                if start + self._final_after < self._due:
-                    self._due = start + self._final_after
-        elif key in bar.seen:
-            self.duplicates += 1
-            return out
-        else:
-            if key < bar.open_key:
-                bar.open_key = key
-                bar.open = price
-            elif key > bar.close_key:
-                bar.close_key = key
-                bar.close = price
-            if price > bar.high:
-                bar.high = price
-            elif price < bar.low:
-                bar.low = price
-        bar.seen.add(key)
-        bar.volume += qty
-        pq = price * qty
-        bar.pq += pq
-        bar.count += last - key + 1
-        if last > bar.last_id:
-            bar.last_id = last
-        if taker_buy:
-            bar.tb_volume += qty
-            bar.tb_pq += pq
-        if bar.version:
-            if bar.version < 0:  # created final (see above)
-                bar.version = 0
-                self._retain(bar)
-            bar.version += 1
-            out.append(bar.record(self.source))
-        if wm is None or ts > wm:
-            self.watermark_ms = ts
-            if ts > self._due:
-                out.extend(self._settle())
-        return out
 
     @staticmethod
     def _track(by_start: dict[int, list[_Bar]], heap: list[int], bar: _Bar) -> None:
@@ -413,13 +350,198 @@ class StreamingBarAggregator:
         self._recompute_due()
         return out
 
+    def _held(self, start: int) -> bool:
+        """Is the minute starting at ``start`` kept from finality by ``hold_ms``?"""
+        return self.hold_ms is not None and start + INTERVAL_MS > self.hold_ms
+
     def _recompute_due(self) -> None:
+        # A held bar (and every later one: the heap's first is the earliest) is not due: while
+        # a gap is open, counting it would make every trade that moves the watermark run
+        # _settle for nothing, and cut ``add_trades`` into one-row segments (~1,000x slower;
+        # the live job then fell behind whenever a repair was running). ``hold`` recomputes.
         due = float("inf")
-        if self._pending_heap:
+        if self._pending_heap and not self._held(self._pending_heap[0]):
             due = self._pending_heap[0] + self._final_after
         if self._retained_heap:
             due = min(due, self._retained_heap[0] + self._evict_after)
         self._due = due
+
+    # -- many trades at once (see the comment after this class) --
+
+    def _add_columns(
+        self,
+        symbols: Sequence[str],
+        code: np.ndarray,
+        key: np.ndarray,
+        last: np.ndarray,
+        price: np.ndarray,
+        qty: np.ndarray,
+        ts: np.ndarray,
+        taker_buy: np.ndarray,
+    ) -> list[BarRecord]:
+        """Trades in arrival order: ``symbols[code]``, ``key`` = first trade id, ``last`` = last
+        trade id, scaled ``price``/``qty``, exchange ``ts`` (ms), ``taker_buy`` (not buyer
+        maker)."""
+        n = len(ts)
+        if n == 0:
+            return []
+        code = np.asarray(code, dtype=np.int64)
+        start = ts - ts % INTERVAL_MS
+        group = (code << 32) | (start // INTERVAL_MS)
+        dup = self._duplicates(symbols, group, key)
+        wm0 = _NONE if self.watermark_ms is None else self.watermark_ms
+        running = np.maximum.accumulate(np.where(dup, _NONE, ts))
+        wm_before = np.empty(n, dtype=np.int64)
+        wm_before[0] = wm0
+        np.maximum(running[:-1], wm0, out=wm_before[1:])
+        dropped = (wm_before != _NONE) & (start + self._evict_after < wm_before)
+        dup &= ~dropped
+        live = ~(dup | dropped)
+        self.dropped_late += int(dropped.sum())
+        self.duplicates += int(dup.sum())
+
+        out: list[BarRecord] = []
+        pos = 0
+        while pos < n:
+            end, settle = self._segment_end(symbols, group, start, ts, wm_before, live, pos)
+            rows = np.flatnonzero(live[pos : end + 1]) + pos
+            if len(rows):
+                columns = (group, start, key, last, price, qty, taker_buy, wm_before)
+                self._apply(symbols, columns, rows, out)
+                top = int(ts[rows].max())
+                if self.watermark_ms is None or top > self.watermark_ms:
+                    self.watermark_ms = top
+            if settle:
+                out.extend(self._settle())
+            pos = end + 1
+        return out
+
+    def _bar_of(self, symbols: Sequence[str], g: int) -> _Bar | None:
+        bars = self._bars.get(symbols[g >> 32])
+        return None if bars is None else bars.get((g & 0xFFFFFFFF) * INTERVAL_MS)
+
+    def _duplicates(self, symbols, group: np.ndarray, key: np.ndarray) -> np.ndarray:
+        """A row whose (symbol-minute, first trade id) came before: earlier in the call, or in a
+        bar the aggregator holds. The first arrival wins, as in ``add_trade``."""
+        n = len(group)
+        order = np.lexsort((np.arange(n), key, group))
+        g, k = group[order], key[order]
+        dup = np.zeros(n, dtype=bool)
+        dup[order[1:]] = (g[1:] == g[:-1]) & (k[1:] == k[:-1])
+        if self._bars:
+            bounds = np.flatnonzero(g[1:] != g[:-1]) + 1
+            for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), n], strict=True):
+                bar = self._bar_of(symbols, int(g[lo]))
+                if bar is None:
+                    continue
+                seen = bar.seen
+                if isinstance(seen, IdRuns):  # an emitted bar
+                    dup[order[lo:hi]] |= seen.contains_many(k[lo:hi])
+                    continue
+                keys = k[lo:hi].tolist()
+                if not seen.isdisjoint(keys):
+                    dup[order[lo:hi]] |= np.fromiter((x in seen for x in keys), bool, hi - lo)
+        return dup
+
+    def _creates_final(self, start: int, wm_before: int) -> bool:
+        """Would the first trade of a bar not yet held create it final (``add_trade``'s rule)?"""
+        hold = self.hold_ms
+        return (
+            wm_before != _NONE
+            and start + self._final_after < wm_before
+            and (hold is None or start + INTERVAL_MS <= hold)
+        )
+
+    def _segment_end(
+        self, symbols, group, start, ts, wm_before, live, pos: int
+    ) -> tuple[int, bool]:
+        """Last row of the segment starting at ``pos`` and whether ``_settle`` runs after it: the
+        first live row that moves the watermark past ``_due``, as lowered by the pending bars the
+        rows before it (and itself) open."""
+        rows = np.flatnonzero(live[pos:]) + pos
+        if not len(rows):
+            return len(ts) - 1, False
+        firsts = np.unique(group[rows], return_index=True)
+        due = np.full(len(rows), _NEVER, dtype=np.int64)
+        for g, at in zip(firsts[0].tolist(), firsts[1].tolist(), strict=True):
+            j = int(rows[at])
+            if (
+                self._bar_of(symbols, g) is None
+                and not self._held(int(start[j]))
+                and not self._creates_final(int(start[j]), int(wm_before[j]))
+            ):
+                due[at] = int(start[j]) + self._final_after
+        due0 = _NEVER if self._due == float("inf") else int(self._due)
+        due = np.minimum(np.minimum.accumulate(due), due0)
+        hit = np.flatnonzero((ts[rows] > wm_before[rows]) & (ts[rows] > due))
+        if not len(hit):
+            return len(ts) - 1, False
+        return int(rows[hit[0]]), True
+
+    def _apply(self, symbols, columns, rows, out) -> None:
+        """One segment's live rows (nothing settles inside it): one update per symbol-minute."""
+        group, start, key, last, price, qty, taker_buy, wm_before = columns
+        o = rows[np.lexsort((key[rows], group[rows]))]  # by bar, then trade id (unique per bar)
+        g = group[o]
+        # np.r_ costs ~10 us a call: concatenate instead (this runs once per burst and segment).
+        ends = np.concatenate((np.flatnonzero(g[1:] != g[:-1]) + 1, [len(o)]))
+        firsts = np.concatenate(([0], ends[:-1]))
+        lasts = ends - 1
+        k, p, q, lst = key[o], price[o], qty[o], last[o]
+        tq = np.where(taker_buy[o], q, 0)
+        per_bar = (
+            g[firsts],
+            np.minimum.reduceat(o, firsts),  # first arrival: creates the bar
+            k[firsts],
+            p[firsts],
+            k[lasts],
+            p[lasts],
+            np.maximum.reduceat(p, firsts),
+            np.minimum.reduceat(p, firsts),
+            np.add.reduceat(q, firsts),
+            np.add.reduceat(lst - k + 1, firsts),
+            np.maximum.reduceat(lst, firsts),
+            np.add.reduceat(tq, firsts),
+            ends - firsts,
+        )
+        pq = exact_dot(p, q, firsts)
+        tb_pq = exact_dot(p, tq, firsts)
+        keys = k.tolist()
+        bounds = [0, *ends.tolist()]
+        source = self.source
+        for i, (gk, j0, kmin, pmin, kmax, pmax, hi, lo, vol, count, last_id, tbv, m) in enumerate(
+            zip(*(c.tolist() for c in per_bar), strict=True)
+        ):
+            bar = self._bar_of(symbols, gk)
+            if bar is None:
+                bar_start = int(start[j0])
+                bar = _Bar(symbols[gk >> 32], bar_start, int(key[j0]), int(price[j0]))
+                self._bars.setdefault(bar.symbol, {})[bar_start] = bar
+                if self._creates_final(bar_start, int(wm_before[j0])):
+                    bar.version = -1
+                else:
+                    self._track(self._pending, self._pending_heap, bar)
+                    if not self._held(bar_start) and bar_start + self._final_after < self._due:
+                        self._due = bar_start + self._final_after
+            if kmin < bar.open_key:
+                bar.open_key, bar.open = kmin, pmin
+            if kmax > bar.close_key:
+                bar.close_key, bar.close = kmax, pmax
+            bar.high = max(bar.high, hi)
+            bar.low = min(bar.low, lo)
+            bar.seen.update(keys[bounds[i] : bounds[i + 1]])
+            bar.volume += vol
+            bar.pq += pq[i]
+            bar.count += count
+            bar.last_id = max(bar.last_id, last_id)
+            bar.tb_volume += tbv
+            bar.tb_pq += tb_pq[i]
+            if bar.version:
+                if bar.version < 0:
+                    bar.version = 0
+                    self._retain(bar)
+                bar.version += m
+                out.append(bar.record(source))
 
     def open_bars(self) -> int:
         """Bars held in memory (open or retained for corrections)."""
@@ -429,8 +551,9 @@ class StreamingBarAggregator:
 # -- Many trades at once (``add_trades``) -----------------------------------------------------
 # Many trades at once into a ``StreamingBarAggregator``, with numpy: its ``add_trades``.
 #
-# The result is what feeding the same trades one by one to ``add_trade`` gives - the same bars,
-# versions, ``duplicates`` and ``dropped_late`` (tests hold the two paths to that) - except that
+# The result is what feeding the same trades one at a time gives (``add_trade`` is a call with
+# one row) - the same bars, versions, ``duplicates`` and ``dropped_late`` (tests hold the two to
+# that) - except that
 # a bar corrected several times within one call is emitted once, at its last version, instead of
 # once per trade: consumers keep the highest version anyway.
 #
@@ -448,180 +571,6 @@ _M32 = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 
 
-def _add_trade_columns(
-    agg: StreamingBarAggregator,
-    symbols: Sequence[str],
-    code: np.ndarray,
-    key: np.ndarray,
-    last: np.ndarray,
-    price: np.ndarray,
-    qty: np.ndarray,
-    ts: np.ndarray,
-    taker_buy: np.ndarray,
-) -> list[BarRecord]:
-    """Trades in arrival order: ``symbols[code]``, ``key`` = first trade id, ``last`` = last
-    trade id, scaled ``price``/``qty``, exchange ``ts`` (ms), ``taker_buy`` (not buyer maker)."""
-    n = len(ts)
-    if n == 0:
-        return []
-    code = np.asarray(code, dtype=np.int64)
-    start = ts - ts % INTERVAL_MS
-    group = (code << 32) | (start // INTERVAL_MS)
-    dup = _duplicates(agg, symbols, group, key)
-    wm0 = _NONE if agg.watermark_ms is None else agg.watermark_ms
-    running = np.maximum.accumulate(np.where(dup, _NONE, ts))
-    wm_before = np.empty(n, dtype=np.int64)
-    wm_before[0] = wm0
-    np.maximum(running[:-1], wm0, out=wm_before[1:])
-    dropped = (wm_before != _NONE) & (start + agg._evict_after < wm_before)
-    dup &= ~dropped
-    live = ~(dup | dropped)
-    agg.dropped_late += int(dropped.sum())
-    agg.duplicates += int(dup.sum())
-
-    out: list[BarRecord] = []
-    pos = 0
-    while pos < n:
-        end, settle = _segment_end(agg, symbols, group, start, ts, wm_before, live, pos)
-        rows = np.flatnonzero(live[pos : end + 1]) + pos
-        if len(rows):
-            columns = (group, start, key, last, price, qty, taker_buy, wm_before)
-            _apply(agg, symbols, columns, rows, out)
-            top = int(ts[rows].max())
-            if agg.watermark_ms is None or top > agg.watermark_ms:
-                agg.watermark_ms = top
-        if settle:
-            out.extend(agg._settle())
-        pos = end + 1
-    return out
-
-
-def _bar_of(agg: StreamingBarAggregator, symbols: Sequence[str], g: int) -> _Bar | None:
-    bars = agg._bars.get(symbols[g >> 32])
-    return None if bars is None else bars.get((g & 0xFFFFFFFF) * INTERVAL_MS)
-
-
-def _duplicates(agg, symbols, group: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """A row whose (symbol-minute, first trade id) came before: earlier in the call, or in a
-    bar the aggregator holds. The first arrival wins, as in ``add_trade``."""
-    n = len(group)
-    order = np.lexsort((np.arange(n), key, group))
-    g, k = group[order], key[order]
-    dup = np.zeros(n, dtype=bool)
-    dup[order[1:]] = (g[1:] == g[:-1]) & (k[1:] == k[:-1])
-    if agg._bars:
-        bounds = np.flatnonzero(g[1:] != g[:-1]) + 1
-        for lo, hi in zip(np.r_[0, bounds].tolist(), np.r_[bounds, n].tolist(), strict=True):
-            bar = _bar_of(agg, symbols, int(g[lo]))
-            if bar is None:
-                continue
-            seen = bar.seen
-            if isinstance(seen, IdRuns):  # an emitted bar
-                dup[order[lo:hi]] |= seen.contains_many(k[lo:hi])
-                continue
-            keys = k[lo:hi].tolist()
-            if not seen.isdisjoint(keys):
-                dup[order[lo:hi]] |= np.fromiter((x in seen for x in keys), bool, hi - lo)
-    return dup
-
-
-def _creates_final(agg, start: int, wm_before: int) -> bool:
-    """Would the first trade of a bar not yet held create it final (``add_trade``'s rule)?"""
-    hold = agg.hold_ms
-    return (
-        wm_before != _NONE
-        and start + agg._final_after < wm_before
-        and (hold is None or start + INTERVAL_MS <= hold)
-    )
-
-
-def _segment_end(agg, symbols, group, start, ts, wm_before, live, pos: int) -> tuple[int, bool]:
-    """Last row of the segment starting at ``pos`` and whether ``_settle`` runs after it: the
-    first live row that moves the watermark past ``_due``, as lowered by the pending bars the
-    rows before it (and itself) open."""
-    rows = np.flatnonzero(live[pos:]) + pos
-    if not len(rows):
-        return len(ts) - 1, False
-    firsts = np.unique(group[rows], return_index=True)
-    due = np.full(len(rows), _NEVER, dtype=np.int64)
-    for g, at in zip(firsts[0].tolist(), firsts[1].tolist(), strict=True):
-        j = int(rows[at])
-        if _bar_of(agg, symbols, g) is None and not _creates_final(
-            agg, int(start[j]), int(wm_before[j])
-        ):
-            due[at] = int(start[j]) + agg._final_after
-    due0 = _NEVER if agg._due == float("inf") else int(agg._due)
-    due = np.minimum(np.minimum.accumulate(due), due0)
-    hit = np.flatnonzero((ts[rows] > wm_before[rows]) & (ts[rows] > due))
-    if not len(hit):
-        return len(ts) - 1, False
-    return int(rows[hit[0]]), True
-
-
-def _apply(agg, symbols, columns, rows, out) -> None:
-    """One segment's live rows (nothing settles inside it): one update per symbol-minute."""
-    group, start, key, last, price, qty, taker_buy, wm_before = columns
-    o = rows[np.lexsort((key[rows], group[rows]))]  # by bar, then trade id (unique per bar)
-    g = group[o]
-    firsts = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
-    lasts = np.r_[firsts[1:], len(o)] - 1
-    k, p, q, lst = key[o], price[o], qty[o], last[o]
-    tq = np.where(taker_buy[o], q, 0)
-    per_bar = (
-        g[firsts],
-        np.minimum.reduceat(o, firsts),  # first arrival: creates the bar
-        k[firsts],
-        p[firsts],
-        k[lasts],
-        p[lasts],
-        np.maximum.reduceat(p, firsts),
-        np.minimum.reduceat(p, firsts),
-        np.add.reduceat(q, firsts),
-        np.add.reduceat(lst - k + 1, firsts),
-        np.maximum.reduceat(lst, firsts),
-        np.add.reduceat(tq, firsts),
-        np.diff(np.r_[firsts, len(o)]),
-    )
-    pq = exact_dot(p, q, firsts)
-    tb_pq = exact_dot(p, tq, firsts)
-    keys = k.tolist()
-    bounds = np.r_[firsts, len(o)].tolist()
-    source = agg.source
-    for i, (gk, j0, kmin, pmin, kmax, pmax, hi, lo, vol, count, last_id, tbv, m) in enumerate(
-        zip(*(c.tolist() for c in per_bar), strict=True)
-    ):
-        bar = _bar_of(agg, symbols, gk)
-        if bar is None:
-            bar_start = int(start[j0])
-            bar = _Bar(symbols[gk >> 32], bar_start, int(key[j0]), int(price[j0]))
-            agg._bars.setdefault(bar.symbol, {})[bar_start] = bar
-            if _creates_final(agg, bar_start, int(wm_before[j0])):
-                bar.version = -1
-            else:
-                agg._track(agg._pending, agg._pending_heap, bar)
-                if bar_start + agg._final_after < agg._due:
-                    agg._due = bar_start + agg._final_after
-        if kmin < bar.open_key:
-            bar.open_key, bar.open = kmin, pmin
-        if kmax > bar.close_key:
-            bar.close_key, bar.close = kmax, pmax
-        bar.high = max(bar.high, hi)
-        bar.low = min(bar.low, lo)
-        bar.seen.update(keys[bounds[i] : bounds[i + 1]])
-        bar.volume += vol
-        bar.pq += pq[i]
-        bar.count += count
-        bar.last_id = max(bar.last_id, last_id)
-        bar.tb_volume += tbv
-        bar.tb_pq += tb_pq[i]
-        if bar.version:
-            if bar.version < 0:
-                bar.version = 0
-                agg._retain(bar)
-            bar.version += m
-            out.append(bar.record(source))
-
-
 def exact_dot(a: np.ndarray, b: np.ndarray, firsts: np.ndarray) -> list[int]:
     """Per-group sums of a x b for non-negative int64 a, b, exactly (products reach 2**126):
     each product is split into 32-bit limbs whose sums cannot overflow uint64."""
@@ -632,8 +581,9 @@ def exact_dot(a: np.ndarray, b: np.ndarray, firsts: np.ndarray) -> list[int]:
         prod = x * y
         low = np.add.reduceat(prod & _M32, firsts).tolist()
         high = np.add.reduceat(prod >> _S32, firsts).tolist()
-        for i, (lo, hi) in enumerate(zip(low, high, strict=True)):
-            totals[i] += (lo + (hi << 32)) << shift
+        totals = [
+            t + ((lo + (hi << 32)) << shift) for t, lo, hi in zip(totals, low, high, strict=True)
+        ]
     return totals
 
 

@@ -200,7 +200,7 @@ def scaled(text: str) -> int:
     Digits are Unicode decimal digits (str.isdecimal), which int() and Decimal() read alike.
     """
     # Binance spot always sends exactly 8 decimals: one slice, one check, one int().
-    if len(text) > 9 and text[-9] == ".":
+    if type(text) is str and len(text) > 9 and text[-9] == ".":
         digits = text[:-9] + text[-8:]
         if digits.isdecimal() and len(digits) < _MAX_NUMBER_CHARS:
             return int(digits)
@@ -712,10 +712,10 @@ class BatchDecoder:
         if None in p or None in q or None in m:
             return None
         try:  # array() refuses None and str: a missing or mistyped field goes the exact way
-            ts = _int64(T)
-            ids = _int64(a)
-            first = ids if f is a else _int64(f)
-            last = ids if l is a else _int64(l)
+            ts = int64_column(T)
+            ids = int64_column(a)
+            first = ids if f is a else int64_column(f)
+            last = ids if l is a else int64_column(l)
         except (TypeError, OverflowError):
             return None
         codes = self._symbol_codes(s)
@@ -735,10 +735,10 @@ class BatchDecoder:
             return None
         try:  # join() in scaled_texts refuses anything but str (a JSON number for the ask price)
             values, ok = scaled_texts(b + bq + a + aq)
-            update_id = _int64(u)
+            update_id = int64_column(u)
         except (TypeError, OverflowError):
             return None
-        ts = _int64([-1 if x is None else x for x in t] if None in t else t)
+        ts = int64_column([-1 if x is None else x for x in t] if None in t else t)
         codes = self._symbol_codes(s)
         n = len(data)
         bid, bid_qty, ask, ask_qty = (values[k * n : (k + 1) * n] for k in range(4))
@@ -870,5 +870,6 @@ def scaled_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return value, ok
 
 
-def _int64(values: list) -> np.ndarray:
+def int64_column(values: Sequence) -> np.ndarray:
+    """Python ints -> int64; TypeError for anything not an int, OverflowError beyond int64."""
     return np.frombuffer(array("q", values), dtype=np.int64)

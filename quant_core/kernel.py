@@ -56,6 +56,7 @@ from quant_core.rest_decode import (
     AGG_TRADES_PATH,
     HISTORICAL_TRADES_PATH,
     RestDecodeError,
+    agg_trade_columns,
     decode_rest,
 )
 
@@ -233,18 +234,28 @@ class IngestKernel:
         if path not in TRADE_PATHS:
             self.counts["rest_other"] += 1
             return out
-        try:
-            events = decode_rest(path, body, symbol)
-        except RestDecodeError:
-            self.counts["rest_rejected"] += 1
-            out.rejects.append((0, BAD_REST_ANSWER))
-            return out
-        self.counts["rest_trade"] += len(events)
-        out.rest_trades = len(events)
-        if events:
-            out.rest_last_ms = events[-1].ts_event_ms
-            recv = np.full(1, recv_ns, dtype=np.int64)
+        columns = agg_trade_columns(body) if path == AGG_TRADES_PATH else None
+        if columns is not None:  # the plain form: straight to columns
+            n = len(columns[0])
+            trades = TradeColumns(
+                np.zeros(n, np.int64),
+                np.full(n, self.decoder.code(symbol.upper()), np.int32),
+                np.full(n, AGG, np.int8),
+                *columns,
+            )
+        else:
+            try:
+                events = decode_rest(path, body, symbol)
+            except RestDecodeError:
+                self.counts["rest_rejected"] += 1
+                out.rejects.append((0, BAD_REST_ANSWER))
+                return out
             trades = self.decoder.trade_columns(events, [0] * len(events))
+        self.counts["rest_trade"] += len(trades)
+        out.rest_trades = len(trades)
+        if len(trades):
+            out.rest_last_ms = int(trades.ts[-1])
+            recv = np.full(1, recv_ns, dtype=np.int64)
             self._trades(trades, recv, out, store)
         return out
 
@@ -351,7 +362,7 @@ class IngestKernel:
             rows = np.flatnonzero(books.code == code)
             ids = books.update_id[rows]
             last = last_ids.get(code, -1)
-            newer = ids > np.maximum.accumulate(np.r_[last, ids[:-1]])
+            newer = ids > np.maximum.accumulate(np.concatenate(([last], ids[:-1])))
             keep[rows[newer]] = True
             last_ids[code] = max(last, int(ids.max()))
         rows = np.flatnonzero(keep)

@@ -8,11 +8,14 @@ session log keeps in the record's meta. Numbers are decoded exactly like the str
 
 from __future__ import annotations
 
-from typing import Any
+from operator import attrgetter
+from typing import Annotated, Any
 
+import msgspec
+import numpy as np
 import orjson
 
-from quant_core.decode import TradeEvent, scaled
+from quant_core.decode import TradeEvent, int64_column, scaled
 
 AGG_TRADES_PATH = "/api/v3/aggTrades"
 HISTORICAL_TRADES_PATH = "/api/v3/historicalTrades"
@@ -31,6 +34,46 @@ def _rows(body: bytes, what: str) -> list:
     if not isinstance(rows, list):
         raise RestDecodeError(f"{what} body is not a JSON array: {str(rows)[:80]}")
     return rows
+
+
+class _AggTradeRow(msgspec.Struct, gc=False):
+    a: Annotated[int, msgspec.Meta(ge=0)]
+    p: str
+    q: str
+    f: Annotated[int, msgspec.Meta(ge=0)]
+    l: Annotated[int, msgspec.Meta(ge=0)]  # noqa: E741 - Binance's field name
+    T: Annotated[int, msgspec.Meta(ge=0)]
+    m: bool
+
+
+_AGG_TRADE_ROWS = msgspec.json.Decoder(list[_AggTradeRow])
+_AGG_TRADE_ROW_FIELDS = attrgetter("a", "f", "l", "p", "q", "T", "m")
+
+
+def agg_trade_columns(body: bytes) -> tuple[np.ndarray, ...] | None:
+    """The fast path of ``decode_agg_trades`` (a repair page is 1,000 trades; per-row Python
+    cost ~30 us each made REST repair the live job's bottleneck once it fell behind): columns
+    ``(trade_id, first, last, price, qty, ts, maker)`` when every row is in the plain form
+    Binance sends (the same values ``decode_agg_trades`` gives), else None: the exact path then
+    decodes it, or names what is wrong."""
+    try:
+        rows = _AGG_TRADE_ROWS.decode(body)
+    except msgspec.MsgspecError:
+        return None
+    if not rows:
+        return None
+    a, f, l, p, q, t, m = zip(*map(_AGG_TRADE_ROW_FIELDS, rows), strict=True)  # noqa: E741
+    n = len(rows)
+    try:
+        ids, first, last, ts = int64_column(a), int64_column(f), int64_column(l), int64_column(t)
+        # scaled() per string beats the Arrow kernels of scaled_texts at a page's size.
+        price = np.fromiter(map(scaled, p), np.int64, n)
+        qty = np.fromiter(map(scaled, q), np.int64, n)
+    except (OverflowError, ValueError):
+        return None
+    if not ((price > 0).all() and (qty > 0).all() and (first <= last).all()):
+        return None
+    return ids, first, last, price, qty, ts, np.array(m, dtype=bool)
 
 
 def decode_agg_trades(body: bytes, symbol: str) -> list[TradeEvent]:

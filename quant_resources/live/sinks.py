@@ -66,9 +66,18 @@ class Sink(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
+def _strings(values: list[str] | pa.Array) -> pa.Array:
+    return values if isinstance(values, pa.Array) else pa.array(values, pa.string())
+
+
+def _codes_as_strings(names: list[str], codes: np.ndarray) -> pa.Array:
+    """``[names[c] for c in codes]`` built in Arrow (no Python string per row)."""
+    return pa.array(names, pa.string()).take(pa.array(codes))
+
+
 def trade_columns_table(
-    symbol: list[str],
-    stream: list[str],
+    symbol: list[str] | pa.Array,
+    stream: list[str] | pa.Array,
     ints: dict[str, np.ndarray],
     is_buyer_maker: np.ndarray,
     session_id: str,
@@ -80,9 +89,9 @@ def trade_columns_table(
     n = len(symbol)
     return pa.table(
         {
-            "source": pa.array(["binance"] * n),
-            "symbol": pa.array(symbol, pa.string()),
-            "stream": pa.array(stream, pa.string()),
+            "source": pa.repeat(pa.scalar("binance"), n),
+            "symbol": _strings(symbol),
+            "stream": _strings(stream),
             "trade_id": pa.array(ints["trade_id"], pa.uint64()),
             "first_trade_id": pa.array(ints["first_trade_id"], pa.uint64()),
             "last_trade_id": pa.array(ints["last_trade_id"], pa.uint64()),
@@ -91,13 +100,13 @@ def trade_columns_table(
             "is_buyer_maker": pa.array(is_buyer_maker, pa.bool_()),
             "ts": pa.array(ints["ts"], pa.int64()).cast(TS_MS),
             "ts_init": pa.array(ints["ts_init"], pa.int64()).cast(TS_NS),
-            "session_id": pa.array([session_id] * n),
-            "origin": pa.array([origin] * n, pa.string()),  # archive: counted in coverage_1m
+            "session_id": pa.repeat(pa.scalar(session_id), n),
+            "origin": pa.repeat(pa.scalar(origin, pa.string()), n),  # counted in coverage_1m
         }
     )
 
 
-def quote_columns_table(symbol: list[str], ints: dict[str, np.ndarray], session_id: str):
+def quote_columns_table(symbol: list[str] | pa.Array, ints: dict[str, np.ndarray], session_id: str):
     """The ``quotes`` rows; ``ints`` holds update_id, bid/ask price and qty (scaled by 10**8),
     ts (exchange ms, -1 when the event has none) and ts_init (receive ns)."""
     n = len(symbol)
@@ -105,8 +114,8 @@ def quote_columns_table(symbol: list[str], ints: dict[str, np.ndarray], session_
     ts = np.where(ints["ts"] >= 0, ints["ts"], ints["ts_init"] // 1_000_000)
     return pa.table(
         {
-            "source": pa.array(["binance"] * n),
-            "symbol": pa.array(symbol, pa.string()),
+            "source": pa.repeat(pa.scalar("binance"), n),
+            "symbol": _strings(symbol),
             "update_id": pa.array(ints["update_id"], pa.uint64()),
             **{
                 name: decimal_from_scaled(ints[name], 8)
@@ -114,7 +123,7 @@ def quote_columns_table(symbol: list[str], ints: dict[str, np.ndarray], session_
             },
             "ts": pa.array(ts, pa.int64()).cast(TS_MS),
             "ts_init": pa.array(ints["ts_init"], pa.int64()).cast(TS_NS),
-            "session_id": pa.array([session_id] * n),
+            "session_id": pa.repeat(pa.scalar(session_id), n),
         }
     )
 
@@ -127,8 +136,10 @@ def output_tables(out: KernelOutput, session_id: str) -> dict[str, pa.Table]:
     t = out.trades
     if len(t):
         tables["trades"] = trade_columns_table(
-            [symbols[c] for c in t.code.tolist()],
-            [STREAM_NAMES[k] for k in t.kind.tolist()],
+            _codes_as_strings(list(symbols), t.code),
+            _codes_as_strings(
+                [STREAM_NAMES.get(k, "") for k in range(max(STREAM_NAMES) + 1)], t.kind
+            ),
             {
                 "trade_id": t.trade_id,
                 "first_trade_id": t.first,
@@ -146,7 +157,7 @@ def output_tables(out: KernelOutput, session_id: str) -> dict[str, pa.Table]:
     q = out.quotes
     if len(q):
         tables["quotes"] = quote_columns_table(
-            [symbols[c] for c in q.code.tolist()],
+            _codes_as_strings(list(symbols), q.code),
             {
                 "update_id": q.update_id,
                 "bid_price": q.bid,
