@@ -283,5 +283,10 @@ def describe(summary) -> str:
         f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
         + _redis_line(summary.sinks.get("redis"))
         + f"  session log {summary.session_dir}\n"
-        f"  digest      {summary.final_digest}"
+        + _run_line(getattr(summary, "dagster_run", None))
+        + f"  digest      {summary.final_digest}"
     )
+
+
+def _run_line(run: str | None) -> str:
+    return f"  dagster run {run}\n" if run else ""
