@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -249,7 +250,7 @@ def _terminate_in_browser(dev: Dev, run_id: str) -> None:
 
 def _see_books_and_crypto_history(dev: Dev) -> None:
     """``live_book_snapshots`` lists its three checks; the crypto_history assets are in their
-    group, their checks are listed with a result, and the day's coverage chart is drawn."""
+    group, their checks show the day's evaluation, passed, and the day's coverage chart is drawn."""
     from playwright.sync_api import expect as see
     from playwright.sync_api import sync_playwright
 
@@ -269,10 +270,11 @@ def _see_books_and_crypto_history(dev: Dev) -> None:
                 ("crypto_bars_1m", "matches_binance_klines"),
                 ("crypto_trades", "matches_live_trades"),
             ):
-                page.goto(f"{dev.base}/assets/{asset}?view=checks")
-                row = page.get_by_role("row").filter(has_text=check)
-                see(row).to_be_visible()
-                see(row.get_by_text("Passed").or_(row.get_by_text("Failed"))).to_be_visible()
+                page.goto(f"{dev.base}/assets/{asset}?view=checks&checkDetail={check}")
+                see(page.get_by_text(check, exact=True).first).to_be_visible()
+                # its evaluation of the day, listed with its partition and result
+                see(page.get_by_text(CRYPTO_DAY, exact=True).first).to_be_visible()
+                see(page.get_by_text(re.compile(r"passed", re.I)).first).to_be_visible()
             page.goto(
                 f"{dev.base}/assets/crypto_coverage_1m?view=partitions&partition={CRYPTO_DAY}"
             )

@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from quant_cli.dev import dagster_home
+from quant_cli.live import dagster_instance_home
 from tests.live_helpers import drop, fresh_warehouse, live_env, start_live, start_sim, stop_all
 
 # a minute of exchange time must end while the session runs
@@ -80,3 +81,15 @@ def test_terminal_quant_live_is_a_run_of_live_ingest_job(tmp_path, clickhouse_ur
         stop_all()
         sim.stop()
         drop(warehouse)
+
+
+def test_the_instance_is_quant_homes_when_it_has_one(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("QUANT_HOME", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert dagster_instance_home(None) is None  # no instance: no Dagster (a fast start)
+    assert dagster_instance_home(True) == tmp_path / "dagster"  # --dagster makes it
+    assert (tmp_path / "dagster" / "dagster.yaml").exists()
+    assert dagster_instance_home(None) == tmp_path / "dagster"  # as after make demo / dev
+    assert dagster_instance_home(False) is None  # --no-dagster
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "other"))
+    assert dagster_instance_home(None) == tmp_path / "other"
