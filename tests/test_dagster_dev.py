@@ -117,7 +117,7 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     assert [s["name"] for s in node["targetingInstigators"]] == ["live_ingest_supervisor"], node
     # The asset page shows the minute's numbers and the supervisor, and plots them
     _in_browser(dev, "/assets/live_trades", "lag_p99_ms", "live_ingest_supervisor")
-    _in_browser(dev, "/assets/live_trades?view=plots", "lag_p99_ms", shot="live-trades-plots.webp")
+    _see_live_plots(dev)
     # Terminate once a minute has ended with trades in it: its bar must be written by the
     # clean stop even if the lateness has not let it out yet.
     ended_minute = dev.wait(
@@ -197,12 +197,10 @@ def _browser(pw):
     return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def _in_browser(
-    dev: Dev, path: str, *texts: str, absent: str | None = None, shot: str | None = None
-) -> None:
+def _in_browser(dev: Dev, path: str, *texts: str, absent: str | None = None) -> None:
     """Open ``path`` of the UI in headless Chromium and wait until every text shows and
     ``absent`` does not (the page is read every 2 s and reloaded every 30 s while the
-    webserver is busy); ``shot``: save the page there in docs/img/ when QUANT_SCREENSHOTS=1."""
+    webserver is busy)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -215,8 +213,6 @@ def _in_browser(
                 page.wait_for_timeout(2000)
                 shown = page.inner_text("body")
                 if all(text in shown for text in texts) and (absent or "\0") not in shown:
-                    if shot and os.environ.get("QUANT_SCREENSHOTS"):
-                        small_screenshot(page, DOCS_IMG / shot)
                     return
                 if attempt % 15 == 14:
                     page.reload()
@@ -224,6 +220,31 @@ def _in_browser(
             raise AssertionError(
                 f"{texts} not shown (or {absent!r} shown):\n{shown}\n{tail(dev.log, 40)}"
             )
+        finally:
+            browser.close()
+
+
+def _see_live_plots(dev: Dev) -> None:
+    """The asset page's metadata, switched to Plots, draws the minutes' numbers (a chart per
+    number); with QUANT_SCREENSHOTS=1 the page goes to docs/img/ (the README shows it)."""
+    from playwright.sync_api import expect as see
+    from playwright.sync_api import sync_playwright
+
+    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(f"{dev.base}/assets/live_trades")
+            # its accessible name starts with its icon's
+            plots = page.get_by_role("button", name=re.compile(r"\bPlots$"))
+            see(plots).to_be_visible()
+            plots.click()
+            see(page.get_by_text("lag_p99_ms", exact=True).first).to_be_visible()
+            see(page.locator("canvas").first).to_be_visible()
+            if os.environ.get("QUANT_SCREENSHOTS"):
+                small_screenshot(page, DOCS_IMG / "live-trades-plots.webp")
         finally:
             browser.close()
 
@@ -240,7 +261,7 @@ def _terminate_in_browser(dev: Dev, run_id: str) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(60_000)
             page.goto(f"{dev.base}/runs/{run_id}")
-            page.get_by_role("button", name="Terminate", exact=True).click()
+            page.get_by_role("button", name=re.compile(r"\bTerminate$")).click()
             dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
             dialog.get_by_role("button", name="Terminate 1 run").click()
             see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)
@@ -261,8 +282,9 @@ def _see_books_and_crypto_history(dev: Dev) -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(f"{dev.base}/assets/live_book_snapshots?view=checks")
+            # (listed: a long name is shown cut in the middle, its full text kept beside)
             for name in BOOK_CHECKS:
-                see(page.get_by_text(name, exact=True).first).to_be_visible()
+                see(page.get_by_text(name, exact=True).first).to_be_attached()
             page.goto(f"{dev.base}/locations/quant/asset-groups/crypto_history/lineage")
             for name in ("binance_klines_1m", "crypto_trades", "crypto_bars_1m"):
                 see(page.get_by_text(name, exact=True).first).to_be_visible()
@@ -271,7 +293,7 @@ def _see_books_and_crypto_history(dev: Dev) -> None:
                 ("crypto_trades", "matches_live_trades"),
             ):
                 page.goto(f"{dev.base}/assets/{asset}?view=checks&checkDetail={check}")
-                see(page.get_by_text(check, exact=True).first).to_be_visible()
+                see(page.get_by_text(check, exact=True).first).to_be_attached()
                 # its evaluation of the day, listed with its partition and result
                 see(page.get_by_text(CRYPTO_DAY, exact=True).first).to_be_visible()
                 see(page.get_by_text(re.compile(r"passed", re.I)).first).to_be_visible()
