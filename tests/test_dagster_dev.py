@@ -271,7 +271,7 @@ def _terminate_in_browser(dev: Dev, run_id: str) -> None:
 
 def _see_books_and_crypto_history(dev: Dev) -> None:
     """``live_book_snapshots`` lists its three checks; the crypto_history assets are in their
-    group, their checks show the day's evaluation, passed, and the day's coverage chart is drawn."""
+    group, their checks show their evaluation, passed, and the day's coverage chart is drawn."""
     from playwright.sync_api import expect as see
     from playwright.sync_api import sync_playwright
 
@@ -294,9 +294,9 @@ def _see_books_and_crypto_history(dev: Dev) -> None:
             ):
                 page.goto(f"{dev.base}/assets/{asset}?view=checks&checkDetail={check}")
                 see(page.get_by_text(check, exact=True).first).to_be_attached()
-                # its evaluation of the day, listed with its partition and result
-                see(page.get_by_text(CRYPTO_DAY, exact=True).first).to_be_visible()
-                see(page.get_by_text(re.compile(r"passed", re.I)).first).to_be_visible()
+                # its latest evaluation (the run's days together: no partition) and its result
+                see(page.get_by_text("Evaluation result", exact=True)).to_be_visible()
+                see(page.get_by_text("Passed", exact=True).first).to_be_visible()
             page.goto(
                 f"{dev.base}/assets/crypto_coverage_1m?view=partitions&partition={CRYPTO_DAY}"
             )
