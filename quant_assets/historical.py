@@ -210,8 +210,19 @@ def session_metadata(
     """One session's own counts, time range and preview, and the chart of ``symbol`` (the
     most traded one when None) with the regular session shaded."""
     meta = frame_summary(bars)
+    chart = session_chart(bars, sess, symbol, volume_unit)
+    if chart is not None:
+        meta["chart"] = chart
+    return meta
+
+
+def session_chart(
+    bars: pa.Table, sess: TradingSession, symbol: str | None, volume_unit: str = "shares"
+) -> dg.MetadataValue | None:
+    """The day chart of ``symbol`` (the most traded one when None) from one session's minute
+    bars, the regular session shaded; None without rows."""
     if not bars.num_rows:
-        return meta
+        return None
     if symbol is None:
         volume = (
             bars.group_by("symbol")
@@ -220,11 +231,9 @@ def session_metadata(
         )
         symbol = volume.column("symbol")[0].as_py()
     one = bars.filter(pc.equal(bars.column("symbol"), symbol)).sort_by("ts")
-    if one.num_rows:
-        meta["chart"] = price_chart(
-            one, symbol, sess.day, (sess.open, sess.close), volume_unit=volume_unit
-        )
-    return meta
+    if not one.num_rows:
+        return None
+    return price_chart(one, symbol, sess.day, (sess.open, sess.close), volume_unit=volume_unit)
 
 
 def _by_session(bars: pa.Table, sessions: list[TradingSession]) -> dict[date, pa.Table]:
@@ -421,6 +430,8 @@ def stock_bars_1d(
     )
     published = _replace(context, store, target, config, pa.concat_tables(frames))
     stored = _by_session(_stored(warehouse, "bars_1d", source, days), [session(d) for d in days])
+    # The day's minute bars the daily bars come from: each partition's chart (like 1m's).
+    minutes = _by_session(_stored(warehouse, "bars_1m", source, days), [session(d) for d in days])
     cols = ["symbol", "open", "high", "low", "close", "volume", "trade_count"]
     results = {}
     for day in days:
@@ -428,7 +439,11 @@ def stock_bars_1d(
         again = warehouse.query_arrow(DAILY_SQL, {"src": source, "d": day})
         agree = daily.select(cols).sort_by("symbol").equals(again.select(cols).sort_by("symbol"))
         findings = ohlc_findings(daily)
-        context.add_asset_metadata(frame_summary(daily), partition_key=day.isoformat())
+        meta = frame_summary(daily)
+        chart = session_chart(minutes[day], session(day), equity_symbols()[0])
+        if chart is not None:
+            meta["chart"] = chart
+        context.add_asset_metadata(meta, partition_key=day.isoformat())
         results[day.isoformat()] = [
             dg.AssetCheckResult(
                 check_name="agrees_with_1m",

@@ -37,6 +37,9 @@ LIVE_TAG = "quant/live-ingest"
 # Runs stopped on a request from the UI, and the line their cancel shows (set by the op, read
 # by ``end_as_canceled``; the in-process executor runs both in the run's process).
 STOPPED_ON_REQUEST: dict[str, str] = {}
+# The session summary of a run started by ``quant live`` (config ``terminal``), handed back to
+# the command in the same process, which prints it (one entry per run, popped by the command).
+TERMINAL_SUMMARIES: dict[str, object] = {}
 SUPERVISION = (
     "Kept running by the live_ingest_supervisor sensor, which restarts a crashed or lost run "
     "but not one stopped from the UI (Terminate): that stays stopped until the job is launched "
@@ -73,6 +76,21 @@ class LiveIngestConfig(dg.Config):
     lateness_ms: int = 2000
     status_line: bool = Field(
         default=False, description="Print a status line on stderr (the demo's terminal)."
+    )
+    book_depth: int = Field(default=20, description="Levels a side in each book snapshot.")
+    book_interval_ms: int = Field(
+        default=1000, description="Exchange milliseconds between book snapshots."
+    )
+    max_outage_s: float | None = Field(
+        default=None,
+        description="Stop (fail) after this many seconds without a warehouse write; None: retry.",
+    )
+    terminal: bool = Field(
+        default=False,
+        description=(
+            "Started by `quant live` in a terminal: SIGINT/SIGTERM is the user's stop (the run "
+            "succeeds) and the summary goes back to the command."
+        ),
     )
 
 
@@ -127,12 +145,14 @@ def live_ingest(
         lateness_ms=config.lateness_ms,
         nats_url=nats_url(),
         redis_url=redis_url(),
+        book_depth=config.book_depth,
+        book_interval_ms=config.book_interval_ms,
     )
     pipeline = LivePipeline(live_config, warehouse, lake)
     hour = {"value": int(time.time() // 3600)}
     report_books = BookReport()  # books hook: live_book_snapshots per closed hour
     minutes = MinuteReport()
-    outage = OutageWatch(warehouse.display_url)
+    outage = OutageWatch(warehouse.display_url, config.max_outage_s)
     line = (
         StatusLine(config.duration_s, interactive=sys.stderr.isatty())
         if config.status_line
@@ -170,10 +190,17 @@ def live_ingest(
 
     try:
         summary = asyncio.run(main())
+    except RuntimeError as exc:
+        if not pipeline.sinks["warehouse"].pending:
+            raise
+        # The stop could not write what it had (the session log holds it): one line.
+        raise dg.Failure(outage.gave_up or str(exc), allow_retries=False) from None
     finally:
         outage.close()
         if line is not None:
             line.end()
+    if outage.gave_up:
+        raise dg.Failure(outage.gave_up, allow_retries=False)
     report_books(context, summary, "stop")  # books hook
     stop = {
         "session_id": summary.session_id,
@@ -188,7 +215,9 @@ def live_ingest(
         f"{summary.bars:,} bar versions, {summary.gaps} gaps repaired with "
         f"{summary.trades_repaired:,} trades from REST"
     )
-    if terminated:
+    if config.terminal:
+        TERMINAL_SUMMARIES[context.run_id] = summary
+    elif terminated:
         run = context.instance.get_run_by_id(context.run_id)
         if run is None or run.status != dg.DagsterRunStatus.CANCELING:
             # Nobody asked in the UI: a failure, so the supervisor starts the next run.

@@ -1,13 +1,22 @@
-"""``quant live``: the live Binance pipeline in the foreground, with a status line."""
+"""``quant live``: the live Binance pipeline in the foreground, with a status line.
+
+When QUANT_HOME holds a Dagster instance (``make demo`` and ``make dev`` keep one in
+``QUANT_HOME/dagster``; ``DAGSTER_HOME`` names another) the session runs as a run of
+``live_ingest_job`` in it, in this process: the UI lists it under Runs and plots its per-minute
+numbers on ``live_trades`` and ``live_bars_1m``, as for a run the UI started. Without one (or
+with ``--no-dagster``) it runs without Dagster, which also keeps the start fast.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 
@@ -22,6 +31,9 @@ Environment (read by this command):
   CLICKHOUSE_URL   warehouse (default: the local warehouse of QUANT_HOME)
 
   QUANT_HOME       local state: session logs, the local warehouse (default .quant/)
+
+  DAGSTER_HOME     Dagster instance the session is a run in (default $QUANT_HOME/dagster
+                   when it exists, as after make demo / make dev)
 
   LAKE_URL         where closed session logs are uploaded (default file://$QUANT_HOME/lake)
 
@@ -46,6 +58,14 @@ def live(
     json_summary: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     max_outage: float = typer.Option(
         60.0, help="Stop (exit 1) after this many seconds without a successful warehouse write."
+    ),
+    dagster: bool = typer.Option(
+        None,
+        "--dagster/--no-dagster",
+        help=(
+            "Run as a run of live_ingest_job in the Dagster instance (the UI shows it). "
+            "Default: when DAGSTER_HOME is set or QUANT_HOME/dagster exists."
+        ),
     ),
 ) -> None:
     """Ingest Binance streams into ClickHouse until --duration ends or SIGTERM/Ctrl-C."""
@@ -80,25 +100,95 @@ def live(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"warehouse {warehouse.display_url}", err=True)
+    instance = dagster_instance_home(dagster)
     try:
-        summary = run_live(
-            duration_s=duration,
-            lateness_ms=lateness_ms,
-            interactive=sys.stderr.isatty(),
-            max_outage_s=max_outage,
-            **config_args,
-        )
-    except WarehouseOutage as exc:
+        if instance is None:
+            summary = run_live(
+                duration_s=duration,
+                lateness_ms=lateness_ms,
+                interactive=sys.stderr.isatty(),
+                max_outage_s=max_outage,
+                **config_args,
+            )
+        else:
+            summary = run_in_dagster(
+                instance,
+                symbols=symbols,
+                streams=streams,
+                duration_s=duration,
+                lateness_ms=lateness_ms,
+                book_depth=book_depth,
+                book_interval_ms=book_interval_ms,
+                max_outage_s=max_outage,
+                status_line=sys.stderr.isatty(),
+            )
+    except (WarehouseOutage, LiveRunFailed) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     if json_summary:
-        typer.echo(json.dumps(asdict(summary), default=str))
+        run = getattr(summary, "dagster_run", None)
+        typer.echo(json.dumps({**asdict(summary), "dagster_run": run}, default=str))
     else:
         typer.echo(describe(summary))
 
 
 class WarehouseOutage(RuntimeError):
     """The warehouse took no write for too long: the session stopped (its log is closed)."""
+
+
+def dagster_instance_home(wanted: bool | None) -> Path | None:
+    """The Dagster instance the session is a run in: ``DAGSTER_HOME``, else the embedded one in
+    ``QUANT_HOME/dagster`` when it exists (or is ``wanted``: then it is made); None without
+    one, or when not ``wanted``."""
+    from quant_cli.dev import dagster_home
+    from quant_resources.settings import quant_home
+
+    if wanted is False:
+        return None
+    named = settings.setting("DAGSTER_HOME")
+    if named:
+        return Path(named)
+    embedded = quant_home() / "dagster"
+    if wanted or (embedded / "dagster.yaml").exists():
+        return dagster_home(quant_home())
+    return None
+
+
+class LiveRunFailed(RuntimeError):
+    """The run of ``live_ingest_job`` failed (its reason is the step's one-line failure)."""
+
+
+FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
+# Dagster's own console lines stay out of the terminal: the status line and summary say it.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def run_in_dagster(home: Path, **config):
+    """A run of ``live_ingest_job`` in the instance at ``home``, in this process (the op reads
+    the same environment as :func:`run_live`); SIGTERM/SIGINT stop it cleanly and it
+    succeeds. Returns the session summary; a failed run raises :class:`LiveRunFailed` with its
+    one-line reason."""
+    os.environ["DAGSTER_HOME"] = str(home)  # where DagsterInstance.get() looks
+    import dagster as dg
+
+    from quant_assets.live import TERMINAL_SUMMARIES
+    from quant_definitions import defs
+
+    instance = dg.DagsterInstance.get()
+    result = defs.resolve_job_def("live_ingest_job").execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        run_config={**QUIET_LOGS, "ops": {"live_ingest": {"config": {**config, "terminal": True}}}},
+        tags={"quant/started-by": "quant live"},
+    )
+    summary = TERMINAL_SUMMARIES.pop(result.run_id, None)
+    if not result.success or summary is None:
+        failure = result.get_step_failure_events()
+        error = failure[0].event_specific_data.error if failure else None
+        reason = error.message.strip().removeprefix(FAILURE_PREFIX) if error else "failed"
+        raise LiveRunFailed(f"run {result.run_id} of live_ingest_job: {reason}")
+    summary.dagster_run = f"{result.run_id} of live_ingest_job in {home}"
+    return summary
 
 
 def run_live(interactive: bool = False, max_outage_s: float | None = None, **config_args):
@@ -193,5 +283,10 @@ def describe(summary) -> str:
         f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
         + _redis_line(summary.sinks.get("redis"))
         + f"  session log {summary.session_dir}\n"
-        f"  digest      {summary.final_digest}"
+        + _run_line(getattr(summary, "dagster_run", None))
+        + f"  digest      {summary.final_digest}"
     )
+
+
+def _run_line(run: str | None) -> str:
+    return f"  dagster run {run}\n" if run else ""

@@ -1,27 +1,39 @@
 """In a running ``dagster dev`` (webserver and daemon, started by ``scripts/dev``): the
 ``live_ingest_supervisor`` starts the live run; while it runs, ``live_trades`` has its
-minute-level metadata and the supervisor as its automation (read through the UI's GraphQL);
-terminating it the way the UI's Terminate button does (the ``terminateRun`` GraphQL mutation)
+minute-level metadata, plots and the supervisor as its automation (read through the UI's GraphQL
+and in a real browser: Debian's Chromium, Playwright); clicking the run page's Terminate button
 stops it cleanly, with its session closed and its bars written, and the run's page reads as a
-clean cancel (one line, no step failure) in a real browser (Debian's Chromium, Playwright); the
-supervisor does not start another; and the ``new_session_logs`` sensor verifies the closed
-session against the warehouse."""
+clean cancel (one line, no step failure, no stack trace); the supervisor does not start another;
+and the ``new_session_logs`` sensor verifies the closed session against the warehouse.
+
+The same ``dagster dev`` shows the order-book asset ``live_book_snapshots`` with its checks, and
+the ``crypto_history`` assets of a day that ``quant backfill`` wrote into the instance meanwhile:
+their checks and the coverage chart, drawn. With QUANT_SCREENSHOTS=1 the live asset's plots are
+saved to docs/img/ (the README shows them)."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from quant_dev.processes import free_port, tail
+from quant_dev.processes import archive_simulator, free_port, quant, tail
 from tests.dagster_dev import Dev, dagster_dev
 from tests.live_helpers import drop, fresh_warehouse, live_env, start_sim
-from tests.test_ui_backfill import CHROMIUM, CHROMIUM_ARGS
+from tests.test_ui_backfill import CHROMIUM, CHROMIUM_ARGS, DOCS_IMG, small_screenshot
 
 # dagster dev, a live run through a minute's end, a browser and the supervisor's next tick
 pytestmark = [pytest.mark.xdist_group("dagster_dev"), pytest.mark.timeout(600)]
-TERMINATE = """mutation($id: String!) { terminateRun(runId: $id) { __typename } }"""
+CRYPTO_DAY = "2025-01-02"  # one UTC day of one symbol from the archive simulator
+BOOK_CHECKS = (
+    "book_snapshots_not_crossed",
+    "book_snapshots_explained_by_updates",
+    "book_top_agrees_with_book_ticker",
+)
 ACTIVE = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 MATERIALIZATIONS = """query { assetOrError(assetKey: {path: ["live_trades"]}) {
   ... on Asset { assetMaterializations(limit: 20) { runId metadataEntries { label } } } } }"""
@@ -44,11 +56,40 @@ def test_supervisor_keeps_one_run_and_terminate_stops_it_cleanly(tmp_path, click
         home,
         QUANT_LIVE_AUTOSTART="1",
         QUANT_LIVE_SYMBOLS=symbols,
+        QUANT_CRYPTO_SYMBOLS="BTCUSDT",
+        QUANT_CRYPTO_HISTORY_START="2025-01-01",
     )
     log = tmp_path / "dagster-dev.log"
+    archive_args = ["--symbols", "btcusdt", "--first", "2025-01-01", "--last", "2025-01-03"]
     try:
-        with dagster_dev(env, port, log) as dev:
-            _supervise(dev, warehouse, home, log)
+        with (
+            archive_simulator(*archive_args, "--aggs-per-day", "500") as (_, archive_url),
+            dagster_dev(env, port, log) as dev,
+        ):
+            # A day of crypto_history, run from the terminal into the same instance while the
+            # live run goes on: the UI shows such runs like its own.
+            backfill = subprocess.Popen(
+                quant(
+                    "backfill",
+                    "--job",
+                    "crypto_history_job",
+                    "--from",
+                    CRYPTO_DAY,
+                    "--to",
+                    CRYPTO_DAY,
+                ),
+                env={**env, "BINANCE_ARCHIVE_URL": archive_url},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                _supervise(dev, warehouse, home, log)
+                output, _ = backfill.communicate(timeout=300)
+            finally:
+                backfill.kill()
+            assert backfill.returncode == 0, output
+            _see_books_and_crypto_history(dev)
     finally:
         sim.stop()
         drop(warehouse)
@@ -74,8 +115,9 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     )
     node = dev.query(AUTOMATION)["assetNodeOrError"]  # the page's "Automation details"
     assert [s["name"] for s in node["targetingInstigators"]] == ["live_ingest_supervisor"], node
-    # The asset page shows the minute's numbers (plotted under Plots) and the supervisor
+    # The asset page shows the minute's numbers and the supervisor, and plots them
     _in_browser(dev, "/assets/live_trades", "lag_p99_ms", "live_ingest_supervisor")
+    _see_live_plots(dev)
     # Terminate once a minute has ended with trades in it: its bar must be written by the
     # clean stop even if the lateness has not let it out yet.
     ended_minute = dev.wait(
@@ -84,13 +126,13 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
             minute
             for minute, n in warehouse.query_rows(
                 "SELECT max(toStartOfMinute(ts)), count() FROM trades "
-                "WHERE ts < toStartOfMinute(now64(3))"
+                "WHERE source = 'binance' AND ts < toStartOfMinute(now64(3))"
             )
             if n
         ],
         180,
     )[0]
-    assert dev.query(TERMINATE, id=run_id)["terminateRun"]["__typename"] == ("TerminateRunSuccess")
+    _terminate_in_browser(dev, run_id)
     ended = dev.wait(
         "the terminated run ends",
         lambda: [
@@ -105,14 +147,15 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     assert "ExecutionStepFailureEvent" not in kinds and "RunFailureEvent" not in kinds, kinds
     canceled = [e["message"] for e in events if e["__typename"] == "RunCanceledEvent"]
     assert len(canceled) == 1 and canceled[0].startswith("Stopped on request"), canceled
-    _in_browser(dev, f"/runs/{run_id}", "Stopped on request")
+    _in_browser(dev, f"/runs/{run_id}", "Stopped on request", "Canceled", absent="Stack Trace")
     manifests = list((home / "sessions").glob("*/session.json"))
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
     assert manifest["state"] == "closed" and manifest["footer"]["clean"] is True
     session_id = manifests[0].parent.name
     stored = warehouse.scalar(
-        "SELECT count() FROM bars_1m WHERE ts = {t:DateTime64(3, 'UTC')}", {"t": ended_minute}
+        "SELECT count() FROM bars_1m WHERE source = 'binance' AND ts = {t:DateTime64(3, 'UTC')}",
+        {"t": ended_minute},
     )
     assert stored >= 1, (  # written by the clean stop
         ended_minute,
@@ -150,25 +193,116 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     assert verified[0]["status"] == "SUCCESS", tail(log, 80)
 
 
-def _in_browser(dev: Dev, path: str, *texts: str) -> None:
-    """Open ``path`` of the UI in headless Chromium and wait until every text shows (the page
-    is read every 5 s and reloaded every 30 s while the webserver is busy)."""
+def _browser(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def _in_browser(dev: Dev, path: str, *texts: str, absent: str | None = None) -> None:
+    """Open ``path`` of the UI in headless Chromium and wait until every text shows and
+    ``absent`` does not (the page is read every 2 s and reloaded every 30 s while the
+    webserver is busy)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = _browser(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(60_000)
             page.goto(f"{dev.base}{path}")
-            for attempt in range(36):
-                page.wait_for_timeout(5000)
+            for attempt in range(90):
+                page.wait_for_timeout(2000)
                 shown = page.inner_text("body")
-                if all(text in shown for text in texts):
+                if all(text in shown for text in texts) and (absent or "\0") not in shown:
                     return
-                if attempt % 6 == 5:
+                if attempt % 15 == 14:
                     page.reload()
             page.screenshot(path=dev.log.with_suffix(".png"))
-            raise AssertionError(f"{texts} not shown:\n{shown}\n{tail(dev.log, 40)}")
+            raise AssertionError(
+                f"{texts} not shown (or {absent!r} shown):\n{shown}\n{tail(dev.log, 40)}"
+            )
+        finally:
+            browser.close()
+
+
+def _see_live_plots(dev: Dev) -> None:
+    """The asset page's metadata, switched to Plots, draws the minutes' numbers (a chart per
+    number); with QUANT_SCREENSHOTS=1 the page goes to docs/img/ (the README shows it)."""
+    from playwright.sync_api import expect as see
+    from playwright.sync_api import sync_playwright
+
+    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(60_000)
+            page.goto(f"{dev.base}/assets/live_trades")
+            # its accessible name starts with its icon's
+            plots = page.get_by_role("button", name=re.compile(r"\bPlots$"))
+            see(plots).to_be_visible()
+            plots.click()
+            see(page.get_by_text("lag_p99_ms", exact=True).first).to_be_visible()
+            see(page.locator("canvas").first).to_be_visible()
+            if os.environ.get("QUANT_SCREENSHOTS"):
+                small_screenshot(page, DOCS_IMG / "live-trades-plots.webp")
+        finally:
+            browser.close()
+
+
+def _terminate_in_browser(dev: Dev, run_id: str) -> None:
+    """What a user does: the run page's Terminate button, then the dialog's "Terminate 1 run"."""
+    from playwright.sync_api import expect as see
+    from playwright.sync_api import sync_playwright
+
+    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(60_000)
+            page.goto(f"{dev.base}/runs/{run_id}")
+            page.get_by_role("button", name=re.compile(r"\bTerminate$")).click()
+            dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
+            dialog.get_by_role("button", name="Terminate 1 run").click()
+            see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)
+        finally:
+            browser.close()
+
+
+def _see_books_and_crypto_history(dev: Dev) -> None:
+    """``live_book_snapshots`` lists its three checks; the crypto_history assets are in their
+    group, their checks show their evaluation, passed, and the day's coverage chart is drawn."""
+    from playwright.sync_api import expect as see
+    from playwright.sync_api import sync_playwright
+
+    see.set_options(timeout=60_000)
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{dev.base}/assets/live_book_snapshots?view=checks")
+            # (listed: a long name is shown cut in the middle, its full text kept beside)
+            for name in BOOK_CHECKS:
+                see(page.get_by_text(name, exact=True).first).to_be_attached()
+            page.goto(f"{dev.base}/locations/quant/asset-groups/crypto_history/lineage")
+            for name in ("binance_klines_1m", "crypto_trades", "crypto_bars_1m"):
+                see(page.get_by_text(name, exact=True).first).to_be_visible()
+            for asset, check in (
+                ("crypto_bars_1m", "matches_binance_klines"),
+                ("crypto_trades", "matches_live_trades"),
+            ):
+                page.goto(f"{dev.base}/assets/{asset}?view=checks&checkDetail={check}")
+                see(page.get_by_text(check, exact=True).first).to_be_attached()
+                # its latest evaluation (the run's days together: no partition) and its result
+                see(page.get_by_text("Evaluation result", exact=True)).to_be_visible()
+                see(page.get_by_text("Passed", exact=True).first).to_be_visible()
+            page.goto(
+                f"{dev.base}/assets/crypto_coverage_1m?view=partitions&partition={CRYPTO_DAY}"
+            )
+            chart = page.get_by_role("img", name="coverage")
+            see(chart).to_be_visible()
+            # The data: URI was drawn (a broken image has no natural size).
+            assert chart.evaluate("img => img.complete && img.naturalWidth") > 0
         finally:
             browser.close()

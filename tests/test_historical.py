@@ -150,6 +150,10 @@ def test_a_run_of_two_sessions_describes_and_checks_each_on_its_own(env) -> None
     assert chart.startswith("**SPY · 2024-11-29** · close USD, volume shares")
     assert "shaded: regular session 14:30-18:00 UTC" in chart  # the half day closes at 13:00 ET
     assert "](data:image/svg+xml," in chart and len(chart) < 1000  # shown inline by the UI
+    daily = {  # ui: the daily partition has its day's chart too, drawn from its minute bars
+        m.partition: m.metadata for m in result.asset_materializations_for_node("stock_bars_1d")
+    }
+    assert daily[DAYS[1]]["chart"].value == chart  # ui
     preview = minute[DAYS[0]]["preview"].value
     assert "| AAPL | 14:30 |" in preview and "| SPY | 20:59 |" in preview  # regular, both
     evaluations = [
