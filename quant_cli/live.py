@@ -159,8 +159,10 @@ class LiveRunFailed(RuntimeError):
 
 
 FAILURE_PREFIX = "dagster._core.definitions.events.Failure: "
-# Dagster's own console lines stay out of the terminal: the status line and summary say it.
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's own console lines stay out of the terminal: the status line and summary say it,
+# and a failure is our one `error:` line (Dagster's ERROR event carries a stack trace). The
+# run's full event log is in the instance either way.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def run_in_dagster(home: Path, **config):

@@ -24,6 +24,23 @@ from quant_resources.warehouse import WarehouseResource
 _HOW = "run the suite with `make test`, or wrap pytest in `scripts/test-services run -- ...`"
 
 
+# Commands run in-process (typer's CliRunner) set these for the libraries they call (the
+# backfill CLI points DAGSTER_HOME at its instance); left behind, they would change what every
+# later test of the same worker does (a `quant live` child would become a Dagster run).
+PROCESS_WIDE = ("DAGSTER_HOME",)
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_wide_environment() -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in PROCESS_WIDE}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def _require(*names: str) -> dict[str, str]:
     if os.environ.get("QUANT_TEST_SERVICES") != "1":
         pytest.fail(f"this test needs the test services (QUANT_TEST_SERVICES is not set): {_HOW}")

@@ -61,7 +61,10 @@ def test_one_line_per_outage_and_one_when_it_ends(caplog) -> None:
     assert watch.outages == 2 and watch.gave_up is None and not stops
 
 
-def test_outage_past_the_bound_stops_quant_live_with_one_message(tmp_path) -> None:
+# --dagster: the same session as a run of live_ingest_job in QUANT_HOME's instance, as when a
+# user starts it beside `make dev`; the terminal must read the same (no Dagster stack trace).
+@pytest.mark.parametrize("mode", ["--no-dagster", "--dagster"])
+def test_outage_past_the_bound_stops_quant_live_with_one_message(tmp_path, mode) -> None:
     sim = start_sim(tmp_path / "sim", "--symbols", "btcusdt", "--rate", "100", "--seed", "5")
     endpoint = warehouse_endpoint(tmp_path / "warehouse")
     url = endpoint.__enter__()
@@ -69,6 +72,7 @@ def test_outage_past_the_bound_stops_quant_live_with_one_message(tmp_path) -> No
         warehouse = fresh_warehouse(url)
         env = live_env(sim, warehouse, tmp_path / "home")
         args = [*QUANT, "live", "--symbols", "btcusdt", "--duration", "120", "--max-outage", "3"]
+        args.append(mode)
         out, err = tmp_path / "live.stdout", tmp_path / "live.stderr"
         child = Child("quant live", args, None, environ=env, log=out, stderr_log=err)
         STARTED.append(child)
@@ -87,6 +91,7 @@ def test_outage_past_the_bound_stops_quant_live_with_one_message(tmp_path) -> No
     assert rc == 1, live.explain()
     assert text.count("is not taking inserts") == 1, text
     assert "warehouse insert of" not in text and "Traceback" not in text, text
+    assert "Stack Trace" not in text and "dagster - " not in text, text
     assert text.count("could not write to the warehouse") == 1, text
     manifests = list((tmp_path / "home" / "sessions").glob("*/session.json"))
     assert len(manifests) == 1
