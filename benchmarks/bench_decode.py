@@ -87,7 +87,8 @@ def ours(raw_frames: list[bytes], batch: int = BATCH) -> int:
             bars += len(mids.add_book_tickers(dec.symbols, b.code, b.update_id, b.bid, b.ask, ts))
         if len(t):
             now = max(now, int(t.ts.max()))
-    bars += len(trades.flush(now)) + len(mids.flush(now))
+    end = now + 3_600_000  # every minute of the frames has ended (a slice may hold less than one)
+    bars += len(trades.flush(end)) + len(mids.flush(end))
     assert bars > 0 and not dec.normalizer.rejects
     return len(raw_frames)
 
@@ -118,7 +119,8 @@ def ours_frame_by_frame(raw_frames: list[bytes]) -> int:
             bars += len(add_trade(ev))
         elif type(ev) is BookTickerEvent:
             bars += len(add_book(ev, now))
-    bars += len(trades.flush(now)) + len(mids.flush(now))
+    end = now + 3_600_000  # every minute of the frames has ended (a slice may hold less than one)
+    bars += len(trades.flush(end)) + len(mids.flush(end))
     assert bars > 0 and not norm.rejects
     return len(raw_frames)
 
