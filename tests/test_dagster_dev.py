@@ -13,6 +13,7 @@ saved to docs/img/ (the README shows them)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -193,116 +194,93 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     assert verified[0]["status"] == "SUCCESS", tail(log, 80)
 
 
-def _browser(pw):
-    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+@contextlib.contextmanager
+def _ui_page(dev: Dev, path: str, height: int = 900):
+    """A headless Chromium page on ``path`` of the UI (a loaded machine renders it slowly:
+    a minute per step)."""
+    from playwright.sync_api import expect as see
+    from playwright.sync_api import sync_playwright
+
+    see.set_options(timeout=60_000)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": height})
+            page.set_default_timeout(60_000)
+            page.goto(f"{dev.base}{path}")
+            yield page
+        finally:
+            browser.close()
 
 
 def _in_browser(dev: Dev, path: str, *texts: str, absent: str | None = None) -> None:
     """Open ``path`` of the UI in headless Chromium and wait until every text shows and
     ``absent`` does not (the page is read every 2 s and reloaded every 30 s while the
     webserver is busy)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = _browser(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(f"{dev.base}{path}")
-            for attempt in range(90):
-                page.wait_for_timeout(2000)
-                shown = page.inner_text("body")
-                if all(text in shown for text in texts) and (absent or "\0") not in shown:
-                    return
-                if attempt % 15 == 14:
-                    page.reload()
-            page.screenshot(path=dev.log.with_suffix(".png"))
-            raise AssertionError(
-                f"{texts} not shown (or {absent!r} shown):\n{shown}\n{tail(dev.log, 40)}"
-            )
-        finally:
-            browser.close()
+    with _ui_page(dev, path) as page:
+        for attempt in range(90):
+            page.wait_for_timeout(2000)
+            shown = page.inner_text("body")
+            if all(text in shown for text in texts) and (absent or "\0") not in shown:
+                return
+            if attempt % 15 == 14:
+                page.reload()
+        page.screenshot(path=dev.log.with_suffix(".png"))
+        raise AssertionError(
+            f"{texts} not shown (or {absent!r} shown):\n{shown}\n{tail(dev.log, 40)}"
+        )
 
 
 def _see_live_plots(dev: Dev) -> None:
     """The asset page's metadata, switched to Plots, draws the minutes' numbers (a chart per
     number); with QUANT_SCREENSHOTS=1 the page goes to docs/img/ (the README shows it)."""
     from playwright.sync_api import expect as see
-    from playwright.sync_api import sync_playwright
 
-    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
-    with sync_playwright() as pw:
-        browser = _browser(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(60_000)
-            page.goto(f"{dev.base}/assets/live_trades")
-            # its accessible name starts with its icon's
-            plots = page.get_by_role("button", name=re.compile(r"\bPlots$"))
-            see(plots).to_be_visible()
-            plots.click()
-            see(page.get_by_text("lag_p99_ms", exact=True).first).to_be_visible()
-            see(page.locator("canvas").first).to_be_visible()
-            if os.environ.get("QUANT_SCREENSHOTS"):
-                small_screenshot(page, DOCS_IMG / "live-trades-plots.webp")
-        finally:
-            browser.close()
+    with _ui_page(dev, "/assets/live_trades", height=1100) as page:
+        # its accessible name starts with its icon's
+        plots = page.get_by_role("button", name=re.compile(r"\bPlots$"))
+        see(plots).to_be_visible()
+        plots.click()
+        see(page.get_by_text("lag_p99_ms", exact=True).first).to_be_visible()
+        see(page.locator("canvas").first).to_be_visible()
+        if os.environ.get("QUANT_SCREENSHOTS"):
+            small_screenshot(page, DOCS_IMG / "live-trades-plots.webp")
 
 
 def _terminate_in_browser(dev: Dev, run_id: str) -> None:
     """What a user does: the run page's Terminate button, then the dialog's "Terminate 1 run"."""
     from playwright.sync_api import expect as see
-    from playwright.sync_api import sync_playwright
 
-    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
-    with sync_playwright() as pw:
-        browser = _browser(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(f"{dev.base}/runs/{run_id}")
-            page.get_by_role("button", name=re.compile(r"\bTerminate$")).click()
-            dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
-            dialog.get_by_role("button", name="Terminate 1 run").click()
-            see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)
-        finally:
-            browser.close()
+    with _ui_page(dev, f"/runs/{run_id}") as page:
+        page.get_by_role("button", name=re.compile(r"\bTerminate$")).click()
+        dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
+        dialog.get_by_role("button", name="Terminate 1 run").click()
+        see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)
 
 
 def _see_books_and_crypto_history(dev: Dev) -> None:
     """``live_book_snapshots`` lists its three checks; the crypto_history assets are in their
     group, their checks show their evaluation, passed, and the day's coverage chart is drawn."""
     from playwright.sync_api import expect as see
-    from playwright.sync_api import sync_playwright
 
-    see.set_options(timeout=60_000)
-    with sync_playwright() as pw:
-        browser = _browser(pw)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{dev.base}/assets/live_book_snapshots?view=checks")
-            # (listed: a long name is shown cut in the middle, its full text kept beside)
-            for name in BOOK_CHECKS:
-                see(page.get_by_text(name, exact=True).first).to_be_attached()
-            page.goto(f"{dev.base}/locations/quant/asset-groups/crypto_history/lineage")
-            for name in ("binance_klines_1m", "crypto_trades", "crypto_bars_1m"):
-                see(page.get_by_text(name, exact=True).first).to_be_visible()
-            for asset, check in (
-                ("crypto_bars_1m", "matches_binance_klines"),
-                ("crypto_trades", "matches_live_trades"),
-            ):
-                page.goto(f"{dev.base}/assets/{asset}?view=checks&checkDetail={check}")
-                see(page.get_by_text(check, exact=True).first).to_be_attached()
-                # its latest evaluation (the run's days together: no partition) and its result
-                see(page.get_by_text("Evaluation result", exact=True)).to_be_visible()
-                see(page.get_by_text("Passed", exact=True).first).to_be_visible()
-            page.goto(
-                f"{dev.base}/assets/crypto_coverage_1m?view=partitions&partition={CRYPTO_DAY}"
-            )
-            chart = page.get_by_role("img", name="coverage")
-            see(chart).to_be_visible()
-            # The data: URI was drawn (a broken image has no natural size).
-            assert chart.evaluate("img => img.complete && img.naturalWidth") > 0
-        finally:
-            browser.close()
+    with _ui_page(dev, "/assets/live_book_snapshots?view=checks", height=1000) as page:
+        # (listed: a long name is shown cut in the middle, its full text kept beside)
+        for name in BOOK_CHECKS:
+            see(page.get_by_text(name, exact=True).first).to_be_attached()
+        page.goto(f"{dev.base}/locations/quant/asset-groups/crypto_history/lineage")
+        for name in ("binance_klines_1m", "crypto_trades", "crypto_bars_1m"):
+            see(page.get_by_text(name, exact=True).first).to_be_visible()
+        for asset, check in (
+            ("crypto_bars_1m", "matches_binance_klines"),
+            ("crypto_trades", "matches_live_trades"),
+        ):
+            page.goto(f"{dev.base}/assets/{asset}?view=checks&checkDetail={check}")
+            see(page.get_by_text(check, exact=True).first).to_be_attached()
+            # its latest evaluation (the run's days together: no partition) and its result
+            see(page.get_by_text("Evaluation result", exact=True)).to_be_visible()
+            see(page.get_by_text("Passed", exact=True).first).to_be_visible()
+        page.goto(f"{dev.base}/assets/crypto_coverage_1m?view=partitions&partition={CRYPTO_DAY}")
+        chart = page.get_by_role("img", name="coverage")
+        see(chart).to_be_visible()
+        # The data: URI was drawn (a broken image has no natural size).
+        assert chart.evaluate("img => img.complete && img.naturalWidth") > 0
