@@ -37,21 +37,26 @@ def best_rate(work: Callable[[], int], repeat: int = 3) -> float:
     return best
 
 
-def render_markdown(figures: list[Figure], meta: dict) -> str:
+def render_markdown(sections: list[dict], meta: dict) -> str:
+    """One table per suite, dated with that suite's own run (a partial run keeps the others)."""
     lines = [
         "# Benchmark results",
         "",
-        f"{meta['when']} · Python {meta['python']} · {meta['machine']} · {meta['cpus']} CPUs",
-        "",
-        "| figure | ours | peer | peer value | ratio | goal |",
-        "|---|---:|---|---:|---:|---|",
+        f"Python {meta['python']} · {meta['machine']} · {meta['cpus']} CPUs. Each suite ran in its "
+        "own process; the ratio compares with a peer measured in the same run.",
     ]
-    for f in figures:
-        lines.append(
-            f"| {f.name} | {f.ours:,.0f} {f.unit} | {f.peer_name} | {f.peer:,.0f} {f.unit} "
-            f"| {f.ratio:.2f}x | {f.goal} |"
-        )
-    if meta.get("failed"):
-        lines += ["", "## Suites that failed (no figures)", ""]
-        lines += [f"- `{name}`: {error}" for name, error in meta["failed"].items()]
+    for section in sections:
+        lines += ["", f"## {section['suite']} ({section['when']})", ""]
+        if section.get("error"):
+            lines.append(f"**Failed, no figures:** {section['error']}")
+            continue
+        lines += [
+            "| figure | ours | peer | peer value | ratio | goal |",
+            "|---|---:|---|---:|---:|---|",
+        ]
+        for f in section["figures"]:
+            lines.append(
+                f"| {f['name']} | {f['ours']:,.0f} {f['unit']} | {f['peer_name']} "
+                f"| {f['peer']:,.0f} {f['unit']} | {f['ratio']:.2f}x | {f['goal']} |"
+            )
     return "\n".join(lines) + "\n"
