@@ -13,7 +13,7 @@ import pydantic
 
 from quant_api.bars import COLUMNS_1M
 from quant_api.models import Latest, LatestBar, LatestBook, LatestBookTicker, LatestTrade
-from quant_core.contracts import Bar, BookTicker, L2Update, Trade
+from quant_core.contracts import Bar, BookSnapshot, BookTicker, Trade
 from quant_resources.latest_store import LatestStore, LatestStoreError
 
 _log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ ITEMS = {
     "trade": (Trade, LatestTrade),
     "book_ticker": (BookTicker, LatestBookTicker),
     "bar": (Bar, LatestBar),
-    "book": (L2Update, LatestBook),
+    "book": (BookSnapshot, LatestBook),  # books2: what the Redis sink stores
 }
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quant_core.contracts import Bar, BookTicker, L2Update, OptionsQuote, Trade
+from quant_core.contracts import Bar, BookSnapshot, BookTicker, OptionsQuote, Trade
 
 Origin = Literal["redis", "clickhouse"]
 
@@ -40,7 +40,7 @@ class LatestBar(_Body):
 
 class LatestBook(_Body):
     origin: Origin = Field(alias="from")
-    value: L2Update
+    value: BookSnapshot  # books2: the book snapshot contract, with its completeness flags
 
 
 class Latest(_Body):

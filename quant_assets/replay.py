@@ -59,8 +59,9 @@ def download_session(lake: LakeResource, session_id: str, into: Path) -> Path:
             blocking=True,
             description="The order-book snapshots rebuilt by replaying a session with depth "
             "equal the `book_snapshots` ClickHouse holds for it (levels, update ids, "
-            "synced_from, completeness; the first difference is shown otherwise). A session "
-            "without depth passes with nothing to compare.",
+            "synced_from, completeness), and its level changes the `book_updates` (every "
+            "column, the receive time `ts_init` included); the first difference is shown "
+            "otherwise. A session without depth passes with nothing to compare.",
         ),
     ],
     description="Deterministic replay of a recorded live session, checked against ClickHouse.",
@@ -124,10 +125,12 @@ def replay_verification(
             ),
             dg.AssetCheckResult(
                 check_name="book_snapshots_match_warehouse",
-                passed=diff.books is None,
+                passed=diff.books is None and diff.book_updates is None,
                 metadata={
                     "book_snapshots": snapshots,
+                    "book_updates": summary.get("books", {}).get("updates", 0),
                     "first_difference": diff.books
+                    or diff.book_updates
                     or ("none" if diff.has_books else "no depth in this session"),
                 },
             ),

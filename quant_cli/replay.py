@@ -95,7 +95,7 @@ def verify(
     against_warehouse: bool = typer.Option(
         False,
         "--against-warehouse",
-        help="compare the bars (and book snapshots) with ClickHouse (CLICKHOUSE_URL)",
+        help="compare the bars (and book snapshots and updates) with ClickHouse (CLICKHOUSE_URL)",
     ),
 ) -> None:
     """Verify the hash chain and counts, replay, and compare with golden files or ClickHouse.
@@ -140,6 +140,7 @@ def verify(
             f"{session}: chain intact, {s['segments']} segment(s), records {s['records']}, "
             f"events {s['events']}, span {s['span_s']:.3f}s, {s['trades']} trades, "
             f"{s['bars']} bars, {s.get('books', {}).get('snapshots', 0)} book snapshots, "
+            f"{s.get('books', {}).get('updates', 0)} book updates, "
             f"final digest {s['final_digest']} "
             f"({result.timing['events_per_s']:,.0f} events/s)"
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from quant_core.depth_sync import BookSnapshot, Resync
 from quant_core.tables import PRICE, TS, decimal_from_scaled
@@ -32,6 +33,19 @@ BOOK_SNAPSHOTS = pa.schema(
     ]
 )
 COMPLETENESS_COLUMNS = ("bids_complete", "asks_complete")  # bkernel
+BOOK_UPDATES = pa.schema(
+    [
+        ("source", pa.string()),
+        ("symbol", pa.string()),
+        ("first_update_id", pa.uint64()),
+        ("last_update_id", pa.uint64()),
+        ("ts_event", TS),
+        ("ts_init", TS_NS),
+        ("side", pa.string()),
+        ("price", PRICE),
+        ("qty", PRICE),
+    ]
+)
 
 
 def repeated(text: str, n: int) -> pa.Array:
@@ -56,7 +70,8 @@ def book_updates_table(
             "side": pa.array(SIDES, pa.string()).take(pa.array(cols["side"].astype(np.int32))),
             "price": decimal_from_scaled(cols["price"], 8),
             "qty": decimal_from_scaled(cols["qty"], 8),
-        }
+        },
+        schema=BOOK_UPDATES,
     )
 
 
@@ -136,3 +151,66 @@ def _snapshot_rows(table: pa.Table) -> dict[tuple, dict[str, Any]]:
             raise ValueError(f"book_snapshots has {key[1]} {key[2]} {key[3]} twice, differing")
         rows[key] = row
     return rows
+
+
+# book_updates is a ReplacingMergeTree on this key: a row applied twice (a diff re-applied after
+# a resync) is one row in the table, the one inserted last.
+UPDATE_KEY = ("source", "symbol", "last_update_id", "first_update_id", "side", "price")
+
+
+def latest_book_updates(table: pa.Table) -> pa.Table:
+    """``book_updates`` rows in the table's key order, one per key (the last of the table's
+    order, as ClickHouse keeps it): the form ``compare_book_updates`` compares."""
+    table = table.select(BOOK_UPDATES.names).cast(BOOK_UPDATES)
+    order = [(k, "ascending") for k in UPDATE_KEY]
+    table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    table = table.sort_by([*order, ("row", "ascending")])
+    if table.num_rows > 1:
+        same = np.ones(table.num_rows - 1, dtype=bool)
+        for key in UPDATE_KEY:
+            column = table.column(key)
+            same &= pc.equal(column[1:], column[:-1]).to_numpy(zero_copy_only=False)
+        keep = np.append(~same, True)  # the last of each run of equal keys
+        table = table.filter(pa.array(keep))
+    return table.drop_columns(["row"])
+
+
+def compare_book_updates(expected: pa.Table, actual: pa.Table, subset: bool = False) -> str | None:
+    """The first differing ``book_updates`` row as a sentence, or None when both hold the same
+    rows, every column compared (``ts_init`` included). Rows are matched on the table's key.
+    ``subset``: ``actual`` may lack rows of ``expected`` (what a crashed live process had not
+    stored yet), but every row it has must be equal."""
+    exp, act = latest_book_updates(expected), latest_book_updates(actual)
+    keys = [_keys(exp), _keys(act)]
+    if subset:
+        exp = exp.filter(pa.array(np.isin(keys[0], keys[1])))
+        keys[0] = _keys(exp)
+    if exp.num_rows != act.num_rows or not (keys[0] == keys[1]).all():
+        first_exp, first_act = set(keys[0].tolist()), set(keys[1].tolist())
+        missing = [i for i, k in enumerate(keys[0].tolist()) if k not in first_act]
+        if missing:
+            return f"{_row_name(exp, missing[0])} is expected but missing"
+        extra = [i for i, k in enumerate(keys[1].tolist()) if k not in first_exp]
+        return f"{_row_name(act, extra[0])} is not expected"
+    for name in BOOK_UPDATES.names:
+        differs = pc.not_equal(exp.column(name), act.column(name)).to_numpy(zero_copy_only=False)
+        if differs.any():
+            i = int(np.flatnonzero(differs)[0])
+            value, wanted = act.column(name)[i].as_py(), exp.column(name)[i].as_py()
+            return f"{_row_name(exp, i)}: {name} is {value!r}, expected {wanted!r}"
+    return None
+
+
+def _keys(table: pa.Table) -> np.ndarray:
+    """Each row's key as one string (the columns joined), for matching rows."""
+    parts = [pc.cast(table.column(k), pa.string()) for k in UPDATE_KEY]
+    joined = pc.binary_join_element_wise(*parts, "|") if parts else pa.array([], pa.string())
+    return np.asarray(joined.to_pylist(), dtype=object)
+
+
+def _row_name(table: pa.Table, i: int) -> str:
+    row = {k: table.column(k)[i].as_py() for k in UPDATE_KEY}
+    return (
+        f"book update {row['symbol']} {row['first_update_id']}..{row['last_update_id']} "
+        f"{row['side']} {row['price']} (source {row['source']})"
+    )

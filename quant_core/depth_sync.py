@@ -395,9 +395,12 @@ class DepthBooks:
         ]
         if not parts:
             parts = [_diff_rows([])]
-        cols = {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(_COLUMNS)}
-        cols["symbol"] = cols["symbol"].astype(np.int32)
-        cols["side"] = cols["side"].astype(np.int8)
+        if len(parts) == 1:  # the common case (a burst, nothing synced in it): no copy
+            cols = dict(zip(_COLUMNS, parts[0], strict=True))
+        else:
+            cols = {name: np.concatenate([p[k] for p in parts]) for k, name in enumerate(_COLUMNS)}
+        cols["symbol"] = cols["symbol"].astype(np.int32, copy=False)
+        cols["side"] = cols["side"].astype(np.int8, copy=False)
         return cols
 
 
@@ -408,25 +411,30 @@ _COLUMNS = (
 
 def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
     """The level rows of diffs ``rows`` of a decoded burst, from its columns."""
-    take = np.array(rows, dtype=np.int64)
+    every = len(rows) == len(batch)  # the common case: no diff of the burst left out
+    take = slice(None) if every else np.array(rows, dtype=np.int64)
     n_bids = (batch.mid - batch.start[:-1])[take]
     n_asks = (batch.start[1:] - batch.mid)[take]
     n = n_bids + n_asks
-    mask = np.zeros(len(batch), dtype=bool)
-    mask[take] = True
-    levels = np.repeat(mask, np.diff(batch.start))
+    if every:
+        price, qty = batch.price, batch.qty
+    else:
+        mask = np.zeros(len(batch), dtype=bool)
+        mask[take] = True
+        levels = np.repeat(mask, np.diff(batch.start))
+        price, qty = batch.price[levels], batch.qty[levels]
     side = np.repeat(
-        np.tile(np.array([0, 1], dtype=np.int64), len(take)),
+        np.tile(np.array([0, 1], dtype=np.int8), len(n)),
         np.stack([n_bids, n_asks], axis=1).ravel(),
     )
     return [
-        np.repeat(batch.code[take].astype(np.int64), n),
+        np.repeat(batch.code[take], n),
         np.repeat(batch.first[take], n),
         np.repeat(batch.last[take], n),
         np.repeat(batch.ts[take], n),
         side,
-        batch.price[levels],
-        batch.qty[levels],
+        price,
+        qty,
         np.repeat(batch.index[take], n),
     ]
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from quant_core.bars import BARS_1M_VERSIONED, BarRecord, bars_to_arrow
 from quant_core.book_session import has_depth
-from quant_core.book_tables import book_snapshots_table
+from quant_core.book_tables import BOOK_UPDATES, book_snapshots_table, book_updates_table
 from quant_core.decode import BatchDecoder, FrameBatch, Normalizer, TradeColumns
 from quant_core.depth_sync import BookSnapshot
 from quant_core.kernel import IngestKernel, KernelOutput
@@ -137,18 +137,22 @@ class ReplayDriver:
         self.outputs: list[KernelOutput] | None = [] if keep_outputs else None
         self.source = source
         self.book_snapshots: list[BookSnapshot] = []
+        self.book_updates: list[pa.Table] = []
 
-    def on_ws(self, payload: bytes) -> None:
-        self.on_ws_many([payload])
+    def on_ws(self, payload: bytes, recv_ns: int = 0) -> None:
+        self.on_ws_many([payload], [recv_ns])
 
-    def on_ws_many(self, payloads: list[bytes]) -> None:
-        self._keep(self.kernel.frames(payloads))
+    def on_ws_many(self, payloads: list[bytes], recv_ns: list[int] | None = None) -> None:
+        """Consecutive frames; ``recv_ns`` their recorded receive times (the books' ``ts_init``;
+        None: zeros)."""
+        recv = None if recv_ns is None else np.array(recv_ns, dtype=np.int64)
+        self._keep(self.kernel.frames(payloads, recv))
 
     def on_decoded(self, batch: FrameBatch) -> None:
         """Consecutive frames decoded with the kernel's symbol codes."""
         self._keep(self.kernel.decoded(batch))
 
-    def on_rest(self, payload: bytes, meta: dict[str, Any]) -> None:
+    def on_rest(self, payload: bytes, meta: dict[str, Any], recv_ns: int = 0) -> None:
         path, symbol = meta.get("path"), meta.get("symbol")
         if not isinstance(path, str) or not isinstance(symbol, str):
             path = ""  # not an answer the kernel can attribute: counted as rest_other
@@ -157,11 +161,13 @@ class ReplayDriver:
         request_id = meta.get("request_id")
         request_id = request_id if isinstance(request_id, int) else None
         self._keep(
-            self.kernel.rest(path, payload, symbol or "", params=params, request_id=request_id)
+            self.kernel.rest(
+                path, payload, symbol or "", recv_ns, params=params, request_id=request_id
+            )
         )
 
-    def on_conn(self, meta: dict[str, Any]) -> None:
-        self._keep(self.kernel.conn(meta))
+    def on_conn(self, meta: dict[str, Any], recv_ns: int = 0) -> None:
+        self._keep(self.kernel.conn(meta, recv_ns))
 
     @property
     def first_exchange_ms(self) -> int | None:
@@ -179,13 +185,25 @@ class ReplayDriver:
         for rec in out.bars:  # a later version replaces the earlier one
             self.bars[(rec.symbol, rec.open_time_ms)] = rec
         if out.books is not None:
-            self.book_snapshots.extend(out.books.output.snapshots)
+            books = out.books.output
+            self.book_snapshots.extend(books.snapshots)
+            if len(books.updates["price"]):
+                self.book_updates.append(
+                    book_updates_table(books.symbols, books.updates, out.books.ts_init, self.source)
+                )
 
     def book_table(self) -> pa.Table | None:
         """The ``book_snapshots`` rows, or None when the session subscribed no depth."""
         if self.kernel.books is None:
             return None
         return book_snapshots_table(self.book_snapshots, self.source)
+
+    def book_updates_table(self) -> pa.Table | None:
+        """The ``book_updates`` rows in the order applied (``ts_init`` the recorded receive
+        times), or None when the session subscribed no depth."""
+        if self.kernel.books is None:
+            return None
+        return pa.concat_tables([BOOK_UPDATES.empty_table(), *self.book_updates])
 
     def finish(self, stop_exchange_ms: int | None) -> pa.Table:
         """Bars whose minute ended by ``stop_exchange_ms`` (the clean stop), final versions,
@@ -239,6 +257,7 @@ class ReplayResult:
     info: SessionInfo
     rejects: dict[str, int]
     book_snapshots: pa.Table | None = None  # None when the session subscribed no depth
+    book_updates: pa.Table | None = None  # likewise
 
 
 def replay(
@@ -322,6 +341,7 @@ def replay(
         info,
         dict(pipeline.normalizer.rejects),
         pipeline.book_table(),
+        pipeline.book_updates_table(),
     )
 
 
@@ -331,10 +351,11 @@ def _replay_serial(
     pipeline: ReplayDriver | None = None
     records = 0
     if pacer.speed is None:
-        for kind, meta, payloads in reader.batches(REPLAY_BATCH):
+        times = _books_in(reader.files)
+        for item in reader.batches(REPLAY_BATCH, times):
             if pipeline is None:  # the header is known (verified) once a record was read
                 pipeline = _pipeline_for(reader.info.header, lateness_ms, source)
-            records += _feed(pipeline, kind, meta, payloads)
+            records += _feed(pipeline, *item)
     else:
         for rec in reader.records():
             if pipeline is None:
@@ -342,23 +363,43 @@ def _replay_serial(
             pacer.wait(rec.recv_ns)
             records += 1
             if rec.kind == RecordKind.WS:
-                pipeline.on_ws(rec.payload)
+                pipeline.on_ws(rec.payload, rec.recv_ns)
             else:
-                _feed(pipeline, rec.kind, rec.meta, [rec.payload])
+                _feed(pipeline, rec.kind, rec.meta, [rec.payload], [rec.recv_ns])
     if pipeline is None:
         pipeline = _pipeline_for(reader.info.header, lateness_ms, source)
     return pipeline, records
 
 
-def _feed(pipeline: ReplayDriver, kind: int, meta: bytes, payloads: list[bytes]) -> int:
-    """One item of ``SessionReader.batches`` / ``unverified_records``; returns its records."""
+def _feed(
+    pipeline: ReplayDriver,
+    kind: int,
+    meta: bytes,
+    payloads: list[bytes],
+    recv_ns: list[int] | None = None,
+) -> int:
+    """One item of ``SessionReader.batches`` / ``unverified_records`` (``recv_ns``: the
+    receive times, read for sessions with books); returns its records."""
     if kind == RecordKind.WS:
-        pipeline.on_ws_many(payloads)
+        pipeline.on_ws_many(payloads, recv_ns)
     elif kind == RecordKind.REST:
-        pipeline.on_rest(payloads[0], orjson.loads(meta) if meta else {})
+        pipeline.on_rest(payloads[0], orjson.loads(meta) if meta else {}, _first(recv_ns))
     else:
-        pipeline.on_conn(orjson.loads(meta) if meta else {})
+        pipeline.on_conn(orjson.loads(meta) if meta else {}, _first(recv_ns))
     return len(payloads)
+
+
+def _first(recv_ns: list[int] | None) -> int:
+    return recv_ns[0] if recv_ns else 0
+
+
+def _books_in(files: list[Path]) -> bool:
+    """Whether the session subscribed depth: its book rows carry the recorded receive times
+    (``book_updates.ts_init``), so its records are read with them."""
+    try:
+        return has_depth(read_header(files[0]).streams)
+    except Exception:  # the verifying read names what is wrong with the header
+        return False
 
 
 def _replay_parallel(
@@ -374,8 +415,9 @@ def _replay_parallel(
             raise
         pipeline = _pipeline_for(header, lateness_ms, source)
         records = 0
-        for kind, meta, payloads in unverified_records(reader.files, REPLAY_BATCH):
-            records += _feed(pipeline, kind, meta, payloads)
+        times = has_depth(header.streams)
+        for item in unverified_records(reader.files, REPLAY_BATCH, times=times):
+            records += _feed(pipeline, *item)
         info = verified.result()  # raises the verifier's SessionLogError
     _check_count(reader, records, info)
     return pipeline, records, info

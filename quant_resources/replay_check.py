@@ -1,7 +1,7 @@
 """Compare a replayed session with what the warehouse holds for it: its bars and, for a session
-with depth, its book snapshots. ``compare_with_warehouse`` is the one comparison the CLI
-(``quant replay verify --against-warehouse``) and the Dagster ``replay_verification`` asset
-both run."""
+with depth, its book snapshots and book updates (every column, the receive time included).
+``compare_with_warehouse`` is the one comparison the CLI (``quant replay verify
+--against-warehouse``) and the Dagster ``replay_verification`` asset both run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quant_core.book_tables import BOOK_SNAPSHOTS, compare_book_snapshots
+from quant_core.book_tables import (
+    BOOK_SNAPSHOTS,
+    BOOK_UPDATES,
+    compare_book_snapshots,
+    compare_book_updates,
+)
 from quant_core.replay import compare_bars
 from quant_core.tables import BARS_1M
 
@@ -83,6 +88,35 @@ def books_against_warehouse(warehouse, replayed: pa.Table) -> str | None:
     return compare_book_snapshots(replayed, warehouse_book_snapshots(warehouse, replayed))
 
 
+def warehouse_book_updates(warehouse, replayed: pa.Table) -> pa.Table:
+    """ClickHouse's ``book_updates`` (one row per key, ``FINAL``) for the symbols and exchange
+    time span of ``replayed``."""
+    if replayed.num_rows == 0:
+        return BOOK_UPDATES.empty_table()
+    lo, hi = pc.min_max(replayed.column("ts_event")).values()
+    return warehouse.query_arrow(
+        f"SELECT {', '.join(BOOK_UPDATES.names)} FROM book_updates FINAL "
+        "WHERE source = {src:String} AND symbol IN {syms:Array(String)} "
+        "AND ts_event BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')}",
+        {
+            "src": replayed.column("source")[0].as_py(),
+            "syms": pc.unique(replayed.column("symbol")).to_pylist(),
+            "lo": lo.as_py(),
+            "hi": hi.as_py(),
+        },
+    )
+
+
+def book_updates_against_warehouse(
+    warehouse, replayed: pa.Table, stopped: bool = True
+) -> str | None:
+    """The first book update where the replay and ClickHouse disagree, or None. A session
+    without a clean stop (``stopped`` False) may have logged rows its process did not store
+    before it died: each stored row must still equal the replay's."""
+    stored = warehouse_book_updates(warehouse, replayed)
+    return compare_book_updates(replayed, stored, subset=not stopped)
+
+
 @dataclass(frozen=True)
 class WarehouseComparison:
     """The first difference of each kind (None: identical). ``books`` is None too for a session
@@ -91,6 +125,7 @@ class WarehouseComparison:
     bars: str | None
     books: str | None
     has_books: bool
+    book_updates: str | None = None
 
     def problems(self) -> list[str]:
         found = []
@@ -98,15 +133,19 @@ class WarehouseComparison:
             found.append(f"bars differ from ClickHouse: {self.bars}")
         if self.books:
             found.append(f"book snapshots differ from ClickHouse: {self.books}")
+        if self.book_updates:
+            found.append(f"book updates differ from ClickHouse: {self.book_updates}")
         return found
 
 
 def compare_with_warehouse(warehouse, result: ReplayResult) -> WarehouseComparison:
     """A replayed session (``quant_core.replay.replay``) against ClickHouse: bars (a crashed
-    session's held minutes excepted, see ``diff_against_warehouse``) and book snapshots."""
+    session's held minutes excepted, see ``diff_against_warehouse``), book snapshots and book
+    updates."""
     stopped = result.summary["stop_exchange_ms"] is not None
     bars = diff_against_warehouse(warehouse, result.bars, stopped)
     snapshots = result.book_snapshots
     if snapshots is None:
         return WarehouseComparison(bars, None, False)
-    return WarehouseComparison(bars, books_against_warehouse(warehouse, snapshots), True)
+    updates = book_updates_against_warehouse(warehouse, result.book_updates, stopped)
+    return WarehouseComparison(bars, books_against_warehouse(warehouse, snapshots), True, updates)

@@ -458,14 +458,16 @@ def test_latest_falls_back_to_clickhouse_then_prefers_redis(client, stored, redi
         "taker_side": "buy",
         "ts_event": (stored["trade_ts"] + timedelta(minutes=1)).isoformat(),
     }
-    book = {
+    book = {  # books2: the BookSnapshot contract the Redis sink stores
         "source": SOURCE,
         "symbol": SYMBOL,
-        "first_update_id": 1,
-        "last_update_id": 2,
+        "update_id": 2,
+        "synced_from": 1,
         "bids": [{"price": "64000", "qty": "1"}],
         "asks": [],
         "ts_event": stored["trade_ts"].isoformat(),
+        "bids_complete": True,
+        "asks_complete": False,
     }
     redis_store.client.set(keys["trade"], orjson.dumps(newer))
     redis_store.client.set(keys["book"], orjson.dumps(book))
@@ -474,6 +476,7 @@ def test_latest_falls_back_to_clickhouse_then_prefers_redis(client, stored, redi
     assert body["trade"] == {"from": "redis", "value": {**body["trade"]["value"], "trade_id": 555}}
     assert body["trade"]["value"]["price"] == "64100.25"
     assert body["book"]["from"] == "redis" and body["book"]["value"]["bids"][0]["price"] == "64000"
+    assert body["book"]["value"]["asks_complete"] is False  # books2
     assert body["bar"]["from"] == "clickhouse"
     assert body["book_ticker"]["from"] == "clickhouse"
     redis_store.client.delete(*keys.values())

@@ -47,7 +47,12 @@ def test_last_book_snapshot_per_symbol_is_in_redis(tmp_path: Path, private_redis
         )
         cached = latest.from_redis(store, "binance", symbol)
         assert cached["book"] == book_contract(newest, "binance"), symbol
-        assert cached["book"].last_update_id == newest.update_id
+        assert cached["book"].update_id == newest.update_id
+        assert cached["book"].synced_from == newest.synced_from
+        assert (cached["book"].bids_complete, cached["book"].asks_complete) == (
+            newest.bids_known,
+            newest.asks_known,
+        )
         assert [lv.price for lv in cached["book"].bids][:1] == [
             book_contract(newest, "binance").bids[0].price
         ]

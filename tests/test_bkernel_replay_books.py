@@ -32,6 +32,7 @@ def setup(warehouse, tmp_path):
     )
     result = replay(session)
     warehouse.insert("bars_1m", result.bars)
+    warehouse.insert("book_updates", result.book_updates)  # books2: compared too
     assert result.book_snapshots.num_rows > 10
     return warehouse, lake, session.name, result.book_snapshots
 

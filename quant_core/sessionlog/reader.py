@@ -289,12 +289,14 @@ class _SegmentScan:
         if problems:
             raise SessionLogError(self.path, "; ".join(problems), offset=0, header=True)
 
-    def run(self, emit: bool = True, batch: int = 0) -> Iterator:
+    def run(self, emit: bool = True, batch: int = 0, times: bool = False) -> Iterator:
         """Yield the segment's records, verifying each; see the module docstring. Without
         ``emit``, intact data records are verified but not yielded (a pure verification
         skips building them). With ``batch``, only data records are yielded, as
         ``(kind, meta, payloads)``: up to ``batch`` consecutive ws frames together (meta
-        empty), a rest or conn record alone; no Record objects are built for them.
+        empty), a rest or conn record alone; no Record objects are built for them. With
+        ``times`` each batch also carries its records' receive times: ``(kind, meta,
+        payloads, recv_ns)`` (books2: replay gives them to the books as live did).
 
         Hot loop: the common case (a complete, intact data record with the expected seq) is
         decoded inline with local variables; anything else (buffer refill, damage, checkpoints,
@@ -324,6 +326,7 @@ class _SegmentScan:
             since_checkpoint = 0
             by_kind = [0] * 6
             frames: list[bytes] = []  # ws payloads not yet yielded (batch mode)
+            recvs: list[int] = []  # books2: their receive times (batch mode with times)
             first_recv, last_recv = info.first_recv_ns, info.last_recv_ns
             blen = len(buf)
             # Copying a fresh state is cheaper than the constructor's keyword parsing.
@@ -372,16 +375,25 @@ class _SegmentScan:
                                 expected += 1
                                 if batch:
                                     m = end - n + _MIN_BODY
+                                    if times:  # books2
+                                        recvs.append(recv_ns)
                                     if kind == 1:  # RecordKind.WS
                                         frames.append(buf[m + meta_len : end])
                                         if len(frames) >= batch:
-                                            yield 1, b"", frames
-                                            frames = []
+                                            yield _batch(1, b"", frames, recvs, times)
+                                            frames, recvs = [], []
                                         continue
                                     if frames:
-                                        yield 1, b"", frames
-                                        frames = []
-                                    yield kind, buf[m : m + meta_len], [buf[m + meta_len : end]]
+                                        yield _batch(1, b"", frames, recvs[:-1], times)
+                                        frames, recvs = [], recvs[-1:]
+                                    yield _batch(
+                                        kind,
+                                        buf[m : m + meta_len],
+                                        [buf[m + meta_len : end]],
+                                        recvs,
+                                        times,
+                                    )
+                                    recvs = []
                                 elif emit:
                                     m = end - n + _MIN_BODY
                                     yield make(
@@ -459,16 +471,17 @@ class _SegmentScan:
                         yield rec
                     elif kind == RecordKind.WS:
                         frames.append(rec.payload)
+                        recvs.append(rec.recv_ns)  # books2
                         if len(frames) >= batch:
-                            yield 1, b"", frames
-                            frames = []
+                            yield _batch(1, b"", frames, recvs, times)
+                            frames, recvs = [], []
                     elif kind in DATA_KINDS:
                         if frames:
-                            yield 1, b"", frames
-                            frames = []
-                        yield kind, rec.meta, [rec.payload]
+                            yield _batch(1, b"", frames, recvs, times)
+                            frames, recvs = [], []
+                        yield _batch(kind, rec.meta, [rec.payload], [rec.recv_ns], times)
                 if frames:
-                    yield 1, b"", frames
+                    yield _batch(1, b"", frames, recvs, times)
             finally:
                 sync()
         except zstandard.ZstdError as exc:
@@ -604,13 +617,14 @@ class SessionReader:
             return self._scan(lambda scan: scan.run(_emit))
         return self._scan(lambda scan: (rec for rec in scan.run() if rec.kind <= 3))
 
-    def batches(self, batch: int = 4096) -> Iterator[tuple[int, bytes, list[bytes]]]:
+    def batches(self, batch: int = 4096, times: bool = False) -> Iterator[tuple]:
         """The data records in order, verified as ``records()`` verifies them, without a
         Record object each: consecutive ws frames together as ``(1, b"", payloads)`` (at most
-        ``batch``), a rest or conn record alone as ``(kind, meta, [payload])``."""
+        ``batch``), a rest or conn record alone as ``(kind, meta, [payload])``; with
+        ``times``, each with a fourth item, the records' receive times (ns)."""
         if batch < 1:
             raise ValueError(f"batch={batch} must be >= 1")
-        return self._scan(lambda scan: scan.run(True, batch))
+        return self._scan(lambda scan: scan.run(True, batch, times))
 
     def _scan(self, run) -> Iterator:
         info = self.info
@@ -767,13 +781,17 @@ def segment_cap(path: Path | str) -> int:
 
 
 def unverified_records(
-    files: list[Path], batch: int = 4096, max_segment_bytes: int | None = None
-) -> Iterator[tuple[int, bytes, list[bytes]]]:
+    files: list[Path],
+    batch: int = 4096,
+    max_segment_bytes: int | None = None,
+    times: bool = False,
+) -> Iterator[tuple]:
     """The data records in order as (kind, meta, payloads), WITHOUT checking the chain:
     consecutive ws frames come together (up to ``batch``, meta empty), a rest or conn record
     alone. For a replay that verifies the same files in parallel and keeps its result only if
     that passes (``quant_core.replay``). Reads a chunk at a time, in the reader's memory
-    bounds; stops at the first record it cannot parse (the verifier names the problem)."""
+    bounds; stops at the first record it cannot parse (the verifier names the problem).
+    ``times`` adds the records' receive times as ``SessionReader.batches`` does."""
     ws = int(RecordKind.WS)
     unpack_len, unpack_body = LEN_FIELD.unpack_from, BODY_FIELDS.unpack_from
     for path in files:
@@ -785,6 +803,7 @@ def unverified_records(
         except (FormatError, zstandard.ZstdError, SegmentTooLarge):
             return
         frames: list[bytes] = []
+        recvs: list[int] = []  # books2
         while True:
             size = len(buf)
             while pos + _MIN_RECORD <= size:
@@ -792,19 +811,23 @@ def unverified_records(
                 end = pos + 4 + n
                 if n < _MIN_BODY or n > MAX_BODY or end + TAG_SIZE > size:
                     break
-                kind, _, _, _, meta_len = unpack_body(buf, pos + 4)
+                kind, _, recv_ns, _, meta_len = unpack_body(buf, pos + 4)
                 pos = end + TAG_SIZE
                 if kind == ws:
                     frames.append(buf[end - n + _MIN_BODY + meta_len : end])
+                    if times:  # books2
+                        recvs.append(recv_ns)
                     if len(frames) >= batch:
-                        yield ws, b"", frames
-                        frames = []
+                        yield _batch(ws, b"", frames, recvs, times)
+                        frames, recvs = [], []
                 elif kind <= 3:
                     if frames:
-                        yield ws, b"", frames
-                        frames = []
+                        yield _batch(ws, b"", frames, recvs, times)
+                        frames, recvs = [], []
                     m = end - n + _MIN_BODY
-                    yield kind, buf[m : m + meta_len], [buf[m + meta_len : end]]
+                    yield _batch(
+                        kind, buf[m : m + meta_len], [buf[m + meta_len : end]], [recv_ns], times
+                    )
             if pos + 4 <= size and not _MIN_BODY <= unpack_len(buf, pos)[0] <= MAX_BODY:
                 break  # not a record: the verifier names it
             try:
@@ -815,7 +838,12 @@ def unverified_records(
                 break
             buf, pos = more, 0
         if frames:
-            yield ws, b"", frames
+            yield _batch(ws, b"", frames, recvs, times)
+
+
+def _batch(kind: int, meta: bytes, payloads: list[bytes], recvs: list[int], times: bool) -> tuple:
+    """books2: one item of the batch readers, with its receive times when ``times``."""
+    return (kind, meta, payloads, recvs) if times else (kind, meta, payloads)
 
 
 def read_header(path: Path) -> SegmentHeader:

@@ -42,18 +42,18 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from quant_core.bars import BarRecord, bars_to_arrow
-from quant_core.contracts import Bar, BookTicker, L2Update, PriceLevel, Trade
+from quant_core.contracts import Bar, BookTicker, Trade
+from quant_core.contracts import BookSnapshot as BookSnapshotContract
 from quant_core.depth_sync import BookSnapshot
 from quant_core.kernel import KernelOutput
 from quant_resources.latest_store import bars_stream_key, latest_key
-from quant_resources.live.sinks import output_tables
+from quant_resources.live.sinks import output_tables, snapshot_json
 from quant_resources.settings import redact_url
 
 log = logging.getLogger(__name__)
@@ -125,25 +125,12 @@ def bar_contract(row: dict) -> Bar:
     )
 
 
-def book_contract(snap: BookSnapshot, source: str) -> L2Update:
-    """A kernel book snapshot -> the ``L2Update`` ``/v1/latest`` serves as ``book``: the top
-    levels as of ``update_id`` (first and last id both ``update_id``: the state after it)."""
-
-    def levels(prices: tuple[int, ...], qtys: tuple[int, ...]) -> tuple[PriceLevel, ...]:
-        return tuple(
-            PriceLevel(price=Decimal(p).scaleb(-8), qty=Decimal(q).scaleb(-8))
-            for p, q in zip(prices, qtys, strict=True)
-        )
-
-    return L2Update(
-        source=source,
-        symbol=snap.symbol,
-        first_update_id=snap.update_id,
-        last_update_id=snap.update_id,
-        bids=levels(snap.bid_price, snap.bid_qty),
-        asks=levels(snap.ask_price, snap.ask_qty),
-        ts_event=EPOCH + timedelta(milliseconds=snap.ts_event),
-    )
+def book_contract(snap: BookSnapshot, source: str) -> BookSnapshotContract:
+    """A kernel book snapshot -> the v1 ``BookSnapshot`` ``/v1/latest`` serves as ``book``: the
+    JSON the NATS sink publishes (``sinks.snapshot_json``), so Redis, NATS and the
+    ``book_snapshots`` row agree, completeness flags (``bids_complete``/``asks_complete``)
+    included."""
+    return BookSnapshotContract.model_validate_json(snapshot_json(snap, source))
 
 
 CONTRACTS = {"trade": trade_contract, "book_ticker": book_ticker_contract, "bar": bar_contract}
@@ -264,7 +251,7 @@ class RedisSink:
             self.bars(out.bars)
         if out.books is not None:
             for snap in out.books.output.snapshots:
-                self.book(book_contract(snap, self.source))
+                self.book(snap)
 
     def trade_table(self, table: pa.Table) -> None:
         """A burst's ``trades`` rows, as the warehouse gets them."""
@@ -278,13 +265,13 @@ class RedisSink:
         for bar in bars:
             self._staged.bars[(bar.symbol, bar.open_time_ms)] = bar
 
-    def book(self, snapshot: L2Update) -> None:
+    def book(self, snap: BookSnapshot) -> None:
         """The newest book snapshot of a series: kept when it is the newest by (exchange time,
-        update id), stored under kind ``book``."""
-        order = (int(snapshot.ts_event.timestamp() * 1000), snapshot.last_update_id)
-        held = self._staged.books.get(snapshot.symbol)
+        update id), stored under kind ``book`` as the v1 ``BookSnapshot`` contract's JSON."""
+        order = (snap.ts_event, snap.update_id)
+        held = self._staged.books.get(snap.symbol)
         if held is None or order >= held[0]:
-            self._staged.books[snapshot.symbol] = (order, snapshot.model_dump_json().encode())
+            self._staged.books[snap.symbol] = (order, snapshot_json(snap, self.source))
 
     # -- the sink protocol ---------------------------------------------------------------------
     def buffered(self) -> int:
