@@ -145,7 +145,7 @@ def _load(target: str, env: dict[str, str]) -> float:
         text=True,
         check=True,
     )
-    latencies = sorted(json.loads(result.stdout))
+    latencies = sorted(json.loads(result.stdout.splitlines()[-1]))
     return latencies[int(len(latencies) * 0.99) - 1]
 
 
