@@ -20,10 +20,10 @@ import re
 from urllib.parse import parse_qsl
 
 from quant_api import latest
-from quant_resources.latest_store import LatestStoreError
 from quant_api.auth import token_accepted
 from quant_core.contracts import SYMBOL_PATTERN
 from quant_core.contracts.types import SOURCE_PATTERN
+from quant_resources.latest_store import LatestStoreError
 
 PREFIX = "/v1/latest/"
 MEMO_SERIES = 4096  # bodies kept (one per series); past it the memo starts again empty
