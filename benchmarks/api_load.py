@@ -6,7 +6,8 @@
 
 Request i is due at start + i / RATE and is sent then, whether or not earlier answers have
 come back: an answer still outstanding holds its keep-alive connection and the next request
-takes another one (opened on demand, then kept), as independent clients would. Its latency is
+takes another one (opened on demand, then kept, up to CONNECTIONS clients; past them a request
+waits for a free one, its wait counted), as independent clients would. Its latency is
 counted from when it was due, not from when it was sent, so a slow answer that delays the next
 ones is charged to all of them (no coordinated omission). Both targets go through the same
 scheduler on an asyncio loop (uvloop), each request a few microseconds of the generator's CPU:
@@ -28,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 WARM_UP = 50
+CONNECTIONS = 16  # clients at most; more would only add the server's accept and buffer costs
 
 
 class HttpTarget:
@@ -43,15 +45,17 @@ class HttpTarget:
             f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
             f"Authorization: Bearer {token}\r\nAccept: application/json\r\n\r\n"
         ).encode()
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
         self.opened = 0
 
     async def call(self) -> None:
-        if self.idle:
-            reader, writer = self.idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
+        if self.idle.empty() and self.opened < CONNECTIONS:
             self.opened += 1
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        else:
+            reader, writer = await self.idle.get()
         writer.write(self.request)
         head = await reader.readuntil(b"\r\n\r\n")
         status = head[9:12]
@@ -62,19 +66,20 @@ class HttpTarget:
         body = await reader.readexactly(length)
         if status != b"200":
             raise RuntimeError(f"HTTP {status.decode()}: {body[:300]!r}")
-        self.idle.append((reader, writer))
+        self.idle.put_nowait((reader, writer))
 
 
 class RedisTarget:
     """MGET of the keys through redis-py's asyncio client (its pool: one connection per
-    request in flight, kept)."""
+    request in flight, kept, up to CONNECTIONS; past them a request waits for one)."""
 
     def __init__(self, url: str, keys: list[str]) -> None:
         import redis.asyncio
 
-        # A request per connection in flight, as many as the rate needs (redis-py's asyncio pool
-        # otherwise refuses past its default bound instead of waiting).
-        self.client = redis.asyncio.Redis.from_url(url, max_connections=100_000)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=CONNECTIONS, timeout=None
+        )
+        self.client = redis.asyncio.Redis(connection_pool=pool)
         self.keys = keys
 
     async def call(self) -> None:
