@@ -2,9 +2,11 @@
 
 * ``/v1/bars`` in Arrow for one symbol-year of 1m bars (252 sessions x 390 minutes, one page)
   against ``WarehouseResource.query_arrow`` of the same rows with the service's own SQL, both
-  over the same ``quant warehouse serve`` endpoint. Goal >= 0.8x.
+  over the same ``quant warehouse serve`` endpoint, timed back to back in each of ROUNDS
+  rounds (the median round's ratio). Goal >= 0.8x.
 * ``/v1/latest`` p99 latency at 500 requests/s from a second process, every item in Redis,
-  against a direct Redis MGET of the same keys at the same rate from such a process. Goal < 5 ms.
+  against a direct Redis MGET of the same keys at the same rate from such a process, both
+  open-loop (``benchmarks.api_load``). Goal < 5 ms.
 * ``/v1/latest`` CPU time of the service process per request (answered before routing,
   ``quant_api.latest_fast``) against the same request through FastAPI's route: on a machine
   shared with other work, the service's own cost is what decides whether it keeps the rate.
@@ -146,6 +148,7 @@ def _load(target: str, env: dict[str, str]) -> float:
         text=True,
         check=True,
     )
+    print(f"bench_api: {target.split('?')[0]}: {result.stderr.strip()}", file=sys.stderr)
     latencies = sorted(json.loads(result.stdout.splitlines()[-1]))
     return latencies[int(len(latencies) * 0.99) - 1]
 
