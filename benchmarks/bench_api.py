@@ -2,9 +2,11 @@
 
 * ``/v1/bars`` in Arrow for one symbol-year of 1m bars (252 sessions x 390 minutes, one page)
   against ``WarehouseResource.query_arrow`` of the same rows with the service's own SQL, both
-  over the same ``quant warehouse serve`` endpoint. Goal >= 0.8x.
+  over the same ``quant warehouse serve`` endpoint, timed back to back in each of ROUNDS
+  rounds (the median round's ratio). Goal >= 0.8x.
 * ``/v1/latest`` p99 latency at 500 requests/s from a second process, every item in Redis,
-  against a direct Redis MGET of the same keys at the same rate from such a process. Goal < 5 ms.
+  against a direct Redis MGET of the same keys at the same rate from such a process, both
+  open-loop (``benchmarks.api_load``). Goal < 5 ms.
 * ``/v1/latest`` CPU time of the service process per request (answered before routing,
   ``quant_api.latest_fast``) against the same request through FastAPI's route: on a machine
   shared with other work, the service's own cost is what decides whether it keeps the rate.
@@ -27,12 +29,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from benchmarks.report import Figure, best_rate
+from benchmarks.report import Figure
 from quant_dev.processes import Child, free_port, quant, warehouse_endpoint
 from quant_dev.serving import RedisServer
 
 SOURCE, SYMBOL = "bench", "AAPL"
 RATE, SECONDS = 500, 10
+ROUNDS = 9  # /v1/bars against query_arrow, back to back
 CPU_REQUESTS = 1500
 TOKEN = secrets.token_hex(16)
 
@@ -145,7 +148,8 @@ def _load(target: str, env: dict[str, str]) -> float:
         text=True,
         check=True,
     )
-    latencies = sorted(json.loads(result.stdout))
+    print(f"bench_api: {target.split('?')[0]}: {result.stderr.strip()}", file=sys.stderr)
+    latencies = sorted(json.loads(result.stdout.splitlines()[-1]))
     return latencies[int(len(latencies) * 0.99) - 1]
 
 
@@ -214,7 +218,8 @@ def run() -> list[Figure]:
             redis_server.stop()
     return [
         Figure(
-            name=f"/v1/bars Arrow, one symbol-year of 1m bars ({n:,} rows, one page)",
+            name=f"/v1/bars Arrow, one symbol-year of 1m bars ({n:,} rows, one page; "
+            f"median ratio of {ROUNDS} back-to-back rounds)",
             unit="rows/s",
             ours=bars_rate,
             peer_name="WarehouseResource.query_arrow, same SQL",
@@ -315,7 +320,30 @@ def _bars_rates(httpx2, base, warehouse, bars_sql, n, service) -> tuple[float, f
             return got
 
         through_api(), direct()  # warm both paths
-        return best_rate(through_api, 5), best_rate(direct, 5)
+        return interleaved_rates(through_api, direct, ROUNDS)
+
+
+def interleaved_rates(ours, peer, rounds: int) -> tuple[float, float]:
+    """Rows/s of ``ours`` and ``peer`` timed back to back in each of ``rounds`` rounds (which
+    goes first alternates), as the round of the median ratio. Timed in two separate blocks,
+    as before, the load of a shared machine moved between the blocks and the ratio with it
+    (0.56x idle, 1.21x under load); within one round both see the same machine."""
+    import time
+
+    pairs = []
+    for index in range(rounds):
+        rates = {}
+        for name, work in (("ours", ours), ("peer", peer))[:: 1 if index % 2 else -1]:
+            start = time.perf_counter()
+            rates[name] = work() / (time.perf_counter() - start)
+        pairs.append((rates["ours"] / rates["peer"], rates["ours"], rates["peer"]))
+    print(
+        "bench_api: /v1/bars / query_arrow by round: "
+        + ", ".join(f"{ratio:.2f}x" for ratio, _, _ in pairs),
+        file=sys.stderr,
+    )
+    _, ours_rate, peer_rate = sorted(pairs)[len(pairs) // 2]
+    return ours_rate, peer_rate
 
 
 if __name__ == "__main__":

@@ -52,6 +52,12 @@ def from_redis(store: LatestStore | None, source: str, symbol: str) -> dict[str,
     except LatestStoreError as exc:
         _log.warning("latest values from the warehouse only: %s", exc)
         return {}
+    return validated(raw, source, symbol)
+
+
+def validated(raw: dict[str, bytes | None], source: str, symbol: str) -> dict[str, object]:
+    """kind -> contract of the stored JSON (``LatestStore.get``) that is a valid v1 value of
+    this series; the others are left out (logged)."""
     found = {}
     for kind, value in raw.items():
         if value is None:
@@ -83,7 +89,12 @@ def from_warehouse(warehouse, source: str, symbol: str, kinds: list[str]) -> dic
 def from_cache(store: LatestStore | None, source: str, symbol: str) -> tuple[dict, list[str]]:
     """What Redis holds of the series, and the kinds still to read from the warehouse."""
     cached = from_redis(store, source, symbol)
-    return cached, [kind for kind in WAREHOUSE_KINDS if kind not in cached]
+    return cached, missing_kinds(cached)
+
+
+def missing_kinds(cached: dict) -> list[str]:
+    """The kinds the warehouse holds that ``cached`` lacks (the book has no table)."""
+    return [kind for kind in WAREHOUSE_KINDS if kind not in cached]
 
 
 def answer_json(source: str, symbol: str, cached: dict, found: dict) -> str | None:

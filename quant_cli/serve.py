@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import signal
@@ -94,4 +95,8 @@ def serve_api(host: str, port: int, log_level: str) -> None:
     except ValueError as exc:  # a malformed QUANT_API_* setting
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    # Everything imported and built so far lives as long as the process: out of the collector's
+    # sight, a full collection no longer walks it (a pause of tens of ms in a request's answer).
+    gc.collect()
+    gc.freeze()
     uvicorn.run(service, host=host, port=port, log_level=log_level)

@@ -53,6 +53,7 @@ class Child:
         preload: Sequence[str] | None = None,
         echo: bool = False,
         stdin: bool = False,
+        umask: int = -1,  # serve2: the mask of the files it creates (-1: this process's)
     ) -> None:
         self.name = name
         self.echo = echo
@@ -80,6 +81,7 @@ class Child:
                 env={**(os.environ if environ is None else environ), **(env or {})},
                 cwd=cwd,
                 start_new_session=group,
+                umask=umask,  # serve2
             )
         self._found = threading.Event()
         pattern = re.compile(ready) if isinstance(ready, str) else None

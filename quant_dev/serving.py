@@ -1,6 +1,7 @@
 """Redis and the data service as local child processes, for `make demo`, `make dev` and tests.
 
-``RedisServer``: a private ``redis-server`` on loopback with a password required. Its config
+``RedisServer``: a private ``redis-server`` on loopback with a password required, started by
+the one launcher (``quant_dev.processes.Child``) like every other child. Its config
 (with the password) and data live in one folder, mode 0700 / files 0600; the password is
 generated once and kept there (``password``), so a restart (or the next `make dev`) finds
 the same one. The config file, not argv, carries the password: no process listing shows it.
@@ -27,7 +28,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from quant_dev.processes import Child, free_port, quant
+from quant_dev.processes import Child, free_port, quant, tail
 from quant_resources.settings import redis_url
 
 TOKEN_FILE = "api-token"
@@ -89,47 +90,44 @@ class RedisServer:
                     else "appendonly no\n"
                 )
             )
-        self.process: subprocess.Popen | None = None
+        self.child: Child | None = None
 
     @property
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        """Start and wait until an authenticated PING answers."""
+        """Start it (a ``Child``, like every other process) and return once an authenticated
+        PING answers."""
         import redis
 
-        self.process = subprocess.Popen(
-            [self.binary, str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            umask=0o077,  # its log and data files: 0600, like the config
-        )
         client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        deadline = time.monotonic() + timeout_s
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
         try:
-            while True:
-                with contextlib.suppress(redis.RedisError):
-                    if client.ping():
-                        return
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    log = self.folder / "redis.log"
-                    text = log.read_text()[-2000:] if log.exists() else ""
-                    raise RuntimeError(f"redis-server on port {self.port} did not start:\n{text}")
-                time.sleep(0.05)
+            self.child = Child(
+                f"redis-server on port {self.port}",
+                [self.binary, str(self.conf)],
+                answers,
+                start_timeout=timeout_s,
+                umask=0o077,  # its log and data files: 0600, like the config
+            )
+        except RuntimeError as exc:  # it logs to its file, not to the output Child keeps
+            raise RuntimeError(f"{exc}\n{tail(self.folder / 'redis.log')}") from None
         finally:
             client.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        """SIGTERM (it rewrites nothing: the append-only file is already fsynced), SIGKILL
+        after 30 s."""
+        if self.child is not None:
+            self.child.stop(30)
+        self.child = None
 
 
 @contextlib.contextmanager

@@ -251,6 +251,7 @@ def test_named_volumes_for_all_state() -> None:
         "nats": "/data",
         "grafana": "/var/lib/grafana",
         "dagster-code": "/var/lib/quant",
+        "redis": "/data",
     }
     for name, target in expected_mounts.items():
         mounts = compose["services"][name].get("volumes") or []
@@ -612,3 +613,18 @@ def test_api_service_gets_redis_tokens_and_the_data_environment() -> None:
     assert services["api"]["command"][:3] == ["quant", "serve", "api"]
     for key in ("CLICKHOUSE_URL", "LAKE_URL", "AWS_SECRET_ACCESS_KEY", "DAGSTER_HOME"):
         assert api[key] == services["dagster-code"]["environment"][key], key
+
+
+def test_redis_persists_into_its_volume_and_the_api_waits_for_it() -> None:
+    """The bar streams survive a container's replacement only if redis-server writes its
+    append-only file into the named volume: its ``dir`` is the volume's mount point."""
+    compose = _compose()
+    redis = compose["services"]["redis"]
+    assert "redis-data:/data" in redis["volumes"]
+    assert "redis-data" in compose["volumes"]
+    config = " ".join(redis["command"])
+    assert "appendonly yes" in config and "dir /data" in config
+    assert "redis" in LONG_RUNNING and "api" in LONG_RUNNING  # both health-checked above
+    depends = _depends(compose["services"]["api"])
+    assert depends["redis"]["condition"] == "service_healthy"
+    assert depends["clickhouse"]["condition"] == "service_healthy"

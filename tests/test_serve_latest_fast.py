@@ -140,3 +140,21 @@ def test_declined_requests_get_the_routes_errors(app, url, auth, status, paramet
         answer = client.get(url, headers=headers)
     assert answer.status_code == status, answer.text
     assert answer.json()["parameter"] == parameter
+
+
+def test_a_changed_value_is_answered_anew(app) -> None:
+    """The kept body serves only the exact bytes it was made of: a new trade is in the next
+    answer, and a value that no longer validates sends the request to the route."""
+    symbol, store = "ETHBTC", app.state.latest_store
+    values = {kind: {**value, "symbol": symbol} for kind, value in VALUES.items()}
+    for kind, value in values.items():
+        store.client.set(latest_key(SOURCE, symbol, kind), json.dumps(value))
+    early = LatestFromRedis(None, app.state)
+    path = f"/v1/latest/{symbol}"
+    first = early.answer(scope(path))
+    assert early.answer(scope(path)) is first  # unchanged bytes: the kept body
+    values["trade"]["price"] = "0.0525"
+    store.client.set(latest_key(SOURCE, symbol, "trade"), json.dumps(values["trade"]))
+    assert json.loads(early.answer(scope(path)))["trade"]["value"]["price"] == "0.0525"
+    store.client.set(latest_key(SOURCE, symbol, "book"), b"{not json")
+    assert early.answer(scope(path)) is None

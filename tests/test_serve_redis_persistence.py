@@ -32,8 +32,7 @@ def test_a_bar_stream_entry_survives_a_restart(tmp_path: Path, how: str) -> None
         client.set(latest, ENTRY["bar"], ex=86_400)
         client.close()
         if how == "crash":  # SIGKILL: no shutdown save; only what was fsynced is there
-            server.process.kill()
-            server.process.wait()
+            server.child.kill()
         else:
             server.stop()
         server.start()
