@@ -1,0 +1,111 @@
+"""How `make test` (pytest -n 2 --dist loadgroup) spreads the suite over its workers.
+
+Two things, loaded by ``tests/conftest.py`` as a pytest plugin:
+
+- **xdist_group works again.** pytest-xdist 3.8 groups a test by appending ``@group`` to
+  ``item._nodeid``, but pytest 9.2 keeps the node id in ``item._id``, so the suffix was lost and
+  ``--dist loadgroup`` silently became ``--dist load``: a group's tests ran on both workers at
+  once and a module-scoped fixture (the live soak's three scenarios) ran once per worker. The
+  hook below sets the suffix where pytest reads it, and does nothing where xdist already did.
+- **Longest work first.** Each run records every test's duration in the pytest cache; the next
+  run hands the work units (a group, or a single ungrouped test) to the workers longest first,
+  so no long unit starts last while the other worker idles. Without a record a unit costs its
+  number of tests, which is xdist's own order.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from statistics import median
+
+import pytest
+from xdist.scheduler import LoadGroupScheduling
+
+DURATIONS_KEY = "quant/test-durations"
+
+
+def group_suffix(item: pytest.Item) -> str:
+    """``@a_b`` for a test marked ``xdist_group("a")`` and ``("b")``, the form xdist schedules."""
+    names = {
+        str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+        for mark in item.iter_markers("xdist_group")
+    }
+    return f"@{'_'.join(sorted(names))}" if names else ""
+
+
+def plain_id(nodeid: str) -> str:
+    """The node id without xdist's ``@group`` suffix (an ``@`` inside ``[...]`` is a param)."""
+    at = nodeid.rfind("@")
+    return nodeid[:at] if at > nodeid.rfind("]") else nodeid
+
+
+def longest_first(
+    workqueue: OrderedDict[str, dict[str, bool]], durations: dict[str, float]
+) -> OrderedDict[str, dict[str, bool]]:
+    """The work units ordered by their recorded seconds, longest first; a test with no record
+    counts as the median recorded test (1 s when nothing is recorded). Ties keep xdist's order."""
+    default = median(durations.values()) if durations else 1.0
+
+    def cost(unit: dict[str, bool]) -> float:
+        return sum(durations.get(plain_id(nodeid), default) for nodeid in unit)
+
+    return OrderedDict(sorted(workqueue.items(), key=lambda scope_unit: -cost(scope_unit[1])))
+
+
+class LongestFirstGroupScheduling(LoadGroupScheduling):
+    """``--dist loadgroup`` whose work units go out longest first."""
+
+    def __init__(self, config: pytest.Config, log=None) -> None:
+        super().__init__(config, log)
+        cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+        self.durations: dict[str, float] = cache.get(DURATIONS_KEY, {}) if cache else {}
+        self.ordered = False
+
+    def _assign_work_unit(self, node) -> None:
+        # The work queue is complete on the first assignment (xdist builds it in schedule()).
+        if not self.ordered:
+            self.workqueue = longest_first(self.workqueue, self.durations)
+            self.ordered = True
+        super()._assign_work_unit(node)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers of loadgroup
+        return
+    for item in items:
+        suffix = group_suffix(item)
+        if suffix and not item.nodeid.endswith(suffix):
+            item._id = type(item._id).parse(item.nodeid + suffix)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") == "loadgroup":
+        return LongestFirstGroupScheduling(config, log)
+    return None
+
+
+class DurationRecorder:
+    """Sums each test's setup, call and teardown seconds; stores them in the cache at the end,
+    over the previous record (a run of a few files keeps the others' durations)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.seen: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        nodeid = plain_id(report.nodeid)
+        self.seen[nodeid] = self.seen.get(nodeid, 0.0) + report.duration
+
+    def pytest_sessionfinish(self) -> None:
+        cache = getattr(self.config, "cache", None)
+        if self.seen and cache is not None:
+            recorded = cache.get(DURATIONS_KEY, {})
+            recorded.update({nodeid: round(s, 3) for nodeid, s in self.seen.items()})
+            cache.set(DURATIONS_KEY, recorded)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The controller sees every report; a worker (it has workerinput) leaves it to it.
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(DurationRecorder(config), "quant-test-durations")
