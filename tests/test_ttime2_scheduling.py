@@ -1,6 +1,6 @@
-"""`make test`'s scheduling (tests/xdist_scheduling.py): a group runs on one worker, so a
-module-scoped fixture of a group runs once, and the longest recorded work starts first. Proved
-on a small generated suite run by the real pytest-xdist with two workers."""
+"""`make test`'s scheduling (tests/xdist_scheduling.py): a group, and an ungrouped module, runs
+on one worker, so its module-scoped fixture runs once, and the longest recorded work starts
+first. Proved on a small generated suite run by the real pytest-xdist with two workers."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.xdist_group("live")
 @pytest.fixture(scope="module")
 def scenario():
     with open(os.environ["LOG"], "a") as log:
-        log.write(f"fixture {os.getpid()}\\n")
+        log.write(f"fixture {__name__}\\n")
     yield
 
 def test_1(scenario): pass
@@ -31,6 +31,7 @@ def test_2(scenario): pass
 def test_3(scenario): pass
 def test_4(scenario): pass
 """
+UNGROUPED = GROUPED.replace('pytestmark = pytest.mark.xdist_group("live")', "")
 
 SINGLE = """
 import os
@@ -45,6 +46,7 @@ def run_suite(tmp_path: Path, durations: dict[str, float]) -> list[str]:
     suite = tmp_path / "suite"
     (suite / "tests").mkdir(parents=True)
     (suite / "tests" / "test_grouped.py").write_text(GROUPED)
+    (suite / "tests" / "test_ungrouped.py").write_text(UNGROUPED)
     for n in range(6):
         (suite / "tests" / f"test_single{n}.py").write_text(SINGLE.format(n=n))
     cache = suite / ".pytest_cache" / "v" / DURATIONS_KEY
@@ -67,15 +69,17 @@ def run_suite(tmp_path: Path, durations: dict[str, float]) -> list[str]:
     return log.read_text().splitlines()
 
 
-def test_a_group_runs_on_one_worker_and_the_longest_work_starts_first(tmp_path):
+def test_a_group_or_a_module_runs_on_one_worker_and_the_longest_work_starts_first(tmp_path):
     recorded = {f"tests/test_single{n}.py::test_{n}": 0.1 for n in range(6)}
     recorded |= {"tests/test_single4.py::test_4": 50.0, "tests/test_single2.py::test_2": 40.0}
     lines = run_suite(tmp_path, recorded)
     fixtures = [line for line in lines if line.startswith("fixture")]
-    # Under plain `--dist load` the four tests are spread and each worker sets the fixture up.
-    assert len(fixtures) == 1, lines
+    # Under plain `--dist load` each module's four tests are spread and both workers set its
+    # fixture up; so did xdist's loadgroup for the ungrouped module.
+    assert sorted(fixtures) == ["fixture test_grouped", "fixture test_ungrouped"], lines
     starts = [line for line in lines if line.startswith("start")]
     assert set(starts[:2]) == {"start test_4", "start test_2"}, lines
+    assert len(starts) == 6, lines
 
 
 def test_units_are_ordered_by_recorded_seconds_and_unknown_tests_cost_the_median():

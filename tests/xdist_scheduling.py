@@ -7,10 +7,13 @@ Two things, loaded by ``tests/conftest.py`` as a pytest plugin:
   ``--dist loadgroup`` silently became ``--dist load``: a group's tests ran on both workers at
   once and a module-scoped fixture (the live soak's three scenarios) ran once per worker. The
   hook below sets the suffix where pytest reads it, and does nothing where xdist already did.
+- **A module is a work unit** unless its tests are in a group: xdist's loadgroup hands out an
+  ungrouped test alone, so a module's module-scoped fixture (a started simulator, a seeded
+  database) was set up on both workers.
 - **Longest work first.** Each run records every test's duration in the pytest cache; the next
   run hands the work units (a group, or a single ungrouped test) to the workers longest first,
-  so no long unit starts last while the other worker idles. Without a record a unit costs its
-  number of tests, which is xdist's own order.
+  so no long unit starts last while the other worker idles. Without a record (a fresh clone) a
+  unit costs its number of tests, which is xdist's own order.
 """
 
 from __future__ import annotations
@@ -53,13 +56,17 @@ def longest_first(
 
 
 class LongestFirstGroupScheduling(LoadGroupScheduling):
-    """``--dist loadgroup`` whose work units go out longest first."""
+    """``--dist loadgroup`` with a module as the unit of ungrouped tests, longest unit first."""
 
     def __init__(self, config: pytest.Config, log=None) -> None:
         super().__init__(config, log)
         cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
         self.durations: dict[str, float] = cache.get(DURATIONS_KEY, {}) if cache else {}
         self.ordered = False
+
+    def _split_scope(self, nodeid: str) -> str:
+        group = super()._split_scope(nodeid)
+        return group if group != nodeid else nodeid.split("::", 1)[0]
 
     def _assign_work_unit(self, node) -> None:
         # The work queue is complete on the first assignment (xdist builds it in schedule()).
