@@ -11,7 +11,7 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 
-from tests.xdist_scheduling import DURATIONS_KEY, longest_first, plain_id
+from tests.xdist_scheduling import DURATIONS_KEY, longest_first, plain_id, seed_durations
 
 REPO = Path(__file__).resolve().parents[1]
 PYTEST = (sys.executable, "-m", "pytest", "-q")
@@ -82,7 +82,7 @@ def test_a_group_or_a_module_runs_on_one_worker_and_the_longest_work_starts_firs
     assert len(starts) == 6, lines
 
 
-def test_units_are_ordered_by_recorded_seconds_and_unknown_tests_cost_the_median():
+def test_units_are_ordered_by_recorded_seconds_and_unknown_tests_cost_the_default():
     queue = OrderedDict(
         [
             ("a.py::t1", {"a.py::t1": False}),
@@ -91,10 +91,17 @@ def test_units_are_ordered_by_recorded_seconds_and_unknown_tests_cost_the_median
         ]
     )
     durations = {"a.py::t1": 5.0, "b.py::t1": 1.0, "c.py::t1": 9.0}
-    # b.py::t2 has no record: it costs the median, 5 s, so the group costs 6 s.
-    assert list(longest_first(queue, durations)) == ["c.py::t1", "live", "a.py::t1"]
+    # b.py::t2 has no record: it costs the default, 5 s, so the group costs 6 s.
+    assert list(longest_first(queue, durations, 5.0)) == ["c.py::t1", "live", "a.py::t1"]
     # Nothing recorded: a unit costs its number of tests; ties keep xdist's order.
-    assert list(longest_first(queue, {})) == ["live", "a.py::t1", "c.py::t1"]
+    assert list(longest_first(queue, {}, 1.0)) == ["live", "a.py::t1", "c.py::t1"]
+
+
+def test_the_seed_names_existing_tests():
+    """A renamed test would silently lose its place at the front of a fresh clone's run."""
+    for nodeid in seed_durations():
+        path, name = nodeid.split("[")[0].split("::")
+        assert f"def {name}(" in (REPO / path).read_text(), nodeid
 
 
 def test_plain_id_drops_the_group_but_not_an_at_sign_in_a_parameter():

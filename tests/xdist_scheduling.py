@@ -1,6 +1,6 @@
 """How `make test` (pytest -n 2 --dist loadgroup) spreads the suite over its workers.
 
-Two things, loaded by ``tests/conftest.py`` as a pytest plugin:
+Three things, loaded by ``tests/conftest.py`` as a pytest plugin:
 
 - **xdist_group works again.** pytest-xdist 3.8 groups a test by appending ``@group`` to
   ``item._nodeid``, but pytest 9.2 keeps the node id in ``item._id``, so the suffix was lost and
@@ -11,20 +11,28 @@ Two things, loaded by ``tests/conftest.py`` as a pytest plugin:
   ungrouped test alone, so a module's module-scoped fixture (a started simulator, a seeded
   database) was set up on both workers.
 - **Longest work first.** Each run records every test's duration in the pytest cache; the next
-  run hands the work units (a group, or a single ungrouped test) to the workers longest first,
-  so no long unit starts last while the other worker idles. Without a record (a fresh clone) a
-  unit costs its number of tests, which is xdist's own order.
+  run hands the work units (a group or a module) to the workers longest first,
+  so no long unit starts last while the other worker idles. A test the cache has no record of
+  (a fresh clone) takes its seconds from ``tests/durations_seed.json`` (the slowest tests of
+  earlier runs), else the median recorded test.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
+from pathlib import Path
 from statistics import median
 
 import pytest
 from xdist.scheduler import LoadGroupScheduling
 
 DURATIONS_KEY = "quant/test-durations"
+SEED = Path(__file__).with_name("durations_seed.json")
+
+
+def seed_durations() -> dict[str, float]:
+    return json.loads(SEED.read_text())["seconds"]
 
 
 def group_suffix(item: pytest.Item) -> str:
@@ -43,11 +51,10 @@ def plain_id(nodeid: str) -> str:
 
 
 def longest_first(
-    workqueue: OrderedDict[str, dict[str, bool]], durations: dict[str, float]
+    workqueue: OrderedDict[str, dict[str, bool]], durations: dict[str, float], default: float
 ) -> OrderedDict[str, dict[str, bool]]:
-    """The work units ordered by their recorded seconds, longest first; a test with no record
-    counts as the median recorded test (1 s when nothing is recorded). Ties keep xdist's order."""
-    default = median(durations.values()) if durations else 1.0
+    """The work units ordered by the sum of their tests' seconds, longest first; a test not in
+    ``durations`` costs ``default``. Ties keep xdist's order."""
 
     def cost(unit: dict[str, bool]) -> float:
         return sum(durations.get(plain_id(nodeid), default) for nodeid in unit)
@@ -61,7 +68,10 @@ class LongestFirstGroupScheduling(LoadGroupScheduling):
     def __init__(self, config: pytest.Config, log=None) -> None:
         super().__init__(config, log)
         cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
-        self.durations: dict[str, float] = cache.get(DURATIONS_KEY, {}) if cache else {}
+        recorded = cache.get(DURATIONS_KEY, {}) if cache else {}
+        self.durations: dict[str, float] = {**seed_durations(), **recorded}
+        # Not the seed's median: the seed holds only the slowest tests.
+        self.default = median(recorded.values()) if recorded else 1.0
         self.ordered = False
 
     def _split_scope(self, nodeid: str) -> str:
@@ -71,7 +81,7 @@ class LongestFirstGroupScheduling(LoadGroupScheduling):
     def _assign_work_unit(self, node) -> None:
         # The work queue is complete on the first assignment (xdist builds it in schedule()).
         if not self.ordered:
-            self.workqueue = longest_first(self.workqueue, self.durations)
+            self.workqueue = longest_first(self.workqueue, self.durations, self.default)
             self.ordered = True
         super()._assign_work_unit(node)
 
