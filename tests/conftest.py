@@ -21,6 +21,9 @@ import pytest
 from quant_dev.processes import Child, free_port
 from quant_resources.warehouse import WarehouseResource
 
+# Makes `--dist loadgroup` honour xdist_group again and hands out the longest work first.
+pytest_plugins = ("tests.xdist_scheduling",)
+
 _HOW = "run the suite with `make test`, or wrap pytest in `scripts/test-services run -- ...`"
 
 
