@@ -101,6 +101,7 @@ class Slice:
     part: str = "part.parquet"
     exclusive: bool = True
     order_by: tuple[str, ...] = ("symbol", "ts")
+    bulk: bool = False  # millions of rows: staged as parts and handed over (warehouse.staging)
 
     def describe(self) -> str:
         span = f"{self.days[0]}" if len(self.days) == 1 else f"{self.days[0]}..{self.days[-1]}"
@@ -232,7 +233,7 @@ class HistoricalStore(dg.ConfigurableResource):
         log = log or logging.getLogger(__name__)
         table = identifier(target.table)
         with (
-            self.warehouse.staging(table) as stage,
+            self.warehouse.staging(table, bulk=target.bulk) as stage,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-encode") as encoder,
         ):
             replacement = Replacement(stage, encoder)

@@ -9,13 +9,14 @@ passed :func:`identifier` are ever spliced into SQL text.
 
 Replacing a slice (e.g. one source and a range of session dates of ``bars_1m``) is *stage,
 insert, then delete by key*. The new rows, stamped with a fresh ``version``, are first staged
-in a table nobody reads, shaped like the target (same engine, partition and sorting keys), in
-one piece or several (while the caller is still fetching the rest); each piece is parsed and
-written there as it comes. Once every piece is in, the stage's parts are handed to the table a
-partition at a time (``ATTACH PARTITION ... FROM``: atomic per partition, hard links, no copy
-of the rows; pieces are first merged to one part per partition), or, when the version must be
-newer than the stamp (a concurrent writer published meanwhile), one ``INSERT ... SELECT``
-moves them re-stamped as one part. Only when that has succeeded
+in a table nobody reads, in one piece or several (while the caller is still fetching the
+rest); each piece is parsed there as it comes. Once every piece is in, one ``INSERT ...
+SELECT`` moves them into the table as one part. A bulk stage (millions of rows) is instead
+shaped like the target (same engine, partition and sorting keys) and its parts are handed to
+the table a partition at a time (``ATTACH PARTITION ... FROM``: atomic per partition, hard
+links, no copy of the rows; pieces first merged to one part per partition), unless the
+version must be newer than the stamp (a concurrent writer published meanwhile): then the
+``INSERT ... SELECT``, re-stamping. Only when that has succeeded
 are the slice's rows of every *older* version deleted (never a newer one: a concurrent
 writer's complete version survives; ``HistoricalStore`` serialises such writers with a lock).
 A failure before that leaves the table untouched; a failed move removes whatever part of the
@@ -24,7 +25,8 @@ between the move and the delete both, which ``ReplacingMergeTree(version)`` + ``
 resolves to the new rows for every key they share. One part per replacement matters: the
 delete is a mutation, which waits for any background merge of the parts it touches, and many
 small parts (or the empty parts earlier deletes left, which are therefore dropped at once)
-start such merges. The stage is on the server's disk like any table, until it is dropped.
+start such merges. A ``Memory`` stage holds the new rows uncompressed in the server's memory
+until the move (about 200 bytes a bar); a bulk stage is on disk like any table.
 """
 
 from __future__ import annotations
@@ -263,19 +265,19 @@ class WarehouseResource(dg.ConfigurableResource):
             self.delete_older(table, where, params, stage.version, version_column=version_column)
 
     @contextlib.contextmanager
-    def staging(self, table: str, *, version_column: str = "version") -> Iterator[StagedSlice]:
-        """A ``Memory`` table shaped like ``table`` to stage a new version in; dropped when the
-        block ends. Nothing here touches ``table`` itself (see ``move``, ``delete_older``)."""
+    def staging(
+        self, table: str, *, version_column: str = "version", bulk: bool = False
+    ) -> Iterator[StagedSlice]:
+        """A table shaped like ``table`` to stage a new version in; dropped when the block
+        ends. Nothing here touches ``table`` itself (see ``move``, ``delete_older``).
+        ``Memory`` by default; ``bulk`` (arch2, #18: millions of rows, an archive day of
+        trades): the table's own engine and keys, so ``move`` hands its parts over instead of
+        copying the rows (the extra DDL and files cost more than a small copy)."""
         self.table_columns(table)  # a missing table is named before anything starts
-        stage = StagedSlice(self, identifier(table), identifier(version_column))
+        stage = StagedSlice(self, identifier(table), identifier(version_column), bulk)
         self._drop_stale_stages(table)
-        # arch2 (#18): a MergeTree stage shaped like the table (same engine, partition and
-        # sorting keys), so ``move`` can hand its parts over instead of copying the rows.
-        self.client.command(f"CREATE TABLE {stage.name} AS {stage.table}")
-        # Two equal pieces are two pieces here, as in the table's own inserts of one version.
-        self.client.command(
-            f"ALTER TABLE {stage.name} MODIFY SETTING non_replicated_deduplication_window = 0"
-        )
+        engine = "" if bulk else " ENGINE = Memory"
+        self.client.command(f"CREATE TABLE {stage.name} AS {stage.table}{engine}")
         try:
             yield stage
         finally:
@@ -286,7 +288,7 @@ class WarehouseResource(dg.ConfigurableResource):
         removes whatever part of that version landed, so the table holds all of it or none."""
         col = stage.version_column
         try:
-            if version == stage.version:  # stamped already: each partition's parts move over
+            if stage.bulk and version == stage.version:  # stamped already: parts move over
                 self._attach_stage(stage)
                 return
             columns = list(map(identifier, self.table_columns(stage.table)))
@@ -394,13 +396,17 @@ class StagedSlice:
     ``add`` validates each piece against the target table before staging it; it may be
     called from another thread than the one that opened the replacement."""
 
-    def __init__(self, warehouse: WarehouseResource, table: str, version_column: str) -> None:
+    def __init__(
+        self, warehouse: WarehouseResource, table: str, version_column: str, bulk: bool = False
+    ) -> None:
         self.warehouse = warehouse
+        self.bulk = bulk
         self.table = table
         self.version_column = version_column
         self.version = time.time_ns()
         self.name = identifier(f"{STAGE_PREFIX}{table}_{self.version}")
         self.rows = 0
+        self.pieces = 0
 
     def add(self, data: pa.Table) -> int:
         if self.version_column in data.column_names:
@@ -411,7 +417,13 @@ class StagedSlice:
         )
         self.warehouse._validate(self.table, stamped)
         stamped = _low_cardinality(stamped, self.warehouse.table_columns(self.table))
-        added = self.warehouse._insert_validated(self.table, self.name, stamped, _STAGE_SETTINGS)
+        # A token per piece: two equal pieces are two pieces (the table may deduplicate
+        # repeated inserts, and the stage is created like it).
+        self.pieces += 1
+        token = {"insert_deduplication_token": f"{self.name}-{self.pieces}"}
+        added = self.warehouse._insert_validated(
+            self.table, self.name, stamped, {**_STAGE_SETTINGS, **token}
+        )
         self.rows += added
         return added
 
