@@ -227,7 +227,9 @@ def crypto_archive_trades(
     binance_archive: BinanceArchiveResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     days, symbols = _days(context), crypto_symbols()
-    trade_target = _slice("trades", ARCHIVE_SOURCE, days, symbols, order_by=("symbol", "ts"))
+    trade_target = _slice(
+        "trades", ARCHIVE_SOURCE, days, symbols, order_by=("symbol", "ts"), bulk=True
+    )
     bar_target = _slice("bars_1m", ARCHIVE_SOURCE, days, symbols, where=BAR_SLICE)
     files = []
     # Trades publish first (the inner block ends first), then their bars.

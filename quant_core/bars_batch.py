@@ -43,7 +43,11 @@ def aggregate_batch(trades: pa.Table) -> pa.Table:
     """
     rows, symbols, sources = _columns(trades)
     n = len(rows["key"])
+    bars = _time_ordered_bars(rows) if n else None
+    if bars is not None:  # one series in time and id order (an archive file): no row work
+        return _bars(rows, symbols, sources, bars)
     if n:
+        rows["start"] = minute_starts(rows.pop("ts"))
         order = _order(rows)
         if order is not None:
             rows = {name: values[order] for name, values in rows.items()}
@@ -84,7 +88,7 @@ def _columns(trades: pa.Table) -> tuple[dict[str, np.ndarray], np.ndarray, np.nd
     rows = {
         "symbol_code": symbol_code,
         "source_code": source_code,
-        "start": minute_starts(ts),
+        "ts": ts,
         "key": key,
         "last": last,
         "price": price,
@@ -200,6 +204,22 @@ def _order(rows: dict[str, np.ndarray]) -> np.ndarray | None:
     if ordered:
         return None
     return np.lexsort((key, start, sym))  # lexsort is stable: the first arrival stays first
+
+
+def _time_ordered_bars(rows: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first row, open time) of each bar when the rows are one symbol and source with times
+    non-decreasing and ids strictly increasing (so no repeats): the bars are runs of rows,
+    found by a binary search per minute instead of a minute start per row. None otherwise."""
+    ts, key = rows["ts"], rows["key"]
+    if rows["symbol_code"].any() or rows["source_code"].any():
+        return None
+    if not (bool((ts[1:] >= ts[:-1]).all()) and bool((key[1:] > key[:-1]).all())):
+        return None
+    first, last = minute_starts(ts[[0, -1]])
+    edges = np.arange(first, last + INTERVAL_MS, INTERVAL_MS, dtype=np.int64)
+    starts = np.searchsorted(ts, edges, "left")
+    used = np.append(starts[1:], len(ts)) > starts  # minutes without trades have no bar
+    return starts[used], edges[used]
 
 
 def _first_of_duplicates(rows: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -319,18 +339,29 @@ def _sum_int64(values: np.ndarray, starts: np.ndarray, name: str) -> np.ndarray:
     return np.array(totals, np.int64)
 
 
-def _bars(rows: dict[str, np.ndarray], symbols: np.ndarray, sources: np.ndarray) -> pa.Table:
-    sym, src, start = rows["symbol_code"], rows["source_code"], rows["start"]
-    n = len(start)
-    if n:
+def _bars(
+    rows: dict[str, np.ndarray],
+    symbols: np.ndarray,
+    sources: np.ndarray,
+    runs: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pa.Table:
+    """The bars of sorted, de-duplicated rows; ``runs``: each bar's first row and open time
+    when known already (else from the rows' minute starts)."""
+    sym, src = rows["symbol_code"], rows["source_code"]
+    n = len(sym)
+    if runs is not None:
+        starts, open_ms = runs
+    elif n:
+        start = rows["start"]
         change = start[1:] != start[:-1]
         if sym.any():
             change |= sym[1:] != sym[:-1]
         if src.any():
             change |= src[1:] != src[:-1]
         starts = np.concatenate(([0], np.flatnonzero(change) + 1))
+        open_ms = start[starts]
     else:
-        starts = np.zeros(0, np.int64)
+        starts = open_ms = np.zeros(0, np.int64)
     ends = np.append(starts[1:], n)[: len(starts)] - 1
     lengths = ends - starts + 1
     if len(lengths) and lengths.max() >= _MAX_BAR_TRADES:
@@ -365,7 +396,6 @@ def _bars(rows: dict[str, np.ndarray], symbols: np.ndarray, sources: np.ndarray)
         "taker_buy_quote_volume": exact["tb_quote"].to_numpy(),
     }
     count = sums["trades"]
-    open_ms = start[starts]
     columns = {
         "source": pa.array(sources[src[starts]], pa.string()),
         "symbol": pa.array(symbols[sym[starts]], pa.string()),

@@ -47,6 +47,7 @@ class GapTracker:
         self.duplicates = 0
         self.gaps_opened = 0
         self.ids_repaired = 0
+        self.ids_absent = 0  # missing ids the exchange's REST history does not have either
 
     def seed(self, symbol: str, stream: str, last_id: int, last_ts_ms: int = 0) -> None:
         """Resume after a restart: ids up to ``last_id`` are already stored."""
@@ -172,6 +173,31 @@ class GapTracker:
         series.missing[index : index + 1] = pieces
         series.holds[index : index + 1] = [hold] * len(pieces)
         return True
+
+    def absent(self, symbol: str, stream: str, first: int, last: int) -> int:
+        """Ids first..last are not in the exchange's history (a REST page asked from ``first``
+        began after ``last``): no repair can bring them, so they stop holding bars. Returns how
+        many of them were missing."""
+        series = self._series.get((symbol, stream))
+        if series is None or not series.missing:
+            return 0
+        kept: list[list[int]] = []
+        holds: list[int] = []
+        gone = 0
+        for (lo, hi), hold in zip(series.missing, series.holds, strict=True):
+            a, b = max(lo, first), min(hi, last)
+            if a > b:
+                kept.append([lo, hi])
+                holds.append(hold)
+                continue
+            gone += b - a + 1
+            for piece in ([lo, a - 1], [b + 1, hi]):
+                if piece[0] <= piece[1]:
+                    kept.append(piece)
+                    holds.append(hold)
+        series.missing, series.holds = kept, holds
+        self.ids_absent += gone
+        return gone
 
     def open_gaps(self) -> list[Gap]:
         return [

@@ -253,6 +253,12 @@ class IngestKernel:
             trades = self.decoder.trade_columns(events, [0] * len(events))
         self.counts["rest_trade"] += len(trades)
         out.rest_trades = len(trades)
+        # arch2 (#18): a page asked from id X that begins after X proves X.. are not in the
+        # exchange's history: those missing ids stop holding bars (else repair asks forever).
+        from_id = (params or {}).get("fromId")
+        if len(trades) and from_id is not None and int(trades.trade_id[0]) > int(from_id):
+            stream = "aggTrade" if path == AGG_TRADES_PATH else "trade"
+            self.gaps.absent(symbol.upper(), stream, int(from_id), int(trades.trade_id[0]) - 1)
         if len(trades):
             out.rest_last_ms = int(trades.ts[-1])
             recv = np.full(1, recv_ns, dtype=np.int64)

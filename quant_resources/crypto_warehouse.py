@@ -34,14 +34,16 @@ ORDER BY symbol, ts
 
 # Aliases are distinct from the columns: ClickHouse resolves an alias before a column of the
 # same name, also inside the aggregates. Live trades are split by ``origin`` (migration 0012):
-# the websocket stream, or a REST page of the live job's gap repair and catch-up.
+# the websocket stream, or a REST page of the live job's gap repair and catch-up. FINAL: a
+# trade two sessions stored (one from the stream, one from REST) is two rows until ClickHouse
+# merges them; read as merged (one row per sorting key, the last stored), it counts once.
 COVERAGE_SQL = """
 SELECT symbol AS sym, toDateTime64(toStartOfMinute(ts), 3, 'UTC') AS minute,
        toDate(ts) AS day,
-       uniqExactIf(trade_id, source = {live:String} AND origin != 'rest') AS live_count,
-       uniqExactIf(trade_id, source = {live:String} AND origin = 'rest') AS rest_count,
-       uniqExactIf(trade_id, source = {archive:String}) AS archive_count
-FROM trades
+       countIf(source = {live:String} AND origin != 'rest') AS live_count,
+       countIf(source = {live:String} AND origin = 'rest') AS rest_count,
+       countIf(source = {archive:String}) AS archive_count
+FROM trades FINAL
 WHERE source IN ({live:String}, {archive:String}) AND stream = 'aggTrade'
   AND symbol IN {symbols:Array(String)} AND toDate(ts) IN {days:Array(Date)}
 GROUP BY sym, minute, day

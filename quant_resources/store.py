@@ -19,7 +19,8 @@ pieces, while the caller still fetches), then published under a lock:
 4. **Publish** in a fixed order, recording each state: ``staged`` -> move the stage into the
    table as one part with a version newer than any stored (``clickhouse``) -> delete the
    slice's *older* versions -> publish the lake files, encoded and uploaded under hidden
-   names meanwhile (``complete``).
+   names meanwhile (``complete``). A day that one piece holds was encoded already while
+   ClickHouse took that piece.
 
 Why concurrent replacements cannot lose data: a writer deletes only versions older than its
 own, and only after its own version is completely in the table; so at any moment the slice
@@ -37,7 +38,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Protocol
@@ -100,6 +101,7 @@ class Slice:
     part: str = "part.parquet"
     exclusive: bool = True
     order_by: tuple[str, ...] = ("symbol", "ts")
+    bulk: bool = False  # millions of rows: staged as parts and handed over (warehouse.staging)
 
     def describe(self) -> str:
         span = f"{self.days[0]}" if len(self.days) == 1 else f"{self.days[0]}..{self.days[-1]}"
@@ -139,19 +141,35 @@ class Publication:
 
 
 class Replacement:
-    """The new version being staged: ``add`` each piece (from any one thread at a time)."""
+    """The new version being staged: ``add`` each piece (from any one thread at a time).
+    Each piece's days are encoded to the lake's Parquet in ``encoder`` while ClickHouse
+    takes the piece; a day only one piece holds publishes those bytes."""
 
-    def __init__(self, stage: StagedSlice) -> None:
+    def __init__(self, stage: StagedSlice, encoder: ThreadPoolExecutor | None = None) -> None:
         self.stage = stage
         self.pieces: list[pa.Table] = []
+        self.encoded: list[dict[date, Future[bytes]]] = []  # per piece, its days' Parquet
         self.publication = Publication()
+        self._encoder = encoder
         self._lock = threading.Lock()
 
     def add(self, piece: pa.Table) -> int:
+        early = {}
+        if self._encoder is not None and piece.num_rows:
+            early = {
+                day: self._encoder.submit(encode_parquet, rows)
+                for day, rows in split_by_day(piece).items()
+            }
         added = self.stage.add(piece)
         with self._lock:
             self.pieces.append(piece)
+            self.encoded.append(early)
         return added
+
+    def parquet(self, day: date) -> Future[bytes] | None:
+        """The encoded day when exactly one piece holds it (then its rows are the day's)."""
+        holders = [e[day] for e in self.encoded if day in e]
+        return holders[0] if len(holders) == 1 else None
 
 
 def split_by_day(table: pa.Table) -> dict[date, pa.Table]:
@@ -214,9 +232,18 @@ class HistoricalStore(dg.ConfigurableResource):
         error. ``replacement.publication`` then says what was done."""
         log = log or logging.getLogger(__name__)
         table = identifier(target.table)
-        with self.warehouse.staging(table) as stage:
-            replacement = Replacement(stage)
-            yield replacement
+        with (
+            self.warehouse.staging(table, bulk=target.bulk) as stage,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-encode") as encoder,
+        ):
+            replacement = Replacement(stage, encoder)
+            try:
+                yield replacement
+            except BaseException:
+                for early in replacement.encoded:
+                    for future in early.values():
+                        future.cancel()
+                raise
             self._publish(
                 target,
                 replacement,
@@ -270,7 +297,7 @@ class HistoricalStore(dg.ConfigurableResource):
                 # Encoded and uploaded under hidden names while ClickHouse moves the rows;
                 # published (a rename, a server-side copy) only after ClickHouse has them.
                 prepared = {
-                    day: pool.submit(self._prepare, target, day, table)
+                    day: pool.submit(self._prepare, target, day, table, replacement.parquet(day))
                     for day, table in by_day.items()
                 }
                 try:
@@ -365,9 +392,12 @@ class HistoricalStore(dg.ConfigurableResource):
             log.warning(f"{target.describe()}: {note}")
         return newest, overrides
 
-    def _prepare(self, target: Slice, day: date, table: pa.Table) -> PreparedObject:
+    def _prepare(
+        self, target: Slice, day: date, table: pa.Table, encoded: Future[bytes] | None = None
+    ) -> PreparedObject:
         key = self.lake.key(target.dataset, target.source, day, part=target.part)
-        return self.lake.prepare_bytes(key, encode_parquet(table))
+        data = encoded.result() if encoded is not None else encode_parquet(table)
+        return self.lake.prepare_bytes(key, data)
 
     def _write_lake(self, target: Slice, prepared: Mapping[date, PreparedObject]) -> int:
         """Publish each day's prepared file, then remove whatever else is in a day's folder

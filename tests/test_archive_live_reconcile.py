@@ -9,8 +9,9 @@ the warehouse, then ``crypto_trades`` backfills the day from the archive simulat
 * With the ``drops`` fault the stream misses trade frames; the live job repairs them from REST,
   and everything reconciles to zero differences, with the repaired trades counted in
   ``coverage_1m.rest`` (not in ``live``).
-* A recording that lost four trades (absent from its stream and from its REST history, so no
-  repair can bring them back) is reported with exactly those ids.
+* With the ``lose`` fault the simulator leaves four trades out of the stream and forgets them
+  in its REST history too (a loss at the wire no repair can undo): the live job stops waiting
+  for them once REST answers past them, and the check reports exactly those ids.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ pytestmark = pytest.mark.xdist_group("live")
 DAY = date(2024, 12, 30)  # millisecond files
 AGGS = 20_000  # per symbol-day: ~14 a minute
 FIRST_MINUTE, MINUTES = 600, 45  # live recorded 10:00-10:45 UTC
-LOST = slice(200, 204)  # the trades the lossy recording lacks (positions in the hour)
 
 
 @pytest.fixture(autouse=True)
@@ -170,18 +170,19 @@ def test_live_with_dropped_frames_repaired_by_rest_reconciles_to_zero(
     assert coverage["live_rest_trades"].value == out["origins"]["rest"]
 
 
-def test_live_with_a_lost_stretch_is_reported_with_the_missing_ids(
+def test_live_with_trades_lost_at_the_wire_is_reported_with_the_missing_ids(
     tmp_path, clickhouse_url, archive_url
 ) -> None:
     hour = recorded_hour(archive_url, tmp_path)
-    ids = hour["agg_trade_id"].to_pylist()
-    lost = ids[LOST]
-    kept = hour.filter(pc.invert(pc.is_in(hour["agg_trade_id"], pa.array(lost, pa.int64()))))
-    capture = write_capture(tmp_path / "rec", kept)
-    _, result = live_then_backfill(tmp_path, clickhouse_url, archive_url, capture, "")
+    capture = write_capture(tmp_path / "rec", hour)
+    out, result = live_then_backfill(tmp_path, clickhouse_url, archive_url, capture, "lose:1:4")
+    lost = out["stats"]["lost_agg_ids"]["BTCUSDT"]
+    assert out["stats"]["trades_lost"] == len(lost) == 4, out["stats"]
+    assert lost == list(range(lost[0], lost[0] + 4))  # one firing: four frames in a row
+    assert sum(out["origins"].values()) + len(lost) == hour.num_rows, out["origins"]
     check = live_check(result)
     assert not check.passed
-    assert check.metadata["missing_from_live"].value == len(lost) == 4
+    assert check.metadata["missing_from_live"].value == 4
     assert check.metadata["extra_in_live"].value == 0
     assert check.metadata["missing_ids"].value == f"BTCUSDT: {lost[0]}-{lost[-1]}"
     coverage = result.asset_materializations_for_node("crypto_coverage_1m")[0].metadata

@@ -143,3 +143,35 @@ def test_bad_input_is_refused_like_the_reference() -> None:
             aggregate_batch(bad)
     with pytest.raises(ValueError, match="lack"):
         aggregate_batch(good.drop_columns(["qty"]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(0, 5 * 60_000), min_size=1, max_size=80),
+    st.lists(st.integers(1, 3), min_size=80, max_size=80),
+    st.sampled_from(["ms", "us"]),
+)
+def test_equals_reference_on_one_time_ordered_series(
+    offsets: list[int], steps: list[int], unit: str
+) -> None:
+    """An archive file's shape (one symbol, times in order, ids increasing), which takes the
+    path that finds bars by searching minute edges: equal times, empty minutes, a minute's
+    last millisecond."""
+    n = len(offsets)
+    rng = np.random.default_rng(n)
+    per = 1000 if unit == "us" else 1
+    ts = (T0 + np.array(offsets)) * per + rng.integers(0, per, n)
+    first = np.cumsum(steps[:n])
+    table = pa.table(
+        {
+            "symbol": pa.array(["BTCUSDT"] * n),
+            "trade_id": pa.array(first),
+            "first_trade_id": pa.array(first),
+            "last_trade_id": pa.array(first + rng.integers(0, 2, n)),
+            "price": pa.array(rng.integers(1, 10**13, n)),
+            "qty": pa.array(rng.integers(1, 10**10, n)),
+            "ts_event": pa.array(np.sort(ts)).cast(pa.timestamp(unit, tz="UTC")),
+            "is_buyer_maker": pa.array(rng.random(n) < 0.5),
+        }
+    )
+    agree(table)

@@ -50,6 +50,7 @@ FAULTS = ",".join(
         "5xx:BTCUSDT-aggTrades-2024-12:2",
         "corrupt:BTCUSDT-trades-2024-12",
         "checksum:ETHUSDT-trades-2024-12",
+        "slow:ETHUSDT-trades-2024-12:0.6",  # its answers also come late (not once too late)
         "badrow:BTCUSDT-1m-2024-12",
         "truncate:ETHUSDT-1m-2024-12",
     ]
@@ -179,6 +180,14 @@ def test_a_bad_month_file_fails_its_days_and_is_not_cached(
     archive = client(sim_url, cache_dir=tmp_path, attempts=2)
     with pytest.raises(error, match=message):
         list(archive.history(kind, symbol, date(2024, 12, 5), date(2024, 12, 5)))
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.arrow"))
+
+
+def test_a_slow_month_file_is_bounded_by_the_timeout_and_not_cached(sim_url: str, tmp_path) -> None:
+    archive = client(sim_url, cache_dir=tmp_path, attempts=2, timeout_seconds=0.2)
+    with pytest.raises(ArchiveUnavailable, match=r"ETHUSDT-trades-2024-12.zip.CHECKSUM: timed out"):
+        list(archive.history("trades", "ETHUSDT", date(2024, 12, 5), date(2024, 12, 5)))
+    assert archive.downloaded == []  # no day file instead of the month
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.arrow"))
 
 

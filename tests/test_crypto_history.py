@@ -27,6 +27,7 @@ from quant_assets.schema import clickhouse_schema
 from quant_core.crypto_reconcile import archive_trade_rows
 from quant_dev.processes import archive_simulator
 from quant_resources.binance_archive import ArchiveClient, BinanceArchiveResource
+from quant_resources.crypto_warehouse import coverage_rows
 from quant_resources.lake import LakeResource
 from quant_resources.live.sinks import trade_columns_table
 from quant_resources.migrations import load
@@ -255,11 +256,15 @@ def test_a_bad_month_file_fails_its_day_naming_it_and_writes_nothing(env) -> Non
     assert not env[0]["lake"].list("trades/")
 
 
-def _live_session(env, sim_url: str, day: str, drop: slice | None = None) -> list[int]:
+def _live_session(
+    env, sim_url: str, day: str, drop: slice | None = None, origins: tuple[str, ...] = ("stream",)
+) -> list[int]:
     """Write live trades for the middle of ``day`` as the live sink does (source 'binance',
-    ms times); with ``drop``, those BTCUSDT trades are lost. Returns the dropped ids."""
+    ms times), once per origin (several: each trade stored that many times, in one part);
+    with ``drop``, those BTCUSDT trades are lost. Returns the dropped ids."""
     wh = env[0]["warehouse"]
     dropped: list[int] = []
+    tables: list[pa.Table] = []
     with ArchiveClient(sim_url) as client:
         for symbol in SYMBOLS:
             agg = client.day("aggTrades", symbol, date.fromisoformat(day))
@@ -269,22 +274,27 @@ def _live_session(env, sim_url: str, day: str, drop: slice | None = None) -> lis
                 dropped = ids[drop].tolist()
                 agg = agg.filter(pc.invert(pc.is_in(agg["agg_trade_id"], pa.array(dropped))))
             rows = archive_trade_rows(agg, "live")
-            table = trade_columns_table(
-                rows["symbol"].to_pylist(),
-                ["aggTrade"] * rows.num_rows,
-                {
-                    "trade_id": pc.cast(rows["trade_id"], pa.int64()).to_numpy(),
-                    "first_trade_id": pc.cast(rows["first_trade_id"], pa.int64()).to_numpy(),
-                    "last_trade_id": pc.cast(rows["last_trade_id"], pa.int64()).to_numpy(),
-                    "price": pc.cast(agg["price"], pa.int64()).to_numpy(),
-                    "qty": pc.cast(agg["qty"], pa.int64()).to_numpy(),
-                    "ts": pc.cast(rows["ts"], pa.int64()).to_numpy(),
-                    "ts_init": pc.cast(rows["ts_init"], pa.int64()).to_numpy() + 5_000_000,
-                },
-                rows["is_buyer_maker"].to_numpy(zero_copy_only=False),
-                f"live-{day}",
-            )
-            wh.insert("trades", table)
+            tables += [
+                trade_columns_table(
+                    rows["symbol"].to_pylist(),
+                    ["aggTrade"] * rows.num_rows,
+                    {
+                        "trade_id": pc.cast(rows["trade_id"], pa.int64()).to_numpy(),
+                        "first_trade_id": pc.cast(rows["first_trade_id"], pa.int64()).to_numpy(),
+                        "last_trade_id": pc.cast(rows["last_trade_id"], pa.int64()).to_numpy(),
+                        "price": pc.cast(agg["price"], pa.int64()).to_numpy(),
+                        "qty": pc.cast(agg["qty"], pa.int64()).to_numpy(),
+                        "ts": pc.cast(rows["ts"], pa.int64()).to_numpy(),
+                        "ts_init": pc.cast(rows["ts_init"], pa.int64()).to_numpy() + 5_000_000,
+                    },
+                    rows["is_buyer_maker"].to_numpy(zero_copy_only=False),
+                    f"live-{day}-{origin}",
+                    origin,
+                )
+                for origin in origins
+            ]
+    # One part holding every copy: ClickHouse never merges a lone part by itself.
+    wh.insert("trades", pa.concat_tables(tables), settings={"optimize_on_insert": 0})
     return dropped
 
 
@@ -321,6 +331,20 @@ def test_live_session_with_a_loss_is_reported_with_the_missing_ids(env, sim_url)
         "SELECT sum(live), sum(archive) FROM coverage_1m FINAL WHERE symbol = 'BTCUSDT'"
     )[0]
     assert (live, archive) == (AGGS // 2 - 4, AGGS)
+
+
+def test_coverage_counts_a_trade_stored_twice_once_before_any_merge(env, sim_url) -> None:
+    """Two sessions stored the same trades, one from the stream, one from REST: two rows each
+    until ClickHouse merges them. coverage_1m counts each trade once, without OPTIMIZE."""
+    day = GOOD[1]
+    wh = env[0]["warehouse"]
+    _live_session(env, sim_url, day, origins=("stream", "rest"))
+    rows = coverage_rows(wh, SYMBOLS, [date.fromisoformat(day)])
+    raw = wh.query_rows("SELECT count() FROM trades WHERE source = 'binance'")[0][0]
+    assert raw == 2 * (AGGS // 2) * len(SYMBOLS)  # stored twice and still not merged
+    live = pc.sum(rows["live"]).as_py() or 0
+    rest = pc.sum(rows["rest"]).as_py() or 0
+    assert live + rest == (AGGS // 2) * len(SYMBOLS)
 
 
 def test_coverage_states() -> None:

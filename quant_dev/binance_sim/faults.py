@@ -8,6 +8,10 @@ faults at the same frames.
 ``drops:N[:k]``: each firing silently leaves out the next k trade frames (aggTrade/trade,
 default 1) published to that client while it stays connected; the connection stays open, so
 the client learns of them only from the id gap and recovers them from REST.
+
+``lose:N[:k]``: like ``drops`` for aggTrade frames, and those aggregate trades are also gone
+from ``/api/v3/aggTrades`` (the simulator forgets them): a loss no client can repair, which
+only the exchange's archive reveals. The lost ids are listed in the stats (``lost_agg_ids``).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ KINDS = (
     "duplicate",
     "reorder",
     "drops",
+    "lose",
     "shutdown",
     "slowreader",
 )
-DEFAULT_PARAM = {"stall": 2.0, "shutdown": 1.0, "drops": 1.0}
+DEFAULT_PARAM = {"stall": 2.0, "shutdown": 1.0, "drops": 1.0, "lose": 1.0}
+FRAME_COUNTS = ("drops", "lose")  # their param is a whole number of frames
 
 
 class FaultSpecError(ValueError):
@@ -38,7 +44,7 @@ class FaultRule:
     kind: str
     count: int | None  # fire this many times in total
     rate: float | None  # or: probability per data frame
-    param: float | None  # stall/shutdown seconds; drops: trade frames per firing
+    param: float | None  # stall/shutdown seconds; drops/lose: trade frames per firing
 
 
 def parse(spec: str) -> list[FaultRule]:
@@ -60,12 +66,12 @@ def parse(spec: str) -> list[FaultRule]:
                 if count < 0:
                     raise ValueError
             param = float(fields[2]) if len(fields) == 3 else DEFAULT_PARAM.get(kind)
-            if param is not None and (param < 0 or (kind == "drops" and param != int(param))):
+            if param is not None and (param < 0 or (kind in FRAME_COUNTS and param != int(param))):
                 raise ValueError
         except ValueError:
             raise FaultSpecError(
                 f"fault {item!r}: the amount must be a count >= 0 or a rate in (0, 1], "
-                "the param seconds >= 0 (for drops a whole number of frames)"
+                "the param seconds >= 0 (for drops and lose a whole number of frames)"
             ) from None
         rules.append(FaultRule(kind, count, rate, param))
     return rules

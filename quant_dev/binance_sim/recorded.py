@@ -301,10 +301,11 @@ def recorded_agg_trades(sim: RecordedSimulator, q: dict[str, str]) -> list[dict]
         lo = max(0, bisect.bisect_right(h.times, end, 0, known) - limit)
     else:
         lo = max(0, known - limit)
-    rows = h.sorted_rows[lo : min(lo + limit, known)]
-    return [
+    rows = h.sorted_rows[lo : min(lo + limit + len(sim.lost.get(name, ())), known)]
+    found = [
         r for r in rows if (start is None or r["T"] >= start) and (end is None or r["T"] <= end)
     ]
+    return sim.without_lost(name, found, limit)
 
 
 def recorded_exchange_info(sim: RecordedSimulator, q: dict[str, str]) -> dict:

@@ -98,12 +98,13 @@ def agg_trades(sim: Simulator, q: dict[str, str]) -> list[dict]:
         lo = m.agg_ids_from_time(end + 1) - limit
     else:
         lo = m.next_agg_id - limit
-    rows = m.aggs(lo, lo + limit)
-    return [
+    rows = m.aggs(lo, lo + limit + len(sim.lost.get(m.spec.symbol.upper(), ())))
+    found = [
         {"a": a, "p": fmt8(p), "q": fmt8(qty), "f": f, "l": last, "T": t, "m": mk, "M": True}
         for a, p, qty, f, last, t, mk in rows
         if (start is None or t >= start) and (end is None or t <= end)
     ]
+    return sim.without_lost(m.spec.symbol, found, limit)
 
 
 def _trade_rows(m: SymbolMarket, lo: int, limit: int) -> list[dict]:

@@ -63,6 +63,8 @@ class Simulator:
         self.paused = False
         self.rate = config.rate
         self.drops_owed = 0  # trade frames a closed connection's `drops` had still to leave out
+        self.lose_owed = 0  # the same for `lose`
+        self.lost: dict[str, set[int]] = {}  # symbol -> agg ids `lose` took from stream and REST
         self.stats: dict = {
             "frames_sent": dict.fromkeys(FRAME_KINDS, 0),
             "faults": dict.fromkeys(faults.KINDS, 0),
@@ -74,6 +76,7 @@ class Simulator:
             "lifetime_disconnects": 0,
             "slow_reader_drops": 0,
             "frames_dropped": 0,  # trade frames the `drops` fault left out
+            "trades_lost": 0,  # aggTrade frames the `lose` fault left out (and REST forgot)
             "rest_requests": 0,
             "rest_429": 0,
         }
@@ -88,6 +91,18 @@ class Simulator:
 
     def set_faults(self, spec: str) -> None:
         self.plan = faults.FaultPlan(faults.parse(spec), self.config.seed, self.config.fault_gap)
+
+    def lose(self, agg_frame: bytes) -> None:
+        """The `lose` fault took this aggTrade frame: REST forgets its trade too."""
+        data = orjson.loads(wire.server_payload(agg_frame))
+        data = data.get("data", data)
+        self.lost.setdefault(str(data["s"]).upper(), set()).add(int(data["a"]))
+        self.stats["trades_lost"] += 1
+
+    def without_lost(self, symbol: str, rows: list[dict], limit: int) -> list[dict]:
+        """REST aggTrades rows (fetched ``limit`` + lost more) without the lost trades."""
+        lost = self.lost.get(symbol.upper())
+        return [r for r in rows if r["a"] not in lost][:limit] if lost else rows[:limit]
 
     def trigger(self, kind: str, param: float | None) -> int:
         for session in self.sessions:
@@ -117,6 +132,7 @@ class Simulator:
             "first_agg_id": per_symbol(lambda m: m.start_agg_id),
             "paused": self.paused,
             "rate": self.rate,
+            "lost_agg_ids": {s: sorted(ids) for s, ids in self.lost.items()},
             "faults_planned": self.plan.describe(),
             "fault_frames": self.plan.frames,
         }

@@ -130,6 +130,12 @@ def frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
+def server_payload(data: bytes) -> bytes:
+    """The payload of one frame made by ``frame``."""
+    n = data[1] & 0x7F
+    return data[2 + {126: 2, 127: 8}.get(n, 0) :]
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     return frame(struct.pack("!H", code) + reason.encode()[:120], OP_CLOSE)
 

@@ -26,7 +26,7 @@ STREAM_KINDS = ("aggTrade", "trade", "bookTicker", "depth@100ms", "depth")
 STREAM_RE = re.compile(r"^([a-z0-9]{2,20})@(aggTrade|trade|bookTicker|depth@100ms|depth)$")
 MAX_STREAMS = 1024
 # Faults that need frames to act on wait for the next batch; the others act at once.
-DATA_FAULTS = ("duplicate", "malformed", "reorder", "drops")
+DATA_FAULTS = ("duplicate", "malformed", "reorder", "drops", "lose")
 TRADE_KINDS = ("aggTrade", "trade")
 
 
@@ -65,6 +65,7 @@ class WsSession:
         # Trade frames still to leave out (the `drops` fault); what a closed connection still
         # owed passes to the next one, so `drops:N:k` leaves out N*k frames whatever else fires.
         self.dropping, sim.drops_owed = sim.drops_owed, 0
+        self.losing, sim.lose_owed = sim.lose_owed, 0  # the same for `lose` (aggTrade frames)
         self.subscribe(streams)
 
     # -- subscriptions ------------------------------------------------------------------
@@ -199,6 +200,10 @@ class WsSession:
         for stream, f in mine:
             kind = stream[stream.index("@") + 1 :]
             if kind in TRADE_KINDS:
+                if self.losing and kind == "aggTrade":
+                    self.losing -= 1
+                    self.sim.lose(f)
+                    continue
                 if self.dropping:
                     self.dropping -= 1
                     self.sim.stats["frames_dropped"] += 1
@@ -232,6 +237,8 @@ class WsSession:
         elif kind == "drops":
             # Armed here, carried out as the trade frames go out (this batch's and later ones).
             self.dropping += int(1 if param is None else param)
+        elif kind == "lose":
+            self.losing += int(1 if param is None else param)
         else:
             applied = self.apply_connection_fault(kind, param)
             if applied is not True:
@@ -339,6 +346,7 @@ class WsSession:
         self.closed = True
         self.backlog = []
         self.sim.drops_owed += self.dropping
-        self.dropping = 0
+        self.sim.lose_owed += self.losing
+        self.dropping = self.losing = 0
         self.unsubscribe(list(self.streams))
         self.sim.sessions.discard(self)
