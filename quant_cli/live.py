@@ -174,16 +174,26 @@ def run_in_dagster(home: Path, **config):
     import dagster as dg
 
     from quant_assets.live import TERMINAL_SUMMARIES
+    from quant_assets.live_runs import fail_lost_terminal_runs, terminal_run_tags
     from quant_definitions import defs
 
     instance = dg.DagsterInstance.get()
+    # An earlier terminal run killed with SIGKILL would otherwise stay "started" for ever.
+    for line in fail_lost_terminal_runs(instance):
+        typer.echo(f"marked failed: {line}", err=True)
     result = defs.resolve_job_def("live_ingest_job").execute_in_process(
         instance=instance,
         raise_on_error=False,
         run_config={**QUIET_LOGS, "ops": {"live_ingest": {"config": {**config, "terminal": True}}}},
-        tags={"quant/started-by": "quant live"},
+        tags=terminal_run_tags(),
     )
     summary = TERMINAL_SUMMARIES.pop(result.run_id, None)
+    ended = instance.get_run_by_id(result.run_id)
+    if summary is not None and ended is not None and ended.status == dg.DagsterRunStatus.CANCELED:
+        # Terminate in the UI (or `dagster run terminate`): the same clean stop as Ctrl-C.
+        typer.echo(f"run {result.run_id} was stopped from Dagster (Terminate)", err=True)
+        summary.dagster_run = f"{result.run_id} of live_ingest_job in {home}, canceled"
+        return summary
     if not result.success or summary is None:
         failure = result.get_step_failure_events()
         error = failure[0].event_specific_data.error if failure else None
