@@ -28,6 +28,7 @@ from quant_cli.dev import dagster_home
 from sensors.live import live_ingest_supervisor
 from tests.live_helpers import (
     check_bars,
+    check_bars_equal_trades,
     check_trades,
     drop,
     fresh_warehouse,
@@ -38,7 +39,7 @@ from tests.live_helpers import (
 )
 
 # a minute of exchange time must end while the terminated session runs
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(480)
 RUNNING = (dg.DagsterRunStatus.STARTED,)
 
 
@@ -95,6 +96,11 @@ def _decoy(instance: dg.DagsterInstance, **tags: str) -> str:
     return run_id
 
 
+def _minutes(instance: dg.DagsterInstance, run_id: str) -> list:
+    records = instance.fetch_materializations(dg.AssetKey("live_trades"), limit=10).records
+    return [r for r in records if r.run_id == run_id]
+
+
 def _terminate_in_ui(instance: dg.DagsterInstance, run_id: str) -> dict:
     """The mutation the UI's Terminate dialog sends, against the same instance."""
     with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as workspace:
@@ -147,16 +153,10 @@ def test_killed_terminal_runs_are_failed_and_terminate_stops_one_cleanly(tmp_pat
             )
 
             # 3. Terminate in the UI once a minute of exchange time has ended.
-            _wait(
-                "the run reports an ended minute of exchange time",
-                lambda: [
-                    r
-                    for r in instance.fetch_materializations(
-                        dg.AssetKey("live_trades"), limit=5
-                    ).records
-                    if r.run_id == run.run_id
-                ],
-                150,
+            _wait(  # the first minute is partial (the session started in it): two
+                "the run reports two ended minutes of exchange time",
+                lambda: len(_minutes(instance, run.run_id)) >= 2,
+                200,
                 live,
             )
             answer = _terminate_in_ui(instance, run.run_id)
@@ -179,7 +179,9 @@ def test_killed_terminal_runs_are_failed_and_terminate_stops_one_cleanly(tmp_pat
             # every minute that ended before the stop has its bar, equal to the exchange's
             trades = check_trades(warehouse, sim, "BTCUSDT")
             assert trades.count == summary["trades"]  # the killed runs took ethusdt
-            assert check_bars(warehouse, sim, trades), "no minute ended during the session"
+            assert check_bars(warehouse, sim, trades), "no full minute during the session"
+            stop_ms = summary["stop_exchange_ms"]
+            assert len(check_bars_equal_trades(warehouse, ["BTCUSDT"], stop_ms)) >= 2
             # a user's stop stays stopped
             request = live_ingest_supervisor(dg.build_sensor_context(instance=instance))
             assert isinstance(request, dg.SkipReason), request
