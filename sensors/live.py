@@ -16,6 +16,7 @@ import dagster as dg
 
 from quant_assets.live_runs import fail_lost_terminal_runs
 from quant_resources.settings import live_autostart
+from sensors.interval import sensor_interval
 
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
@@ -28,7 +29,7 @@ ACTIVE = [
 
 @dg.sensor(
     job_name="live_ingest_job",
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval(30),
     default_status=(
         dg.DefaultSensorStatus.RUNNING if live_autostart() else dg.DefaultSensorStatus.STOPPED
     ),
