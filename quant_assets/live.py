@@ -10,7 +10,9 @@ Stopping the run from the UI (Terminate) stops it cleanly: every ended minute is
 the session log is closed and uploaded; the run then ends as canceled, with one line saying so,
 and the supervisor leaves it stopped until someone launches the job again. A stop by a signal
 nobody asked for in the UI (the code server going away) ends as a failure, which the
-supervisor restarts.
+supervisor restarts. A run that a terminal ``quant live`` executes (config ``terminal``) has no
+run worker to signal: it reads its own status once a second and stops the same way when
+Terminate marks it canceling (``quant_assets/live_runs.py``).
 """
 
 import asyncio

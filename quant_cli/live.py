@@ -3,7 +3,8 @@
 When QUANT_HOME holds a Dagster instance (``make demo`` and ``make dev`` keep one in
 ``QUANT_HOME/dagster``; ``DAGSTER_HOME`` names another) the session runs as a run of
 ``live_ingest_job`` in it, in this process: the UI lists it under Runs and plots its per-minute
-numbers on ``live_trades`` and ``live_bars_1m``, as for a run the UI started. Without one (or
+numbers on ``live_trades`` and ``live_bars_1m``, as for a run the UI started; Terminate there
+stops it like Ctrl-C (exit 0, run canceled). Without one (or
 with ``--no-dagster``) it runs without Dagster, which also keeps the start fast.
 """
 
