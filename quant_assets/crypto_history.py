@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from quant_assets.chart import COVERAGE_STATES, coverage_png
 from quant_assets.historical import BAR_SLICE, SCHEMA_DEPS, ReplaceConfig, store_replacement
 from quant_assets.metadata import frame_summary, price_chart
+from quant_assets.quality_checks import partition_check_events
 from quant_core.bars_batch import aggregate_batch
 from quant_core.crypto_reconcile import (
     ARCHIVE_SOURCE,
@@ -207,6 +208,7 @@ LIVE_CHECK = "matches_live_trades"
             description="Every minute's bar equals Binance's kline on every column (open, "
             "high, low, close, volume, quote volume, trades, taker-buy volumes, close time); "
             "differing minutes are listed with both rows.",
+            partitions_def=crypto_day_partitions,  # ui2: one result per day
         ),
         dg.AssetCheckSpec(
             LIVE_CHECK,
@@ -214,6 +216,7 @@ LIVE_CHECK = "matches_live_trades"
             description="For every day a live session stored trades: live and archive trades "
             "identical by id, price, qty, time and side, within the ids live saw; missing "
             "and extra ids named, differing trades listed.",
+            partitions_def=crypto_day_partitions,  # ui2: one result per day
         ),
     ],
     partitions_def=crypto_day_partitions,
@@ -269,8 +272,31 @@ def crypto_archive_trades(
             **_chart(bars, symbols[0], days[-1]),
         },
     )
-    yield _kline_check(store, symbols, days, bars)
-    yield _live_check(store, symbols, days, trades)
+    yield from crypto_check_events(context, store, symbols, days, bars, trades)  # ui2: per day
+
+
+def crypto_check_events(
+    context: dg.AssetExecutionContext,
+    store: HistoricalStore,
+    symbols: list[str],
+    days: list[date],
+    bars: pa.Table,
+    trades: pa.Table,
+) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+    """Both checks judged day by day, each result an evaluation of its own partition (a run's
+    days judged together would read "Partition —" in the UI)."""
+    results = {}
+    for day in days:
+        key = day.isoformat()
+        results[key] = [
+            _kline_check(store, symbols, [day], _of_day(bars, day)),
+            _live_check(store, symbols, [day], _of_day(trades, day)),
+        ]
+    yield from partition_check_events(context, results)
+
+
+def _of_day(table: pa.Table, day: date) -> pa.Table:
+    return table.filter(pc.equal(table["session_date"], pa.scalar(day, pa.date32())))
 
 
 def _markdown(found: Differences) -> dg.MetadataValue:

@@ -10,7 +10,9 @@ Stopping the run from the UI (Terminate) stops it cleanly: every ended minute is
 the session log is closed and uploaded; the run then ends as canceled, with one line saying so,
 and the supervisor leaves it stopped until someone launches the job again. A stop by a signal
 nobody asked for in the UI (the code server going away) ends as a failure, which the
-supervisor restarts.
+supervisor restarts. A run that a terminal ``quant live`` executes (config ``terminal``) has no
+run worker to signal: it reads its own status once a second and stops the same way when
+Terminate marks it canceling (``quant_assets/live_runs.py``).
 """
 
 import asyncio
@@ -37,6 +39,8 @@ LIVE_TAG = "quant/live-ingest"
 # Runs stopped on a request from the UI, and the line their cancel shows (set by the op, read
 # by ``end_as_canceled``; the in-process executor runs both in the run's process).
 STOPPED_ON_REQUEST: dict[str, str] = {}
+# What a run reads as "a user asked to stop" (Terminate marks it CANCELING first).
+CANCEL_REQUESTED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 # The session summary of a run started by ``quant live`` (config ``terminal``), handed back to
 # the command in the same process, which prints it (one entry per run, popped by the command).
 TERMINAL_SUMMARIES: dict[str, object] = {}
@@ -176,17 +180,35 @@ def live_ingest(
 
     pipeline.status = on_status
     terminated: list[int] = []
+    # A terminal run has no run worker the launcher could signal: Terminate in the UI only
+    # marks it CANCELING, which this process reads (once a second, off the event loop).
+    from_dagster: list[bool] = []
 
     def terminate(sig: int) -> None:
         terminated.append(sig)
         pipeline.request_stop()
+
+    async def watch_run_status() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1)
+            run = await loop.run_in_executor(None, context.instance.get_run_by_id, context.run_id)
+            if run is not None and run.status in CANCEL_REQUESTED:
+                from_dagster.append(True)
+                pipeline.request_stop()
+                return
 
     async def main():
         loop = asyncio.get_running_loop()
         # Run termination arrives as SIGTERM/SIGINT: turn it into a clean stop.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, terminate, sig)
-        return await pipeline.run()
+        watch = asyncio.create_task(watch_run_status()) if config.terminal else None
+        try:
+            return await pipeline.run()
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     try:
         summary = asyncio.run(main())
@@ -204,7 +226,9 @@ def live_ingest(
     report_books(context, summary, "stop")  # books hook
     stop = {
         "session_id": summary.session_id,
-        "stopped": "on request" if terminated else "duration ended",
+        "stopped": (
+            "from Dagster" if from_dagster else "on request" if terminated else "duration ended"
+        ),
         "final_digest": summary.final_digest,
         "frames": summary.frames,
         "outages": outage.outages,
@@ -217,6 +241,10 @@ def live_ingest(
     )
     if config.terminal:
         TERMINAL_SUMMARIES[context.run_id] = summary
+        if from_dagster:
+            STOPPED_ON_REQUEST[context.run_id] = (
+                f"Stopped from Dagster (Terminate); {text}. The terminal's quant live exited."
+            )
     elif terminated:
         run = context.instance.get_run_by_id(context.run_id)
         if run is None or run.status != dg.DagsterRunStatus.CANCELING:

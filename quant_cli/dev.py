@@ -92,6 +92,10 @@ def dev(
     typer.echo("stopped")
 
 
+# ui2: Dagster's default launcher, which also terminates terminal `quant live` runs.
+LAUNCHER = "run_launcher:\n  module: quant_assets.live_runs\n  class: QuantRunLauncher\n"
+
+
 def dagster_home(home: Path) -> Path:
     """The embedded instance: SQLite storage under QUANT_HOME/dagster, telemetry off."""
     folder = home / "dagster"
@@ -100,6 +104,7 @@ def dagster_home(home: Path) -> Path:
     if not config.exists():
         config.write_text(
             "# Embedded default: SQLite storage in this folder.\ntelemetry:\n  enabled: false\n"
+            + LAUNCHER  # ui2: Terminate works on terminal quant live runs
         )
     return folder
 

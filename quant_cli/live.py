@@ -3,7 +3,8 @@
 When QUANT_HOME holds a Dagster instance (``make demo`` and ``make dev`` keep one in
 ``QUANT_HOME/dagster``; ``DAGSTER_HOME`` names another) the session runs as a run of
 ``live_ingest_job`` in it, in this process: the UI lists it under Runs and plots its per-minute
-numbers on ``live_trades`` and ``live_bars_1m``, as for a run the UI started. Without one (or
+numbers on ``live_trades`` and ``live_bars_1m``, as for a run the UI started; Terminate there
+stops it like Ctrl-C (exit 0, run canceled). Without one (or
 with ``--no-dagster``) it runs without Dagster, which also keeps the start fast.
 """
 
@@ -174,16 +175,26 @@ def run_in_dagster(home: Path, **config):
     import dagster as dg
 
     from quant_assets.live import TERMINAL_SUMMARIES
+    from quant_assets.live_runs import fail_lost_terminal_runs, terminal_run_tags
     from quant_definitions import defs
 
     instance = dg.DagsterInstance.get()
+    # An earlier terminal run killed with SIGKILL would otherwise stay "started" for ever.
+    for line in fail_lost_terminal_runs(instance):
+        typer.echo(f"marked failed: {line}", err=True)
     result = defs.resolve_job_def("live_ingest_job").execute_in_process(
         instance=instance,
         raise_on_error=False,
         run_config={**QUIET_LOGS, "ops": {"live_ingest": {"config": {**config, "terminal": True}}}},
-        tags={"quant/started-by": "quant live"},
+        tags=terminal_run_tags(),
     )
     summary = TERMINAL_SUMMARIES.pop(result.run_id, None)
+    ended = instance.get_run_by_id(result.run_id)
+    if summary is not None and ended is not None and ended.status == dg.DagsterRunStatus.CANCELED:
+        # Terminate in the UI (or `dagster run terminate`): the same clean stop as Ctrl-C.
+        typer.echo(f"run {result.run_id} was stopped from Dagster (Terminate)", err=True)
+        summary.dagster_run = f"{result.run_id} of live_ingest_job in {home}, canceled"
+        return summary
     if not result.success or summary is None:
         failure = result.get_step_failure_events()
         error = failure[0].event_specific_data.error if failure else None

@@ -3,7 +3,9 @@
 It starts a run when none is queued or in progress and the latest run did not end canceled: a
 crashed run (failure) or one lost with its worker (failed by run monitoring) is restarted; a run
 stopped from the UI (Terminate ends it canceled) stays stopped until someone launches
-``live_ingest_job`` again, after which supervision resumes. The instance's tag concurrency limit
+``live_ingest_job`` again, after which supervision resumes. A run a terminal ``quant live``
+executes whose process was killed (SIGKILL) is first marked failed (``quant_assets/live_runs``),
+so it counts as lost. The instance's tag concurrency limit
 (``quant/live-ingest``: 1 in dagster.yaml) guards the rest. Turned on by default when
 ``QUANT_LIVE_AUTOSTART=1``.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quant_assets.live_runs import fail_lost_terminal_runs
 from quant_resources.settings import live_autostart
+from sensors.interval import sensor_interval
 
 ACTIVE = [
     dg.DagsterRunStatus.QUEUED,
@@ -25,7 +29,7 @@ ACTIVE = [
 
 @dg.sensor(
     job_name="live_ingest_job",
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval(30),
     default_status=(
         dg.DefaultSensorStatus.RUNNING if live_autostart() else dg.DefaultSensorStatus.STOPPED
     ),
@@ -35,6 +39,10 @@ ACTIVE = [
     ),
 )
 def live_ingest_supervisor(context: dg.SensorEvaluationContext):
+    # Run monitoring cannot see a terminal quant live's process: a killed one is failed here,
+    # so it counts as lost (restarted) instead of blocking supervision for ever.
+    for line in fail_lost_terminal_runs(context.instance):
+        context.log.warning(f"marked failed: {line}")
     active = context.instance.get_run_records(
         dg.RunsFilter(job_name="live_ingest_job", statuses=ACTIVE), limit=1
     )

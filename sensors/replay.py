@@ -8,6 +8,7 @@ import orjson
 from quant_assets.jobs import replay_verification_job
 from quant_assets.replay import SESSIONS_PREFIX, replay_sessions
 from quant_resources.lake import LakeResource
+from sensors.interval import sensor_interval
 
 MANIFEST = "session.json"
 
@@ -25,7 +26,7 @@ def closed_sessions(lake: LakeResource) -> list[str]:
 
 @dg.sensor(
     job=replay_verification_job,
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=sensor_interval(60),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds a replay_sessions partition per closed session log and verifies it.",
 )

@@ -154,7 +154,15 @@ def test_backfill_twice_gives_identical_content_and_bars_equal_klines(env) -> No
     assert len([k for k in once if k.startswith("trades/")]) == len(GOOD)
     found = checks(first)
     assert found["matches_binance_klines"].passed
-    assert meta(found["matches_binance_klines"], "minutes_compared") > len(GOOD) * 1000
+    # ui2: one evaluation per day; together they compare every day's minutes
+    kline_days = [
+        e.event_specific_data
+        for e in first.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.asset_check_key.name == "matches_binance_klines"
+    ]
+    assert len(kline_days) == len(GOOD) and all(e.passed for e in kline_days)
+    assert sum(meta(e, "minutes_compared") for e in kline_days) > len(GOOD) * 1000
     assert found["matches_live_trades"].passed  # no live session on these days
     # Microseconds of the 2025 files are kept next to the millisecond ts.
     wh = env[0]["warehouse"]

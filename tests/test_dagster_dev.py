@@ -25,7 +25,7 @@ import pytest
 from quant_dev.processes import archive_simulator, free_port, quant, tail
 from tests.dagster_dev import Dev, dagster_dev
 from tests.live_helpers import drop, fresh_warehouse, live_env, start_sim
-from tests.test_ui_backfill import CHROMIUM, CHROMIUM_ARGS, DOCS_IMG, small_screenshot
+from tests.test_ui_backfill import DOCS_IMG, chromium, small_screenshot
 
 # dagster dev, a live run through a minute's end, a browser and the supervisor's next tick
 pytestmark = [pytest.mark.xdist_group("dagster_dev"), pytest.mark.timeout(600)]
@@ -59,6 +59,7 @@ def test_supervisor_keeps_one_run_and_terminate_stops_it_cleanly(tmp_path, click
         QUANT_LIVE_SYMBOLS=symbols,
         QUANT_CRYPTO_SYMBOLS="BTCUSDT",
         QUANT_CRYPTO_HISTORY_START="2025-01-01",
+        QUANT_SENSOR_INTERVAL_S="5",  # the supervisor's and session sensor's next ticks
     )
     log = tmp_path / "dagster-dev.log"
     archive_args = ["--symbols", "btcusdt", "--first", "2025-01-01", "--last", "2025-01-03"]
@@ -66,6 +67,7 @@ def test_supervisor_keeps_one_run_and_terminate_stops_it_cleanly(tmp_path, click
         with (
             archive_simulator(*archive_args, "--aggs-per-day", "500") as (_, archive_url),
             dagster_dev(env, port, log) as dev,
+            chromium() as browser,  # one for every page of the test
         ):
             # A day of crypto_history, run from the terminal into the same instance while the
             # live run goes on: the UI shows such runs like its own.
@@ -85,18 +87,18 @@ def test_supervisor_keeps_one_run_and_terminate_stops_it_cleanly(tmp_path, click
                 text=True,
             )
             try:
-                _supervise(dev, warehouse, home, log)
+                _supervise(dev, browser, warehouse, home, log)
                 output, _ = backfill.communicate(timeout=300)
             finally:
                 backfill.kill()
             assert backfill.returncode == 0, output
-            _see_books_and_crypto_history(dev)
+            _see_books_and_crypto_history(dev, browser)
     finally:
         sim.stop()
         drop(warehouse)
 
 
-def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
+def _supervise(dev: Dev, browser, warehouse, home: Path, log: Path) -> None:
     first = dev.wait(
         "the supervisor starts a live run",
         lambda: [r for r in dev.runs("live_ingest_job") if r["status"] == "STARTED"],
@@ -117,8 +119,8 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     node = dev.query(AUTOMATION)["assetNodeOrError"]  # the page's "Automation details"
     assert [s["name"] for s in node["targetingInstigators"]] == ["live_ingest_supervisor"], node
     # The asset page shows the minute's numbers and the supervisor, and plots them
-    _in_browser(dev, "/assets/live_trades", "lag_p99_ms", "live_ingest_supervisor")
-    _see_live_plots(dev)
+    _in_browser(dev, browser, "/assets/live_trades", "lag_p99_ms", "live_ingest_supervisor")
+    _see_live_plots(dev, browser)
     # Terminate once a minute has ended with trades in it: its bar must be written by the
     # clean stop even if the lateness has not let it out yet.
     ended_minute = dev.wait(
@@ -133,7 +135,7 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
         ],
         180,
     )[0]
-    _terminate_in_browser(dev, run_id)
+    _terminate_in_browser(dev, browser, run_id)
     ended = dev.wait(
         "the terminated run ends",
         lambda: [
@@ -148,7 +150,9 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
     assert "ExecutionStepFailureEvent" not in kinds and "RunFailureEvent" not in kinds, kinds
     canceled = [e["message"] for e in events if e["__typename"] == "RunCanceledEvent"]
     assert len(canceled) == 1 and canceled[0].startswith("Stopped on request"), canceled
-    _in_browser(dev, f"/runs/{run_id}", "Stopped on request", "Canceled", absent="Stack Trace")
+    _in_browser(
+        dev, browser, f"/runs/{run_id}", "Stopped on request", "Canceled", absent="Stack Trace"
+    )
     manifests = list((home / "sessions").glob("*/session.json"))
     assert len(manifests) == 1
     manifest = json.loads(manifests[0].read_text())
@@ -195,48 +199,42 @@ def _supervise(dev: Dev, warehouse, home: Path, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def _ui_page(dev: Dev, path: str, height: int = 900):
-    """A headless Chromium page on ``path`` of the UI (a loaded machine renders it slowly:
-    a minute per step)."""
-    from playwright.sync_api import expect as see
-    from playwright.sync_api import sync_playwright
-
-    see.set_options(timeout=60_000)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": height})
-            page.set_default_timeout(60_000)
-            page.goto(f"{dev.base}{path}")
-            yield page
-        finally:
-            browser.close()
+def _ui_page(dev: Dev, browser, path: str, height: int = 900):
+    """A page of the shared Chromium on ``path`` of the UI (a loaded machine renders it
+    slowly: a minute per step)."""
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    try:
+        page.set_default_timeout(60_000)
+        page.goto(f"{dev.base}{path}")
+        yield page
+    finally:
+        page.close()
 
 
-def _in_browser(dev: Dev, path: str, *texts: str, absent: str | None = None) -> None:
+def _in_browser(dev: Dev, browser, path: str, *texts: str, absent: str | None = None) -> None:
     """Open ``path`` of the UI in headless Chromium and wait until every text shows and
     ``absent`` does not (the page is read every 2 s and reloaded every 30 s while the
     webserver is busy)."""
-    with _ui_page(dev, path) as page:
+    with _ui_page(dev, browser, path) as page:
         for attempt in range(90):
-            page.wait_for_timeout(2000)
             shown = page.inner_text("body")
             if all(text in shown for text in texts) and (absent or "\0") not in shown:
                 return
             if attempt % 15 == 14:
                 page.reload()
+            page.wait_for_timeout(2000)
         page.screenshot(path=dev.log.with_suffix(".png"))
         raise AssertionError(
             f"{texts} not shown (or {absent!r} shown):\n{shown}\n{tail(dev.log, 40)}"
         )
 
 
-def _see_live_plots(dev: Dev) -> None:
+def _see_live_plots(dev: Dev, browser) -> None:
     """The asset page's metadata, switched to Plots, draws the minutes' numbers (a chart per
     number); with QUANT_SCREENSHOTS=1 the page goes to docs/img/ (the README shows it)."""
     from playwright.sync_api import expect as see
 
-    with _ui_page(dev, "/assets/live_trades", height=1100) as page:
+    with _ui_page(dev, browser, "/assets/live_trades", height=1100) as page:
         # its accessible name starts with its icon's
         plots = page.get_by_role("button", name=re.compile(r"\bPlots$"))
         see(plots).to_be_visible()
@@ -247,23 +245,23 @@ def _see_live_plots(dev: Dev) -> None:
             small_screenshot(page, DOCS_IMG / "live-trades-plots.webp")
 
 
-def _terminate_in_browser(dev: Dev, run_id: str) -> None:
+def _terminate_in_browser(dev: Dev, browser, run_id: str) -> None:
     """What a user does: the run page's Terminate button, then the dialog's "Terminate 1 run"."""
     from playwright.sync_api import expect as see
 
-    with _ui_page(dev, f"/runs/{run_id}") as page:
+    with _ui_page(dev, browser, f"/runs/{run_id}") as page:
         page.get_by_role("button", name=re.compile(r"\bTerminate$")).click()
         dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
         dialog.get_by_role("button", name="Terminate 1 run").click()
         see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)
 
 
-def _see_books_and_crypto_history(dev: Dev) -> None:
+def _see_books_and_crypto_history(dev: Dev, browser) -> None:
     """``live_book_snapshots`` lists its three checks; the crypto_history assets are in their
     group, their checks show their evaluation, passed, and the day's coverage chart is drawn."""
     from playwright.sync_api import expect as see
 
-    with _ui_page(dev, "/assets/live_book_snapshots?view=checks", height=1000) as page:
+    with _ui_page(dev, browser, "/assets/live_book_snapshots?view=checks", height=1000) as page:
         # (listed: a long name is shown cut in the middle, its full text kept beside)
         for name in BOOK_CHECKS:
             see(page.get_by_text(name, exact=True).first).to_be_attached()
@@ -276,8 +274,10 @@ def _see_books_and_crypto_history(dev: Dev) -> None:
         ):
             page.goto(f"{dev.base}/assets/{asset}?view=checks&checkDetail={check}")
             see(page.get_by_text(check, exact=True).first).to_be_attached()
-            # its latest evaluation (the run's days together: no partition) and its result
+            # its latest evaluation, of the day's partition, and its result
             see(page.get_by_text("Evaluation result", exact=True)).to_be_visible()
+            see(page.get_by_text("Partition", exact=True)).to_be_visible()
+            see(page.get_by_text(CRYPTO_DAY, exact=True).first).to_be_visible()
             see(page.get_by_text("Passed", exact=True).first).to_be_visible()
         page.goto(f"{dev.base}/assets/crypto_coverage_1m?view=partitions&partition={CRYPTO_DAY}")
         chart = page.get_by_role("img", name="coverage")

@@ -14,6 +14,7 @@ QUANT_SCREENSHOTS=1 the pages are saved to docs/img/ (the README shows them)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -50,36 +51,46 @@ SYMBOLS = "SPY,QQQ"
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
-def launch_backfill_in_browser(dev: Dev, asset: str, partitions: str, expect: int) -> None:
+@contextlib.contextmanager
+def chromium():
+    """One headless Chromium for every page step of a test (a launch costs seconds)."""
     from playwright.sync_api import expect as see
     from playwright.sync_api import sync_playwright
 
     see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
-
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(60_000)
-            page.goto(f"{dev.base}/assets/{asset}")
-            materialize = page.get_by_role("button", name="Materialize…")
-            see(materialize).to_be_enabled()
-            materialize.click()
-            # The schema was migrated outside this instance: the UI asks before going on.
-            confirm = page.get_by_role("button", name="Confirm")
-            dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
-            see(confirm.or_(dialog)).to_be_visible()
-            if confirm.is_visible():
-                confirm.click()
-            dialog.get_by_text("Show all partitions").click()
-            selection = dialog.get_by_placeholder("ex: ", exact=False)
-            selection.fill(partitions)
-            selection.press("Enter")
-            see(dialog.get_by_text(f"{expect} partitions", exact=True)).to_be_visible()
-            dialog.get_by_role("button", name="Launch backfill").click()
-            see(dialog).to_be_hidden()
+            yield browser
         finally:
             browser.close()
+
+
+def launch_backfill_in_browser(browser, dev: Dev, asset: str, partitions: str, expect: int) -> None:
+    from playwright.sync_api import expect as see
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.set_default_timeout(60_000)
+        page.goto(f"{dev.base}/assets/{asset}")
+        materialize = page.get_by_role("button", name="Materialize…")
+        see(materialize).to_be_enabled()
+        materialize.click()
+        # The schema was migrated outside this instance: the UI asks before going on.
+        confirm = page.get_by_role("button", name="Confirm")
+        dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
+        see(confirm.or_(dialog)).to_be_visible()
+        if confirm.is_visible():
+            confirm.click()
+        dialog.get_by_text("Show all partitions").click()
+        selection = dialog.get_by_placeholder("ex: ", exact=False)
+        selection.fill(partitions)
+        selection.press("Enter")
+        see(dialog.get_by_text(f"{expect} partitions", exact=True)).to_be_visible()
+        dialog.get_by_role("button", name="Launch backfill").click()
+        see(dialog).to_be_hidden()
+    finally:
+        page.close()
 
 
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
@@ -106,55 +117,50 @@ def small_screenshot(target, path: Path, scale: float = 0.75) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
-def see_partition_and_checks(dev: Dev, warehouse, day: str, shots: Path) -> None:
+def see_partition_and_checks(browser, dev: Dev, warehouse, day: str, shots: Path) -> None:
     """The partition ``day`` of stock_bars_1m shows its own counts and chart, and a check
     shows its description and the partition it judged; screenshots go to ``shots``."""
     from playwright.sync_api import expect as see
-    from playwright.sync_api import sync_playwright
-
-    see.set_options(timeout=60_000)  # a loaded machine renders the UI slowly
 
     rows = warehouse.scalar(
         "SELECT count() FROM bars_1m FINAL WHERE session_date = {d:Date}",
         {"d": date.fromisoformat(day)},
     )
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.set_default_timeout(60_000)
-            page.goto(f"{dev.base}/assets/stock_bars_1m?view=partitions&partition={day}")
-            metadata = page.locator("table").filter(has_text="first_ts")
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    try:
+        page.set_default_timeout(60_000)
+        page.goto(f"{dev.base}/assets/stock_bars_1m?view=partitions&partition={day}")
+        metadata = page.locator("table").filter(has_text="first_ts")
 
-            def value(label: str):
-                return metadata.locator("tr").filter(has=page.get_by_text(label, exact=True))
+        def value(label: str):
+            return metadata.locator("tr").filter(has=page.get_by_text(label, exact=True))
 
-            see(value("rows")).to_contain_text(f"{rows}")
-            see(value("first_ts")).to_contain_text(f"{day}T")
-            see(value("preview")).to_contain_text("ts UTC")
-            chart = page.get_by_role("img", name=f"SPY {day}")
-            see(chart).to_be_visible()
-            see(value("chart")).to_contain_text(f"SPY · {day}")
-            # The data: URI was drawn (a broken image has no natural size).
-            assert chart.evaluate("img => img.complete && img.naturalWidth") == 300
-            small_screenshot(metadata, shots / "partition-chart.webp")
+        see(value("rows")).to_contain_text(f"{rows}")
+        see(value("first_ts")).to_contain_text(f"{day}T")
+        see(value("preview")).to_contain_text("ts UTC")
+        chart = page.get_by_role("img", name=f"SPY {day}")
+        see(chart).to_be_visible()
+        see(value("chart")).to_contain_text(f"SPY · {day}")
+        # The data: URI was drawn (a broken image has no natural size).
+        assert chart.evaluate("img => img.complete && img.naturalWidth") == 300
+        small_screenshot(metadata, shots / "partition-chart.webp")
 
-            page.goto(
-                f"{dev.base}/assets/stock_bars_1m?view=checks&checkDetail=regular_minutes_complete"
-            )
-            description = DESCRIPTIONS["regular_minutes_complete"]
-            see(page.get_by_text(description).first).to_be_visible()
-            see(page.get_by_text("Partition", exact=True)).to_be_visible()
-            see(page.get_by_text(re.compile(r"^2024-07-\d\d$")).first).to_be_visible()
-            see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
-            small_screenshot(page, shots / "check.webp")
+        page.goto(
+            f"{dev.base}/assets/stock_bars_1m?view=checks&checkDetail=regular_minutes_complete"
+        )
+        description = DESCRIPTIONS["regular_minutes_complete"]
+        see(page.get_by_text(description).first).to_be_visible()
+        see(page.get_by_text("Partition", exact=True)).to_be_visible()
+        see(page.get_by_text(re.compile(r"^2024-07-\d\d$")).first).to_be_visible()
+        see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
+        small_screenshot(page, shots / "check.webp")
 
-            page.goto(f"{dev.base}/locations/quant/asset-groups/historical/lineage")
-            see(page.get_by_text("option_bars_1m").first).to_be_visible()
-            see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
-            small_screenshot(page, shots / "asset-graph.webp")
-        finally:
-            browser.close()
+        page.goto(f"{dev.base}/locations/quant/asset-groups/historical/lineage")
+        see(page.get_by_text("option_bars_1m").first).to_be_visible()
+        see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
+        small_screenshot(page, shots / "asset-graph.webp")
+    finally:
+        page.close()
 
 
 def backfill_done(dev: Dev, known: set[str]) -> dict | None:
@@ -183,14 +189,14 @@ def test_month_backfill_launched_from_the_ui_is_repeatable(tmp_path, clickhouse_
         with process.running("--page-limit", "10000") as sim:
             env["ALPACA_DATA_URL"] = sim.url
             log = tmp_path / "dagster-dev.log"
-            with dagster_dev(env, free_port(), log) as dev:
+            with dagster_dev(env, free_port(), log) as dev, chromium() as browser:
                 dev.wait("the webserver answers", lambda: dev.query("{ version }"), 180)
                 # What the community sign-up prompt's Skip button does, once per instance.
                 dev.query("mutation { setNuxSeen }")
                 prints, known = [], set()
                 for attempt in range(2):
                     launch_backfill_in_browser(
-                        dev, "stock_bars_1m", "[2024-07-01...2024-07-31]", expect=22
+                        browser, dev, "stock_bars_1m", "[2024-07-01...2024-07-31]", expect=22
                     )
                     done = dev.wait(
                         f"backfill {attempt + 1} completes", lambda: backfill_done(dev, known), 420
@@ -204,7 +210,7 @@ def test_month_backfill_launched_from_the_ui_is_repeatable(tmp_path, clickhouse_
                     prints.append(fingerprint(warehouse, lake))
                     if attempt == 0:
                         shots = DOCS_IMG if os.environ.get("QUANT_SCREENSHOTS") else tmp_path
-                        see_partition_and_checks(dev, warehouse, "2024-07-02", shots)
+                        see_partition_and_checks(browser, dev, warehouse, "2024-07-02", shots)
     finally:
         drop(warehouse)
     (rows, physical, files), again = prints
