@@ -31,7 +31,14 @@ AGG, TRADE, BOOK = 1, 2, 3
 MAX_MS = 253_402_300_799_999
 
 _SLOT = re.compile(r"\$(\w+)(?::(\w+))?")
-_QUOTE, _DOT, _AT = ord('"'), ord("."), ord("@")
+_DOT = ord(".")
+# The bytes that end slots. A frame is read only when it holds exactly as many as its layout's
+# literals: then no slot holds one, and the n-th delimiter of the frame is the layout's n-th.
+DELIMITERS = (b'"', b",", b"}", b"@")
+_DELIMITER, _ODD = 1, 2
+_CLASSES = np.zeros(256, dtype=np.uint8)
+_CLASSES[[d[0] for d in DELIMITERS]] = _DELIMITER
+_CLASSES[[*range(32), *range(127, 256), ord("\\")]] = _ODD
 _PAD = 16  # bytes around the burst, so an 8-byte word read near an edge stays inside
 # Bytes are read as unaligned little-endian 8-byte words: the byte at the lowest address is the
 # word's lowest byte. LOW[c] keeps a word's first c bytes, HIGH[c] its last c.
@@ -50,8 +57,11 @@ def _word(chunk: bytes) -> int:
 @dataclass(frozen=True)
 class Layout:
     kind: int  # AGG, TRADE or BOOK
-    pieces: tuple  # literals as ((offset, mask, word), ...) and slots as (type, column or None)
+    pieces: tuple  # literals as their number, slots as (type, column or None, terminator byte)
     sizes: tuple  # the length of each literal piece (0 for a slot)
+    # Every 8-byte word of the literals: (literal number, offset in it, mask, expected word).
+    words: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    delimiters: int  # how many delimiter bytes the literals hold
 
 
 def _layout(kind: int, text: str) -> Layout:
@@ -65,19 +75,31 @@ def _layout(kind: int, text: str) -> Layout:
     literals.append(text[at:].encode())
     pieces: list = []
     sizes: list[int] = []
+    words: list[tuple] = []
+    seen = 0
     for i, literal in enumerate(literals):
         assert literal, "a slot must be followed by text"
-        words = tuple(
-            (o, LOW[min(8, len(literal) - o)], np.uint64(_word(literal[o : o + 8])))
+        words += [
+            (i, o, LOW[min(8, len(literal) - o)], _word(literal[o : o + 8]))
             for o in range(0, len(literal), 8)
-        )
-        pieces.append(words)
+        ]
+        pieces.append(i)
         sizes.append(len(literal))
+        seen += sum(map(literal.count, DELIMITERS))
         if i < len(slots):
-            # A slot ends at the first byte of the literal after it.
-            pieces.append((*slots[i], literals[i + 1][0]))
+            # A slot ends at the first byte of the literal after it, a delimiter: the
+            # delimiter numbered ``seen`` in the frame when no slot holds one.
+            assert literals[i + 1][:1] in DELIMITERS
+            pieces.append((*slots[i], seen))
             sizes.append(0)
-    return Layout(kind, tuple(pieces), tuple(sizes))
+    number, offset, mask, word = zip(*words, strict=True)
+    columns = (
+        np.array(number, dtype=np.int64),
+        np.array(offset, dtype=np.int64),
+        np.array(mask, dtype=np.uint64),
+        np.array(word, dtype=np.uint64),
+    )
+    return Layout(kind, tuple(pieces), tuple(sizes), columns, seen)
 
 
 _FRAME = '{"stream":"$prefix@%s","data":{%s}}'
@@ -127,16 +149,12 @@ class _Bytes:
         if found is None:
             found = np.flatnonzero(self.buf == byte)
             self._positions[byte] = found = np.append(found, self.size - _PAD)
-        return found[np.minimum(np.searchsorted(found, pos), len(found) - 1)]
+        return found.take(np.searchsorted(found, pos), mode="clip")
 
     def word(self, pos: np.ndarray) -> np.ndarray:
-        return self.words[np.clip(pos, 0, self.size - 8)]
-
-    def equals(self, pos: np.ndarray, literal: tuple) -> np.ndarray:
-        ok = np.ones(len(pos), dtype=bool)
-        for offset, mask, value in literal:
-            ok &= (self.word(pos + offset) & mask) == value
-        return ok
+        # Positions are never negative (the burst starts after _PAD bytes); a row already
+        # refused may point past the end.
+        return self.words[np.minimum(pos, self.size - 8)]
 
     def digits(self, word: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(all kept bytes are ASCII digits, their number); the other bytes count as '0'."""
@@ -172,16 +190,23 @@ def read_layouts(frames: Sequence[bytes], lookup: Callable[[str], int]) -> Layou
     data = _Bytes(joined)
     buf = data.buf
     # Printable ASCII without backslashes: no escapes, so string contents are their bytes.
-    odd = (buf < 32) | (buf > 126) | (buf == 92)
-    plain = ~np.logical_or.reduceat(odd, starts) & (lengths > 12)
-    letter = buf[np.minimum(data.next(_AT, starts) + 1, data.size - 1)]
+    classes = _CLASSES[buf]
+    plain = ~np.logical_or.reduceat(classes == _ODD, starts) & (lengths > 12)
+    data.delimiters = delimiters = np.flatnonzero(classes == _DELIMITER)
+    first = np.searchsorted(delimiters, starts)
+    count = np.searchsorted(delimiters, ends) - first
+    # The letter after the stream name's "@" (the 4th delimiter of a frame in a layout).
+    letter = buf[
+        np.minimum(delimiters[np.minimum(first + 3, len(delimiters) - 1)] + 1, data.size - 1)
+    ]
     left = np.ones(n, dtype=bool)
     taken = []
     for layout in LAYOUTS:
-        rows = np.flatnonzero(left & plain & (letter == _FIRST_LETTER[layout.kind]))
+        match = left & plain & (count == layout.delimiters)
+        rows = np.flatnonzero(match & (letter == _FIRST_LETTER[layout.kind]))
         if not len(rows):
             continue
-        ok, columns = _read(data, layout, starts[rows], ends[rows])
+        ok, columns = _read(data, layout, starts[rows], ends[rows], first[rows])
         columns["code"] = _symbol_codes(data, lookup, *columns["code"], ok)
         ok &= _in_range(layout.kind, columns)
         rows = rows[ok]
@@ -194,16 +219,17 @@ def read_layouts(frames: Sequence[bytes], lookup: Callable[[str], int]) -> Layou
 _TRUE, _FALSE = np.uint64(_word(b"true")), np.uint64(_word(b"false"))
 
 
-def _read(data: _Bytes, layout: Layout, start: np.ndarray, end: np.ndarray):
+def _read(data: _Bytes, layout: Layout, start: np.ndarray, end: np.ndarray, first: np.ndarray):
     pos = start
     ok = np.ones(len(pos), dtype=bool)
     columns: dict[str, object] = {}
+    literal_starts = []
     for piece, size in zip(layout.pieces, layout.sizes, strict=True):
         if size:
-            ok &= data.equals(pos, piece)
+            literal_starts.append(pos)
             pos = pos + size
             continue
-        kind, name, terminator = piece
+        kind, name, ordinal = piece
         if kind == "bool":
             word = data.word(pos)
             true = (word & LOW[4]) == _TRUE
@@ -211,7 +237,7 @@ def _read(data: _Bytes, layout: Layout, start: np.ndarray, end: np.ndarray):
             value: object = true
             pos = pos + np.where(true, 4, 5)
         else:
-            stop = data.next(terminator, pos)
+            stop = data.delimiters[first + ordinal]
             length = stop - pos
             if kind == "int":
                 digits, value = data.number(stop, length)
@@ -222,13 +248,16 @@ def _read(data: _Bytes, layout: Layout, start: np.ndarray, end: np.ndarray):
             elif kind == "sym":
                 ok &= (length >= 1) & (length <= 24)
                 value = (pos, length)
-            else:  # prefix: any string content up to the "@"
-                ok &= data.next(_QUOTE, pos) > stop
+            else:  # prefix: the stream name up to the "@" (no delimiter in it)
                 value = None
             pos = stop
         if name is not None:
             columns[name] = value
     ok &= pos == end
+    # Every literal word of every frame in one gather.
+    number, offset, mask, word = layout.words
+    at = np.stack(literal_starts, axis=1)[:, number] + offset
+    ok &= ((data.word(at) & mask) == word).all(axis=1)
     return ok, columns
 
 
