@@ -35,10 +35,6 @@ _DOT = ord(".")
 # The bytes that end slots. A frame is read only when it holds exactly as many as its layout's
 # literals: then no slot holds one, and the n-th delimiter of the frame is the layout's n-th.
 DELIMITERS = (b'"', b",", b"}", b"@")
-_DELIMITER, _ODD = 1, 2
-_CLASSES = np.zeros(256, dtype=np.uint8)
-_CLASSES[[d[0] for d in DELIMITERS]] = _DELIMITER
-_CLASSES[[*range(32), *range(127, 256), ord("\\")]] = _ODD
 _PAD = 16  # bytes around the burst, so an 8-byte word read near an edge stays inside
 # Bytes are read as unaligned little-endian 8-byte words: the byte at the lowest address is the
 # word's lowest byte. LOW[c] keeps a word's first c bytes, HIGH[c] its last c.
@@ -190,9 +186,15 @@ def read_layouts(frames: Sequence[bytes], lookup: Callable[[str], int]) -> Layou
     data = _Bytes(joined)
     buf = data.buf
     # Printable ASCII without backslashes: no escapes, so string contents are their bytes.
-    classes = _CLASSES[buf]
-    plain = ~np.logical_or.reduceat(classes == _ODD, starts) & (lengths > 12)
-    data.delimiters = delimiters = np.flatnonzero(classes == _DELIMITER)
+    # (Comparisons: several times faster than a 256-entry lookup table over the burst.)
+    odd = buf < 32
+    odd |= buf > 126
+    odd |= buf == 92
+    plain = ~np.logical_or.reduceat(odd, starts) & (lengths > 12)
+    delimiter = buf == DELIMITERS[0][0]
+    for d in DELIMITERS[1:]:
+        delimiter |= buf == d[0]
+    data.delimiters = delimiters = np.flatnonzero(delimiter)
     first = np.searchsorted(delimiters, starts)
     count = np.searchsorted(delimiters, ends) - first
     # The letter after the stream name's "@" (the 4th delimiter of a frame in a layout).
