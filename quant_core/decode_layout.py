@@ -194,7 +194,8 @@ def read_layouts(frames: Sequence[bytes], lookup: Callable[[str], int]) -> Layou
     delimiter = buf == DELIMITERS[0][0]
     for d in DELIMITERS[1:]:
         delimiter |= buf == d[0]
-    data.delimiters = delimiters = np.flatnonzero(delimiter)
+    # One more, in the padding after the burst: never empty, and counted in no frame.
+    data.delimiters = delimiters = np.append(np.flatnonzero(delimiter), data.size - 1)
     first = np.searchsorted(delimiters, starts)
     count = np.searchsorted(delimiters, ends) - first
     # The letter after the stream name's "@" (the 4th delimiter of a frame in a layout).

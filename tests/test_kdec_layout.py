@@ -203,3 +203,9 @@ def test_each_edge_inside_a_burst_equals_the_exact_decoder() -> None:
             one, expected, many, got = exact_and_batched(burst, [], symbols)
             assert got == expected, edited
             assert many.rejects == one.rejects and many.samples == one.samples
+
+
+def test_bursts_without_a_delimiter_or_a_layout_frame() -> None:
+    for burst in ([b"no delimiters at all here"], [b"[1,2]", b""], [AGG[:40]]):
+        one, expected, many, got = exact_and_batched(burst, [], None)
+        assert got == expected and many.rejects == one.rejects
