@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -62,6 +63,8 @@ class FrameBurst:
 
 # Whole unfragmented data frames (FIN set, no RSV bits: nothing negotiated), text or binary.
 DATA_HEADERS = (0x81, 0x82)
+U16 = struct.Struct(">H").unpack_from  # extended payload lengths
+U64 = struct.Struct(">Q").unpack_from
 MAX_FRAME = 2**22  # bytes; a larger frame goes to websockets, which refuses it (max_size)
 
 
@@ -95,6 +98,7 @@ class BurstConnection(ClientConnection):
         buf += data
         end, pos = len(buf), 0
         frames: list[bytes] = []
+        view = memoryview(buf)  # one copy per frame (a bytearray slice would make two)
         while end - pos >= 2:
             first, length = buf[pos], buf[pos + 1]
             head = 2
@@ -104,22 +108,23 @@ class BurstConnection(ClientConnection):
             elif length == 126:
                 if end - pos < 4:
                     break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+                length, head = U16(buf, pos + 2)[0], 4
             elif length == 127:
                 if end - pos < 10:
                     break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+                length, head = U64(buf, pos + 2)[0], 10
             stop = pos + head + length
             if stop > end:
                 break
             if first in DATA_HEADERS and length <= MAX_FRAME:
-                frames.append(bytes(buf[pos + head : stop]))
+                frames.append(bytes(view[pos + head : stop]))
             else:
                 if frames:
                     self.on_burst(frames, time.time_ns())
                     frames = []
-                super().data_received(bytes(buf[pos:stop]))
+                super().data_received(bytes(view[pos:stop]))
             pos = stop
+        view.release()
         if pos:
             del buf[:pos]
         if frames:
