@@ -169,6 +169,7 @@ class LivePipeline:
         self.snapshots = SnapshotFetcher(self.rest, self._deliver_snapshot)
         self._handover = False  # a handover's old connection streams until the new one does
         self._released_at = 0.0
+        self._sender: asyncio.Task | None = None  # sends released rows (``_process``)
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
         if self.kernel.books is not None:  # the same dict, kept current by the kernel
@@ -388,7 +389,11 @@ class LivePipeline:
                 self._on_frames(frames)
             sinks = self.sinks.values()
             if any(sink.buffered() >= self.config.flush_rows for sink in sinks):
-                await self._flush_sinks()
+                # Released now (the gate), sent by a task: the processor goes on reading the
+                # queue while ClickHouse takes the insert (sinks send in order, one at a time).
+                self._release()
+                if self._sender is None or self._sender.done():
+                    self._sender = asyncio.create_task(self._send_released(), name="sink-send")
             # Prompt sinks' consumers (NATS) want events promptly: release when the queue runs
             # dry (or their buffer grows), one await per burst rather than one per frame.
             prompt = [sink for sink in sinks if sink.prompt and sink.buffered()]
@@ -538,6 +543,10 @@ class LivePipeline:
             sink.release()
         self._released_at = time.monotonic()
 
+    async def _send_released(self) -> None:
+        for sink in self.sinks.values():
+            await sink.flush()
+
     async def _flush_sinks(self) -> None:
         self._release()
         for sink in self.sinks.values():
@@ -604,6 +613,8 @@ class LivePipeline:
 
     async def _finish(self) -> None:
         await self._stop_repairs()
+        if self._sender is not None:
+            await self._sender  # its errors stay in the sinks (retried by their close)
         # Bars are written up to the time every symbol is known to be complete: the exchange's
         # time at the stop, or earlier when the REST catch-up could not finish in its budget.
         budget = self.config.stop_budget_s
