@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import random
 import struct
+from types import SimpleNamespace
 
 from websockets.asyncio.client import ClientConnection
+from websockets.protocol import State
 
 from quant_resources.binance.stream import BurstConnection
 
@@ -38,6 +40,7 @@ def reader() -> Reader:
     conn = Reader.__new__(Reader)  # no socket: only the byte handling is under test
     conn.fed, conn.bursts = [], []
     conn._bursting, conn._pending = True, bytearray()
+    conn.protocol = SimpleNamespace(state=State.OPEN)  # the handshake is done
     conn.on_burst = lambda frames, recv_ns: conn.bursts.append(frames)
     return conn
 
@@ -78,3 +81,12 @@ def test_a_data_frame_before_a_ping_is_handed_over_first() -> None:
     conn.fed = type("Fed", (list,), {"append": lambda self, d: order.append(("ws", d))})()
     conn.data_received(ws_frame(b"a") + ws_frame(b"1", 0x9) + ws_frame(b"b"))
     assert order == [("burst", [b"a"]), ("ws", ws_frame(b"1", 0x9)), ("burst", [b"b"])]
+
+
+def test_a_closing_connection_hands_everything_to_websockets() -> None:
+    conn = reader()
+    conn.data_received(ws_frame(b"a") + ws_frame(b"bc")[:2])  # a whole frame, then a partial
+    conn.protocol.state = State.CLOSING
+    conn.data_received(ws_frame(b"bc")[2:] + ws_frame(b"d"))
+    assert conn.bursts == [[b"a"]]
+    assert conn.fed == [ws_frame(b"bc") + ws_frame(b"d")]  # the partial frame first, whole

@@ -83,6 +83,11 @@ class BurstConnection(ClientConnection):
     _pending: bytearray | None = None
 
     def data_received(self, data: bytes) -> None:
+        if self._bursting and self.protocol.state is not State.OPEN:
+            # Closing: websockets reads the rest (the peer's close frame among it) and pauses
+            # reading when nobody takes its messages, so a closed connection stops delivering.
+            self._bursting = False
+            data, self._pending = bytes(self._pending) + data, None
         if not self._bursting:
             if (
                 self.on_burst is None
