@@ -40,11 +40,11 @@ from quant_core.telemetry import percentile
 from quant_dev.processes import binance_simulator, quant, warehouse_endpoint
 
 SECONDS = float(os.environ.get("QUANT_BENCH_LIVE_SECONDS", "130"))
-# 40,000 msgs/s (20,000 aggTrades + 20,000 bookTickers) is sustained with zero loss on 2 cores
-# shared with the simulator and the endpoint; at 50,000 the simulator itself tops out near
-# 41,000 and quant live falls behind: its queue overflows, the REST repair of the backlog
-# (weight limited to ~5,000 trades/s) takes over and bars wait for it. Offer more only on a
-# bigger machine.
+# quant live shares 2 cores with the simulator and the endpoint. The simulator generated its
+# market in 1 ms ticks, at ~22 us of CPU per message (under 45,000 msgs/s from a whole core);
+# ticks of ~200 events halve that. When quant live falls behind, its queue overflows (or the
+# simulator drops it as a slow reader) and the REST repair of the backlog (weight limited to
+# ~5,000 trades/s) takes over: the run is not sustained.
 RATE = float(os.environ.get("QUANT_BENCH_LIVE_RATE", "20000"))
 N_SYMBOLS = int(os.environ.get("QUANT_BENCH_LIVE_SYMBOLS", "8"))
 LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "500"))

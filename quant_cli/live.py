@@ -77,7 +77,7 @@ def live(
         rest_base,
         ws_base,
     )
-    from quant_resources.warehouse import WarehouseError, WarehouseResource
+    from quant_resources.warehouse_client import Warehouse, WarehouseError  # klive: no Dagster
 
     try:
         config_args = {
@@ -92,7 +92,7 @@ def live(
         raise typer.BadParameter(str(exc)) from exc
     # clickhouse-connect logs each failed request itself; the error below says it once.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
-    warehouse = WarehouseResource()
+    warehouse = Warehouse()  # klive
     try:
         # A warehouse that cannot take the rows is found now, in one line, not as a flood of
         # failed inserts later.
@@ -208,11 +208,13 @@ def run_live(interactive: bool = False, max_outage_s: float | None = None, **con
     """Build the pipeline from the environment and run it; SIGTERM/SIGINT stop it cleanly.
     A warehouse outage is logged once (and its end once); past ``max_outage_s`` the session
     stops and :class:`WarehouseOutage` says so."""
-    from quant_resources.lake import LakeResource
+    import uvloop  # klive
+
+    from quant_resources.lake_client import Lake  # klive: no Dagster
     from quant_resources.live.outage import OutageWatch
     from quant_resources.live.pipeline import LiveConfig, LivePipeline
     from quant_resources.settings import quant_home
-    from quant_resources.warehouse import WarehouseResource
+    from quant_resources.warehouse_client import Warehouse  # klive: no Dagster
 
     config = LiveConfig(
         session_root=quant_home() / "sessions",
@@ -220,8 +222,8 @@ def run_live(interactive: bool = False, max_outage_s: float | None = None, **con
         redis_url=settings.redis_url(),
         **config_args,
     )
-    warehouse = WarehouseResource()
-    pipeline = LivePipeline(config, warehouse, LakeResource())
+    warehouse = Warehouse()  # klive
+    pipeline = LivePipeline(config, warehouse, Lake())  # klive
     outage = OutageWatch(warehouse.display_url, max_outage_s)
     line = StatusLine(config.duration_s) if interactive else None
 
@@ -239,7 +241,7 @@ def run_live(interactive: bool = False, max_outage_s: float | None = None, **con
         return await pipeline.run()
 
     try:
-        summary = asyncio.run(main())
+        summary = uvloop.run(main())  # klive: the faster event loop (a dependency already)
     except RuntimeError as exc:
         if not pipeline.sinks["warehouse"].pending:
             raise
@@ -280,7 +282,7 @@ def _redis_line(redis: dict | None) -> str:
 
 
 def describe(summary) -> str:
-    from quant_resources.warehouse import WarehouseResource
+    from quant_resources.warehouse_client import Warehouse  # klive: no Dagster
 
     return (
         f"\nsession {summary.session_id} ({summary.seconds:.1f} s)\n"
@@ -293,7 +295,7 @@ def describe(summary) -> str:
         f"{summary.drops:,} frames dropped in the queue\n"
         f"  rejected    {_pairs(summary.rejects)}\n"
         f"{_books_line(getattr(summary, 'books', {}))}"
-        f"  written     {_pairs(summary.rows_written)} to {WarehouseResource().display_url}\n"
+        f"  written     {_pairs(summary.rows_written)} to {Warehouse().display_url}\n"
         + _redis_line(summary.sinks.get("redis"))
         + f"  session log {summary.session_dir}\n"
         + _run_line(getattr(summary, "dagster_run", None))

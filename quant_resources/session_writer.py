@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,11 +29,16 @@ import orjson
 import zstandard
 
 from quant_core.sessionlog.format import (
+    BODY_FIELDS,
     DATA_KINDS,
     DEFAULT_ROTATE_BYTES,
+    DIGEST_SIZE,
     FORMAT_NAME,
     FORMAT_VERSION,
+    LEN_FIELD,
+    MAX_BODY,
     SEGMENT_END_META,
+    TAG_SIZE,
     ZERO_DIGEST,
     Footer,
     FormatError,
@@ -55,6 +61,10 @@ from quant_core.sessionlog.reader import (
     segment_name,
 )
 from quant_resources.session_lock import SessionLock
+
+# The length and fixed fields of a record without meta in one pack (``encode_record`` packs
+# them apart and joins them): append_many writes the same bytes at a fraction of the cost.
+RECORD_HEAD = struct.Struct("<" + LEN_FIELD.format.lstrip("<") + BODY_FIELDS.format.lstrip("<"))
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _KINDS: dict[Any, RecordKind] = {
@@ -243,18 +253,25 @@ class SessionWriter:
             seg_first, limit_ns = self._seg_first_recv, self._rotate_ns
             limit_bytes = self.rotate_bytes - self._seg_bytes
             digest, seq, size = self._digest, self._seq, 0
-            out = []
+            out: list[bytes] = []
+            # encode_record's bytes (format.py), inlined: this loop runs once per frame.
+            head, base, blake = RECORD_HEAD.pack, BODY_FIELDS.size, hashlib.blake2b
             for conn_id, recv_ns, payload in records[pos : pos + room]:
-                frame, digest = encode_record(digest, rkind, seq, recv_ns, conn_id, b"", payload)
-                out.append(frame)
+                body = base + len(payload)
+                if body > MAX_BODY:
+                    raise FormatError(f"record body of {body} bytes exceeds {MAX_BODY}")
+                signed = head(body, rkind, seq, recv_ns, conn_id, 0) + payload
+                digest = blake(digest + signed, digest_size=DIGEST_SIZE).digest()
+                out += (signed, digest[:TAG_SIZE])
                 seq += 1
-                size += len(frame)
+                size += len(signed) + TAG_SIZE
                 if size >= limit_bytes or recv_ns - seg_first >= limit_ns:
                     break  # rotation is due after this record
+            count = seq - self._seq
             self._fh.write(b"".join(out))
             self._digest, self._seq = digest, seq
-            self._wrote(name, len(out), size, records[pos][1], records[pos + len(out) - 1][1])
-            pos += len(out)
+            self._wrote(name, count, size, records[pos][1], records[pos + count - 1][1])
+            pos += count
 
     def _wrote(self, name: str, count: int, size: int, first_recv: int, last_recv: int) -> None:
         """Bookkeeping after records reached the file, then what is due: a checkpoint, a

@@ -28,10 +28,10 @@ QUANT = [sys.executable, "-m", "quant_cli.main"]
 # What `quant live` imports before it connects (most of its start-up time).
 LIVE_IMPORTS = (
     "quant_cli.main",
-    "quant_resources.lake",
+    "quant_resources.lake_client",  # klive: the plain lake and warehouse (no Dagster)
     "quant_resources.live.outage",
     "quant_resources.live.pipeline",
-    "quant_resources.warehouse",
+    "quant_resources.warehouse_client",
 )
 
 

@@ -12,6 +12,7 @@ server's wall clock and are therefore not reproducible.
 from __future__ import annotations
 
 import bisect
+import functools
 import time
 import zlib
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ MAX_TRADES_PER_AGG = 3
 BOOK_ID_OFFSET = 40_000_000_000
 
 
+@functools.lru_cache(maxsize=1 << 16)  # prices walk near their last ones; quantities repeat
 def fmt8(units: int) -> str:
     """Units of 1e-8 -> Binance's decimal string with 8 places ('56123.45000000')."""
     sign = "-" if units < 0 else ""

@@ -11,7 +11,12 @@
 * SUBSCRIBE/UNSUBSCRIBE carry ids and wait for their ack; at most 5 messages a second leave a
   connection (Binance disconnects above that).
 * Readers never block: frames go to a bounded queue with ``put_nowait``; a full queue drops the
-  frame and counts it (the gap tracker repairs lost trades from REST).
+  frames and counts them (the gap tracker repairs lost trades from REST).
+* Data frames are read in bursts (:class:`BurstConnection`): every complete frame of one socket
+  read goes to the queue as one :class:`FrameBurst`, without a per-frame parser call, await or
+  queue item, which is most of what receiving cost per message. websockets still does the
+  handshake, pings, pongs and the close; it is given every frame that is not a whole text or
+  binary data frame.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
 
 from quant_core.backoff import Backoff
 from quant_resources.binance.urls import MAX_STREAMS_PER_CONNECTION, combined_url, shard
@@ -40,6 +47,93 @@ class RawFrame:
     recv_ns: int
     conn_id: int
     data: bytes
+
+
+@dataclass(slots=True)
+class FrameBurst:
+    """The data frames of one socket read, in order (one queue item for all of them)."""
+
+    recv_ns: int
+    conn_id: int
+    frames: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+# Whole unfragmented data frames (FIN set, no RSV bits: nothing negotiated), text or binary.
+DATA_HEADERS = (0x81, 0x82)
+U16 = struct.Struct(">H").unpack_from  # extended payload lengths
+U64 = struct.Struct(">Q").unpack_from
+MAX_FRAME = 2**22  # bytes; a larger frame goes to websockets, which refuses it (max_size)
+
+
+class BurstConnection(ClientConnection):
+    """A websockets client connection that hands every whole data frame of a socket read to
+    ``on_burst`` at once. Until ``on_burst`` is set and what websockets already parsed has been
+    read, everything goes through websockets as usual; from then on this class keeps the bytes
+    of a frame that is not complete yet, and websockets is fed only whole frames that are not
+    plain data frames (pings, pongs, close, fragments, oversized or masked frames), in their
+    place in the stream, so its own parser always sits at a frame boundary. Binance sends
+    neither fragments nor compressed frames (no extension is negotiated); a fragmented message
+    would still be delivered, through ``recv``, but may overtake the bursts around it."""
+
+    on_burst: Callable[[list[bytes], int], None] | None = None
+    _bursting = False
+    _pending: bytearray | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._bursting and self.protocol.state is not State.OPEN:
+            # Closing: websockets reads the rest (the peer's close frame among it) and pauses
+            # reading when nobody takes its messages, so a closed connection stops delivering.
+            self._bursting = False
+            data, self._pending = bytes(self._pending) + data, None
+        if not self._bursting:
+            if (
+                self.on_burst is None
+                or self.protocol.state is not State.OPEN
+                or len(self.recv_messages.frames)
+                or self.protocol.reader.buffer
+            ):
+                super().data_received(data)
+                return
+            self._bursting = True
+            self._pending = bytearray()
+        buf = self._pending
+        buf += data
+        end, pos = len(buf), 0
+        frames: list[bytes] = []
+        view = memoryview(buf)  # one copy per frame (a bytearray slice would make two)
+        while end - pos >= 2:
+            first, length = buf[pos], buf[pos + 1]
+            head = 2
+            if length & 0x80:  # masked: not from a server; websockets refuses it
+                length = end - pos - head
+                first = 0
+            elif length == 126:
+                if end - pos < 4:
+                    break
+                length, head = U16(buf, pos + 2)[0], 4
+            elif length == 127:
+                if end - pos < 10:
+                    break
+                length, head = U64(buf, pos + 2)[0], 10
+            stop = pos + head + length
+            if stop > end:
+                break
+            if first in DATA_HEADERS and length <= MAX_FRAME:
+                frames.append(bytes(view[pos + head : stop]))
+            else:
+                if frames:
+                    self.on_burst(frames, time.time_ns())
+                    frames = []
+                super().data_received(bytes(view[pos:stop]))
+            pos = stop
+        view.release()
+        if pos:
+            del buf[:pos]
+        if frames:
+            self.on_burst(frames, time.time_ns())
 
 
 @dataclass
@@ -86,31 +180,46 @@ class _Connection:
         self.acks: dict[int, asyncio.Future] = {}
         self.limiter = _RateLimiter(client.max_sends_per_s)
         self.reader = asyncio.create_task(self._read(), name=f"binance-reader-{conn_id}")
+        if isinstance(ws, BurstConnection):
+            ws.on_burst = self._burst
+
+    def _burst(self, frames: list[bytes], recv_ns: int) -> None:
+        """The data frames of one socket read (``BurstConnection``): to the queue as one item."""
+        self.last_rx = time.monotonic()
+        self.first_frame.set()
+        stats = self.client.stats
+        for data in frames:
+            if not data.startswith(b'{"stream"'):  # market data is wrapped; look at the rest
+                self._control(data)
+        stats.frames += len(frames)
+        stats.bytes += sum(map(len, frames))
+        self.client.put(FrameBurst(recv_ns, self.id, frames))
 
     @property
     def age(self) -> float:
         return time.monotonic() - self.opened
 
     async def _read(self) -> None:
-        out, stats = self.client.out, self.client.stats
+        stats = self.client.stats
         try:
             while True:
                 data = await self.ws.recv(decode=False)
                 recv_ns = time.time_ns()
                 self.last_rx = time.monotonic()
                 self.first_frame.set()
-                if data.startswith((b'{"result"', b'{"error"', b'{"id"')):
-                    self._ack(data)
-                elif b"serverShutdown" in data[:80]:
-                    self.shutdown.set()
+                self._control(data)
                 stats.frames += 1
                 stats.bytes += len(data)
-                try:
-                    out.put_nowait(RawFrame(recv_ns, self.id, data))
-                except asyncio.QueueFull:
-                    stats.drops += 1
+                self.client.put(RawFrame(recv_ns, self.id, data))
         except ConnectionClosed:
             return
+
+    def _control(self, data: bytes) -> None:
+        """Subscription answers and ``serverShutdown`` act on the connection."""
+        if data.startswith((b'{"result"', b'{"error"', b'{"id"')):
+            self._ack(data)
+        elif b"serverShutdown" in data[:80]:
+            self.shutdown.set()
 
     def _ack(self, data: bytes) -> None:
         try:
@@ -157,7 +266,10 @@ class _Connection:
 
 
 class BinanceStreamClient:
-    """Runs every shard until ``stop`` is set; frames land in ``out`` as :class:`RawFrame`."""
+    """Runs every shard until ``stop`` is set; frames land in ``out`` as :class:`FrameBurst`
+    (or :class:`RawFrame`, one frame, when websockets delivered it). ``out`` holds at most
+    ``max_frames`` frames (default: its ``maxsize``); the consumer calls ``taken`` with the
+    frames of each item it takes."""
 
     def __init__(
         self,
@@ -172,6 +284,7 @@ class BinanceStreamClient:
         per_connection: int = MAX_STREAMS_PER_CONNECTION,
         backoff_factory: Callable[[], Backoff] = Backoff,
         ack_timeout_s: float = 10.0,
+        max_frames: int | None = None,
     ) -> None:
         self.base_url = base_url
         self.shards = shard(list(names), per_connection)
@@ -184,10 +297,30 @@ class BinanceStreamClient:
         self.backoff_factory = backoff_factory
         self.ack_timeout_s = ack_timeout_s
         self.stats = StreamStats()
+        self.max_frames = max_frames or out.maxsize or 2**62
+        self.queued_frames = 0  # in ``out``, not yet ``taken``
         self.request_ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._current: dict[int, _Connection] = {}
         self.on_event: Callable[[str, int, str], None] = lambda kind, conn_id, detail: None
+
+    def put(self, item: FrameBurst | RawFrame) -> None:
+        """Queue what a connection received; never blocks: what does not fit is dropped and
+        counted (the gap tracker repairs the trades from REST)."""
+        n = len(item.frames) if isinstance(item, FrameBurst) else 1
+        if self.queued_frames + n > self.max_frames:
+            self.stats.drops += n
+            return
+        try:
+            self.out.put_nowait(item)
+        except asyncio.QueueFull:
+            self.stats.drops += n
+            return
+        self.queued_frames += n
+
+    def taken(self, frames: int) -> None:
+        """The consumer took ``frames`` frames out of the queue."""
+        self.queued_frames -= frames
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
@@ -204,7 +337,15 @@ class BinanceStreamClient:
 
     async def _open(self, index: int) -> _Connection:
         url = combined_url(self.base_url, self.shards[index])
-        ws = await connect(url, max_size=2**22, ping_interval=20, ping_timeout=20, open_timeout=10)
+        ws = await connect(
+            url,
+            max_size=MAX_FRAME,
+            ping_interval=20,
+            ping_timeout=20,
+            open_timeout=10,
+            compression=None,  # whole plain frames for the burst reader
+            create_connection=BurstConnection,
+        )
         conn = _Connection(next(self._conn_ids), ws, self)
         self.stats.connects += 1
         self.on_event("open", conn.id, url)

@@ -58,7 +58,7 @@ from quant_core.gaps import Gap
 from quant_core.kernel import FROM_WAREHOUSE, IngestKernel, KernelOutput, bar_stream
 from quant_core.rest_decode import AGG_TRADES_PATH, HISTORICAL_TRADES_PATH
 from quant_resources.binance.rest import BinanceRest
-from quant_resources.binance.stream import BinanceStreamClient, RawFrame
+from quant_resources.binance.stream import BinanceStreamClient, FrameBurst, RawFrame
 from quant_resources.binance.urls import stream_names
 from quant_resources.live.books import BookSink, SnapshotFetcher
 from quant_resources.live.redis_sink import RedisSink
@@ -69,7 +69,7 @@ from quant_resources.session_writer import SessionWriter
 log = logging.getLogger(__name__)
 REPAIR_PAGE = 1000
 CLOCK_EVERY_S = 1.0  # seconds between readings of the exchange's clock
-DRAIN_MAX = 4096  # frames taken from the queue per burst
+DRAIN_MAX = 4096  # frames taken from the queue per burst (a socket read's burst is not split)
 # Prompt sinks (NATS) are flushed as the queue runs dry, each time behind an fsync of the log:
 # at most this often, so a trickle of frames costs a bounded number of fsyncs per second.
 PROMPT_GATE_S = 0.05
@@ -169,6 +169,7 @@ class LivePipeline:
         self.snapshots = SnapshotFetcher(self.rest, self._deliver_snapshot)
         self._handover = False  # a handover's old connection streams until the new one does
         self._released_at = 0.0
+        self._sender: asyncio.Task | None = None  # sends released rows (``_process``)
         self.log: SessionWriter | None = None
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
         if self.kernel.books is not None:  # the same dict, kept current by the kernel
@@ -369,11 +370,15 @@ class LivePipeline:
             # Take what else has arrived (bounded): frames are logged, decoded and aggregated
             # in bursts, at a fraction of the per-frame cost; REST pages keep their place.
             items = [item]
-            while len(items) < DRAIN_MAX and not queue.empty():
-                items.append(queue.get_nowait())
-            frames: list[RawFrame] = []
+            taken = _frame_count(item)
+            while taken < DRAIN_MAX and not queue.empty():
+                item = queue.get_nowait()
+                items.append(item)
+                taken += _frame_count(item)
+            self.client.taken(taken)
+            frames: list[RawFrame | FrameBurst] = []
             for item in items:
-                if isinstance(item, RawFrame):
+                if isinstance(item, RawFrame | FrameBurst):
                     frames.append(item)
                     continue
                 if frames:
@@ -384,7 +389,11 @@ class LivePipeline:
                 self._on_frames(frames)
             sinks = self.sinks.values()
             if any(sink.buffered() >= self.config.flush_rows for sink in sinks):
-                await self._flush_sinks()
+                # Released now (the gate), sent by a task: the processor goes on reading the
+                # queue while ClickHouse takes the insert (sinks send in order, one at a time).
+                self._release()
+                if self._sender is None or self._sender.done():
+                    self._sender = asyncio.create_task(self._send_released(), name="sink-send")
             # Prompt sinks' consumers (NATS) want events promptly: release when the queue runs
             # dry (or their buffer grows), one await per burst rather than one per frame.
             prompt = [sink for sink in sinks if sink.prompt and sink.buffered()]
@@ -397,11 +406,24 @@ class LivePipeline:
                 for sink in prompt:
                     await sink.flush()
 
-    def _on_frames(self, frames: list[RawFrame]) -> None:
+    def _on_frames(self, frames: list[RawFrame | FrameBurst]) -> None:
+        """Frames in queue order (single frames or a socket read's burst each)."""
+        records: list[tuple[int, int, bytes]] = []
+        datas: list[bytes] = []
+        recv: list[int] = []
+        for item in frames:
+            if isinstance(item, FrameBurst):
+                conn_id, recv_ns, burst = item.conn_id, item.recv_ns, item.frames
+                records += [(conn_id, recv_ns, data) for data in burst]
+                datas += burst
+                recv += [recv_ns] * len(burst)
+            else:
+                records.append((item.conn_id, item.recv_ns, item.data))
+                datas.append(item.data)
+                recv.append(item.recv_ns)
         # Write-ahead: logged before anything is applied.
-        self.log.append_many("ws", [(f.conn_id, f.recv_ns, f.data) for f in frames])
-        recv_ns = np.fromiter((f.recv_ns for f in frames), np.int64, len(frames))
-        self._emit(self.kernel.frames([f.data for f in frames], recv_ns))
+        self.log.append_many("ws", records)
+        self._emit(self.kernel.frames(datas, np.array(recv, np.int64)))
 
     def _emit(self, out: KernelOutput) -> None:
         """The kernel's output: repairs for the gaps it opened, the same columns to every sink."""
@@ -521,6 +543,10 @@ class LivePipeline:
             sink.release()
         self._released_at = time.monotonic()
 
+    async def _send_released(self) -> None:
+        for sink in self.sinks.values():
+            await sink.flush()
+
     async def _flush_sinks(self) -> None:
         self._release()
         for sink in self.sinks.values():
@@ -587,6 +613,8 @@ class LivePipeline:
 
     async def _finish(self) -> None:
         await self._stop_repairs()
+        if self._sender is not None:
+            await self._sender  # its errors stay in the sinks (retried by their close)
         # Bars are written up to the time every symbol is known to be complete: the exchange's
         # time at the stop, or earlier when the REST catch-up could not finish in its budget.
         budget = self.config.stop_budget_s
@@ -676,6 +704,13 @@ class LivePipeline:
                 complete = min(complete, reached or 0)
         hold = self.kernel.hold_ms()
         return complete if hold is None else min(complete, hold)
+
+
+def _frame_count(item) -> int:
+    """Frames in one queue item (a REST answer counts none)."""
+    if isinstance(item, FrameBurst):
+        return len(item.frames)
+    return 1 if isinstance(item, RawFrame) else 0
 
 
 def build_sinks(config: LiveConfig, warehouse, now_ms: int) -> dict[str, Sink]:
