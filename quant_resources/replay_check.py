@@ -64,14 +64,19 @@ def diff_against_warehouse(warehouse, replayed: pa.Table, stopped: bool = True) 
     return compare_bars(replayed, stored)
 
 
-def warehouse_book_snapshots(warehouse, replayed: pa.Table) -> pa.Table:
-    """ClickHouse's ``book_snapshots`` for the symbols and time span of ``replayed``."""
+def warehouse_book_rows(warehouse, replayed: pa.Table, table: str) -> pa.Table:
+    """ClickHouse's ``book_snapshots`` (distinct rows) or ``book_updates`` (one row per key,
+    ``FINAL``) for the source, symbols and exchange time span of ``replayed``."""
+    shape, select = {
+        "book_snapshots": (BOOK_SNAPSHOTS, "SELECT DISTINCT {} FROM book_snapshots"),
+        "book_updates": (BOOK_UPDATES, "SELECT {} FROM book_updates FINAL"),
+    }[table]
     if replayed.num_rows == 0:
-        return BOOK_SNAPSHOTS.empty_table()
+        return shape.empty_table()
     lo, hi = pc.min_max(replayed.column("ts_event")).values()
-    table = warehouse.query_arrow(
-        f"SELECT DISTINCT {', '.join(BOOK_SNAPSHOTS.names)} FROM book_snapshots "
-        "WHERE source = {src:String} AND symbol IN {syms:Array(String)} "
+    return warehouse.query_arrow(
+        select.format(", ".join(shape.names))
+        + " WHERE source = {src:String} AND symbol IN {syms:Array(String)} "
         "AND ts_event BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')}",
         {
             "src": replayed.column("source")[0].as_py(),
@@ -80,30 +85,12 @@ def warehouse_book_snapshots(warehouse, replayed: pa.Table) -> pa.Table:
             "hi": hi.as_py(),
         },
     )
-    return table
 
 
 def books_against_warehouse(warehouse, replayed: pa.Table) -> str | None:
     """The first book snapshot where the replay and ClickHouse disagree, or None."""
-    return compare_book_snapshots(replayed, warehouse_book_snapshots(warehouse, replayed))
-
-
-def warehouse_book_updates(warehouse, replayed: pa.Table) -> pa.Table:
-    """ClickHouse's ``book_updates`` (one row per key, ``FINAL``) for the symbols and exchange
-    time span of ``replayed``."""
-    if replayed.num_rows == 0:
-        return BOOK_UPDATES.empty_table()
-    lo, hi = pc.min_max(replayed.column("ts_event")).values()
-    return warehouse.query_arrow(
-        f"SELECT {', '.join(BOOK_UPDATES.names)} FROM book_updates FINAL "
-        "WHERE source = {src:String} AND symbol IN {syms:Array(String)} "
-        "AND ts_event BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')}",
-        {
-            "src": replayed.column("source")[0].as_py(),
-            "syms": pc.unique(replayed.column("symbol")).to_pylist(),
-            "lo": lo.as_py(),
-            "hi": hi.as_py(),
-        },
+    return compare_book_snapshots(
+        replayed, warehouse_book_rows(warehouse, replayed, "book_snapshots")
     )
 
 
@@ -113,7 +100,7 @@ def book_updates_against_warehouse(
     """The first book update where the replay and ClickHouse disagree, or None. A session
     without a clean stop (``stopped`` False) may have logged rows its process did not store
     before it died: each stored row must still equal the replay's."""
-    stored = warehouse_book_updates(warehouse, replayed)
+    stored = warehouse_book_rows(warehouse, replayed, "book_updates")
     return compare_book_updates(replayed, stored, subset=not stopped)
 
 

@@ -20,7 +20,7 @@ from quant_api import latest
 from quant_core.replay import replay
 from quant_dev.serving import RedisServer
 from quant_resources.latest_store import LatestStore
-from quant_resources.replay_check import book_updates_against_warehouse, warehouse_book_updates
+from quant_resources.replay_check import book_updates_against_warehouse, warehouse_book_rows
 from tests.live_helpers import QUANT, drop, fresh_warehouse, live_env, start_live, start_sim
 from tests.test_books_live import wait_for
 
@@ -64,7 +64,7 @@ def test_live_books_replay_with_receive_times_and_latest_book_in_redis(
 
         # Every book_updates column, ts_init included, from the session log alone.
         result = replay(session)
-        stored = warehouse_book_updates(warehouse, result.book_updates)
+        stored = warehouse_book_rows(warehouse, result.book_updates, "book_updates")
         assert stored.num_rows == summary["books"]["updates"] > 100
         assert book_updates_against_warehouse(warehouse, result.book_updates) is None
         verify = subprocess.run(

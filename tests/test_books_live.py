@@ -27,7 +27,7 @@ from quant_core.depth_decode import DEPTH_PATH, decode_depth_snapshot
 from quant_core.replay import replay
 from quant_core.sessionlog.format import RecordKind
 from quant_core.sessionlog.reader import SessionReader
-from quant_resources.replay_check import warehouse_book_snapshots
+from quant_resources.replay_check import warehouse_book_rows
 from tests.live_helpers import QUANT, drop, fresh_warehouse, live_env, start_live, start_sim
 from tests.test_nats import read_lines, start_tail
 
@@ -207,7 +207,8 @@ def test_live_books_survive_every_depth_fault_and_replay(
         assert result.book_snapshots.num_rows == len(stored)
         assert (
             compare_book_snapshots(
-                warehouse_book_snapshots(warehouse, result.book_snapshots), result.book_snapshots
+                warehouse_book_rows(warehouse, result.book_snapshots, "book_snapshots"),
+                result.book_snapshots,
             )
             is None
         )

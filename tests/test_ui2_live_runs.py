@@ -22,7 +22,9 @@ from quant_assets.live_runs import (
 from quant_cli.dev import dagster_home
 
 
-def _run(instance: dg.DagsterInstance, **tags: str) -> str:
+def started_terminal_run(instance: dg.DagsterInstance, **tags: str) -> str:
+    """A STARTED run of live_ingest_job tagged as this process's terminal run (``tags`` override:
+    another pid or host)."""
     run_id = uuid.uuid4().hex
     instance.add_run(
         dg.DagsterRun(
@@ -40,10 +42,13 @@ def test_only_runs_of_this_host_whose_process_is_gone_are_failed(tmp_path) -> No
                            capture_output=True, text=True)  # fmt: skip
     gone_pid = ended.stdout.strip()
     with dg.DagsterInstance.from_config(str(dagster_home(tmp_path))) as instance:
-        alive = _run(instance)
-        gone = _run(instance, **{PID_TAG: gone_pid, PID_START_TAG: "1"})
-        reused = _run(instance, **{PID_START_TAG: "1"})  # this pid, but started at another time
-        elsewhere = _run(instance, **{HOST_TAG: f"not-{socket.gethostname()}", PID_TAG: gone_pid})
+        alive = started_terminal_run(instance)
+        gone = started_terminal_run(instance, **{PID_TAG: gone_pid, PID_START_TAG: "1"})
+        # this pid, but started at another time
+        reused = started_terminal_run(instance, **{PID_START_TAG: "1"})
+        elsewhere = started_terminal_run(
+            instance, **{HOST_TAG: f"not-{socket.gethostname()}", PID_TAG: gone_pid}
+        )
         lines = fail_lost_terminal_runs(instance)
         status = {r: instance.get_run_by_id(r).status for r in (alive, gone, reused, elsewhere)}
         assert status == {
@@ -64,7 +69,7 @@ def test_only_runs_of_this_host_whose_process_is_gone_are_failed(tmp_path) -> No
 
 def test_terminate_marks_a_live_terminal_run_canceling(tmp_path) -> None:
     with dg.DagsterInstance.from_config(str(dagster_home(tmp_path))) as instance:
-        run_id = _run(instance)
+        run_id = started_terminal_run(instance)
         assert type(instance.run_launcher).__name__ == "QuantRunLauncher"
         assert instance.run_launcher.terminate(run_id) is True
         assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.CANCELING

@@ -14,7 +14,6 @@ from __future__ import annotations
 import signal
 import socket
 import time
-import uuid
 
 import dagster as dg
 import pytest
@@ -23,7 +22,7 @@ from dagster._core.workspace.load_target import EmptyWorkspaceTarget
 from dagster_graphql.client.client_queries import TERMINATE_RUNS_JOB_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql
 
-from quant_assets.live_runs import PID_TAG, terminal_run_tags
+from quant_assets.live_runs import PID_TAG
 from quant_cli.dev import dagster_home
 from sensors.live import live_ingest_supervisor
 from tests.live_helpers import (
@@ -37,6 +36,7 @@ from tests.live_helpers import (
     start_sim,
     stop_all,
 )
+from tests.test_ui2_live_runs import started_terminal_run
 
 # a minute of exchange time must end while the terminated session runs
 pytestmark = pytest.mark.timeout(480)
@@ -82,20 +82,6 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     return records[0].event_log_entry.dagster_event.message
 
 
-def _decoy(instance: dg.DagsterInstance, **tags: str) -> str:
-    """A STARTED terminal run whose process lives, or that belongs to another host."""
-    run_id = uuid.uuid4().hex
-    instance.add_run(
-        dg.DagsterRun(
-            job_name="live_ingest_job",
-            run_id=run_id,
-            status=dg.DagsterRunStatus.STARTED,
-            tags={**terminal_run_tags(), **tags},
-        )
-    )
-    return run_id
-
-
 def _minutes(instance: dg.DagsterInstance, run_id: str) -> list:
     records = instance.fetch_materializations(dg.AssetKey("live_trades"), limit=10).records
     return [r for r in records if r.run_id == run_id]
@@ -120,9 +106,11 @@ def test_killed_terminal_runs_are_failed_and_terminate_stops_one_cleanly(tmp_pat
     env.pop("DAGSTER_HOME", None)
     try:
         with dg.DagsterInstance.from_config(str(instance_dir)) as instance:
-            alive = _decoy(instance)  # this test's own process: alive
-            elsewhere = _decoy(instance, **{"quant/host": f"not-{socket.gethostname()}"})
-            elsewhere_gone = _decoy(
+            alive = started_terminal_run(instance)  # this test's own process: alive
+            elsewhere = started_terminal_run(
+                instance, **{"quant/host": f"not-{socket.gethostname()}"}
+            )
+            elsewhere_gone = started_terminal_run(
                 instance, **{"quant/host": f"not-{socket.gethostname()}", PID_TAG: "999999999"}
             )
 
