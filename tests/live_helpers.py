@@ -228,6 +228,21 @@ def start_live(
     return Live(child, stdout, stderr)
 
 
+def verify_against_warehouse(
+    session: Path | str, warehouse: WarehouseResource, env: dict[str, str], *extra: str
+) -> subprocess.CompletedProcess:
+    """``quant replay verify SESSION --against-warehouse`` as a user runs it; asserts exit 0."""
+    verify = subprocess.run(
+        [*QUANT, "replay", "verify", str(session), "--against-warehouse", *extra],
+        env={**env, "CLICKHOUSE_URL": warehouse.resolved_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-3000:]
+    return verify
+
+
 def seconds_to_minute_end(now: float | None = None, offset_s: float = 0.0) -> float:
     """Seconds from now until ``offset_s`` past the next minute boundary."""
     now = time.time() if now is None else now

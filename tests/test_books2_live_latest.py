@@ -9,7 +9,6 @@ reconnect, the real ClickHouse endpoint and a real ``redis-server`` (issue 16):
 from __future__ import annotations
 
 import signal
-import subprocess
 from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +20,14 @@ from quant_core.replay import replay
 from quant_dev.serving import RedisServer
 from quant_resources.latest_store import LatestStore
 from quant_resources.replay_check import book_updates_against_warehouse, warehouse_book_rows
-from tests.live_helpers import QUANT, drop, fresh_warehouse, live_env, start_live, start_sim
+from tests.live_helpers import (
+    drop,
+    fresh_warehouse,
+    live_env,
+    start_live,
+    start_sim,
+    verify_against_warehouse,
+)
 from tests.test_books_live import wait_for
 
 pytestmark = pytest.mark.xdist_group("live")
@@ -67,14 +73,7 @@ def test_live_books_replay_with_receive_times_and_latest_book_in_redis(
         stored = warehouse_book_rows(warehouse, result.book_updates, "book_updates")
         assert stored.num_rows == summary["books"]["updates"] > 100
         assert book_updates_against_warehouse(warehouse, result.book_updates) is None
-        verify = subprocess.run(
-            [*QUANT, "replay", "verify", str(session), "--against-warehouse"],
-            env={**env, "CLICKHOUSE_URL": warehouse.resolved_url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
+        verify = verify_against_warehouse(session, warehouse, env)
         assert f"{stored.num_rows} book updates" in verify.stdout
 
         # The latest book in Redis is the last stored snapshot, as the v1 contract.

@@ -11,7 +11,6 @@ whole (the book was never stored out of sync); a replay of the session log rebui
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections import defaultdict
 from decimal import Decimal
@@ -28,7 +27,14 @@ from quant_core.replay import replay
 from quant_core.sessionlog.format import RecordKind
 from quant_core.sessionlog.reader import SessionReader
 from quant_resources.replay_check import warehouse_book_rows
-from tests.live_helpers import QUANT, drop, fresh_warehouse, live_env, start_live, start_sim
+from tests.live_helpers import (
+    drop,
+    fresh_warehouse,
+    live_env,
+    start_live,
+    start_sim,
+    verify_against_warehouse,
+)
 from tests.test_nats import read_lines, start_tail
 
 pytestmark = pytest.mark.xdist_group("live")
@@ -212,14 +218,7 @@ def test_live_books_survive_every_depth_fault_and_replay(
             )
             is None
         )
-        verify = subprocess.run(
-            [*QUANT, "replay", "verify", str(session), "--against-warehouse"],
-            env={**env, "CLICKHOUSE_URL": warehouse.resolved_url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
+        verify = verify_against_warehouse(session, warehouse, env)
         assert "book snapshots" in verify.stdout
     finally:
         tail.stop(10)

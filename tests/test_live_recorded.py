@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 from pathlib import Path
 
 import orjson
@@ -22,7 +21,6 @@ from quant_resources.lake import LakeResource
 from quant_resources.session_writer import SessionWriter
 from tests.live_helpers import (
     MINUTE_MS,
-    QUANT,
     check_bars_equal_trades,
     check_trades,
     drop,
@@ -30,6 +28,7 @@ from tests.live_helpers import (
     live_env,
     start_live,
     start_sim,
+    verify_against_warehouse,
 )
 
 pytestmark = pytest.mark.xdist_group("live")
@@ -122,14 +121,7 @@ def run_scenario(
             checked[symbol] = trades
         minutes = check_bars_equal_trades(warehouse, symbols, stop_ms)
         session = Path(summary["session_dir"])
-        verify = subprocess.run(
-            [*QUANT, "replay", "verify", str(session), "--against-warehouse", "--json"],
-            env={**env, "CLICKHOUSE_URL": warehouse.resolved_url},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
+        verify_against_warehouse(session, warehouse, env, "--json")
         # The asset check sees the session in the lake and agrees; a bar changed behind the
         # pipeline's back (a higher version with another high) makes it fail, naming it.
         lake = LakeResource(url=f"file://{tmp_path / 'home' / 'lake'}")

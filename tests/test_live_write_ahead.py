@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +31,13 @@ import pytest
 from quant_core.replay import replay
 from quant_resources.session_writer import recover
 from tests.live_helpers import (
-    QUANT,
     drop,
     fresh_warehouse,
     live_env,
     start_live,
     start_sim,
     stop_all,
+    verify_against_warehouse,
 )
 from tests.test_nats import read_lines, start_tail
 
@@ -193,14 +192,7 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
         live = pending
         live.release()
         summary = live.summary(300)
-        verify = subprocess.run(
-            [*QUANT, "replay", "verify", summary["session_dir"], "--against-warehouse"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "CLICKHOUSE_URL": warehouse.resolved_url},
-        )
-        assert verify.returncode == 0, verify.stderr[-3000:] + verify.stdout[-2000:]
+        verify = verify_against_warehouse(summary["session_dir"], warehouse, dict(os.environ))
         assert "chain intact" in verify.stdout
         tail.signal(signal.SIGTERM)
         assert tail.wait(30) == 0
