@@ -464,6 +464,9 @@ class NatsSink(EventSink):
         self.max_buffer = max_buffer
         self._buffer: list[tuple[str, bytes, dict | None]] = []  # staged
         self._ready: list[tuple[str, bytes, dict | None]] = []  # released by the gate
+        # The processor's prompt flush and the sender task (pipeline) may both flush: one at a
+        # time, so a later batch never overtakes an earlier one that is still publishing.
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         import nats
@@ -558,17 +561,20 @@ class NatsSink(EventSink):
             return
         from nats.errors import Error as NatsError
 
-        batch, self._ready = self._ready, []
-        publish = self.nc.publish
-        for subject, payload, headers in batch:
-            try:
-                await publish(subject, payload, headers=headers)
-            except NatsError as exc:  # disconnected with a full outbound buffer, or closed
-                self.dropped += 1
-                if self.dropped == 1 or self.dropped % 10_000 == 0:
-                    log.warning("NATS publish failed (%s); %d messages dropped", exc, self.dropped)
-                continue
-            self.published += 1
+        async with self._lock:
+            batch, self._ready = self._ready, []
+            publish = self.nc.publish
+            for subject, payload, headers in batch:
+                try:
+                    await publish(subject, payload, headers=headers)
+                except NatsError as exc:  # disconnected with a full outbound buffer, or closed
+                    self.dropped += 1
+                    if self.dropped == 1 or self.dropped % 10_000 == 0:
+                        log.warning(
+                            "NATS publish failed (%s); %d messages dropped", exc, self.dropped
+                        )
+                    continue
+                self.published += 1
 
     async def close(self) -> None:
         if self.nc is not None:
