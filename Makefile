@@ -12,7 +12,8 @@ export QUANT_HOME ?= $(CURDIR)/.quant
 setup: $(STAMP)
 
 # Idempotent: re-installs only when the dependency pins or the project metadata change.
-$(STAMP): pyproject.toml constraints.txt
+# setup.py and the C sources of quant_core/native: a changed one is rebuilt by the editable install.
+$(STAMP): pyproject.toml constraints.txt setup.py $(wildcard quant_core/native/*.c quant_core/native/*.h)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -422,8 +422,15 @@ def test_migrate_command_targets_the_last_migration_of_each_database(tmp_path: P
 def test_dockerfile_installs_the_project_and_its_runtime_files() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     lines = [line.strip() for line in dockerfile.splitlines()]
-    assert next(x for x in lines if x.startswith("FROM")) == ("FROM python:3.11-slim-bookworm")
-    assert re.search(r"pip install -c constraints\.txt \.(\s|$)", dockerfile)
+    stages = [x for x in lines if x.startswith("FROM")]
+    assert stages == ["FROM python:3.11-slim-bookworm AS build", "FROM python:3.11-slim-bookworm"]
+    # The build stage compiles quant_core's C modules into a wheel; the final stage installs
+    # that wheel, pinned by constraints.txt, and keeps no compiler.
+    assert re.search(r"pip wheel [^\n]*--no-deps [^\n]*\.(\s|$)", dockerfile)
+    assert re.search(r"pip install -c (\S*)constraints\.txt /tmp/wheels/\*\.whl", dockerfile)
+    assert "COPY --from=build /wheels /tmp/wheels" in dockerfile
+    final = dockerfile[dockerfile.rindex("\nFROM ") :]
+    assert "apt-get install" not in final, "the final image must not keep the compiler"
     assert not re.search(r"pip install[^\n]*\s-e\s", dockerfile), "install must not be editable"
     copy = re.search(r"^COPY migrations (\S+)$", dockerfile, re.M)
     assert copy, "migrations/ is not copied"
