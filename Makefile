@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt setup.py $(wildcard quant_core/native/*
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Python >= 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@scripts/build-tools $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip>=24"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
