@@ -84,6 +84,7 @@ def _bars() -> pa.Table:
 def _latest_values(redis_url: str, ts: datetime) -> list[str]:
     import redis
 
+    from quant_api.latest import ITEMS
     from quant_resources.latest_store import latest_key
 
     stamp = ts.isoformat()
@@ -122,8 +123,8 @@ def _latest_values(redis_url: str, ts: datetime) -> list[str]:
         "book": {
             "source": SOURCE,
             "symbol": SYMBOL,
-            "first_update_id": 1,
-            "last_update_id": 2,
+            "update_id": 2,
+            "synced_from": 1,
             "bids": [{"price": "180.4", "qty": "5"}],
             "asks": [],
             "ts_event": stamp,
@@ -133,6 +134,10 @@ def _latest_values(redis_url: str, ts: datetime) -> list[str]:
     keys = []
     for kind, value in values.items():
         key = latest_key(SOURCE, SYMBOL, kind)
+        # Held to its contract first: an invalid value would send every request the slow way
+        # (it did: the book was not a BookSnapshot, so each request was validated and logged
+        # twice, and the figure measured that).
+        ITEMS[kind][0].model_validate(value)
         client.set(key, json.dumps(value))
         keys.append(key)
     client.close()
