@@ -125,8 +125,9 @@ def build_router() -> APIRouter:
         rows = _limit(request, limit)
         warehouse = request.app.state.warehouse
         with backend("warehouse", warehouse.display_url):
-            table, next_cursor = bars_sql.fetch_page(warehouse, query, rows, cursor)
-            unknown = cursor is None and table.num_rows == 0
+            page = bars_sql.fetch_page(warehouse, query, rows, cursor)
+            next_cursor = page.next_cursor
+            unknown = cursor is None and page.rows == 0
             if unknown and not bars_sql.series_exists(warehouse, source, query.symbol):
                 raise ApiError(
                     404,
@@ -135,12 +136,15 @@ def build_router() -> APIRouter:
                     query.symbol,
                 )
         headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
+        if media == ARROW and page.arrow is not None:
+            return Response(page.arrow, media_type=ARROW, headers=headers)
         if media != JSON:
-            return table_response(table, media, headers)
-        page = BarsPage(
-            data=[Bar.model_validate(row) for row in table.to_pylist()], next_cursor=next_cursor
+            return table_response(page.table(), media, headers)
+        body = BarsPage(
+            data=[Bar.model_validate(row) for row in page.table().to_pylist()],
+            next_cursor=next_cursor,
         )
-        return Response(page.model_dump_json(), media_type=JSON, headers=headers)
+        return Response(body.model_dump_json(), media_type=JSON, headers=headers)
 
     @router.get("/latest/{symbol}", response_model=Latest, dependencies=protected)
     async def get_latest(
