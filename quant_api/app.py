@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from clickhouse_connect.driver.exceptions import Error as ClickHouseClientError
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
-from starlette.concurrency import run_in_threadpool
 
 from quant_api import bars as bars_sql
 from quant_api import errors, latest, options, sessions
 from quant_api.auth import require_token
-from quant_api.errors import ApiError, BackendUnavailable, ErrorBody, bad_request
+from quant_api.backends import backend
+from quant_api.errors import ApiError, ErrorBody, bad_request
 from quant_api.formats import ARROW, BINARY, JSON, PARQUET, negotiate, table_response
-from quant_api.latest_fast import LatestFromRedis
+from quant_api.latest_fast import LatestBeforeRouting
 from quant_api.models import (
     BarsPage,
     Component,
@@ -35,9 +32,9 @@ from quant_core import __version__
 from quant_core.contracts import SCHEMA_VERSION, SYMBOL_PATTERN, Bar, Interval
 from quant_core.contracts.types import ID_PATTERN, SOURCE_PATTERN
 from quant_resources import settings
-from quant_resources.lake import LakeError, LakeResource
-from quant_resources.latest_store import LatestStore, LatestStoreError
-from quant_resources.warehouse import WarehouseError, WarehouseResource
+from quant_resources.lake import LakeResource
+from quant_resources.latest_store import LatestStore
+from quant_resources.warehouse import WarehouseResource
 
 _log = logging.getLogger(__name__)
 # Timestamps ClickHouse's DateTime64(3) holds, and this service accepts.
@@ -67,16 +64,6 @@ Limit = Annotated[
     int | None,
     Query(ge=1, description="Rows a page holds (QUANT_API_PAGE_SIZE; QUANT_API_MAX_PAGE_SIZE)."),
 ]
-
-
-@contextlib.contextmanager
-def backend(name: str, where: str) -> Iterator[None]:
-    """A failing backend is a 503 naming it; its own message goes to the log only."""
-    try:
-        yield
-    except (WarehouseError, ClickHouseClientError, LakeError, LatestStoreError, OSError) as exc:
-        _log.error("%s at %s failed: %s", name, where, exc)
-        raise BackendUnavailable(f"{name} at {where} failed ({type(exc).__name__})") from None
 
 
 def _check_time(parameter: str, value: datetime) -> datetime:
@@ -138,8 +125,9 @@ def build_router() -> APIRouter:
         rows = _limit(request, limit)
         warehouse = request.app.state.warehouse
         with backend("warehouse", warehouse.display_url):
-            table, next_cursor = bars_sql.fetch_page(warehouse, query, rows, cursor)
-            unknown = cursor is None and table.num_rows == 0
+            page = bars_sql.fetch_page(warehouse, query, rows, cursor)
+            next_cursor = page.next_cursor
+            unknown = cursor is None and page.rows == 0
             if unknown and not bars_sql.series_exists(warehouse, source, query.symbol):
                 raise ApiError(
                     404,
@@ -148,12 +136,15 @@ def build_router() -> APIRouter:
                     query.symbol,
                 )
         headers = {"X-Next-Cursor": next_cursor} if next_cursor else {}
+        if media == ARROW and page.arrow is not None:
+            return Response(page.arrow, media_type=ARROW, headers=headers)
         if media != JSON:
-            return table_response(table, media, headers)
-        page = BarsPage(
-            data=[Bar.model_validate(row) for row in table.to_pylist()], next_cursor=next_cursor
+            return table_response(page.table(), media, headers)
+        body = BarsPage(
+            data=[Bar.model_validate(row) for row in page.table().to_pylist()],
+            next_cursor=next_cursor,
         )
-        return Response(page.model_dump_json(), media_type=JSON, headers=headers)
+        return Response(body.model_dump_json(), media_type=JSON, headers=headers)
 
     @router.get("/latest/{symbol}", response_model=Latest, dependencies=protected)
     async def get_latest(
@@ -163,25 +154,10 @@ def build_router() -> APIRouter:
     ) -> Response:
         """The newest trade, book ticker, 1m bar and book: Redis when it holds them, else
         the warehouse; each item says which (`from`)."""
-        # A request Redis answers whole never gets here: quant_api.latest_fast answers it
-        # before routing. This route serves the rest (warehouse fallback, 404) and documents
-        # the endpoint.
-        state = request.app.state
-        name = symbol.upper()
-        # On the event loop: one MGET to a nearby Redis takes far less than a thread hop, and
-        # its socket timeout bounds the worst case. Only the warehouse goes to a thread.
-        cached, missing = latest.from_cache(state.latest_store, source, name)
-        found = {}
-        if missing:
-            with backend("warehouse", state.warehouse.display_url):
-                found = await run_in_threadpool(
-                    latest.from_warehouse, state.warehouse, source, name, missing
-                )
-        body = latest.answer_json(source, name, cached, found)
-        if body is None:
-            raise ApiError(
-                404, f"symbol={name!r} has no data from source={source!r}", "symbol", symbol
-            )
+        # A valid, authorised request never gets here: quant_api.latest_fast answers it before
+        # routing, with the same function. The route documents the endpoint and serves what
+        # the early layer declines, which FastAPI refuses first (token, parameters).
+        body = await request.app.state.latest.body(source, symbol.upper())
         return Response(body, media_type=JSON)
 
     @router.get("/options/chain/{underlying}", response_model=OptionsChain, dependencies=protected)
@@ -280,6 +256,16 @@ def health(state) -> Health:
     )
 
 
+class DataService(FastAPI):
+    """FastAPI, with the valid ``/v1/latest`` request answered before its middleware, routing
+    and dependencies (``quant_api.latest_fast``; profiled, they cost several times the
+    answer itself)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not await self.state.latest_early.answered(scope, receive, send):
+            await super().__call__(scope, receive, send)
+
+
 def create_app(
     *,
     warehouse: WarehouseResource | None = None,
@@ -287,9 +273,9 @@ def create_app(
     latest_store: LatestStore | None = None,
     tokens: list[str] | None = None,
     cors_origins: list[str] | None = None,
-) -> FastAPI:
+) -> DataService:
     """The service; anything not given comes from the environment (quant_resources.settings)."""
-    app = FastAPI(
+    app = DataService(
         title="quant data service",
         version=__version__,
         description="Bars, latest values, option chains and session logs of the quant "
@@ -306,8 +292,9 @@ def create_app(
     state.max_page_size = settings.api_max_page_size()
     state.max_range_days = settings.api_max_range_days()
     origins = settings.api_cors_origins() if cors_origins is None else cors_origins
-    # Added first, so it runs inside CORS (the last added middleware is the outermost).
-    app.add_middleware(LatestFromRedis, state=state)
+    state.cors_origins = origins
+    state.latest = latest.LatestAnswers(state)
+    state.latest_early = LatestBeforeRouting(state)
     if origins:
         app.add_middleware(
             CORSMiddleware,

@@ -60,6 +60,14 @@ def _response(status: int, body: ErrorBody, headers: dict[str, str] | None = Non
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def error_response(exc: ApiError | BackendUnavailable) -> JSONResponse:
+    """The answer to a refusal or a failed backend, wherever in the service it was raised."""
+    if isinstance(exc, BackendUnavailable):
+        _log.error("backend unavailable: %s", exc)
+        return _response(503, ErrorBody(detail=str(exc)))
+    return _response(exc.status, exc.body, exc.headers)
+
+
 def _validation_message(error: dict) -> tuple[str, str | None, str]:
     loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "path", "header")]
     parameter = ".".join(loc) or "request"
@@ -76,7 +84,7 @@ def _validation_message(error: dict) -> tuple[str, str | None, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _response(exc.status, exc.body, exc.headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -95,5 +103,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(BackendUnavailable)
     async def unavailable(_: Request, exc: BackendUnavailable) -> JSONResponse:
-        _log.error("backend unavailable: %s", exc)
-        return _response(503, ErrorBody(detail=str(exc)))
+        return error_response(exc)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 
 import pydantic
+from starlette.concurrency import run_in_threadpool
 
+from quant_api.backends import backend
 from quant_api.bars import COLUMNS_1M
+from quant_api.errors import ApiError
 from quant_api.models import Latest, LatestBar, LatestBook, LatestBookTicker, LatestTrade
 from quant_core.contracts import Bar, BookSnapshot, BookTicker, Trade
 from quant_resources.latest_store import LatestStore, LatestStoreError
@@ -86,15 +89,66 @@ def from_warehouse(warehouse, source: str, symbol: str, kinds: list[str]) -> dic
     return found
 
 
-def from_cache(store: LatestStore | None, source: str, symbol: str) -> tuple[dict, list[str]]:
-    """What Redis holds of the series, and the kinds still to read from the warehouse."""
-    cached = from_redis(store, source, symbol)
-    return cached, missing_kinds(cached)
-
-
 def missing_kinds(cached: dict) -> list[str]:
     """The kinds the warehouse holds that ``cached`` lacks (the book has no table)."""
     return [kind for kind in WAREHOUSE_KINDS if kind not in cached]
+
+
+MEMO_SERIES = 4096  # bodies kept (one per series); past it the memo starts again empty
+
+
+class LatestAnswers:
+    """The answer of ``/v1/latest/{symbol}`` for one service (``state``: the application's,
+    read at each request; tests replace its ``latest_store``). The route and the layer that
+    answers before routing (``quant_api.latest_fast``) both call ``body``.
+
+    The body is a pure function of the series and the four stored values, so the last body
+    of each series is kept with the exact Redis bytes it was made of: while Redis returns the
+    same bytes (a bar or a book changes once a minute or a burst, dashboards poll faster),
+    an answer costs the MGET and a comparison instead of validating and serialising the
+    contracts again. Only a body made wholly from valid Redis values is kept."""
+
+    def __init__(self, state) -> None:
+        self.state = state
+        self.memo: dict[tuple[str, str], tuple[tuple, bytes]] = {}
+
+    async def body(self, source: str, symbol: str) -> bytes:
+        """The 200 body (v1 JSON); ApiError 404 when nothing at all is known of the series,
+        BackendUnavailable when the warehouse is needed and fails."""
+        raw = await self.from_redis(source, symbol)
+        values, series = tuple(raw.values()), (source, symbol)
+        kept = self.memo.get(series)
+        if kept is not None and kept[0] == values:
+            return kept[1]
+        cached = validated(raw, source, symbol)
+        missing = missing_kinds(cached)
+        found = {}
+        if missing:
+            warehouse = self.state.warehouse
+            with backend("warehouse", warehouse.display_url):
+                found = await run_in_threadpool(from_warehouse, warehouse, source, symbol, missing)
+        text = answer_json(source, symbol, cached, found)
+        if text is None:
+            raise ApiError(
+                404, f"symbol={symbol!r} has no data from source={source!r}", "symbol", symbol
+            )
+        body = text.encode()
+        if not missing and len(cached) == sum(value is not None for value in values):
+            if len(self.memo) >= MEMO_SERIES:
+                self.memo.clear()
+            self.memo[series] = (values, body)
+        return body
+
+    async def from_redis(self, source: str, symbol: str) -> dict[str, bytes | None]:
+        """As ``from_redis`` reads, without blocking the event loop; {} without Redis."""
+        store = self.state.latest_store
+        if store is None:
+            return {}
+        try:
+            return await store.get_async(source, symbol)
+        except LatestStoreError as exc:
+            _log.warning("latest values from the warehouse only: %s", exc)
+            return {}
 
 
 def answer_json(source: str, symbol: str, cached: dict, found: dict) -> str | None:

@@ -99,4 +99,7 @@ def serve_api(host: str, port: int, log_level: str) -> None:
     # sight, a full collection no longer walks it (a pause of tens of ms in a request's answer).
     gc.collect()
     gc.freeze()
-    uvicorn.run(service, host=host, port=port, log_level=log_level)
+    # uvicorn writes access lines at INFO: below that level, building each one (per request,
+    # only to be dropped by the logger) is skipped altogether.
+    access_log = logging.getLevelName(log_level.upper()) in (logging.DEBUG, logging.INFO, 5)
+    uvicorn.run(service, host=host, port=port, log_level=log_level, access_log=access_log)

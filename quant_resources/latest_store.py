@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import redis
 
+from quant_resources.redis_pipelined import PipelinedRedis, RedisPipelinedError, command
 from quant_resources.settings import redact_url
 
 KINDS = ("trade", "book_ticker", "bar", "book")
@@ -29,13 +30,24 @@ def latest_key(source: str, symbol: str, kind: str) -> str:
 
 
 class LatestStore:
-    """Reads the latest-value keys, one round trip per series."""
+    """Reads the latest-value keys, one round trip per series: ``get`` from threads (redis-py),
+    ``get_async`` from an event loop (pipelined, never blocking the loop)."""
 
     def __init__(self, url: str) -> None:
         self.display_url = redact_url(url)
         self.client = redis.Redis.from_url(
             url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
         )
+        self.pipelined = PipelinedRedis(url, SOCKET_TIMEOUT_S)
+
+    async def get_async(self, source: str, symbol: str) -> dict[str, bytes | None]:
+        """As ``get``, awaited: one raw MGET on the loop's shared connection."""
+        keys = [latest_key(source, symbol, kind) for kind in KINDS]
+        try:
+            values = await self.pipelined.execute(command("MGET", *keys))
+        except RedisPipelinedError as exc:
+            raise LatestStoreError(str(exc)) from None
+        return dict(zip(KINDS, values, strict=True))
 
     def get(self, source: str, symbol: str) -> dict[str, bytes | None]:
         """kind -> the stored JSON (or None) for every kind of one series."""
@@ -56,6 +68,7 @@ class LatestStore:
 
     def close(self) -> None:
         self.client.close()
+        self.pipelined.close()
 
 
 def bars_stream_key(source: str, interval: str) -> str:
