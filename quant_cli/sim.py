@@ -81,6 +81,10 @@ def binance(
         8 * 1024 * 1024, min=1024, help="Bytes queued for a client before it is dropped as slow."
     ),
     fault_gap: int = typer.Option(1000, min=1, help="Mean data frames between counted faults."),
+    # tlive: a test puts a minute boundary a few seconds ahead instead of waiting for one.
+    clock_offset_ms: int = typer.Option(
+        0, help="Run the synthetic market's exchange clock this many ms off the wall clock."
+    ),
 ) -> None:
     """Serve Binance spot combined streams and /api/v3 market data from a seeded market, or
     from a recording (--source: one publication order for all clients, the exchange clock at
@@ -121,6 +125,10 @@ def binance(
         max_send_buffer=max_send_buffer,
         fault_gap=fault_gap,
     )
+    if clock_offset_ms:  # tlive
+        from quant_dev.binance_sim import clock
+
+        clock.set_offset(clock_offset_ms)
     sim = None
     if source is not None:
         from quant_dev.binance_sim.recorded import RecordedSimulator, SourceError, load_source
