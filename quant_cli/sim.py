@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -82,8 +83,12 @@ def binance(
     ),
     fault_gap: int = typer.Option(1000, min=1, help="Mean data frames between counted faults."),
     # tlive: a test puts a minute boundary a few seconds ahead instead of waiting for one.
-    clock_offset_ms: int = typer.Option(
-        0, help="Run the synthetic market's exchange clock this many ms off the wall clock."
+    minute_in: float = typer.Option(
+        None,
+        min=0,
+        max=60,
+        help="Set the synthetic market's exchange clock back (under a minute) so that an "
+        "exchange minute starts this many seconds after start-up (default: the wall clock).",
     ),
 ) -> None:
     """Serve Binance spot combined streams and /api/v3 market data from a seeded market, or
@@ -125,10 +130,10 @@ def binance(
         max_send_buffer=max_send_buffer,
         fault_gap=fault_gap,
     )
-    if clock_offset_ms:  # tlive
+    if minute_in is not None:  # tlive
         from quant_dev.binance_sim import clock
 
-        clock.set_offset(clock_offset_ms)
+        clock.set_offset(-(int((time.time() + minute_in) * 1000) % 60_000))
     sim = None
     if source is not None:
         from quant_dev.binance_sim.recorded import RecordedSimulator, SourceError, load_source

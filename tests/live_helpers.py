@@ -54,7 +54,7 @@ class Sim:
     port: int
     child: Child
     stderr: Path
-    offset_ms: int = 0  # its exchange clock minus the wall clock (``--clock-offset-ms``)
+    offset_ms: int = 0  # its exchange clock minus the wall clock (``--minute-in``)
 
     def now(self) -> float:
         """The simulator's exchange time now, in seconds since the epoch."""
@@ -112,14 +112,11 @@ class Sim:
 
 
 def start_sim(workdir: Path, *args: str, minute_in: float | None = None) -> Sim:
-    """``quant sim binance``; with ``minute_in`` its exchange clock is shifted so that a minute
-    boundary falls that many seconds after this call (a test that needs a whole minute then
-    waits for that one, not for the wall clock's next)."""
-    offset_ms = 0
+    """``quant sim binance``; with ``minute_in`` its exchange clock is set back so that a
+    minute boundary falls that many seconds after it is up (a test that needs a whole minute
+    then waits for that one, not for the wall clock's next)."""
     if minute_in is not None:
-        # Behind the wall clock, as a recording is: never a trade from the future.
-        offset_ms = -(int((time.time() + minute_in) * 1000) % MINUTE_MS)
-        args = (*args, f"--clock-offset-ms={offset_ms}")
+        args = (*args, "--minute-in", str(minute_in))
     stderr = workdir / "sim.stderr"
     child = Child(
         "quant sim binance",
@@ -128,7 +125,13 @@ def start_sim(workdir: Path, *args: str, minute_in: float | None = None) -> Sim:
         stderr_log=stderr,
     )
     STARTED.append(child)
-    return Sim(int(child.match[1]), child, stderr, offset_ms)
+    sim = Sim(int(child.match[1]), child, stderr)
+    if minute_in is not None:
+        before = time.time()
+        server_ms = sim.request("/api/v3/time")["serverTime"]
+        # The middle of the request: a few ms of error, nothing a minute boundary minds.
+        sim.offset_ms = server_ms - int((before + time.time()) * 500)
+    return sim
 
 
 # -- the warehouse ---------------------------------------------------------------------------

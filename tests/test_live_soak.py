@@ -52,10 +52,9 @@ FAULT_KINDS = ("disconnect", "stall", "malformed", "duplicate", "reorder", "shut
 # quant live needs a few seconds to start: a minute boundary closer than this to the launch
 # may come before its first trade, so the first minute it fully covers is the next one.
 STARTUP_S = 10.0
-# Each simulator's exchange clock is shifted to put a minute boundary this far after its
-# launch (which itself takes a few seconds), instead of waiting up to a minute for the wall
-# clock's next one.
-MINUTE_IN_S = STARTUP_S + 5
+# Each simulator's exchange clock is set back to put a minute boundary this far after it is
+# up, instead of waiting up to a minute for the wall clock's next one.
+MINUTE_IN_S = STARTUP_S + 1
 
 
 def first_boundary(sim: Sim) -> float:

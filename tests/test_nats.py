@@ -66,7 +66,7 @@ def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhou
         sim = start_sim(
             tmp_path,
             *("--rate", "200", "--seed", "31", "--symbols", "btcusdt,ethusdt"),
-            minute_in=14,
+            minute_in=11,
         )
         # Stop 1 s after a minute boundary: the clean stop writes and publishes that minute's
         # bar, so bars are seen without waiting for the lateness of a second minute.

@@ -101,7 +101,7 @@ def test_live_run_with_faults_keeps_latest_values_and_bar_stream(
             tmp_path,
             *("--rate", "200", "--seed", "41", "--symbols", "btcusdt,ethusdt"),
             *("--faults", "disconnect:2,malformed:3,duplicate:3,reorder:2"),
-            minute_in=14,  # a minute boundary about 10 s after `quant live` starts
+            minute_in=11,  # a minute boundary about 10 s after `quant live` starts
         )
         # Stop 1 s after a minute boundary: the clean stop writes that minute's bars.
         wait = seconds_to_minute_end(sim.now())

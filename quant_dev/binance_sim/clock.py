@@ -1,5 +1,5 @@
 """The synthetic market's exchange clock: the wall clock, optionally shifted by a fixed offset
-(``quant sim binance --clock-offset-ms``). A test that needs a whole exchange minute can put
+(``quant sim binance --minute-in``). A test that needs a whole exchange minute can put
 the next minute boundary a few seconds after the start instead of waiting for the wall
 clock's (tlive: up to a minute saved per such test). ``quant live`` reads the exchange's clock
 from ``/api/v3/time``, so it follows the shift."""
