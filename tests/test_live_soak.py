@@ -51,7 +51,9 @@ FAULTS = "disconnect:4,slowreader:2,stall:8:0.5,shutdown:6:0.3,malformed:35,dupl
 FAULT_KINDS = ("disconnect", "stall", "malformed", "duplicate", "reorder", "shutdown", "slowreader")
 # quant live needs a few seconds to start: a minute boundary closer than this to the launch
 # may come before its first trade, so the first minute it fully covers is the next one.
-STARTUP_S = 10.0
+# (14 s: the boundary now comes right after it, not at a random 10-70 s; a loaded CI worker
+# has taken over 10 s to start it.)
+STARTUP_S = 14.0
 # Each simulator's exchange clock is set back to put a minute boundary this far after it is
 # up, instead of waiting up to a minute for the wall clock's next one.
 MINUTE_IN_S = STARTUP_S + 1

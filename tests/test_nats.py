@@ -62,11 +62,11 @@ def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhou
     try:
         everything = start_tail(tmp_path, "all", nats_url, *SUBJECTS)
         five = start_tail(tmp_path, "five", nats_url, "v1.market.trades.binance.BTCUSDT", "-n", "5")
-        # The simulator's clock puts a minute boundary about 10 s after `quant live` starts.
+        # The simulator's clock puts a minute boundary about 15 s after `quant live` starts.
         sim = start_sim(
             tmp_path,
             *("--rate", "200", "--seed", "31", "--symbols", "btcusdt,ethusdt"),
-            minute_in=11,
+            minute_in=15,
         )
         # Stop 1 s after a minute boundary: the clean stop writes and publishes that minute's
         # bar, so bars are seen without waiting for the lateness of a second minute.
