@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -81,6 +82,14 @@ def binance(
         8 * 1024 * 1024, min=1024, help="Bytes queued for a client before it is dropped as slow."
     ),
     fault_gap: int = typer.Option(1000, min=1, help="Mean data frames between counted faults."),
+    # tlive: a test puts a minute boundary a few seconds ahead instead of waiting for one.
+    minute_in: float = typer.Option(
+        None,
+        min=0,
+        max=60,
+        help="Set the synthetic market's exchange clock back (under a minute) so that an "
+        "exchange minute starts this many seconds after start-up (default: the wall clock).",
+    ),
 ) -> None:
     """Serve Binance spot combined streams and /api/v3 market data from a seeded market, or
     from a recording (--source: one publication order for all clients, the exchange clock at
@@ -121,6 +130,10 @@ def binance(
         max_send_buffer=max_send_buffer,
         fault_gap=fault_gap,
     )
+    if minute_in is not None:  # tlive
+        from quant_dev.binance_sim import clock
+
+        clock.set_offset(-(int((time.time() + minute_in) * 1000) % 60_000))
     sim = None
     if source is not None:
         from quant_dev.binance_sim.recorded import RecordedSimulator, SourceError, load_source

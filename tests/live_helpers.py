@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+from click.testing import Result
 
 from quant_dev.processes import Child, quant, tail
 from quant_resources.migrations import ClickHouseLedger, load, migrate
@@ -52,6 +54,11 @@ class Sim:
     port: int
     child: Child
     stderr: Path
+    offset_ms: int = 0  # its exchange clock minus the wall clock (``--minute-in``)
+
+    def now(self) -> float:
+        """The simulator's exchange time now, in seconds since the epoch."""
+        return time.time() + self.offset_ms / 1000
 
     @property
     def proc(self) -> subprocess.Popen:
@@ -104,7 +111,12 @@ class Sim:
         self.child.stop(10)
 
 
-def start_sim(workdir: Path, *args: str) -> Sim:
+def start_sim(workdir: Path, *args: str, minute_in: float | None = None) -> Sim:
+    """``quant sim binance``; with ``minute_in`` its exchange clock is set back so that a
+    minute boundary falls that many seconds after it is up (a test that needs a whole minute
+    then waits for that one, not for the wall clock's next)."""
+    if minute_in is not None:
+        args = (*args, "--minute-in", str(minute_in))
     stderr = workdir / "sim.stderr"
     child = Child(
         "quant sim binance",
@@ -113,7 +125,13 @@ def start_sim(workdir: Path, *args: str) -> Sim:
         stderr_log=stderr,
     )
     STARTED.append(child)
-    return Sim(int(child.match[1]), child, stderr)
+    sim = Sim(int(child.match[1]), child, stderr)
+    if minute_in is not None:
+        before = time.time()
+        server_ms = sim.request("/api/v3/time")["serverTime"]
+        # The middle of the request: a few ms of error, nothing a minute boundary minds.
+        sim.offset_ms = server_ms - int((before + time.time()) * 500)
+    return sim
 
 
 # -- the warehouse ---------------------------------------------------------------------------
@@ -228,18 +246,26 @@ def start_live(
     return Live(child, stdout, stderr)
 
 
+def quant_here(env: dict[str, str] | None, *args: str) -> Result:
+    """``quant ARGS`` through the CLI's own Typer app (its option parsing, output and exit
+    code), in this process: a subprocess would add an interpreter start and the imports of
+    replay, pyarrow and the warehouse client (seconds each time on a loaded machine), which
+    the tests that call this are not about. ``env`` is set for the call only."""
+    from typer.testing import CliRunner
+
+    from quant_cli.main import app
+
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+
 def verify_against_warehouse(
     session: Path | str, warehouse: WarehouseResource, env: dict[str, str], *extra: str
-) -> subprocess.CompletedProcess:
-    """``quant replay verify SESSION --against-warehouse`` as a user runs it; asserts exit 0."""
-    verify = subprocess.run(
-        [*QUANT, "replay", "verify", str(session), "--against-warehouse", *extra],
-        env={**env, "CLICKHOUSE_URL": warehouse.resolved_url},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-3000:]
+) -> Result:
+    """``quant replay verify SESSION --against-warehouse`` (in this process, see
+    :func:`quant_here`); asserts exit 0."""
+    env = {**env, "CLICKHOUSE_URL": warehouse.resolved_url}
+    verify = quant_here(env, "replay", "verify", str(session), "--against-warehouse", *extra)
+    assert verify.exit_code == 0, verify.output[-5000:]
     return verify
 
 
@@ -389,3 +415,52 @@ def check_bars_equal_trades(
         },
     )
     return [(r[0], int(r[1])) for r in minutes]
+
+
+def stop_when_recorded_is_stored(
+    live: Live,
+    sim: Sim,
+    warehouse: WarehouseResource,
+    symbols: list[str] | tuple[str, ...],
+    timeout: float = 90.0,
+    minute_ended: bool = False,
+) -> dict:
+    """Stop ``quant live`` (SIGTERM: the clean stop) once a recorded simulator (``--source``)
+    has published everything and the warehouse holds every trade id its REST history has
+    (the stream's and the repaired ones; less any the ``lose`` fault took); with
+    ``minute_ended`` also once the exchange clock (running on while idle) has ended the minute
+    of the last trade. Waiting for that state replaces a ``--duration`` long enough for the
+    slowest machine. -> the ``--json`` summary."""
+    deadline = time.monotonic() + timeout
+
+    def complete() -> bool:
+        stats = sim.stats()
+        if not stats["exhausted"]:
+            return False
+        last_ms = 0
+        for symbol in symbols:
+            lo, hi = stats["first_agg_id"][symbol], stats["last_agg_id"][symbol]
+            lost = len(stats["lost_agg_ids"].get(symbol, ()))
+            stored, newest = warehouse.query_rows(
+                "SELECT uniqExact(trade_id), toUnixTimestamp64Milli(max(ts)) FROM trades "
+                "WHERE source = 'binance' AND symbol = {s:String} AND stream = 'aggTrade' "
+                "AND trade_id BETWEEN {lo:UInt64} AND {hi:UInt64}",
+                {"s": symbol, "lo": lo, "hi": hi},
+            )[0]
+            if stored < hi - lo + 1 - lost:
+                return False
+            last_ms = max(last_ms, int(newest))
+        minute_end = last_ms // MINUTE_MS * MINUTE_MS + MINUTE_MS
+        return not minute_ended or stats["exchange_ms"] >= minute_end
+
+    while not complete():
+        if live.proc.poll() is not None:
+            raise AssertionError(
+                f"quant live exited before the capture was stored\n{live.explain()}"
+            )
+        if time.monotonic() > deadline:
+            live.kill()
+            raise AssertionError(f"the capture was not stored in {timeout:.0f} s\n{live.explain()}")
+        time.sleep(0.2)
+    live.signal(signal.SIGTERM)
+    return live.summary(60)

@@ -32,7 +32,15 @@ from quant_resources.lake import LakeResource
 from quant_resources.session_writer import SessionWriter
 from quant_resources.store import HistoricalStore
 from tests.dagster_helpers import failure_text
-from tests.live_helpers import MINUTE_MS, drop, fresh_warehouse, live_env, start_live, start_sim
+from tests.live_helpers import (
+    MINUTE_MS,
+    drop,
+    fresh_warehouse,
+    live_env,
+    start_live,
+    start_sim,
+    stop_when_recorded_is_stored,
+)
 
 pytestmark = pytest.mark.xdist_group("live")
 
@@ -104,8 +112,9 @@ def live_then_backfill(
     sim = start_sim(tmp_path / "sim", *args, *(["--faults", faults] if faults else []))
     try:
         env = live_env(sim, warehouse, tmp_path / "home")
-        live = start_live(tmp_path, "live", env, "btcusdt", 15.0, streams="aggTrade")
-        summary = live.summary(90)
+        live = start_live(tmp_path, "live", env, "btcusdt", streams="aggTrade")
+        # Stopped once every trade is stored (was a fixed 15 s --duration).
+        summary = stop_when_recorded_is_stored(live, sim, warehouse, ["BTCUSDT"])
         stats = sim.stats()
         lake = LakeResource(url=f"file://{tmp_path / 'lake'}")
         resources = {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -65,9 +66,14 @@ def test_one_line_per_outage_and_one_when_it_ends(caplog) -> None:
 # user starts it beside `make dev`; the terminal must read the same (no Dagster stack trace).
 @pytest.mark.parametrize("mode", ["--no-dagster", "--dagster"])
 def test_outage_past_the_bound_stops_quant_live_with_one_message(tmp_path, mode) -> None:
-    sim = start_sim(tmp_path / "sim", "--symbols", "btcusdt", "--rate", "100", "--seed", "5")
-    endpoint = warehouse_endpoint(tmp_path / "warehouse")
-    url = endpoint.__enter__()
+    # The simulator starts while the endpoint does (each is a process that imports for seconds).
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(
+            start_sim, tmp_path / "sim", "--symbols", "btcusdt", "--rate", "100", "--seed", "5"
+        )
+        endpoint = warehouse_endpoint(tmp_path / "warehouse")
+        url = endpoint.__enter__()
+        sim = starting.result()
     try:
         warehouse = fresh_warehouse(url)
         env = live_env(sim, warehouse, tmp_path / "home")
@@ -80,7 +86,7 @@ def test_outage_past_the_bound_stops_quant_live_with_one_message(tmp_path, mode)
         deadline = time.monotonic() + 90
         while not warehouse.scalar("SELECT count() FROM trades"):
             assert time.monotonic() < deadline and live.proc.poll() is None, live.explain()
-            time.sleep(0.5)
+            time.sleep(0.2)
     finally:
         endpoint.__exit__(None, None, None)  # the outage: the endpoint is gone for good
     try:

@@ -28,6 +28,7 @@ from tests.live_helpers import (
     live_env,
     start_live,
     start_sim,
+    stop_when_recorded_is_stored,
     verify_against_warehouse,
 )
 
@@ -98,7 +99,6 @@ def run_scenario(
     clickhouse_url: str,
     source: Path,
     symbols: list[str],
-    duration: float,
     faults: str = "",
     rate: str = "max",
 ) -> dict:
@@ -108,8 +108,10 @@ def run_scenario(
     try:
         env = live_env(sim, warehouse, tmp_path / "home")
         arg = ",".join(s.lower() for s in symbols)
-        live = start_live(tmp_path, "live", env, arg, duration, streams="aggTrade,bookTicker")
-        summary = live.summary(duration + 60)
+        live = start_live(tmp_path, "live", env, arg, streams="aggTrade,bookTicker")
+        # Stopped once every trade is stored and the last one's minute has ended (was a fixed
+        # --duration long enough for the slowest machine).
+        summary = stop_when_recorded_is_stored(live, sim, warehouse, symbols, minute_ended=True)
         stats = sim.stats()
         stop_ms = summary["stop_exchange_ms"]
         assert stop_ms is not None and stop_ms <= stats["exchange_ms"], (stop_ms, stats)
@@ -155,7 +157,6 @@ def test_recorded_capture_with_disconnects_drops_and_a_malformed_frame(tmp_path,
         clickhouse_url,
         capture,
         ["BTCUSDT"],
-        22.0,
         faults="disconnect:3,malformed:1,drops:5:10",
         rate="700",
     )
@@ -179,7 +180,7 @@ def test_recorded_capture_with_disconnects_drops_and_a_malformed_frame(tmp_path,
 @pytest.mark.samples
 @pytest.mark.skipif(not CRYPTOFEED.exists(), reason="../shared/samples is absent")
 def test_real_cryptofeed_capture(tmp_path, clickhouse_url):
-    out = run_scenario(tmp_path, clickhouse_url, CRYPTOFEED, ["NKNUSDT", "LRCBTC"], 12.0)
+    out = run_scenario(tmp_path, clickhouse_url, CRYPTOFEED, ["NKNUSDT", "LRCBTC"])
     assert out["stats"]["exhausted"]
     assert all(t.count == 1 for t in out["trades"].values())
     assert out["minutes"], "the minute of the capture's trades ended by the stop"

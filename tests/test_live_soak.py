@@ -14,7 +14,6 @@ needs a whole exchange minute inside its run; one at a time they would take over
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,12 +24,13 @@ from quant_core.replay import compare_bars, replay
 from quant_resources.replay_check import warehouse_bars
 from tests.live_helpers import (
     MINUTE_MS,
-    QUANT,
+    Sim,
     check_bars,
     check_trades,
     drop,
     fresh_warehouse,
     live_env,
+    quant_here,
     seconds_to_minute_end,
     start_live,
     start_sim,
@@ -51,12 +51,17 @@ FAULTS = "disconnect:4,slowreader:2,stall:8:0.5,shutdown:6:0.3,malformed:35,dupl
 FAULT_KINDS = ("disconnect", "stall", "malformed", "duplicate", "reorder", "shutdown", "slowreader")
 # quant live needs a few seconds to start: a minute boundary closer than this to the launch
 # may come before its first trade, so the first minute it fully covers is the next one.
-STARTUP_S = 10.0
+# (14 s: the boundary now comes right after it, not at a random 10-70 s; a loaded CI worker
+# has taken over 10 s to start it.)
+STARTUP_S = 14.0
+# Each simulator's exchange clock is set back to put a minute boundary this far after it is
+# up, instead of waiting up to a minute for the wall clock's next one.
+MINUTE_IN_S = STARTUP_S + 1
 
 
-def first_boundary() -> float:
-    """Wall time of the first minute boundary at least STARTUP_S away."""
-    now = time.time()
+def first_boundary(sim: Sim) -> float:
+    """Exchange time of the first minute boundary at least STARTUP_S away."""
+    now = sim.now()
     wait = seconds_to_minute_end(now)
     return now + (wait if wait >= STARTUP_S else wait + 60)
 
@@ -75,9 +80,10 @@ def soak(workdir: Path, clickhouse_url: str) -> dict:
         FAULTS,
         "--symbols",
         SYMBOL_ARG,
+        minute_in=MINUTE_IN_S,
     )
     # One whole minute after the first boundary, plus time for its bar to become final.
-    duration = first_boundary() + 63 - time.time()
+    duration = first_boundary(sim) + 63 - sim.now()
     live = start_live(
         workdir, "soak", live_env(sim, warehouse, workdir / "home"), SYMBOL_ARG, duration
     )
@@ -88,19 +94,21 @@ def soak(workdir: Path, clickhouse_url: str) -> dict:
 
 def sigkill(workdir: Path, clickhouse_url: str) -> dict:
     warehouse = fresh_warehouse(clickhouse_url)
-    sim = start_sim(workdir, "--rate", "300", "--seed", "22", "--symbols", SYMBOL_ARG)
+    sim = start_sim(
+        workdir, "--rate", "300", "--seed", "22", "--symbols", SYMBOL_ARG, minute_in=MINUTE_IN_S
+    )
     env = live_env(sim, warehouse, workdir / "home")
-    boundary = first_boundary()
+    boundary = first_boundary(sim)
     first = start_live(workdir, "before-kill", env, SYMBOL_ARG)
     # Killed 15 s into a minute the first process saw start: that minute's bar was open, its
     # trades partly stored; the second process must rebuild it and repair the rest.
-    time.sleep(max(0.0, boundary + 15 - time.time()))
+    time.sleep(max(0.0, boundary + 15 - sim.now()))
     if first.proc.poll() is not None:
         raise AssertionError(f"quant live died before the kill\n{first.explain()}")
     stored_before = warehouse.scalar("SELECT count() FROM trades")
-    killed_ms = int(time.time() * 1000)
+    killed_ms = int(sim.now() * 1000)
     first.kill()
-    duration = boundary + 63 - time.time()
+    duration = boundary + 63 - sim.now()
     second = start_live(workdir, "after-kill", env, SYMBOL_ARG, max(duration, 20.0))
     summary = second.summary(duration + 120)
     sim.pause()
@@ -115,12 +123,14 @@ def sigkill(workdir: Path, clickhouse_url: str) -> dict:
 
 def clean_stop(workdir: Path, clickhouse_url: str) -> dict:
     warehouse = fresh_warehouse(clickhouse_url)
-    sim = start_sim(workdir, "--rate", "300", "--seed", "23", "--symbols", SYMBOL_ARG)
+    sim = start_sim(
+        workdir, "--rate", "300", "--seed", "23", "--symbols", SYMBOL_ARG, minute_in=MINUTE_IN_S
+    )
     live = start_live(workdir, "sigterm", live_env(sim, warehouse, workdir / "home"), SYMBOL_ARG)
     # 0.8 s after a minute ends its bar is not final yet (lateness 2 s): only the clean stop's
     # flush writes it, and the minute just begun must not be written at all.
-    stop_at = first_boundary() + 60.8
-    time.sleep(max(0.0, stop_at - time.time()))
+    stop_at = first_boundary(sim) + 60.8
+    time.sleep(max(0.0, stop_at - sim.now()))
     if live.proc.poll() is not None:
         raise AssertionError(f"quant live died before SIGTERM\n{live.explain()}")
     live.signal(signal.SIGTERM)
@@ -208,13 +218,8 @@ def test_sigterm_writes_every_ended_minute_and_replays_identically(scenarios, tm
         )
         assert max(bars) + MINUTE_MS - 1 < stop_ms
     session = Path(summary["session_dir"])
-    verify = subprocess.run(
-        [*QUANT, "replay", "verify", str(session), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert verify.returncode == 0, verify.stderr[-3000:] + verify.stdout[-2000:]
+    verify = quant_here(None, "replay", "verify", str(session), "--json")
+    assert verify.exit_code == 0, verify.output[-5000:]
     replayed = replay(session)
     assert replayed.summary["stop_exchange_ms"] == stop_ms
     assert replayed.summary["final_digest"] == summary["final_digest"]

@@ -155,8 +155,8 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
     # is started preloaded: it imports its modules (most of its start-up CPU) during this
     # round and runs only once released, after this round's kill.
     def prepare(kill: int):
-        if kill == KILLS:  # last, a clean session
-            return start_live(tmp_path / "runs", "clean", env, SYMBOLS, 4.0, preloaded=True)
+        if kill == KILLS:  # last, a clean session (stopped with SIGTERM once it stores)
+            return start_live(tmp_path / "runs", "clean", env, SYMBOLS, preloaded=True)
         publish = kill // len(MODES) % 2 == 1
         return start_live(
             tmp_path / "runs",
@@ -191,6 +191,9 @@ def test_sigkill_at_random_moments_never_leaves_a_row_without_its_frames(
         market(sim, paused=False, rate=300)
         live = pending
         live.release()
+        sid = wait_for("the clean session's directory", new_session, live, timeout=180)
+        wait_for("the clean session's stored trades", lambda: stored_count(warehouse, sid), live)
+        live.signal(signal.SIGTERM)
         summary = live.summary(300)
         verify = verify_against_warehouse(summary["session_dir"], warehouse, dict(os.environ))
         assert "chain intact" in verify.stdout

@@ -60,12 +60,17 @@ def read_lines(path: Path) -> list[dict]:
 def test_live_publishes_contract_json_and_nats_tail_prints_it(tmp_path, clickhouse_url, nats_url):
     warehouse = fresh_warehouse(clickhouse_url)
     try:
-        sim = start_sim(tmp_path, "--rate", "200", "--seed", "31", "--symbols", "btcusdt,ethusdt")
         everything = start_tail(tmp_path, "all", nats_url, *SUBJECTS)
         five = start_tail(tmp_path, "five", nats_url, "v1.market.trades.binance.BTCUSDT", "-n", "5")
+        # The simulator's clock puts a minute boundary about 15 s after `quant live` starts.
+        sim = start_sim(
+            tmp_path,
+            *("--rate", "200", "--seed", "31", "--symbols", "btcusdt,ethusdt"),
+            minute_in=15,
+        )
         # Stop 1 s after a minute boundary: the clean stop writes and publishes that minute's
         # bar, so bars are seen without waiting for the lateness of a second minute.
-        wait = seconds_to_minute_end()
+        wait = seconds_to_minute_end(sim.now())
         duration = (wait if wait >= 10 else wait + 60) + 1.0
         env = live_env(sim, warehouse, tmp_path / "home", NATS_URL=nats_url)
         live = start_live(tmp_path, "live", env, "btcusdt,ethusdt", duration)

@@ -23,7 +23,7 @@ from quant_api import latest
 from quant_api.bars import COLUMNS_1M
 from quant_core.contracts import Bar, Trade
 from quant_dev.processes import free_port
-from quant_dev.serving import RedisServer, api_server, secret_file
+from quant_dev.serving import ApiServer, RedisServer
 from quant_resources.latest_store import LatestStore, bars_stream_key, latest_key
 from quant_resources.live.redis_sink import RedisSink
 from quant_resources.live.sinks import trade_columns_table
@@ -96,17 +96,23 @@ def test_live_run_with_faults_keeps_latest_values_and_bar_stream(
 ) -> None:
     warehouse = fresh_warehouse(clickhouse_url)
     store = LatestStore(private_redis.url)
+    api = None
     try:
         sim = start_sim(
             tmp_path,
             *("--rate", "200", "--seed", "41", "--symbols", "btcusdt,ethusdt"),
             *("--faults", "disconnect:2,malformed:3,duplicate:3,reorder:2"),
+            minute_in=15,  # a minute boundary about 15 s after `quant live` starts
         )
         # Stop 1 s after a minute boundary: the clean stop writes that minute's bars.
-        wait = seconds_to_minute_end()
+        wait = seconds_to_minute_end(sim.now())
         duration = (wait if wait >= 10 else wait + 60) + 1.0
         env = live_env(sim, warehouse, tmp_path / "home", REDIS_URL=private_redis.url)
         live = start_live(tmp_path, "live", env, "btcusdt,ethusdt", duration)
+        # The data service starts (imports, binds) while the live run goes on; it is asked only
+        # after the run.
+        api_env = {"CLICKHOUSE_URL": warehouse.resolved_url, "REDIS_URL": private_redis.url}
+        api = ApiServer(tmp_path / "api", free_port(), api_env).start()
         summary = live.summary(duration + 120)
         sim.pause()
         stats = sim.stats()
@@ -114,6 +120,8 @@ def test_live_run_with_faults_keeps_latest_values_and_bar_stream(
         for name in ("live.stderr", "sim.stderr"):
             print(f"--- {name} ---\n{tail(tmp_path / name)}")
         stop_all()
+        if api is not None:
+            api.stop()
         drop(warehouse)
         raise
     stop_all()
@@ -136,24 +144,23 @@ def test_live_run_with_faults_keeps_latest_values_and_bar_stream(
         assert stream_bars(private_redis_client(private_redis)) == stored
 
         # The data service serves them from Redis.
-        home = tmp_path / "home"
-        env = {"CLICKHOUSE_URL": warehouse.resolved_url, "REDIS_URL": private_redis.url}
-        with api_server(home, port=free_port(), env=env) as base:
-            token = secret_file(home / "api-token")
-            for symbol in SYMBOLS:
-                answer = httpx.get(
-                    f"{base}/v1/latest/{symbol}?source=binance",
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=10,
-                )
-                assert answer.status_code == 200, answer.text
-                body = answer.json()
-                cached = latest.from_redis(store, "binance", symbol)
-                for kind in KINDS:
-                    assert body[kind]["from"] == "redis", body
-                    model = latest.ITEMS[kind][0]
-                    assert model.model_validate(body[kind]["value"]) == cached[kind], kind
+        base = api.wait_ready()
+        token = api.token
+        for symbol in SYMBOLS:
+            answer = httpx.get(
+                f"{base}/v1/latest/{symbol}?source=binance",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            cached = latest.from_redis(store, "binance", symbol)
+            for kind in KINDS:
+                assert body[kind]["from"] == "redis", body
+                model = latest.ITEMS[kind][0]
+                assert model.model_validate(body[kind]["value"]) == cached[kind], kind
     finally:
+        api.stop()
         store.close()
         drop(warehouse)
 

@@ -21,7 +21,7 @@ Faults (``faults``): disconnect, stall, malformed, duplicate, reorder, drops, sh
 from ``--faults`` on a seeded schedule or triggered via ``POST /_sim/faults``. Counters are
 at ``GET /_sim/stats``. Modules: ``market`` (generator and store), ``klines`` (plain
 aggregation), ``wire`` (HTTP/WebSocket framing), ``ws`` (a stream client), ``rest``,
-``faults``, ``server``.
+``faults``, ``server``, ``clock`` (the exchange clock, optionally set back: ``--minute-in``).
 """
 
 from quant_dev.binance_sim.server import SimConfig, Simulator, serve

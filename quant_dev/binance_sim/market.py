@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import bisect
 import functools
-import time
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from quant_dev.binance_sim import clock  # tlive: the exchange clock may be shifted
 
 SCALE = 10**8
 BLOCK = 4096  # events drawn from a symbol's RNG at a time
@@ -267,7 +268,7 @@ class Market:
 
     def generate(self, n: int, now_ms: int | None = None) -> list[tuple[SymbolMarket, list]]:
         """n events in total, split round robin; returns (symbol market, events) pairs."""
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        now_ms = clock.now_ms() if now_ms is None else now_ms  # tlive: shifted clock
         k = len(self._order)
         shares = [n // k + (1 if (i - self._rr) % k < n % k else 0) for i in range(k)]
         self._rr = (self._rr + n) % k

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from quant_core.depth_sync import depth_weight
-from quant_dev.binance_sim import faults, klines
+from quant_dev.binance_sim import clock, faults, klines
 from quant_dev.binance_sim.depth import DEPTH_PATH
 from quant_dev.binance_sim.market import SymbolMarket, fmt8, round_half_even_8
 from quant_dev.binance_sim.wire import Request
@@ -143,7 +143,7 @@ def get_klines(sim: Simulator, q: dict[str, str]) -> list[list]:
         raise ApiError(-1120, "Invalid interval.")
     limit = limit_param(q, 500, 1000)
     start, end = int_param(q, "startTime"), int_param(q, "endTime")
-    return klines.compute(m, interval, start, end, limit, int(time.time() * 1000))
+    return klines.compute(m, interval, start, end, limit, clock.now_ms())  # tlive
 
 
 def _depth_weight(q: dict[str, str]) -> int:
@@ -176,7 +176,7 @@ def exchange_info(sim: Simulator, q: dict[str, str]) -> dict:
         markets = [sim.market.symbols[s] for s in wanted]
     return {
         "timezone": "UTC",
-        "serverTime": int(time.time() * 1000),
+        "serverTime": clock.now_ms(),  # tlive: shifted clock
         "rateLimits": [
             {
                 "rateLimitType": "REQUEST_WEIGHT",
@@ -220,7 +220,7 @@ def exchange_info(sim: Simulator, q: dict[str, str]) -> dict:
 
 API = {
     "/api/v3/ping": lambda sim, q: {},
-    "/api/v3/time": lambda sim, q: {"serverTime": int(time.time() * 1000)},
+    "/api/v3/time": lambda sim, q: {"serverTime": clock.now_ms()},  # tlive: shifted clock
     "/api/v3/exchangeInfo": exchange_info,
     "/api/v3/aggTrades": agg_trades,
     "/api/v3/trades": recent_trades,

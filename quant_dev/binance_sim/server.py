@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from quant_dev.binance_sim import faults, rest, wire
+from quant_dev.binance_sim import clock, faults, rest, wire
 from quant_dev.binance_sim.depth import DEPTH_TICK_S, DepthFeed
 from quant_dev.binance_sim.market import Market, SymbolMarket, fmt8
 from quant_dev.binance_sim.ws import MAX_STREAMS, StreamNameError, WsSession, check_streams
@@ -166,7 +166,7 @@ class Simulator:
                     self.publish(generated)
                 if now >= next_depth:  # a depth diff every 100 ms while the market runs
                     next_depth = max(next_depth + DEPTH_TICK_S, now)
-                    diffs = self.depth.tick(int(time.time() * 1000), self.active)
+                    diffs = self.depth.tick(clock.now_ms(), self.active)  # tlive
                     self.deliver([(stream, wire.frame(payload)) for stream, payload in diffs])
             mono = time.monotonic()
             for session in list(self.sessions):
@@ -176,7 +176,7 @@ class Simulator:
         active = self.active
         if not active or not self.sessions:
             return
-        e_ms = int(time.time() * 1000)
+        e_ms = clock.now_ms()  # tlive: shifted clock
         items: list[tuple[str, bytes]] = []
         add, frame = items.append, wire.frame
         for m, events in generated:

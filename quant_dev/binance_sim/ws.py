@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from quant_dev.binance_sim import wire
+from quant_dev.binance_sim import clock, wire
 from quant_dev.binance_sim.market import fmt8
 
 if TYPE_CHECKING:
@@ -262,7 +262,7 @@ class WsSession:
         elif kind == "shutdown":
             if self.close_at:
                 return None
-            event = {"e": "serverShutdown", "E": int(time.time() * 1000)}
+            event = {"e": "serverShutdown", "E": clock.now_ms()}  # tlive
             self.write([wire.frame(orjson.dumps(event))])
             self.sim.stats["frames_sent"]["serverShutdown"] += 1
             self.close_at = time.monotonic() + (param or 0.0)
@@ -273,7 +273,7 @@ class WsSession:
     def malformed_frame(self, batch: list[tuple[str, bytes]]) -> bytes:
         symbol = batch[0][0].split("@")[0] if batch else "btcusdt"
         stream, upper = f"{symbol}@aggTrade", symbol.upper()
-        now = int(time.time() * 1000)
+        now = clock.now_ms()  # tlive: shifted clock
         variant = self.sim.plan.pick(4)
         if variant == 0:  # cut short: not JSON at all
             return wire.frame(f'{{"stream":"{stream}","data":{{"e":"aggTrade","E":{now},'.encode())
