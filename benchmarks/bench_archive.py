@@ -13,6 +13,13 @@ day (download from the simulator, checksum, parse, stage, batch bars, publish to
 the same (already downloaded) file and ``insert_df`` into a copy of ``trades`` (floats, no
 checks, no bars, no lake), the usual first attempt. Both into the same chDB warehouse.
 
+Stages (arch3). After the end-to-end figure, the same day is taken through the asset's own
+functions one stage at a time (``stage_seconds``: download + sha256, unzip, CSV parse, checks +
+exact scaled ints, trade rows, bars, lake Parquet, ClickHouse insert, store hand-over); each is
+printed with its share of the end-to-end time and is a figure of its own. In the asset the lake
+encoding overlaps the insert, so "the rest" (end to end minus the stages) is Dagster's cost
+minus that overlap.
+
 Bars. Ours: ``quant_core.bars_batch.aggregate_batch`` (Arrow table in, ``BARS_1M`` out; exact,
 with de-duplication). Peer: a plain polars ``group_by`` over (symbol, minute) of the same rows
 computing the same sums (Int128 price x qty), on a DataFrame built before the clock starts,
