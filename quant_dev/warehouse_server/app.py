@@ -48,6 +48,7 @@ from quant_dev.warehouse_server.protocol import (
     parse_params,
     use_statement,
 )
+from quant_resources.settings import setting  # arch3 (#18): the fault hook
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ class WarehouseApp:
         self.display_name = socket.gethostname()
         # arch3 (#18): a fault hook for tests: while the file this names exists, a statement
         # matching the regular expression it holds fails as a server-side error would.
-        self.refuse_file = os.environ.get("QUANT_WAREHOUSE_REFUSE_FILE")
+        self.refuse_file = setting("QUANT_WAREHOUSE_REFUSE_FILE")
 
     # ---- responses --------------------------------------------------------------------------
 
