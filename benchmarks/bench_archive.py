@@ -13,6 +13,13 @@ day (download from the simulator, checksum, parse, stage, batch bars, publish to
 the same (already downloaded) file and ``insert_df`` into a copy of ``trades`` (floats, no
 checks, no bars, no lake), the usual first attempt. Both into the same chDB warehouse.
 
+Stages (arch3). After the end-to-end figure, the same day is taken through the asset's own
+functions one stage at a time (``stage_seconds``: download + sha256, unzip, CSV parse, checks +
+exact scaled ints, trade rows, bars, lake Parquet, ClickHouse insert, store hand-over); each is
+printed with its share of the end-to-end time and is a figure of its own. In the asset the lake
+encoding overlaps the insert, so "the rest" (end to end minus the stages) is Dagster's cost
+minus that overlap.
+
 Bars. Ours: ``quant_core.bars_batch.aggregate_batch`` (Arrow table in, ``BARS_1M`` out; exact,
 with de-duplication). Peer: a plain polars ``group_by`` over (symbol, minute) of the same rows
 computing the same sums (Int128 price x qty), on a DataFrame built before the clock starts,
@@ -21,6 +28,7 @@ without de-duplication or rounding.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -193,6 +201,8 @@ def end_to_end_figures(day_aggs: int = DAY_AGGS, repeat: int = 3) -> list[Figure
 
         assert peer() == day_aggs
         peer_rate = best_rate(peer, repeat)
+        stages = stage_seconds(url, resources["store"], day_aggs, repeat)
+    print_stages(stages, day_aggs, ours_rate, peer_rate)
     return [
         Figure(
             f"archive day -> ClickHouse trades + bars + lake, end to end ({day_aggs:,} "
@@ -202,7 +212,110 @@ def end_to_end_figures(day_aggs: int = DAY_AGGS, repeat: int = 3) -> list[Figure
             "pandas.read_csv + insert_df (trades only, floats, unchecked)",
             peer_rate,
             ">= 1,000,000 trades/s",
+        ),
+        *stage_figures(stages, day_aggs, ours_rate),
+    ]
+
+
+STAGES = (
+    "download + sha256",
+    "unzip",
+    "parse (CSV to text columns)",
+    "checks + exact scaled ints",
+    "trade rows (Decimal128 columns)",
+    "bars (aggregate_batch)",
+    "lake Parquet encoding",
+    "ClickHouse insert (bulk stage)",
+    "store hand-over (attach, delete older, lake files)",
+)
+
+
+def stage_seconds(url: str, store, day_aggs: int, repeat: int = 2) -> dict[str, float]:
+    """``crypto_archive_trades``' work for the day, one stage at a time (the fastest of
+    ``repeat`` passes each). The asset runs the same functions; there the lake encoding
+    overlaps the insert, here each stage is timed alone."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    from quant_assets.crypto_history import archive_bars, archive_targets
+    from quant_core.crypto_reconcile import archive_trade_rows
+    from quant_resources.lake import encode_parquet
+    from quant_resources.store import split_by_day
+
+    period = Period.day(DAY)
+    name = file_name("aggTrades", "BTCUSDT", period)
+    trade_target, bar_target = archive_targets([DAY], ["BTCUSDT"])
+    best = dict.fromkeys(STAGES, float("inf"))
+
+    def timed(stage: str, work, *args):
+        start = time.perf_counter()
+        out = work(*args)
+        best[stage] = min(best[stage], time.perf_counter() - start)
+        return out
+
+    def parquet(*tables: pa.Table) -> list[bytes]:
+        return [encode_parquet(t) for p in tables for t in split_by_day(p).values()]
+
+    text = pacsv.ConvertOptions(column_types={f"f{i}": pa.string() for i in range(8)})
+    options = pacsv.ReadOptions(autogenerate_column_names=True)
+    for _ in range(repeat):
+        with ArchiveClient(url, timeout_seconds=600) as client:
+            download = client.download("aggTrades", "BTCUSDT", period)
+            path = timed(STAGES[0], download.__enter__)
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    raw = timed(STAGES[1], archive.read, member_name(name))
+            finally:
+                download.__exit__(None, None, None)
+        timed(STAGES[2], pacsv.read_csv, io.BytesIO(raw), options, None, text)
+        opener = functools.partial(io.BytesIO, raw)
+        agg = timed(STAGES[3], read_table, opener, "aggTrades", "BTCUSDT", period, name)
+        assert agg.num_rows == day_aggs
+        rows = timed(STAGES[4], archive_trade_rows, agg, name)
+        bars = timed(STAGES[5], archive_bars, agg)
+        timed(STAGES[6], parquet, rows, bars)
+        insert = handover = 0.0
+        for target, table in ((trade_target, rows), (bar_target, bars)):
+            replacement = store.replacement(target, holder="bench")
+            stage = replacement.__enter__()
+            start = time.perf_counter()
+            stage.add(table)
+            insert += time.perf_counter() - start
+            start = time.perf_counter()
+            replacement.__exit__(None, None, None)
+            handover += time.perf_counter() - start
+        best[STAGES[7]] = min(best[STAGES[7]], insert)
+        best[STAGES[8]] = min(best[STAGES[8]], handover)
+    # parse (CSV to text columns) is part of read_table: the checks are what it adds
+    best[STAGES[3]] = max(best[STAGES[3]] - best[STAGES[2]], 0.0)
+    return best
+
+
+def print_stages(stages: dict[str, float], rows: int, ours: float, peer: float) -> None:
+    total = rows / ours
+    print(
+        f"archive day, {rows:,} aggTrades: end to end {total:.3f} s ({ours:,.0f} trades/s, "
+        f"{ours / peer:.2f}x pandas at {peer:,.0f}/s)"
+    )
+    for stage, seconds in stages.items():
+        print(f"  {stage:<52} {seconds:8.3f} s  {100 * seconds / total:5.1f}%")
+    rest = total - sum(stages.values())
+    print(f"  {'the rest (dagster.materialize, overlap, checks)':<52} {rest:8.3f} s")
+
+
+def stage_figures(stages: dict[str, float], rows: int, ours: float) -> list[Figure]:
+    """Each stage as a rate (trades/s if the day took only that stage), against end to end."""
+    return [
+        Figure(
+            f"archive day stage: {stage} ({seconds:.3f} s of {rows / ours:.3f} s)",
+            "trades/s",
+            rows / seconds if seconds else float("inf"),
+            "end to end (the row above)",
+            ours,
+            "informational (where the time goes)",
         )
+        for stage, seconds in stages.items()
     ]
 
 

@@ -82,6 +82,19 @@ def _slice(table: str, source: str, days: list[date], symbols: list[str], **kw) 
     )
 
 
+def archive_targets(days: list[date], symbols: list[str]) -> tuple[Slice, Slice]:
+    """The trades and bars slices ``crypto_archive_trades`` replaces (the bench's stage
+    breakdown replaces the same)."""
+    trades = _slice("trades", ARCHIVE_SOURCE, days, symbols, order_by=("symbol", "ts"), bulk=True)
+    return trades, _slice("bars_1m", ARCHIVE_SOURCE, days, symbols, where=BAR_SLICE)
+
+
+def archive_bars(agg: pa.Table) -> pa.Table:
+    """The ``bars_1m`` rows of one parsed aggTrades table."""
+    bars = aggregate_batch(agg)
+    return bars.set_column(0, "source", pa.array([ARCHIVE_SOURCE] * bars.num_rows, pa.string()))
+
+
 def archive_files(
     client: ArchiveClient, kind: str, symbol: str, days: list[date], config: ReplaceConfig
 ) -> Iterator[tuple[str, pa.Table]]:
@@ -230,10 +243,7 @@ def crypto_archive_trades(
     binance_archive: BinanceArchiveResource,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     days, symbols = _days(context), crypto_symbols()
-    trade_target = _slice(
-        "trades", ARCHIVE_SOURCE, days, symbols, order_by=("symbol", "ts"), bulk=True
-    )
-    bar_target = _slice("bars_1m", ARCHIVE_SOURCE, days, symbols, where=BAR_SLICE)
+    trade_target, bar_target = archive_targets(days, symbols)
     files = []
     # Trades publish first (the inner block ends first), then their bars.
     with (
@@ -244,9 +254,7 @@ def crypto_archive_trades(
         for symbol in symbols:
             for name, agg in archive_files(client, "aggTrades", symbol, days, config):
                 trade_stage.add(archive_trade_rows(agg, name))
-                bars = aggregate_batch(agg)
-                source = pa.array([ARCHIVE_SOURCE] * bars.num_rows, pa.string())
-                bar_stage.add(bars.set_column(0, "source", source))
+                bar_stage.add(archive_bars(agg))
                 if name not in files:  # a month file gives several days
                     files.append(name)
         downloaded = list(client.downloaded)  # month files already cached are not

@@ -10,6 +10,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import tempfile
@@ -47,6 +48,7 @@ from quant_dev.warehouse_server.protocol import (
     parse_params,
     use_statement,
 )
+from quant_resources.settings import setting  # arch3 (#18): the fault hook
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +315,9 @@ class WarehouseApp:
         self.limits = engine.limits
         self.sessions = Sessions(engine.release)
         self.display_name = socket.gethostname()
+        # arch3 (#18): a fault hook for tests: while the file this names exists, a statement
+        # matching the regular expression it holds fails as a server-side error would.
+        self.refuse_file = setting("QUANT_WAREHOUSE_REFUSE_FILE")
 
     # ---- responses --------------------------------------------------------------------------
 
@@ -530,6 +535,8 @@ class WarehouseApp:
         self, sql: str, request: Request, params: RequestParams, ctx: Context
     ) -> Statement:
         """Refuse, before execution, a statement that would reach the host or, over GET, write."""
+        if self.refuse_file:  # arch3 (#18): the test fault hook (see __init__)
+            refuse_injected(self.refuse_file, sql)
         key = (sql, tuple(sorted(params.bindings.items())), ctx, request.method)
         if (statement := self.allowed.get(key)) is not None:
             self.allowed.move_to_end(key)
@@ -583,6 +590,17 @@ class WarehouseApp:
 
         summary = {"read_rows": "0", "read_bytes": "0", "written_rows": "0", "written_bytes": "0"}
         return self._respond(pieces(), fmt=fmt, summary=summary, cleanup=stream.cancel, **respond)
+
+
+def refuse_injected(path: str, sql: str) -> None:
+    """arch3 (#18): raise the injected fault when ``sql`` matches the pattern in ``path``."""
+    try:
+        with open(path) as file:
+            pattern = file.read().strip()
+    except FileNotFoundError:
+        return
+    if pattern and re.search(pattern, sql):
+        raise error("ABORTED", f"fault injected for statements matching {pattern!r}")
 
 
 def _looks_like_values(statement: str) -> bool:
