@@ -123,7 +123,9 @@ class _Bar:
         self.open = self.close = self.high = self.low = price
         self.volume = self.pq = self.count = self.tb_volume = self.tb_pq = 0
         self.last_id = key
-        self.seen: set[int] | IdRuns = set()
+        # Its trade ids, as runs: contiguous per symbol, so a bar's ids are nearly always one
+        # run (a set of ints cost more to fill, and to compact when the bar was emitted).
+        self.seen = IdRuns()
         self.version = 0  # emissions so far; 0 = still open
 
     def record(self, source: str) -> BarRecord:
@@ -317,9 +319,7 @@ class StreamingBarAggregator:
             group.append(bar)
 
     def _retain(self, bar: _Bar) -> None:
-        """An emitted bar: kept for corrections, its ids compacted to runs."""
-        if isinstance(bar.seen, set):
-            bar.seen = IdRuns(bar.seen)
+        """An emitted bar: kept for corrections (its ids are runs already)."""
         self._track(self._retained, self._retained_heap, bar)
 
     def _emit(self, start: int) -> list[BarRecord]:
@@ -434,13 +434,7 @@ class StreamingBarAggregator:
                 bar = self._bar_of(symbols, int(g[lo]))
                 if bar is None:
                     continue
-                seen = bar.seen
-                if isinstance(seen, IdRuns):  # an emitted bar
-                    dup[order[lo:hi]] |= seen.contains_many(k[lo:hi])
-                    continue
-                keys = k[lo:hi].tolist()
-                if not seen.isdisjoint(keys):
-                    dup[order[lo:hi]] |= np.fromiter((x in seen for x in keys), bool, hi - lo)
+                dup[order[lo:hi]] |= bar.seen.contains_many(k[lo:hi])
         return dup
 
     def _creates_final(self, start: int, wm_before: int) -> bool:
@@ -506,7 +500,6 @@ class StreamingBarAggregator:
         )
         pq = exact_dot(p, q, firsts)
         tb_pq = exact_dot(p, tq, firsts)
-        keys = k.tolist()
         bounds = [0, *ends.tolist()]
         source = self.source
         for i, (gk, j0, kmin, pmin, kmax, pmax, hi, lo, vol, count, last_id, tbv, m) in enumerate(
@@ -529,7 +522,7 @@ class StreamingBarAggregator:
                 bar.close_key, bar.close = kmax, pmax
             bar.high = max(bar.high, hi)
             bar.low = min(bar.low, lo)
-            bar.seen.update(keys[bounds[i] : bounds[i + 1]])
+            bar.seen.update(k[bounds[i] : bounds[i + 1]])  # sorted: by bar, then id
             bar.volume += vol
             bar.pq += pq[i]
             bar.count += count
