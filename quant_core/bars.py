@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from quant_core.decode import PRICE_SCALE, BookTickerEvent, TradeEvent
 from quant_core.id_runs import IdRuns
+from quant_core.native.frames_dot import group_dot
 from quant_core.tables import BARS_1M, PRICE, TS, decimal_from_scaled
 
 # ttime (#14 test time): polars is imported where the batch functions run, not here, so
@@ -556,28 +557,21 @@ class StreamingBarAggregator:
 # are cut into segments at those trades (``_due`` itself falls when a row opens a new pending
 # bar, so it is a prefix minimum too). Inside a segment nothing settles, so each symbol-minute's
 # rows reduce to one update: open/close at the lowest/highest trade id, high/low, sums (price x
-# qty exactly, in 32-bit limbs), and one version step per row for bars already emitted.
+# qty exactly, in 128-bit C sums), and one version step per row for bars already emitted.
 
 _NONE = np.iinfo(np.int64).min  # "no watermark yet"
 _NEVER = np.iinfo(np.int64).max
-_M32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
 
 
 def exact_dot(a: np.ndarray, b: np.ndarray, firsts: np.ndarray) -> list[int]:
-    """Per-group sums of a x b for non-negative int64 a, b, exactly (products reach 2**126):
-    each product is split into 32-bit limbs whose sums cannot overflow uint64."""
-    a, b = a.astype(np.uint64), b.astype(np.uint64)
-    a_hi, a_lo, b_hi, b_lo = a >> _S32, a & _M32, b >> _S32, b & _M32
-    totals = [0] * len(firsts)
-    for shift, x, y in ((0, a_lo, b_lo), (32, a_hi, b_lo), (32, a_lo, b_hi), (64, a_hi, b_hi)):
-        prod = x * y
-        low = np.add.reduceat(prod & _M32, firsts).tolist()
-        high = np.add.reduceat(prod >> _S32, firsts).tolist()
-        totals = [
-            t + ((lo + (hi << 32)) << shift) for t, lo, hi in zip(totals, low, high, strict=True)
-        ]
-    return totals
+    """Per-group sums of a x b for int64 a, b, exactly (products reach 2**126), in C
+    (``quant_core/native/frames_dot.c``: 128-bit sums, carried into Python ints when they
+    would overflow). ``firsts``: each group's first row, rising from 0."""
+    return group_dot(
+        np.ascontiguousarray(a, dtype=np.int64),
+        np.ascontiguousarray(b, dtype=np.int64),
+        np.ascontiguousarray(firsts, dtype=np.int64),
+    )
 
 
 # -- Arrow -------------------------------------------------------------------------------------

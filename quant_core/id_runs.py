@@ -49,10 +49,21 @@ class IdRuns:
             if isinstance(ids, np.ndarray)
             else np.fromiter(ids, dtype=np.int64)
         )
-        if not len(values):
+        n = len(values)
+        if not n:
             return
-        if len(values) > 1 and not bool((values[1:] > values[:-1]).all()):
+        if n > 1 and not bool((values[1:] > values[:-1]).all()):
             values = np.unique(values)  # the aggregator passes a bar's ids sorted: no sort
+            n = len(values)
+        first, last = int(values[0]), int(values[-1])
+        if last - first + 1 == n and (not len(self.hi) or first > int(self.hi[-1])):
+            # One run past every run held (a bar's next trades): no merge.
+            if len(self.hi) and first == int(self.hi[-1]) + 1:
+                self.hi[-1] = last  # lo and hi are this object's own arrays
+            else:
+                self.lo = np.append(self.lo, first)
+                self.hi = np.append(self.hi, last)
+            return
         # The new ids as runs: a run starts where a value is not its predecessor plus one.
         breaks = np.flatnonzero(values[1:] != values[:-1] + 1) + 1
         new_lo = values[np.concatenate(([0], breaks))]
