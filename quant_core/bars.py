@@ -425,7 +425,7 @@ class StreamingBarAggregator:
         """A row whose (symbol-minute, first trade id) came before: earlier in the call, or in a
         bar the aggregator holds. The first arrival wins, as in ``add_trade``."""
         n = len(group)
-        order = np.lexsort((np.arange(n), key, group))
+        order = np.lexsort((key, group))  # stable: equal rows keep their arrival order
         g, k = group[order], key[order]
         dup = np.zeros(n, dtype=bool)
         dup[order[1:]] = (g[1:] == g[:-1]) & (k[1:] == k[:-1])

@@ -55,21 +55,21 @@ class IdRuns:
         if n > 1 and not bool((values[1:] > values[:-1]).all()):
             values = np.unique(values)  # the aggregator passes a bar's ids sorted: no sort
             n = len(values)
-        first, last = int(values[0]), int(values[-1])
-        if last - first + 1 == n and (not len(self.hi) or first > int(self.hi[-1])):
-            # One run past every run held (a bar's next trades): no merge.
-            if len(self.hi) and first == int(self.hi[-1]) + 1:
-                self.hi[-1] = last  # lo and hi are this object's own arrays
-            else:
-                self.lo = np.append(self.lo, first)
-                self.hi = np.append(self.hi, last)
-            return
         # The new ids as runs: a run starts where a value is not its predecessor plus one.
         breaks = np.flatnonzero(values[1:] != values[:-1] + 1) + 1
         new_lo = values[np.concatenate(([0], breaks))]
-        new_hi = values[np.concatenate((breaks - 1, [len(values) - 1]))]
+        new_hi = values[np.concatenate((breaks - 1, [n - 1]))]
         if not len(self.lo):
             self.lo, self.hi = new_lo, new_hi
+            return
+        top = int(self.hi[-1])
+        if int(new_lo[0]) > top:  # past every run held (a bar's next trades): append
+            if int(new_lo[0]) == top + 1:
+                self.hi[-1] = new_hi[0]  # lo and hi are this object's own arrays
+                new_lo, new_hi = new_lo[1:], new_hi[1:]
+            if len(new_lo):
+                self.lo = np.concatenate([self.lo, new_lo])
+                self.hi = np.concatenate([self.hi, new_hi])
             return
         lo = np.concatenate([self.lo, new_lo])
         hi = np.concatenate([self.hi, new_hi])
