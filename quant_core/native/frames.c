@@ -6,8 +6,9 @@ at a time) is the reference it is held to (tests/test_natdec_frames.py, tests/te
 A frame is taken only when it is, byte for byte, one of LAYOUTS below with every value in a form
 whose meaning is unambiguous: ints of plain ASCII digits without a leading zero that fit int64,
 decimals of plain ASCII digits with at most one point (at least one digit on each side of it,
-places past the 8th all zero) whose value scaled by 10**8 fits int64, symbols of 1-24 printable
-ASCII bytes without escapes, the stream name's prefix printable ASCII without '"', '\\' or '@'.
+places past the 8th all zero, at most 11 whole digits) whose value scaled by 10**8 fits int64,
+symbols of 1-24 printable ASCII bytes without escapes, the stream name's prefix printable ASCII
+without '"', '\\' or '@'.
 Such a frame is valid JSON and decodes to exactly what the reference returns; any other frame,
 good or bad, is listed for the exact path, which accepts or rejects it with its reason. Every
 read is bounded by the frame's length: any byte string is safe. No floats anywhere.
@@ -92,54 +93,50 @@ typedef struct {
 static const unsigned char *read_int(const unsigned char *p, const unsigned char *end,
                                      int64_t *out) {
     const unsigned char *start = p;
-    int64_t v = 0;
-    while (p < end && *p >= '0' && *p <= '9') {
-        int d = *p - '0';
-        if (v > (INT64_MAX - d) / 10) return NULL;
+    uint64_t v = 0;
+    /* Up to 18 digits cannot overflow: no check per digit. */
+    const unsigned char *fast = end - p > 18 ? p + 18 : end;
+    while (p < fast && (unsigned)(*p - '0') < 10) v = v * 10 + (*p++ - '0');
+    if (p == start || (*start == '0' && p - start > 1)) return NULL;
+    while (p < end && (unsigned)(*p - '0') < 10) {
+        uint64_t d = *p - '0';
+        if (v > ((uint64_t)INT64_MAX - d) / 10) return NULL;
         v = v * 10 + d;
         p++;
     }
-    if (p == start || (*start == '0' && p - start > 1)) return NULL;
-    *out = v;
+    *out = (int64_t)v;
     return p;
 }
 
-/* A decimal string's content up to its closing quote: digits, optionally one point with at
-   least one digit on each side; places past the 8th must be zero. Value in 10**-8 units. */
+/* A decimal string's content: digits, optionally one point with at least one digit on each
+   side; places past the 8th must be zero. Value in 10**-8 units. Stops at the first other
+   byte (the caller's next literal must start there). At most 11 whole digits: a value that
+   needs more (or leading zeros that long) is left to the exact path. */
 static const unsigned char *read_decimal(const unsigned char *p, const unsigned char *end,
                                          int64_t *out) {
     const unsigned char *start = p;
-    int64_t v = 0;
-    int whole = 0, places = -1;
-    while (p < end && *p != '"') {
-        unsigned char c = *p;
-        if (c == '.') {
-            if (places >= 0 || whole == 0) return NULL;
-            places = 0;
-        } else if (c >= '0' && c <= '9') {
-            int d = c - '0';
-            if (places < 0) {
-                whole++;
-            } else if (++places > 8) {
-                if (d) return NULL; /* finer than 10**-8 */
-                p++;
-                if (p - start > MAX_DECIMAL) return NULL;
-                continue;
-            }
-            if (v > (INT64_MAX - d) / 10) return NULL;
-            v = v * 10 + d;
-        } else {
-            return NULL;
-        }
+    while (p < end && (unsigned)(*p - '0') < 10) p++;
+    Py_ssize_t whole = p - start;
+    if (whole == 0 || whole > 11) return NULL;
+    uint64_t v = 0, frac = 0; /* 11 digits fit: no check per digit */
+    for (const unsigned char *q = start; q < p; q++) v = v * 10 + (uint64_t)(*q - '0');
+    int places = 0;
+    if (p < end && *p == '.') {
         p++;
-        if (p - start > MAX_DECIMAL) return NULL;
+        while (p < end && (unsigned)(*p - '0') < 10) {
+            if (places < 8)
+                frac = frac * 10 + (uint64_t)(*p - '0');
+            else if (*p != '0')
+                return NULL; /* finer than 10**-8 */
+            places++;
+            p++;
+            if (p - start > MAX_DECIMAL) return NULL;
+        }
+        if (places == 0) return NULL;
     }
-    if (whole == 0 || places == 0) return NULL;
-    for (int k = places < 0 ? 0 : (places > 8 ? 8 : places); k < 8; k++) {
-        if (v > INT64_MAX / 10) return NULL;
-        v *= 10;
-    }
-    *out = v;
+    for (int k = places < 8 ? places : 8; k < 8; k++) frac *= 10;
+    if (v > ((uint64_t)INT64_MAX - frac) / 100000000u) return NULL;
+    *out = (int64_t)(v * 100000000u + frac);
     return p;
 }
 
