@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from quant_core.decode import PRICE_SCALE, BookTickerEvent, TradeEvent
 from quant_core.id_runs import IdRuns
+from quant_core.native.frames_dot import group_dot
 from quant_core.tables import BARS_1M, PRICE, TS, decimal_from_scaled
 
 # ttime (#14 test time): polars is imported where the batch functions run, not here, so
@@ -123,7 +124,9 @@ class _Bar:
         self.open = self.close = self.high = self.low = price
         self.volume = self.pq = self.count = self.tb_volume = self.tb_pq = 0
         self.last_id = key
-        self.seen: set[int] | IdRuns = set()
+        # Its trade ids, as runs: contiguous per symbol, so a bar's ids are nearly always one
+        # run (a set of ints cost more to fill, and to compact when the bar was emitted).
+        self.seen = IdRuns()
         self.version = 0  # emissions so far; 0 = still open
 
     def record(self, source: str) -> BarRecord:
@@ -317,9 +320,7 @@ class StreamingBarAggregator:
             group.append(bar)
 
     def _retain(self, bar: _Bar) -> None:
-        """An emitted bar: kept for corrections, its ids compacted to runs."""
-        if isinstance(bar.seen, set):
-            bar.seen = IdRuns(bar.seen)
+        """An emitted bar: kept for corrections (its ids are runs already)."""
         self._track(self._retained, self._retained_heap, bar)
 
     def _emit(self, start: int) -> list[BarRecord]:
@@ -424,7 +425,7 @@ class StreamingBarAggregator:
         """A row whose (symbol-minute, first trade id) came before: earlier in the call, or in a
         bar the aggregator holds. The first arrival wins, as in ``add_trade``."""
         n = len(group)
-        order = np.lexsort((np.arange(n), key, group))
+        order = np.lexsort((key, group))  # stable: equal rows keep their arrival order
         g, k = group[order], key[order]
         dup = np.zeros(n, dtype=bool)
         dup[order[1:]] = (g[1:] == g[:-1]) & (k[1:] == k[:-1])
@@ -434,13 +435,7 @@ class StreamingBarAggregator:
                 bar = self._bar_of(symbols, int(g[lo]))
                 if bar is None:
                     continue
-                seen = bar.seen
-                if isinstance(seen, IdRuns):  # an emitted bar
-                    dup[order[lo:hi]] |= seen.contains_many(k[lo:hi])
-                    continue
-                keys = k[lo:hi].tolist()
-                if not seen.isdisjoint(keys):
-                    dup[order[lo:hi]] |= np.fromiter((x in seen for x in keys), bool, hi - lo)
+                dup[order[lo:hi]] |= bar.seen.contains_many(k[lo:hi])
         return dup
 
     def _creates_final(self, start: int, wm_before: int) -> bool:
@@ -506,7 +501,6 @@ class StreamingBarAggregator:
         )
         pq = exact_dot(p, q, firsts)
         tb_pq = exact_dot(p, tq, firsts)
-        keys = k.tolist()
         bounds = [0, *ends.tolist()]
         source = self.source
         for i, (gk, j0, kmin, pmin, kmax, pmax, hi, lo, vol, count, last_id, tbv, m) in enumerate(
@@ -529,7 +523,7 @@ class StreamingBarAggregator:
                 bar.close_key, bar.close = kmax, pmax
             bar.high = max(bar.high, hi)
             bar.low = min(bar.low, lo)
-            bar.seen.update(keys[bounds[i] : bounds[i + 1]])
+            bar.seen.update(k[bounds[i] : bounds[i + 1]])  # sorted: by bar, then id
             bar.volume += vol
             bar.pq += pq[i]
             bar.count += count
@@ -563,28 +557,21 @@ class StreamingBarAggregator:
 # are cut into segments at those trades (``_due`` itself falls when a row opens a new pending
 # bar, so it is a prefix minimum too). Inside a segment nothing settles, so each symbol-minute's
 # rows reduce to one update: open/close at the lowest/highest trade id, high/low, sums (price x
-# qty exactly, in 32-bit limbs), and one version step per row for bars already emitted.
+# qty exactly, in 128-bit C sums), and one version step per row for bars already emitted.
 
 _NONE = np.iinfo(np.int64).min  # "no watermark yet"
 _NEVER = np.iinfo(np.int64).max
-_M32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
 
 
 def exact_dot(a: np.ndarray, b: np.ndarray, firsts: np.ndarray) -> list[int]:
-    """Per-group sums of a x b for non-negative int64 a, b, exactly (products reach 2**126):
-    each product is split into 32-bit limbs whose sums cannot overflow uint64."""
-    a, b = a.astype(np.uint64), b.astype(np.uint64)
-    a_hi, a_lo, b_hi, b_lo = a >> _S32, a & _M32, b >> _S32, b & _M32
-    totals = [0] * len(firsts)
-    for shift, x, y in ((0, a_lo, b_lo), (32, a_hi, b_lo), (32, a_lo, b_hi), (64, a_hi, b_hi)):
-        prod = x * y
-        low = np.add.reduceat(prod & _M32, firsts).tolist()
-        high = np.add.reduceat(prod >> _S32, firsts).tolist()
-        totals = [
-            t + ((lo + (hi << 32)) << shift) for t, lo, hi in zip(totals, low, high, strict=True)
-        ]
-    return totals
+    """Per-group sums of a x b for int64 a, b, exactly (products reach 2**126), in C
+    (``quant_core/native/frames_dot.c``: 128-bit sums, carried into Python ints when they
+    would overflow). ``firsts``: each group's first row, rising from 0."""
+    return group_dot(
+        np.ascontiguousarray(a, dtype=np.int64),
+        np.ascontiguousarray(b, dtype=np.int64),
+        np.ascontiguousarray(firsts, dtype=np.int64),
+    )
 
 
 # -- Arrow -------------------------------------------------------------------------------------

@@ -7,20 +7,23 @@ Two entry points share every rule and the one set of record kinds and reject kin
   frame of each kind kept in ``samples``). ``quant_core.formats.binance.parse_combined_frame``
   is the validating reference it is checked against in tests (same values, and every frame the
   contracts reject is rejected here too). This path is deliberately a little stricter than the
-  contracts: numbers must be JSON strings of plain digits (no sign, exponent or whitespace)
-  with at most 8 significant decimals, ids and times JSON integers, ``m`` a JSON boolean, and
-  the event type inside ``data`` must match the stream name. Binance sends nothing else.
+  contracts: numbers must be JSON strings of plain digits (no sign, exponent or whitespace) with
+  at most 8 significant decimals and a scaled value within int64, ids and times JSON integers,
+  ``m`` a JSON boolean, and the event type inside ``data`` must match the stream name. Binance
+  sends nothing else.
 * ``BatchDecoder.decode(frames)``: a burst -> ``FrameBatch`` columns, exactly what ``decode``
   gives frame by frame (same records, same rejects counted and sampled, in the same order);
   tests hold the two to that. It is the hot path of the ingest kernel: per-frame work in Python
   costs ~4 us, which caps one process far below the exchange's burst rates. Frames in the exact
-  byte layouts Binance sends are read first as bytes with numpy (``quant_core.decode_layout``,
-  no Python object per frame); the others are joined into one JSON array and decoded twice by
-  msgspec in C, once into ``Raw`` spans (whose lengths prove that every frame is exactly one
-  JSON value, so no frame can swallow its neighbour) and once into one struct type holding the
-  union of the fields of aggTrade, trade and bookTicker data. Per-field lists are checked and
-  converted per stream kind with numpy; anything unusual falls back to ``Normalizer.decode`` for
-  that frame (or a whole group of frames when it cannot be attributed), which names it.
+  byte layouts Binance sends are read first into columns in one C pass
+  (``quant_core/native/frames.c``, no Python object per frame; frames it does not take byte for
+  byte, good or bad, come back for the paths below, so every reject keeps its reason). The
+  others are joined into one JSON array and decoded twice by msgspec in C, once into ``Raw``
+  spans (whose lengths prove that every frame is exactly one JSON value, so no frame can swallow
+  its neighbour) and once into one struct type holding the union of the fields of aggTrade,
+  trade and bookTicker data. Per-field lists are checked and converted per stream kind with
+  numpy; anything unusual falls back to ``Normalizer.decode`` for that frame (or a whole group
+  of frames when it cannot be attributed), which names it.
 
 Records are ``msgspec.Struct`` (frozen, ``gc=False``): on CPython they are created about 15 %
 faster than a NamedTuple and several times faster than a frozen dataclass, compare by value and
@@ -47,10 +50,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from quant_core.contracts.types import SYMBOL_PATTERN
-from quant_core.decode_layout import AGG, BOOK, MAX_MS, TRADE, read_layouts
+from quant_core.native import frames as native_frames
 
 PRICE_SCALE = 10**8
 _DECIMALS = 8
+# Stream kinds: ``TradeColumns.kind`` holds AGG or TRADE (``quant_core/native/frames.c`` too).
+AGG, TRADE, BOOK = 1, 2, 3
+# The contracts turn ``T`` into a datetime, which stops at year 9999.
+MAX_MS = 253_402_300_799_999
 
 # Reject kinds, in the order a frame is checked.
 MALFORMED_JSON = "malformed_json"
@@ -82,9 +89,11 @@ _SYMBOL = re.compile(SYMBOL_PATTERN)
 _PLAIN_DECIMAL = re.compile(r"(\d+)(?:\.(\d+))?")
 _MAX_NUMBER_CHARS = 40  # far above any real price; keeps int() away from huge inputs
 _CACHE_LIMIT = 100_000
+# Scaled prices and sizes are int64 columns: a larger value is a bad number, like a larger id.
+_INT64_MAX = 2**63 - 1
 
 # Ids must fit the int64 columns (and ClickHouse): a larger one is a bad number.
-NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
 EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_MS)]
 
 
@@ -180,7 +189,6 @@ class _BookTickerFrame(msgspec.Struct, gc=False):
     data: _BookTickerData
 
 
-# Stream kinds (AGG, TRADE, BOOK from decode_layout): ``TradeColumns.kind`` holds AGG or TRADE.
 STREAM_NAMES = {AGG: "aggTrade", TRADE: "trade"}
 STREAM_KINDS = {"aggTrade": AGG, "trade": TRADE, "bookTicker": BOOK}
 _DATA_TYPES = {AGG: _AggTradeData, TRADE: _TradeData, BOOK: _BookTickerData}
@@ -344,7 +352,7 @@ class Normalizer:
                     price = qty = -1
             else:
                 price, qty = scaled(p), scaled(q)
-            if price <= 0 or qty <= 0:
+            if not (0 < price <= _INT64_MAX and 0 < qty <= _INT64_MAX):
                 raise Rejected(BAD_NUMBER)
             if kind == AGG:
                 if d.e != "aggTrade":
@@ -367,7 +375,9 @@ class Normalizer:
                 bid = bid_qty = ask = ask_qty = -1
         else:
             bid, bid_qty, ask, ask_qty = scaled(b), scaled(bq), scaled(a), scaled(aq)
-        if bid <= 0 or ask <= 0 or bid_qty < 0 or ask_qty < 0:
+        if not (0 < bid <= _INT64_MAX and 0 < ask <= _INT64_MAX):
+            raise Rejected(BAD_NUMBER)
+        if not (0 <= bid_qty <= _INT64_MAX and 0 <= ask_qty <= _INT64_MAX):
             raise Rejected(BAD_NUMBER)
         if bid > ask:
             raise Rejected(CROSSED_BOOK)
@@ -518,8 +528,6 @@ class BookColumns:
 
 
 _TRADE_FIELDS = tuple(TradeColumns.__dataclass_fields__)
-
-
 _BOOK_FIELDS = tuple(BookColumns.__dataclass_fields__)
 
 
@@ -601,35 +609,34 @@ class BatchDecoder:
     def decode(self, frames: Sequence[bytes]) -> FrameBatch:
         if not isinstance(frames, list):
             frames = list(frames)
-        parts: list[_Part] = []
-        fast = read_layouts(frames, self.lookup_code) if frames else None
-        if fast is None:
-            self._decode_into(frames, 0, parts)
-            return _merge(parts)
-        trades, books = [], []
-        for kind, rows, c in fast.taken:
-            if kind == BOOK:
-                ts = c.get("ts")
-                ts = np.full(len(rows), -1, np.int64) if ts is None else ts
-                books.append((rows, c["code"], c["update_id"], c["bid"], c["bid_qty"], c["ask"],
-                              c["ask_qty"], ts))  # fmt: skip
-            else:
-                ids = c["trade_id"]
-                trades.append((rows, c["code"], np.full(len(rows), kind, np.int8), ids,
-                               c.get("first", ids), c.get("last", ids), c["price"], c["qty"],
-                               c["ts"], c["maker"]))  # fmt: skip
-        parts.append(_Part(trades, books, []))
-        if fast.rest:  # the frames no layout took: the general path, then their own indices
-            rest = np.asarray(fast.rest, dtype=np.int64)
+        trades, books, rest = self.layouts(frames)
+        parts = [_Part([_fields(trades, _TRADE_FIELDS)], [_fields(books, _BOOK_FIELDS)], [])]
+        if rest:  # the frames no layout took: the general path, then their own indices
+            rest_index = np.asarray(rest, dtype=np.int64)
             others: list[_Part] = []
-            self._decode_into([frames[i] for i in fast.rest], 0, others)
+            self._decode_into([frames[i] for i in rest], 0, others)
             for part in others:
-                part.trades = [(rest[t[0]], *t[1:]) for t in part.trades]
-                part.books = [(rest[b[0]], *b[1:]) for b in part.books]
-                part.others = [(fast.rest[i], ev) for i, ev in part.others]
-                part.rejects = [(fast.rest[i], kind) for i, kind in part.rejects]
+                part.trades = [(rest_index[t[0]], *t[1:]) for t in part.trades]
+                part.books = [(rest_index[b[0]], *b[1:]) for b in part.books]
+                part.others = [(rest[i], ev) for i, ev in part.others]
+                part.rejects = [(rest[i], kind) for i, kind in part.rejects]
             parts += others
         return _merge(parts)
+
+    def layouts(self, frames: list[bytes]) -> tuple[TradeColumns, BookColumns, list[int]]:
+        """The frames in Binance's exact byte layouts as columns, in one C pass
+        (``quant_core/native/frames.c``), and the indices of the others, for the exact path."""
+        n = len(frames)
+        i64 = np.empty((15, n), np.int64)
+        i32 = np.empty((2, n), np.int32)
+        i8 = np.empty((2, n), np.int8)
+        nt, nb, nr = native_frames.decode(frames, self.lookup_code, i64, i32, i8)
+        trades = TradeColumns(
+            i64[0, :nt], i32[0, :nt], i8[0, :nt], i64[1, :nt], i64[2, :nt], i64[3, :nt],
+            i64[4, :nt], i64[5, :nt], i64[6, :nt], i8[1, :nt].view(bool),
+        )  # fmt: skip
+        books = BookColumns(i64[7, :nb], i32[1, :nb], *(i64[k, :nb] for k in range(8, 14)))
+        return trades, books, i64[14, :nr].tolist()
 
     def lookup_code(self, raw_symbol: str) -> int:
         try:
@@ -847,6 +854,10 @@ class _Part:
 
 _TRADE_DTYPES = (np.int64, np.int32, np.int8, *(np.int64,) * 6, bool)
 _BOOK_DTYPES = (np.int64, np.int32, *(np.int64,) * 6)
+
+
+def _fields(columns: TradeColumns | BookColumns, names: tuple[str, ...]) -> tuple:
+    return tuple(getattr(columns, name) for name in names)
 
 
 def _rows_to_columns(rows: list[tuple], dtypes) -> tuple[np.ndarray, ...]:

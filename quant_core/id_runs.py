@@ -2,8 +2,8 @@
 
 Trade ids are contiguous per symbol, so the ids of one bar are nearly always one run: a bar's
 de-duplication set costs two integers instead of one Python int per trade. The aggregator keeps
-a bar in this form from the moment it is emitted until the end of the session, so a trade that
-arrives late (a REST repair after a reconnect) still corrects its bar instead of being dropped.
+every bar's ids in this form, open or emitted, until the bar is evicted, so a trade that arrives
+late (a REST repair after a reconnect) still corrects its bar instead of being dropped.
 Supports what ``set`` offers the aggregator: ``in``, ``add``, ``update``, ``isdisjoint``.
 """
 
@@ -43,17 +43,41 @@ class IdRuns:
     def add(self, x: int) -> None:
         self.update((x,))
 
-    def update(self, ids: Iterable[int]) -> None:
-        values = np.unique(np.fromiter(ids, dtype=np.int64))
-        if not len(values):
+    def update(self, ids: Iterable[int] | np.ndarray) -> None:
+        values = (
+            ids.astype(np.int64, copy=False)
+            if isinstance(ids, np.ndarray)
+            else np.fromiter(ids, dtype=np.int64)
+        )
+        n = len(values)
+        if not n:
             return
-        lo = np.concatenate([self.lo, values])
-        hi = np.concatenate([self.hi, values])
+        if n > 1 and not bool((values[1:] > values[:-1]).all()):
+            values = np.unique(values)  # the aggregator passes a bar's ids sorted: no sort
+            n = len(values)
+        # The new ids as runs: a run starts where a value is not its predecessor plus one.
+        breaks = np.flatnonzero(values[1:] != values[:-1] + 1) + 1
+        new_lo = values[np.concatenate(([0], breaks))]
+        new_hi = values[np.concatenate((breaks - 1, [n - 1]))]
+        if not len(self.lo):
+            self.lo, self.hi = new_lo, new_hi
+            return
+        top = int(self.hi[-1])
+        if int(new_lo[0]) > top:  # past every run held (a bar's next trades): append
+            if int(new_lo[0]) == top + 1:
+                self.hi[-1] = new_hi[0]  # lo and hi are this object's own arrays
+                new_lo, new_hi = new_lo[1:], new_hi[1:]
+            if len(new_lo):
+                self.lo = np.concatenate([self.lo, new_lo])
+                self.hi = np.concatenate([self.hi, new_hi])
+            return
+        lo = np.concatenate([self.lo, new_lo])
+        hi = np.concatenate([self.hi, new_hi])
         order = np.argsort(lo, kind="stable")
         lo, hi = lo[order], hi[order]
         # A run starts where its low is past every earlier high by more than one.
         reach = np.maximum.accumulate(hi)
-        starts = np.r_[True, lo[1:] > reach[:-1] + 1]
+        starts = np.concatenate(([True], lo[1:] > reach[:-1] + 1))
         first = np.flatnonzero(starts)
         self.lo = lo[first]
         self.hi = np.maximum.reduceat(hi, first)

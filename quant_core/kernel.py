@@ -343,7 +343,8 @@ class IngestKernel:
         if len(trades) and store:
             out.trades = _concat_trades(out.trades, trades)
             out.trade_recv_ns = np.concatenate([out.trade_recv_ns, recv_ns[trades.index]])
-        bars = trades.take(np.flatnonzero(trades.kind == self._bar_kind))
+        of_bars = trades.kind == self._bar_kind
+        bars = trades if bool(of_bars.all()) else trades.take(np.flatnonzero(of_bars))
         if len(bars):
             first, last = int(bars.ts.min()), int(bars.ts.max())
             if self.first_exchange_ms is None or first < self.first_exchange_ms:

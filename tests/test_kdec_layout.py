@@ -1,4 +1,4 @@
-"""The byte-layout fast path (``quant_core.decode_layout``) inside ``BatchDecoder`` gives exactly
+"""The byte-layout fast path (``quant_core/native/frames.c``) inside ``BatchDecoder`` gives exactly
 what ``Normalizer.decode`` gives frame by frame, on random bursts of good frames in Binance's
 layouts mixed with frames mutated byte by byte and value by value."""
 
@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quant_core.decode import BatchDecoder, Normalizer
-from quant_core.decode_layout import read_layouts
 from tests.test_decode import ws_frames
 
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "1000PEPEUSDT", "XYZUSDT"]
@@ -123,8 +122,8 @@ def test_binance_layouts_are_taken_without_the_exact_path() -> None:
     raw = [f for name in ("binance_spot.ws", "binance_futures.ws") for f in ws_frames(name)]
     market = [f for f in raw if b"@aggTrade" in f or b"@bookTicker" in f or b"@trade" in f]
     decoder = BatchDecoder(Normalizer())
-    fast = read_layouts(market, decoder.lookup_code)
-    assert market and fast is not None and fast.rest == []
+    _, _, rest = decoder.layouts(market)
+    assert market and rest == []
     _, expected, _, got = exact_and_batched(market, [], None)
     assert got == expected
 
