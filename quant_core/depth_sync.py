@@ -203,20 +203,34 @@ class DepthBooks:
         codes = batch.code.tolist()
         first, last, ts = batch.first.tolist(), batch.last.tolist(), batch.ts.tolist()
         start, mid = batch.start.tolist(), batch.mid.tolist()
-        price, qty = batch.price.tolist(), batch.qty.tolist()
-        by_code, on_diff = self._by_code, self._on_diff
+        price, qty = batch.price, batch.qty  # int64 columns, read in place by the book
+        by_code, on_diff, interval = self._by_code, self._on_diff, self.interval_ms
         applied = []
         for i, code in enumerate(codes):
             st = by_code[code]
             s, m, e = start[i], mid[i], start[i + 1]
             f, u, t = first[i], last[i], ts[i]
-            # The common case inline: in sync, the next ids, no snapshot due before it.
-            if st.state == IN_SYNC and u > st.last_id >= f - 1 and t < st.next_due:
+            # The common case inline: in sync, the next ids (a snapshot due first is taken
+            # here, as ``_on_diff`` would), the levels applied from the columns in C.
+            if st.state == IN_SYNC and u > st.last_id >= f - 1:
                 st.last_ts = t
-                if self._apply(st, u, price[s:m], qty[s:m], price[m:e], qty[m:e]):
-                    applied.append(i)
-            elif on_diff(st, (f, u, t, price[s:m], qty[s:m], price[m:e], qty[m:e])):
+                if t >= st.next_due:
+                    self._snapshot(st, t - t % interval)
+                st.last_id = u
+                self.rows += e - s
+                book = st.book
+                if book.__class__ is OrderBook:  # one C call, the levels read in place
+                    crossed = book.apply_diff(price, qty, s, m, e)
+                else:  # a book with OrderBook's interface (the tests' reference dict book)
+                    crossed = _apply_sides(book, price, qty, s, m, e)
+                if crossed:
+                    self._crossed(st, u)
                 applied.append(i)
+            else:
+                bp, bq = price[s:m].tolist(), qty[s:m].tolist()
+                diff = (f, u, t, bp, bq, price[m:e].tolist(), qty[m:e].tolist())
+                if on_diff(st, diff):
+                    applied.append(i)
         # The rows of a burst are taken from its columns in one go, not diff by diff.
         if applied:
             self.applied.append((batch, applied))
@@ -327,9 +341,12 @@ class DepthBooks:
         st.last_id = last
         self.rows += len(bp) + len(ap)
         if book.crossed():
-            best = (book.bids.best(), book.asks.best())
-            self._record(st, CROSSED, last, f"best bid {best[0]} >= best ask {best[1]}")
+            self._crossed(st, last)
         return True
+
+    def _crossed(self, st: _Symbol, last: int) -> None:
+        best = (st.book.bids.best(), st.book.asks.best())
+        self._record(st, CROSSED, last, f"best bid {best[0]} >= best ask {best[1]}")
 
     def _buffer(self, st: _Symbol, diff: tuple) -> None:
         st.buffer.append(diff)
@@ -437,6 +454,13 @@ def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
         qty,
         np.repeat(batch.index[take], n),
     ]
+
+
+def _apply_sides(book, price: np.ndarray, qty: np.ndarray, s: int, m: int, e: int) -> bool:
+    """A diff's levels ``[s:m]`` (bids) and ``[m:e]`` (asks) through the sides' ``apply``."""
+    book.bids.apply(price[s:m].tolist(), qty[s:m].tolist())
+    book.asks.apply(price[m:e].tolist(), qty[m:e].tolist())
+    return book.crossed()
 
 
 def _diff_rows(applied: list[tuple[int, tuple]]) -> list[np.ndarray]:
