@@ -24,7 +24,7 @@ the snapshot returned whole, fewer than ``limit`` levels, is covered to the end)
 
 from __future__ import annotations
 
-from quant_core.native.book import Side, apply_diff, crossed
+from quant_core.native.book import Side, apply_diff, apply_run, crossed
 
 UNBOUNDED = 2**63 - 1  # an ask bound covering every price
 
@@ -80,6 +80,16 @@ class OrderBook:
         ``[start:mid]``, ask levels ``[mid:stop]``, all applied or (on an error) none.
         Returns ``crossed()`` after it."""
         return apply_diff(self.bids, self.asks, price, qty, start, mid, stop)
+
+    def apply_run(
+        self, columns: tuple, i: int, code: int, last_id: int, next_due: int
+    ) -> tuple[int, int, int, int, bool]:
+        """The in-sync run of a decoded burst from diff ``i`` on, in one C call. ``columns``:
+        the burst's int64 price, qty, start, mid, first, last, ts and symbol code columns.
+        Applies each diff while it is of ``code``, follows the book (``u > last_id >= U - 1``)
+        and comes before ``next_due``; stops before the first that is not so, or after one that
+        leaves the book crossed. Returns (stop, last_id, last_ts, levels applied, crossed)."""
+        return apply_run(self.bids, self.asks, *columns, i, code, last_id, next_due)
 
     def top(self, n: int) -> tuple[list[int], list[int], list[int], list[int], bool, bool]:
         """Best ``n`` levels a side: bid prices, bid qtys, ask prices, ask qtys (best first),

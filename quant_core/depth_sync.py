@@ -203,34 +203,49 @@ class DepthBooks:
         codes = batch.code.tolist()
         first, last, ts = batch.first.tolist(), batch.last.tolist(), batch.ts.tolist()
         start, mid = batch.start.tolist(), batch.mid.tolist()
-        price, qty = batch.price, batch.qty  # int64 columns, read in place by the book
+        # The int64 columns the book reads in place.
+        cols = (batch.price, batch.qty, batch.start, batch.mid, batch.first, batch.last, batch.ts)
+        cols += (batch.code.astype(np.int64),)
         by_code, on_diff, interval = self._by_code, self._on_diff, self.interval_ms
-        applied = []
-        for i, code in enumerate(codes):
+        applied: list[int] = []
+        i, n = 0, len(codes)
+        while i < n:
+            code = codes[i]
             st = by_code[code]
+            if st.state == IN_SYNC and st.book.__class__ is OrderBook:
+                # The common case in one C call: the diffs from i on that follow the book,
+                # up to the next snapshot due (or a crossed book).
+                stop, last_id, last_ts, levels, crossed = st.book.apply_run(
+                    cols, i, code, st.last_id, st.next_due
+                )
+                if stop > i:
+                    st.last_id, st.last_ts = last_id, last_ts
+                    self.rows += levels
+                    applied.extend(range(i, stop))
+                    i = stop
+                    if crossed:
+                        self._crossed(st, last_id)
+                    continue
             s, m, e = start[i], mid[i], start[i + 1]
             f, u, t = first[i], last[i], ts[i]
-            # The common case inline: in sync, the next ids (a snapshot due first is taken
-            # here, as ``_on_diff`` would), the levels applied from the columns in C.
             if st.state == IN_SYNC and u > st.last_id >= f - 1:
+                # The next diff with a snapshot due first (or a book that is not an OrderBook:
+                # the tests' reference dict book).
                 st.last_ts = t
                 if t >= st.next_due:
                     self._snapshot(st, t - t % interval)
                 st.last_id = u
                 self.rows += e - s
-                book = st.book
-                if book.__class__ is OrderBook:  # one C call, the levels read in place
-                    crossed = book.apply_diff(price, qty, s, m, e)
-                else:  # a book with OrderBook's interface (the tests' reference dict book)
-                    crossed = _apply_sides(book, price, qty, s, m, e)
-                if crossed:
+                if _apply_sides(st.book, batch.price, batch.qty, s, m, e):
                     self._crossed(st, u)
                 applied.append(i)
             else:
+                price, qty = batch.price, batch.qty
                 bp, bq = price[s:m].tolist(), qty[s:m].tolist()
                 diff = (f, u, t, bp, bq, price[m:e].tolist(), qty[m:e].tolist())
                 if on_diff(st, diff):
                     applied.append(i)
+            i += 1
         # The rows of a burst are taken from its columns in one go, not diff by diff.
         if applied:
             self.applied.append((batch, applied))

@@ -78,12 +78,15 @@ static int i64_get(PyObject *obj, I64 *a, const char *what) {
     }
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyLong_Check(items[i])) {
+        /* an int, or an integer type with __index__ (numpy's); never a float */
+        PyObject *v = PyLong_Check(items[i]) ? Py_NewRef(items[i]) : PyNumber_Index(items[i]);
+        if (v == NULL) {
             PyErr_Format(PyExc_TypeError, "%s[%zd] is %R, not an int", what, i, items[i]);
             goto fail;
         }
         int overflow = 0;
-        long long x = PyLong_AsLongLongAndOverflow(items[i], &overflow);
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        Py_DECREF(v);
         if (overflow) {
             PyErr_Format(PyExc_OverflowError, "%s[%zd] = %R is out of the int64 range", what,
                          i, items[i]);
@@ -481,6 +484,90 @@ done:
     return result;
 }
 
+/* apply_run(bids, asks, price, qty, start, mid, first, last, ts, code, i, want, last_id,
+   next_due) -> (stop, last_id, last_ts, levels, crossed): the in-sync run of a decoded burst
+   from diff i on, in one call. Diff j (int64 columns of the burst; its bid levels
+   [start[j]:mid[j]], its ask levels [mid[j]:start[j + 1]]) is applied while it is of symbol
+   code `want`, follows the book (u > last_id >= U - 1) and comes before `next_due` (exchange
+   ms of the next snapshot). The run stops before the first diff that is not so (the caller's
+   state machine takes that one), or after a diff that leaves the book crossed or locked
+   (crossed = 1). last_ts is -1 when no diff was applied. The run is bounds-checked before
+   anything is applied: a column too short for the diffs it names raises ValueError and
+   changes nothing. */
+static PyObject *book_apply_run(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError,
+                        "apply_run(bids, asks, price, qty, start, mid, first, last, ts, code, i, "
+                        "want, last_id, next_due)");
+        return NULL;
+    }
+    if (check_sides(args[0], args[1]) < 0) return NULL;
+    Side *bids = (Side *)args[0], *asks = (Side *)args[1];
+    long long sc[4];
+    for (int k = 0; k < 4; k++) {
+        sc[k] = PyLong_AsLongLong(args[10 + k]);
+        if (sc[k] == -1 && PyErr_Occurred()) return NULL;
+    }
+    static const char *names[8] = {"price", "qty", "start", "mid", "first", "last", "ts", "code"};
+    I64 col[8];
+    int got = 0;
+    PyObject *result = NULL;
+    for (; got < 8; got++)
+        if (i64_get(args[2 + got], &col[got], names[got]) < 0) goto done;
+    const int64_t *price = col[0].v, *qty = col[1].v, *start = col[2].v, *mid = col[3].v;
+    const int64_t *first = col[4].v, *last = col[5].v, *ts = col[6].v, *code = col[7].v;
+    Py_ssize_t n = col[3].n; /* diffs */
+    if (col[2].n < n + 1 || col[4].n < n || col[5].n < n || col[6].n < n || col[7].n < n) {
+        PyErr_Format(PyExc_ValueError, "columns too short for %zd diffs", n);
+        goto done;
+    }
+    Py_ssize_t i = (Py_ssize_t)sc[0];
+    if (i < 0 || i > n) {
+        PyErr_Format(PyExc_ValueError, "diff %zd outside %zd diffs", i, n);
+        goto done;
+    }
+    int64_t want = sc[1], last_id = sc[2], next_due = sc[3], last_ts = -1, levels = 0;
+    /* First the run's extent and its level ranges, so a bad column changes nothing. */
+    Py_ssize_t stop = i, new_bids = 0, new_asks = 0;
+    for (int64_t id = last_id; stop < n; stop++) {
+        if (code[stop] != want || last[stop] <= id || ts[stop] >= next_due ||
+            !(first[stop] <= id || (id < INT64_MAX && first[stop] == id + 1)))
+            break;
+        int64_t s = start[stop], m = mid[stop], e = start[stop + 1];
+        if (s < 0 || s > m || m > e || e > col[0].n || e > col[1].n) {
+            PyErr_Format(PyExc_ValueError, "diff %zd: levels [%lld:%lld:%lld] outside %zd",
+                         stop, (long long)s, (long long)m, (long long)e, col[0].n);
+            goto done;
+        }
+        if (check_prices(price + s, e - s, "price") < 0) goto done;
+        new_bids += m - s;
+        new_asks += e - m;
+        id = last[stop];
+    }
+    if (side_reserve(bids, bids->n + new_bids) < 0 || side_reserve(asks, asks->n + new_asks) < 0)
+        goto done;
+    int is_crossed = 0;
+    Py_ssize_t j = i;
+    while (j < stop) {
+        int64_t s = start[j], m = mid[j], e = start[j + 1];
+        side_apply_checked(bids, price + s, qty + s, m - s);
+        side_apply_checked(asks, price + m, qty + m, e - m);
+        last_id = last[j];
+        last_ts = ts[j];
+        levels += e - s;
+        j++;
+        if (crossed(bids, asks)) {
+            is_crossed = 1;
+            break;
+        }
+    }
+    result = Py_BuildValue("(nLLLi)", j, (long long)last_id, (long long)last_ts,
+                           (long long)levels, is_crossed);
+done:
+    for (int k = 0; k < got; k++) i64_release(&col[k]);
+    return result;
+}
+
 /* -- Binance's level arrays ----------------------------------------------------------------- */
 
 /* One number string in Binance's form at s[0..]: '"', 1 to 10 digits, '.', 8 digits, '"'.
@@ -509,6 +596,48 @@ static Py_ssize_t read_number(const unsigned char *s, const unsigned char *end, 
     return (c + 1) - s;
 }
 
+/* One level array at *pc in exactly Binance's form ([] or [["p","q"],...], no whitespace):
+   its levels go to price[k * stride], qty[k * stride] for k < cap. Returns the number of
+   levels and moves *pc past the array, or -1 when the bytes are not in that form (or hold more
+   than cap levels). */
+static Py_ssize_t parse_levels(const unsigned char **pc, const unsigned char *end,
+                               int64_t *price, int64_t *qty, Py_ssize_t stride,
+                               Py_ssize_t cap) {
+    const unsigned char *c = *pc;
+    Py_ssize_t levels = 0;
+    if (end - c < 2 || *c++ != '[') return -1;
+    if (*c == ']') {
+        *pc = c + 1;
+        return 0;
+    }
+    for (;;) {
+        Py_ssize_t used;
+        if (levels >= cap || c >= end || *c++ != '[') return -1;
+        if (!(used = read_number(c, end, &price[levels * stride]))) return -1;
+        c += used;
+        if (c >= end || *c++ != ',') return -1;
+        if (!(used = read_number(c, end, &qty[levels * stride]))) return -1;
+        c += used;
+        if (c >= end || *c++ != ']') return -1;
+        levels++;
+        if (c >= end) return -1;
+        if (*c == ',') {
+            c++;
+            continue;
+        }
+        if (*c++ != ']') return -1;
+        *pc = c;
+        return levels;
+    }
+}
+
+/* A bytes object of n int64 (n may be 0), uninitialised. */
+static PyObject *int64_bytes(Py_ssize_t n, int64_t **data) {
+    PyObject *b = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (b != NULL) *data = (int64_t *)PyBytes_AS_STRING(b);
+    return b;
+}
+
 /* read_levels(arrays): raw JSON level arrays ([["93000.01000000","0.50000000"],...], no
    whitespace) -> (levels per array, price, qty, price, qty, ...) as bytes of native int64,
    all arrays at once; None unless every array is exactly in that form. */
@@ -518,7 +647,7 @@ static PyObject *book_read_levels(PyObject *mod, PyObject *arg) {
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     PyObject *counts = NULL, *values = NULL, *result = NULL;
-    Py_ssize_t total = 0; /* an upper bound of the values: a level takes >= 25 bytes */
+    Py_ssize_t total = 0; /* an upper bound of the levels: a level takes more than 25 bytes */
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_buffer view;
         if (PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE) < 0) {
@@ -527,44 +656,19 @@ static PyObject *book_read_levels(PyObject *mod, PyObject *arg) {
             Py_INCREF(result);
             goto done;
         }
-        total += view.len / 25 * 2 + 2;
+        total += view.len / 25 + 1;
         PyBuffer_Release(&view);
     }
-    counts = PyBytes_FromStringAndSize(NULL, (n ? n : 0) * (Py_ssize_t)sizeof(int64_t));
-    values = PyBytes_FromStringAndSize(NULL, total * (Py_ssize_t)sizeof(int64_t));
-    if (counts == NULL || values == NULL) goto done;
-    int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
-    int64_t *val = (int64_t *)PyBytes_AS_STRING(values);
+    int64_t *cnt, *val;
+    if ((counts = int64_bytes(n, &cnt)) == NULL) goto done;
+    if ((values = int64_bytes(2 * total, &val)) == NULL) goto done;
     Py_ssize_t nv = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_buffer view;
         if (PyObject_GetBuffer(items[i], &view, PyBUF_SIMPLE) < 0) goto done;
         const unsigned char *c = view.buf, *end = c + view.len;
-        Py_ssize_t levels = 0;
-        int ok = view.len >= 2 && c[0] == '[';
-        if (ok) c++;
-        if (ok && *c == ']') {
-            c++;
-        } else {
-            while (ok) {
-                Py_ssize_t used;
-                if (c >= end || *c++ != '[') { ok = 0; break; }
-                if (nv + 2 > total) { ok = 0; break; }
-                if (!(used = read_number(c, end, &val[nv]))) { ok = 0; break; }
-                c += used;
-                if (c >= end || *c++ != ',') { ok = 0; break; }
-                if (!(used = read_number(c, end, &val[nv + 1]))) { ok = 0; break; }
-                c += used;
-                if (c >= end || *c++ != ']') { ok = 0; break; }
-                nv += 2;
-                levels++;
-                if (c >= end) { ok = 0; break; }
-                if (*c == ',') { c++; continue; }
-                if (*c == ']') { c++; break; }
-                ok = 0;
-            }
-        }
-        ok = ok && c == end;
+        Py_ssize_t levels = parse_levels(&c, end, val + nv, val + nv + 1, 2, total - nv / 2);
+        int ok = levels >= 0 && c == end;
         PyBuffer_Release(&view);
         if (!ok) {
             result = Py_None;
@@ -572,6 +676,7 @@ static PyObject *book_read_levels(PyObject *mod, PyObject *arg) {
             goto done;
         }
         cnt[i] = levels;
+        nv += 2 * levels;
     }
     if (_PyBytes_Resize(&values, nv * (Py_ssize_t)sizeof(int64_t)) < 0) goto done;
     result = PyTuple_Pack(2, counts, values);
@@ -582,11 +687,154 @@ done:
     return result;
 }
 
+/* Moves *pc past the literal lit when the bytes there are exactly it. */
+static int literal(const unsigned char **pc, const unsigned char *end, const char *lit,
+                   Py_ssize_t len) {
+    if (end - *pc < len || memcmp(*pc, lit, len) != 0) return 0;
+    *pc += len;
+    return 1;
+}
+#define LIT(pc, end, s) literal(pc, end, s, (Py_ssize_t)sizeof(s) - 1)
+
+/* A JSON non-negative integer as msgspec reads it (no sign, no leading zero, no fraction), of
+   at most 18 digits (so it fits int64), followed by a comma. */
+static int read_uint(const unsigned char **pc, const unsigned char *end, int64_t *out) {
+    const unsigned char *c = *pc;
+    int64_t v = 0;
+    int digits = 0;
+    while (c < end && *c >= '0' && *c <= '9') {
+        if (++digits > 18) return 0;
+        v = v * 10 + (*c - '0');
+        c++;
+    }
+    if (digits == 0 || (digits > 1 && **pc == '0') || c >= end || *c != ',') return 0;
+    *out = v;
+    *pc = c + 1;
+    return 1;
+}
+
+/* A JSON string of printable ASCII without escapes: its bytes [*start, *start + *len). */
+static int read_plain_string(const unsigned char **pc, const unsigned char *end,
+                             const unsigned char **start, Py_ssize_t *len) {
+    const unsigned char *c = *pc;
+    if (c >= end || *c++ != '"') return 0;
+    const unsigned char *s = c;
+    while (c < end && *c != '"') {
+        if (*c < 0x20 || *c > 0x7e || *c == '\\') return 0;
+        c++;
+    }
+    if (c >= end) return 0;
+    *start = s;
+    *len = c - s;
+    *pc = c + 1;
+    return 1;
+}
+
+/* The stream name's part after its first '@' is one of the depth streams. */
+static int is_depth_stream(const unsigned char *s, Py_ssize_t len) {
+    const unsigned char *at = memchr(s, '@', len);
+    if (at == NULL) return 0;
+    Py_ssize_t rest = len - (at + 1 - s);
+    return (rest == 11 && memcmp(at + 1, "depth@100ms", 11) == 0) ||
+           (rest == 5 && memcmp(at + 1, "depth", 5) == 0);
+}
+
+/* read_diffs(frames, raw_codes, max_ms): a burst of depth diff frames, every one exactly in
+   Binance's layout ({"stream":"<s>@depth@100ms","data":{"e":"depthUpdate","E":..,"s":"..",
+   "U":..,"u":..,"b":[..],"a":[..]}}), a symbol already in raw_codes (symbol as sent -> code),
+   E <= max_ms and U <= u -> (code, U, u, E, levels per array (bids, asks of each diff), price,
+   qty) as bytes of native int64. None when any frame is not so: the caller's exact path then
+   reads the burst and names what is wrong. */
+static PyObject *book_read_diffs(PyObject *mod, PyObject *args) {
+    PyObject *frames, *raw_codes;
+    long long max_ms;
+    if (!PyArg_ParseTuple(args, "OO!L", &frames, &PyDict_Type, &raw_codes, &max_ms))
+        return NULL;
+    PyObject *seq = PySequence_Fast(frames, "read_diffs takes a sequence of frames");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *out[7] = {NULL};
+    int64_t *col[7];
+    PyObject *result = NULL;
+    const unsigned char *last_start = NULL;
+    Py_ssize_t last_len = -1;
+    int64_t last_code = 0;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyBytes_Check(items[i])) goto decline;
+        total += PyBytes_GET_SIZE(items[i]) / 25 + 1;
+    }
+    for (int k = 0; k < 7; k++) {
+        Py_ssize_t len = k < 4 ? n : k == 4 ? 2 * n : total;
+        if ((out[k] = int64_bytes(len, &col[k])) == NULL) goto done;
+    }
+    Py_ssize_t nl = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(items[i]);
+        const unsigned char *end = c + PyBytes_GET_SIZE(items[i]);
+        const unsigned char *str;
+        Py_ssize_t len;
+        int64_t E, U, u;
+        if (!LIT(&c, end, "{\"stream\":") || !read_plain_string(&c, end, &str, &len) ||
+            !is_depth_stream(str, len))
+            goto decline;
+        if (!LIT(&c, end, ",\"data\":{\"e\":\"depthUpdate\",\"E\":") || !read_uint(&c, end, &E) ||
+            E > max_ms || !LIT(&c, end, "\"s\":") || !read_plain_string(&c, end, &str, &len))
+            goto decline;
+        if (len != last_len || memcmp(str, last_start, len) != 0) {
+            PyObject *sym = PyUnicode_DecodeASCII((const char *)str, len, NULL);
+            if (sym == NULL) goto done;
+            PyObject *code = PyDict_GetItemWithError(raw_codes, sym);
+            Py_DECREF(sym);
+            if (code == NULL) {
+                if (PyErr_Occurred()) goto done;
+                goto decline; /* not yet validated (or not ours): the exact path decides */
+            }
+            last_code = PyLong_AsLongLong(code);
+            if (last_code == -1 && PyErr_Occurred()) goto done;
+            last_start = str;
+            last_len = len;
+        }
+        if (!LIT(&c, end, ",\"U\":") || !read_uint(&c, end, &U) || !LIT(&c, end, "\"u\":") ||
+            !read_uint(&c, end, &u) || u < U || !LIT(&c, end, "\"b\":"))
+            goto decline;
+        Py_ssize_t nb = parse_levels(&c, end, col[5] + nl, col[6] + nl, 1, total - nl);
+        if (nb < 0 || !LIT(&c, end, ",\"a\":")) goto decline;
+        nl += nb;
+        Py_ssize_t na = parse_levels(&c, end, col[5] + nl, col[6] + nl, 1, total - nl);
+        if (na < 0 || !LIT(&c, end, "}}") || c != end) goto decline;
+        nl += na;
+        col[0][i] = last_code;
+        col[1][i] = U;
+        col[2][i] = u;
+        col[3][i] = E;
+        col[4][2 * i] = nb;
+        col[4][2 * i + 1] = na;
+    }
+    if (_PyBytes_Resize(&out[5], nl * (Py_ssize_t)sizeof(int64_t)) < 0) goto done;
+    if (_PyBytes_Resize(&out[6], nl * (Py_ssize_t)sizeof(int64_t)) < 0) goto done;
+    result = PyTuple_Pack(7, out[0], out[1], out[2], out[3], out[4], out[5], out[6]);
+    goto done;
+decline:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    for (int k = 0; k < 7; k++) Py_XDECREF(out[k]);
+    Py_DECREF(seq);
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
     {"crossed", (PyCFunction)book_crossed, METH_VARARGS,
      "crossed(bids, asks): best bid at or above best ask."},
     {"apply_diff", (PyCFunction)(void (*)(void))book_apply_diff, METH_FASTCALL,
      "apply_diff(bids, asks, price, qty, start, mid, stop) -> crossed after it."},
+    {"apply_run", (PyCFunction)(void (*)(void))book_apply_run, METH_FASTCALL,
+     "apply_run(bids, asks, price, qty, start, mid, first, last, ts, code, i, want, last_id, "
+     "next_due) -> (stop, last_id, last_ts, levels, crossed)."},
+    {"read_diffs", (PyCFunction)book_read_diffs, METH_VARARGS,
+     "read_diffs(frames, raw_codes, max_ms) -> 7 int64 columns as bytes, or None."},
     {"read_levels", (PyCFunction)book_read_levels, METH_O,
      "read_levels(arrays) -> (counts bytes, values bytes) of native int64, or None."},
     {NULL, NULL, 0, NULL},
