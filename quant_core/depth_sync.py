@@ -212,13 +212,18 @@ class DepthBooks:
         while i < n:
             code = codes[i]
             st = by_code[code]
-            if st.state == IN_SYNC and st.book.__class__ is OrderBook:
-                # The common case in one C call: the diffs from i on that follow the book,
-                # up to the next snapshot due (or a crossed book).
-                stop, last_id, last_ts, levels, crossed = st.book.apply_run(
-                    cols, i, code, st.last_id, st.next_due
-                )
-                if stop > i:
+            f, u, t = first[i], last[i], ts[i]
+            if st.state == IN_SYNC and u > st.last_id >= f - 1:
+                # The common case: in sync, the next ids (a snapshot due first is taken here,
+                # as ``_on_diff`` would).
+                if t >= st.next_due:
+                    self._snapshot(st, t - t % interval)
+                if st.book.__class__ is OrderBook:
+                    # One C call: the diffs from i on that follow the book, up to the next
+                    # snapshot due (or a crossed book); at least diff i.
+                    stop, last_id, last_ts, levels, crossed = st.book.apply_run(
+                        cols, i, code, st.last_id, st.next_due
+                    )
                     st.last_id, st.last_ts = last_id, last_ts
                     self.rows += levels
                     applied.extend(range(i, stop))
@@ -226,20 +231,15 @@ class DepthBooks:
                     if crossed:
                         self._crossed(st, last_id)
                     continue
-            s, m, e = start[i], mid[i], start[i + 1]
-            f, u, t = first[i], last[i], ts[i]
-            if st.state == IN_SYNC and u > st.last_id >= f - 1:
-                # The next diff with a snapshot due first (or a book that is not an OrderBook:
-                # the tests' reference dict book).
-                st.last_ts = t
-                if t >= st.next_due:
-                    self._snapshot(st, t - t % interval)
-                st.last_id = u
+                # A book with OrderBook's interface (the tests' reference dict book).
+                st.last_ts, st.last_id = t, u
+                s, m, e = start[i], mid[i], start[i + 1]
                 self.rows += e - s
                 if _apply_sides(st.book, batch.price, batch.qty, s, m, e):
                     self._crossed(st, u)
                 applied.append(i)
             else:
+                s, m, e = start[i], mid[i], start[i + 1]
                 price, qty = batch.price, batch.qty
                 bp, bq = price[s:m].tolist(), qty[s:m].tolist()
                 diff = (f, u, t, bp, bq, price[m:e].tolist(), qty[m:e].tolist())
