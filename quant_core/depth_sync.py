@@ -455,10 +455,9 @@ def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
         mask[take] = True
         levels = np.repeat(mask, np.diff(batch.start))
         price, qty = batch.price[levels], batch.qty[levels]
-    side = np.repeat(
-        np.tile(np.array([0, 1], dtype=np.int8), len(n)),
-        np.stack([n_bids, n_asks], axis=1).ravel(),
-    )
+    per_side = np.empty(2 * len(n), dtype=np.int64)  # bids, asks, bids, ... of each diff
+    per_side[0::2], per_side[1::2] = n_bids, n_asks
+    side = np.repeat(np.tile(np.array([0, 1], dtype=np.int8), len(n)), per_side)
     return [
         np.repeat(batch.code[take], n),
         np.repeat(batch.first[take], n),

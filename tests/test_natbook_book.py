@@ -48,7 +48,7 @@ def assert_same(side: BookSide, ref: RefSide) -> None:
         assert side.top(n) == ref.top(n)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
     st.sampled_from([1, -1]),
     st.lists(st.tuples(prices, qtys), max_size=20),
@@ -73,8 +73,8 @@ def test_side_equals_the_reference(sign, start, ops) -> None:
         assert_same(side, ref)
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(changes, changes), max_size=20))
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(changes, changes), max_size=12))
 def test_apply_diff_and_crossed_equal_the_reference(diffs) -> None:
     book, bids, asks = OrderBook(), RefSide(1), RefSide(-1)
     for bid_changes, ask_changes in diffs:
@@ -189,7 +189,7 @@ def columns(burst):
     return tuple(np.array(c, dtype=np.int64) for c in cols)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(bursts(), st.integers(0, 12), st.integers(95, 110), st.integers(1000, 3000))
 def test_apply_run_equals_diff_by_diff(burst, i, last_id, next_due) -> None:
     codes, first, last, ts, levels = burst

@@ -93,7 +93,7 @@ def mutate(raw: bytes, rng: random.Random) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(frames(), max_size=8), st.integers(0, 2**32))
 def test_decoder_equals_the_general_decoder(burst, seed) -> None:
     rng = random.Random(seed)
@@ -132,7 +132,7 @@ def test_random_bytes_never_crash_the_readers() -> None:
     rng = random.Random(11)
     good = frame_of([["1.00000000", "2.00000000"]] * 3, [["3.00000000", "0.00000000"]])
     raw_codes = {SYMBOL: 0}
-    for _ in range(3000):
+    for _ in range(1500):
         raw = mutate(good, rng) if rng.random() < 0.8 else rng.randbytes(rng.randrange(80))
         read_diffs([raw, good], raw_codes, MAX_MS)
         read_levels([raw[raw.find(b"[") :], b"[]"])
@@ -172,7 +172,7 @@ def outcome(decode, body: bytes):
         return (exc.kind, str(exc))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(snapshots())
 def test_snapshot_reader_equals_the_general_one(body) -> None:
     assert outcome(decode_depth_snapshot, body) == outcome(decode_depth_snapshot_general, body)

@@ -582,7 +582,7 @@ static Py_ssize_t read_number(const unsigned char *s, const unsigned char *end, 
         whole = whole * 10 + (*c - '0');
         c++;
     }
-    if (digits == 0 || c + 10 > end || *c != '.') return 0;
+    if (digits == 0 || end - c < 10 || *c != '.') return 0;
     c++;
     int64_t frac = 0;
     for (int k = 0; k < 8; k++) {
