@@ -11,7 +11,7 @@ the others):
 * top-N is read backwards from the end, so a snapshot every second costs next to nothing,
   unlike a dict that must be sorted (or heap-selected) for each snapshot;
 * a diff of a decoded burst is applied straight from the burst's int64 columns
-  (``OrderBook.apply_diff``), with no Python object per level.
+  (``OrderBook.apply_run``: a run of diffs in one call), with no Python object per level.
 
 Prices and quantities are int64 (the decoder's columns are; a Python int beyond int64 raises
 ``OverflowError`` and changes nothing). tests/test_natbook_*.py hold the sides to a dict book.
@@ -24,7 +24,7 @@ the snapshot returned whole, fewer than ``limit`` levels, is covered to the end)
 
 from __future__ import annotations
 
-from quant_core.native.book import Side, apply_diff, apply_run, crossed
+from quant_core.native.book import Side, apply_run, crossed
 
 UNBOUNDED = 2**63 - 1  # an ask bound covering every price
 
@@ -74,12 +74,6 @@ class OrderBook:
     def crossed(self) -> bool:
         """Best bid at or above best ask (crossed or locked): no exchange book looks so."""
         return crossed(self.bids, self.asks)
-
-    def apply_diff(self, price, qty, start: int, mid: int, stop: int) -> bool:
-        """One diff from int64 columns (numpy arrays or int lists): bid levels
-        ``[start:mid]``, ask levels ``[mid:stop]``, all applied or (on an error) none.
-        Returns ``crossed()`` after it."""
-        return apply_diff(self.bids, self.asks, price, qty, start, mid, stop)
 
     def apply_run(
         self, columns: tuple, i: int, code: int, last_id: int, next_due: int

@@ -225,7 +225,7 @@ class DepthDecoder:
             try:
                 try:
                     d = decoder.decode(raw)
-                except (msgspec.MsgspecError, TypeError):
+                except (msgspec.MsgspecError, TypeError, UnicodeDecodeError):
                     raise Rejected(_classify(raw)) from None
                 data = d.data
                 code = lookup(data.s)
@@ -364,7 +364,7 @@ def decode_depth_snapshot(body: bytes) -> DepthSnapshot:
 def _snapshot_fast(body: bytes) -> DepthSnapshot | None:
     try:
         snap = _RAW_SNAPSHOT.decode(body)
-    except (msgspec.MsgspecError, TypeError):
+    except (msgspec.MsgspecError, TypeError, UnicodeDecodeError):
         return None
     read = read_levels([snap.bids, snap.asks])
     if read is None:
@@ -390,7 +390,7 @@ def decode_depth_snapshot_general(body: bytes) -> DepthSnapshot:
     reader of Binance's form is held to."""
     try:
         snap = _SNAPSHOT.decode(body)
-    except (msgspec.MsgspecError, TypeError) as exc:
+    except (msgspec.MsgspecError, TypeError, UnicodeDecodeError) as exc:
         try:
             orjson.loads(body)
         except (orjson.JSONDecodeError, TypeError):

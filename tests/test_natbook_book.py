@@ -39,6 +39,14 @@ class RefSide:
         return self.top(1)[0][0] if self.levels else None
 
 
+def apply_one(book: OrderBook, price: np.ndarray, qty: np.ndarray, n_bids: int) -> bool:
+    """One diff (bids ``[:n_bids]``, asks after) as a burst of one; whether it crossed."""
+    one = [np.array(c, dtype=np.int64) for c in ([0, len(price)], [n_bids], [1], [1], [0], [0])]
+    got = book.apply_run((price.astype(np.int64), qty.astype(np.int64), *one), 0, 0, 0, 1)
+    assert got[:2] == (1, 1)
+    return got[4]
+
+
 def assert_same(side: BookSide, ref: RefSide) -> None:
     assert side.levels == ref.levels
     assert len(side) == len(ref.levels)
@@ -75,13 +83,13 @@ def test_side_equals_the_reference(sign, start, ops) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(changes, changes), max_size=12))
-def test_apply_diff_and_crossed_equal_the_reference(diffs) -> None:
+def test_one_diff_runs_and_crossed_equal_the_reference(diffs) -> None:
     book, bids, asks = OrderBook(), RefSide(1), RefSide(-1)
     for bid_changes, ask_changes in diffs:
         levels = bid_changes + ask_changes
         price = np.array([p for p, _ in levels], dtype=np.int64)
         qty = np.array([q for _, q in levels], dtype=np.int64)
-        crossed = book.apply_diff(price, qty, 0, len(bid_changes), len(levels))
+        crossed = apply_one(book, price, qty, len(bid_changes))
         bids.apply(bid_changes)
         asks.apply(ask_changes)
         want = bool(bids.levels and asks.levels and bids.best() >= asks.best())
@@ -94,7 +102,7 @@ def test_locked_book_is_crossed() -> None:
     book = OrderBook()
     book.load([100], [1], [101], [1], limit=10)
     assert not book.crossed()
-    assert book.apply_diff([101], [2], 0, 1, 1)  # best bid = best ask: locked
+    assert apply_one(book, np.array([101]), np.array([2]), 1)  # best bid = best ask: locked
     assert book.top(1)[:4] == ([101], [2], [101], [1])
 
 

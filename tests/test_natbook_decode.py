@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quant_core.decode import MAX_MS
+from quant_core.decode import MALFORMED_JSON, MAX_MS
 from quant_core.depth_decode import (
     DepthDecoder,
     DepthSnapshotError,
@@ -176,3 +176,16 @@ def outcome(decode, body: bytes):
 @given(snapshots())
 def test_snapshot_reader_equals_the_general_one(body) -> None:
     assert outcome(decode_depth_snapshot, body) == outcome(decode_depth_snapshot_general, body)
+
+
+def test_invalid_utf8_is_a_malformed_frame_not_a_crash() -> None:
+    """msgspec raises UnicodeDecodeError (not a MsgspecError) on bytes that are not UTF-8: the
+    fuzz test above found that it escaped the decoders."""
+    good = frame_of([["1.00000000", "2.00000000"]], [])
+    bad = good.replace(b"btcusdt", b"btcusd\xff")
+    for decode in ("decode", "decode_general"):
+        dec = warmed()
+        batch = getattr(dec, decode)([bad, good])
+        assert dec.rejects == {MALFORMED_JSON: 1} and batch.index.tolist() == [1]
+    with pytest.raises(DepthSnapshotError, match=MALFORMED_JSON):
+        decode_depth_snapshot(b'{"lastUpdateId":1,"bids":[["\xff","1"]],"asks":[]}')

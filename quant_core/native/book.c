@@ -444,46 +444,6 @@ static PyObject *book_crossed(PyObject *mod, PyObject *args) {
     return PyBool_FromLong(crossed((Side *)b, (Side *)a));
 }
 
-/* apply_diff(bids, asks, price, qty, start, mid, stop): one diff of a decoded burst: bid
-   levels [start:mid], ask levels [mid:stop] of the int64 columns; all or nothing. Returns
-   whether the book is crossed or locked after it. */
-static PyObject *book_apply_diff(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "apply_diff(bids, asks, price, qty, start, mid, stop)");
-        return NULL;
-    }
-    if (check_sides(args[0], args[1]) < 0) return NULL;
-    Side *bids = (Side *)args[0], *asks = (Side *)args[1];
-    Py_ssize_t r[3];
-    for (int i = 0; i < 3; i++) {
-        r[i] = PyLong_AsSsize_t(args[4 + i]);
-        if (r[i] == -1 && PyErr_Occurred()) return NULL;
-    }
-    I64 p, q;
-    if (i64_get(args[2], &p, "price") < 0) return NULL;
-    if (i64_get(args[3], &q, "qty") < 0) {
-        i64_release(&p);
-        return NULL;
-    }
-    PyObject *result = NULL;
-    Py_ssize_t s = r[0], m = r[1], e = r[2];
-    if (s < 0 || s > m || m > e || e > p.n || e > q.n) {
-        PyErr_Format(PyExc_ValueError, "levels [%zd:%zd:%zd] outside %zd prices, %zd quantities",
-                     s, m, e, p.n, q.n);
-        goto done;
-    }
-    if (check_prices(p.v + s, e - s, "price") < 0) goto done;
-    if (side_reserve(bids, bids->n + (m - s)) < 0 || side_reserve(asks, asks->n + (e - m)) < 0)
-        goto done;
-    side_apply_checked(bids, p.v + s, q.v + s, m - s);
-    side_apply_checked(asks, p.v + m, q.v + m, e - m);
-    result = PyBool_FromLong(crossed(bids, asks));
-done:
-    i64_release(&p);
-    i64_release(&q);
-    return result;
-}
-
 /* apply_run(bids, asks, price, qty, start, mid, first, last, ts, code, i, want, last_id,
    next_due) -> (stop, last_id, last_ts, levels, crossed): the in-sync run of a decoded burst
    from diff i on, in one call. Diff j (int64 columns of the burst; its bid levels
@@ -828,8 +788,6 @@ done:
 static PyMethodDef module_methods[] = {
     {"crossed", (PyCFunction)book_crossed, METH_VARARGS,
      "crossed(bids, asks): best bid at or above best ask."},
-    {"apply_diff", (PyCFunction)(void (*)(void))book_apply_diff, METH_FASTCALL,
-     "apply_diff(bids, asks, price, qty, start, mid, stop) -> crossed after it."},
     {"apply_run", (PyCFunction)(void (*)(void))book_apply_run, METH_FASTCALL,
      "apply_run(bids, asks, price, qty, start, mid, first, last, ts, code, i, want, last_id, "
      "next_due) -> (stop, last_id, last_ts, levels, crossed)."},
