@@ -5,9 +5,10 @@ Data: one symbol from ``quant_dev.binance_sim.depth.DepthMarket`` (5,000 levels 
 level changes per 100 ms diff, changes clustered near the top as on a real book), the REST
 snapshot after its first diff, then ``N`` diffs.
 
-Ours: ``DepthBooks`` (bursts of ``BURST`` frames: msgspec for the frame fields, every level of
-the burst read at once from the raw JSON into exact ints, the sync state machine with its id
-and crossed-book checks, the dict + sorted-list book, the ``book_updates`` columns). Peers on
+Ours: ``DepthBooks`` (bursts of ``BURST`` frames read in C straight into int64 columns, the
+sync state machine with its id and crossed-book checks, each in-sync run of diffs applied in
+one C call to the sorted int64 arrays of ``quant_core/native/book.c``, the ``book_updates``
+columns). Peers on
 the same frames, each taking a top-20 of both sides every second of exchange time as ours:
 
 * cryptofeed's path: orjson, ``Decimal`` prices and quantities into its ``order_book`` C

@@ -1,14 +1,20 @@
 """An exact limit order book: price -> quantity per side, as scaled integers (10**8).
 
-Each side is a dict (price -> quantity) plus a Python list of its prices kept sorted with
-``bisect``, oriented so that the best price is at the END of the list (bids by price, asks by
-negated price). Why this layout (benchmarks/bench_book.py measures it against the others):
+Each side is a compiled ``quant_core.native.book.Side``: two int64 arrays (prices and
+quantities) kept sorted by ``sign * price``, so the best price is the LAST entry (bids by
+price, asks by negated price). Why this layout (benchmarks/bench_book.py measures it against
+the others):
 
-* most level changes update a quantity at a price already in the book: one dict store;
-* an insert or a delete moves only the list entries past it, and changes cluster at the top
-  of the book, which is the end of the list: a short ``memmove`` even with 10,000 levels;
-* top-N is a slice from the end, so a snapshot every second costs next to nothing, unlike a
-  dict that must be sorted (or heap-selected) for each snapshot.
+* changes cluster at the top of the book, which is the end of the arrays: the search gallops
+  from the end, and an insert or a delete moves only the entries past it (a short ``memmove``
+  even with 10,000 levels);
+* top-N is read backwards from the end, so a snapshot every second costs next to nothing,
+  unlike a dict that must be sorted (or heap-selected) for each snapshot;
+* a diff of a decoded burst is applied straight from the burst's int64 columns
+  (``OrderBook.apply_run``: a run of diffs in one call), with no Python object per level.
+
+Prices and quantities are int64 (the decoder's columns are; a Python int beyond int64 raises
+``OverflowError`` and changes nothing). tests/test_natbook_*.py hold the sides to a dict book.
 
 The book also knows how far its data reaches. A REST snapshot of ``limit`` levels says nothing
 about prices beyond its deepest level: they stay unknown until a diff changes them, and
@@ -18,51 +24,21 @@ the snapshot returned whole, fewer than ``limit`` levels, is covered to the end)
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from quant_core.native.book import Side, apply_run, crossed
 
 UNBOUNDED = 2**63 - 1  # an ask bound covering every price
 
 
-class BookSide:
-    """One side of a book; ``sign`` is 1 for bids, -1 for asks (keys are ``sign * price``)."""
+class BookSide(Side):
+    """One side of a book; ``sign`` is 1 for bids, -1 for asks (keys are ``sign * price``).
 
-    __slots__ = ("keys", "levels", "sign")
+    ``apply(prices, qtys[, start, stop])`` sets each price's quantity in order (0 removes the
+    level); ``load(prices, qtys)`` replaces the side (any order, distinct prices);
+    ``best()``; ``top(n)`` -> (prices, quantities) of the best ``n``, best first; ``len``.
+    ``levels`` (price -> quantity) and ``keys`` (sorted, best last) are copies, for tests and
+    inspection. Any failing call raises and leaves the side as it was."""
 
-    def __init__(self, sign: int) -> None:
-        self.sign = sign
-        self.levels: dict[int, int] = {}
-        self.keys: list[int] = []  # sign * price, ascending: best last
-
-    def __len__(self) -> int:
-        return len(self.levels)
-
-    def load(self, prices: list[int], qtys: list[int]) -> None:
-        """Replace the side with these levels (any order, distinct prices, quantities > 0)."""
-        self.levels = dict(zip(prices, qtys, strict=True))
-        sign = self.sign
-        self.keys = sorted(p * sign for p in self.levels)
-
-    def apply(self, prices: list[int], qtys: list[int]) -> None:
-        """Set each price's quantity, in order; quantity 0 removes the level."""
-        levels, keys, sign = self.levels, self.keys, self.sign
-        for p, q in zip(prices, qtys, strict=True):
-            if q:
-                if p not in levels:
-                    insort(keys, p * sign)
-                levels[p] = q
-            elif p in levels:
-                del levels[p]
-                del keys[bisect_left(keys, p * sign)]
-
-    def best(self) -> int | None:
-        return self.keys[-1] * self.sign if self.keys else None
-
-    def top(self, n: int) -> tuple[list[int], list[int]]:
-        """(prices, quantities) of the best ``n`` levels, best first."""
-        keys = self.keys[-1 : -n - 1 : -1]
-        prices = keys if self.sign == 1 else [-k for k in keys]
-        levels = self.levels
-        return prices, [levels[p] for p in prices]
+    __slots__ = ()
 
 
 class OrderBook:
@@ -97,8 +73,17 @@ class OrderBook:
 
     def crossed(self) -> bool:
         """Best bid at or above best ask (crossed or locked): no exchange book looks so."""
-        bids, asks = self.bids.keys, self.asks.keys
-        return bool(bids) and bool(asks) and bids[-1] >= -asks[-1]
+        return crossed(self.bids, self.asks)
+
+    def apply_run(
+        self, columns: tuple, i: int, code: int, last_id: int, next_due: int
+    ) -> tuple[int, int, int, int, bool]:
+        """The in-sync run of a decoded burst from diff ``i`` on, in one C call. ``columns``:
+        the burst's int64 price, qty, start, mid, first, last, ts and symbol code columns.
+        Applies each diff while it is of ``code``, follows the book (``u > last_id >= U - 1``)
+        and comes before ``next_due``; stops before the first that is not so, or after one that
+        leaves the book crossed. Returns (stop, last_id, last_ts, levels applied, crossed)."""
+        return apply_run(self.bids, self.asks, *columns, i, code, last_id, next_due)
 
     def top(self, n: int) -> tuple[list[int], list[int], list[int], list[int], bool, bool]:
         """Best ``n`` levels a side: bid prices, bid qtys, ask prices, ask qtys (best first),

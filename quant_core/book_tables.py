@@ -5,6 +5,7 @@ replayed session compares row for row with what the live job stored."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,7 @@ def book_updates_table(
 def _levels(rows: list[tuple[int, ...]]) -> pa.Array:
     offsets = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum([len(r) for r in rows], out=offsets[1:])
-    flat = np.fromiter((v for r in rows for v in r), np.int64, int(offsets[-1]))
+    flat = np.fromiter(chain.from_iterable(rows), np.int64, int(offsets[-1]))
     return pa.ListArray.from_arrays(pa.array(offsets), decimal_from_scaled(flat, 8))
 
 

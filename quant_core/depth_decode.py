@@ -41,6 +41,8 @@ from quant_core.decode import (
     scaled,
     scaled_texts,
 )
+from quant_core.native.book import read_diffs
+from quant_core.native.book import read_levels as native_read_levels
 
 DEPTH_PATH = "/api/v3/depth"
 DEPTH_STREAMS = ("depth@100ms", "depth")  # our names `depth` and `depth1s`, in this order
@@ -71,6 +73,12 @@ class _SnapshotBody(msgspec.Struct, gc=False):
     asks: list[_Level]
 
 
+class _RawSnapshotBody(msgspec.Struct, gc=False):
+    lastUpdateId: _NonNeg
+    bids: msgspec.Raw
+    asks: msgspec.Raw
+
+
 class _RawDiffData(msgspec.Struct, gc=False):
     e: str
     E: _Ms
@@ -89,6 +97,7 @@ class _RawDiffFrame(msgspec.Struct, gc=False):
 _FRAME = msgspec.json.Decoder(_DiffFrame)
 _RAW_FRAME = msgspec.json.Decoder(_RawDiffFrame)
 _SNAPSHOT = msgspec.json.Decoder(_SnapshotBody)
+_RAW_SNAPSHOT = msgspec.json.Decoder(_RawSnapshotBody)
 _NUMERIC = {"E", "U", "u", "b", "a", "lastUpdateId", "bids", "asks"}
 _FIELD_IN_ERROR = re.compile(r"`\$\.(?:data\.)?(\w+)")
 
@@ -153,9 +162,24 @@ class DepthDecoder:
         self.code = self.table.code
 
     def decode(self, frames: Sequence[bytes]) -> DepthBatch:
-        """A burst of raw frames -> its usable diffs as columns; bad frames are counted."""
-        batch = self._decode_fast(frames)
+        """A burst of raw frames -> its usable diffs as columns; bad frames are counted.
+
+        Three readers, each declining (None, nothing counted) what it cannot read exactly:
+        ``read_diffs`` (C) takes a burst whose every frame is in Binance's exact layout, of a
+        symbol already seen; ``_decode_fast`` types each frame with msgspec and reads the level
+        arrays in C; ``decode_general`` reads anything and names every reject."""
+        batch = self._decode_native(frames)
+        if batch is None:
+            batch = self._decode_fast(frames)
         return self.decode_general(frames) if batch is None else batch
+
+    def _decode_native(self, frames: Sequence[bytes]) -> DepthBatch | None:
+        read = read_diffs(frames, self.table.raw_codes, MAX_MS)
+        if read is None:
+            return None
+        code, first, last, ts, counts, price, qty = (np.frombuffer(c, np.int64) for c in read)
+        index = np.arange(len(frames), dtype=np.int64)
+        return self._columns(frames, index, code, first, last, ts, counts, price, qty)
 
     def _decode_fast(self, frames: Sequence[bytes]) -> DepthBatch | None:
         """Each frame's levels kept as raw JSON and read for the whole burst at once by
@@ -171,7 +195,8 @@ class DepthDecoder:
             return None
         for kind, raw, _ in rejects:
             self._reject(kind, raw)
-        return self._columns(frames, *diffs[:-1], *read)
+        counts, values = read
+        return self._columns(frames, *diffs[:-1], counts, values[0::2], values[1::2])
 
     def decode_general(self, frames: Sequence[bytes]) -> DepthBatch:
         """Every frame typed by msgspec, its levels as strings (any exact decimal form): what
@@ -182,7 +207,8 @@ class DepthDecoder:
             self._reject(kind, raw)
         counts = [len(levels) for d in diffs[-1] for levels in (d.b, d.a)]
         texts = [t for d in diffs[-1] for levels in (d.b, d.a) for level in levels for t in level]
-        return self._columns(frames, *diffs[:-1], counts, scaled_many(texts))
+        values = scaled_many(texts)
+        return self._columns(frames, *diffs[:-1], counts, values[0::2], values[1::2])
 
     def _diffs(self, frames: Sequence[bytes], decoder: msgspec.json.Decoder, rejects: list):
         """Frame index, symbol code, U, u, E and the ``data`` of each usable diff frame; the
@@ -199,7 +225,7 @@ class DepthDecoder:
             try:
                 try:
                     d = decoder.decode(raw)
-                except (msgspec.MsgspecError, TypeError):
+                except (msgspec.MsgspecError, TypeError, UnicodeDecodeError):
                     raise Rejected(_classify(raw)) from None
                 data = d.data
                 code = lookup(data.s)
@@ -218,9 +244,9 @@ class DepthDecoder:
             datas.append(data)
         return index, codes, firsts, lasts, times, datas
 
-    def _columns(self, frames, index, codes, firsts, lasts, times, counts, values) -> DepthBatch:
-        """``values``: price, qty, price, qty, ... of every level, -1 where not a number."""
-        price, qty = values[0::2], values[1::2]
+    def _columns(self, frames, index, codes, firsts, lasts, times, counts, price, qty):
+        """``counts``: levels of each diff's bids, asks, bids, ...; ``price``, ``qty``: of
+        every level in that order, -1 where not a number. -> :class:`DepthBatch`"""
         n = len(index)
         bounds = np.zeros(2 * n + 1, dtype=np.int64)
         np.cumsum(np.array(counts, dtype=np.int64), out=bounds[1:])
@@ -251,8 +277,8 @@ class DepthDecoder:
             col(firsts),
             col(lasts),
             col(times),
-            bounds[0::2],
-            bounds[1::2],
+            np.ascontiguousarray(bounds[0::2]),  # the book reads them in place
+            np.ascontiguousarray(bounds[1::2]),
             np.ascontiguousarray(price),
             np.ascontiguousarray(qty),
         )
@@ -263,109 +289,16 @@ class DepthDecoder:
             self.samples[kind] = raw if isinstance(raw, bytes) else str(raw).encode()
 
 
-# A level string in Binance's form is up to 10 integer digits, a dot and 8 decimals. It is read
-# as three little-endian uint64 words of 8 ASCII bytes ending 17 (and, for 9 or 10 integer digits,
-# 25) bytes and 0 bytes before its closing quote, bytes before the string replaced by "0"; each
-# word becomes its 8-digit value by three SWAR steps.
-_PAD = b" " * 25
-_ZEROS = np.uint64(0x3030303030303030)
-_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
-_SIXES = np.uint64(0x0606060606060606)
-_SWAR = tuple(
-    (np.uint64(mul), np.uint64(shift), np.uint64(mask))
-    for mul, shift, mask in (
-        (10, 8, 0x00FF00FF00FF00FF),
-        (100, 16, 0x0000FFFF0000FFFF),
-        (10_000, 32, 0x00000000FFFFFFFF),
-    )
-)
-# For a word holding the last k digits of a number (k = 0..8): its first 8 - k bytes (the low
-# ones) are not the number's and are replaced by "0".
-_KEEP = np.array([0] + [(2**64 - 1) ^ (2 ** (8 * (8 - k)) - 1) for k in range(1, 9)], np.uint64)
-
-
-def _digit_words(buf: np.ndarray, ends: np.ndarray, digits: np.ndarray | None) -> np.ndarray:
-    """The words of 8 bytes ending before ``ends``, with only their last ``digits`` bytes
-    kept (None: all 8), "0" for the rest; True where every byte is then an ASCII digit."""
-    # Every byte offset as the start of a uint64 (an unaligned view, no copy).
-    starts = np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
-    words = starts[ends - 8]
-    if digits is not None:
-        keep = _KEEP[np.minimum(digits, 8)]
-        words = (words & keep) | (_ZEROS & ~keep)
-    return words
-
-
-def _all_digits(words: np.ndarray) -> bool:
-    return bool(
-        ((words & _NIBBLES) == _ZEROS).all() and (((words + _SIXES) & _NIBBLES) == _ZEROS).all()
-    )
-
-
-def _eight_digits(words: np.ndarray) -> np.ndarray:
-    """uint64 words of 8 ASCII digits (first digit in the lowest byte) -> their value."""
-    x = words - _ZEROS
-    for mul, shift, mask in _SWAR:
-        x = (x * mul + (x >> shift)) & mask
-    return x.astype(np.int64)
-
-
 def read_levels(arrays: list) -> tuple[np.ndarray, np.ndarray] | None:
     """Raw JSON level arrays (``[["93000.01000000","0.50000000"],...]``) -> (levels per
-    array, price, qty, price, qty, ... as int64 counts of 10**-8), all arrays at once; None
-    unless every array is exactly in Binance's form: no whitespace, every number a string of
-    1 to 10 digits, a dot and 8 decimals. What it reads equals ``scaled`` of each string."""
-    if not arrays:
-        return np.zeros(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    try:
-        blob = b"".join([_PAD, *arrays])
-    except TypeError:
+    array, price, qty, price, qty, ... as int64 counts of 10**-8), all arrays at once (in C);
+    None unless every array is exactly in Binance's form: no whitespace, every number a
+    string of 1 to 10 digits, a dot and 8 decimals. What it reads equals ``scaled`` of each
+    string."""
+    read = native_read_levels(arrays)
+    if read is None:
         return None
-    ends = np.cumsum(np.fromiter(map(len, arrays), np.int64, len(arrays))) + len(_PAD)
-    starts = np.concatenate(([len(_PAD)], ends[:-1]))
-    buf = np.frombuffer(blob, dtype=np.uint8)
-    quotes = np.flatnonzero(buf == 34)
-    per_array = np.searchsorted(quotes, ends) - np.searchsorted(quotes, starts)
-    if (per_array % 4).any() or (buf[starts] != 91).any() or (buf[ends - 1] != 93).any():
-        return None
-    counts = per_array // 4
-    if ((counts == 0) & (ends - starts != 2)).any():
-        return None
-    # The bytes between strings: [["p","q"],["p","q"]] and nothing else.
-    open_p, close_p, open_q, close_q = (quotes[k::4] for k in range(4))
-    nonempty = np.flatnonzero(counts)
-    first_level = np.cumsum(counts)[nonempty] - counts[nonempty]
-    last_level = first_level + counts[nonempty] - 1
-    expected_open = np.concatenate(([0], close_q[:-1] + 4))
-    expected_open[first_level] = starts[nonempty] + 2
-    not_last = np.ones(len(open_p), dtype=bool)
-    not_last[last_level] = False
-    if (
-        (open_p != expected_open).any()
-        or (buf[open_p - 1] != 91).any()
-        or (open_q != close_p + 2).any()
-        or (buf[close_p + 1] != 44).any()
-        or (buf[close_q + 1] != 93).any()
-        or (buf[close_q[not_last] + 2] != 44).any()
-        or (close_q[last_level] != ends[nonempty] - 3).any()
-    ):
-        return None
-    # The strings: 1 to 10 digits, the dot, 8 digits.
-    closes = quotes[1::2]
-    int_digits = closes - quotes[0::2] - 10
-    if ((int_digits < 1) | (int_digits > 10)).any() or (buf[closes - 9] != 46).any():
-        return None
-    frac = _digit_words(buf, closes, None)
-    low = _digit_words(buf, closes - 9, int_digits)
-    if not (_all_digits(frac) and _all_digits(low)):
-        return None
-    values = _eight_digits(low) * 10**8 + _eight_digits(frac)
-    if (int_digits > 8).any():
-        high = _digit_words(buf, closes - 17, np.maximum(int_digits - 8, 0))
-        if not _all_digits(high):
-            return None
-        values += _eight_digits(high) * 10**16
-    return counts, values
+    return np.frombuffer(read[0], np.int64), np.frombuffer(read[1], np.int64)
 
 
 def scaled_many(texts: list[str]) -> np.ndarray:
@@ -422,10 +355,42 @@ def decode_depth_snapshot(body: bytes) -> DepthSnapshot:
 
     Bids must be strictly descending and asks strictly ascending (a repeated or misplaced
     level means the answer is not a book), every price and quantity a positive exact decimal,
-    and the best bid below the best ask."""
+    and the best bid below the best ask. A sound answer in Binance's exact form has its levels
+    read in C; anything else (and every error message) comes from the general path."""
+    fast = _snapshot_fast(body)
+    return fast if fast is not None else decode_depth_snapshot_general(body)
+
+
+def _snapshot_fast(body: bytes) -> DepthSnapshot | None:
+    try:
+        snap = _RAW_SNAPSHOT.decode(body)
+    except (msgspec.MsgspecError, TypeError, UnicodeDecodeError):
+        return None
+    read = read_levels([snap.bids, snap.asks])
+    if read is None:
+        return None
+    (n_bids, _), values = read
+    price, qty = values[0::2], values[1::2]
+    bid_p, ask_p = price[:n_bids], price[n_bids:]
+    sound = (
+        (price > 0).all()
+        and (qty > 0).all()
+        and (np.diff(bid_p) < 0).all()
+        and (np.diff(ask_p) > 0).all()
+        and not (n_bids and len(ask_p) and bid_p[0] >= ask_p[0])
+    )
+    if not sound:
+        return None
+    q = qty.tolist()
+    return DepthSnapshot(snap.lastUpdateId, bid_p.tolist(), q[:n_bids], ask_p.tolist(), q[n_bids:])
+
+
+def decode_depth_snapshot_general(body: bytes) -> DepthSnapshot:
+    """``decode_depth_snapshot`` for any answer: every level typed as a string; what the C
+    reader of Binance's form is held to."""
     try:
         snap = _SNAPSHOT.decode(body)
-    except (msgspec.MsgspecError, TypeError) as exc:
+    except (msgspec.MsgspecError, TypeError, UnicodeDecodeError) as exc:
         try:
             orjson.loads(body)
         except (orjson.JSONDecodeError, TypeError):

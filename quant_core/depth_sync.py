@@ -203,20 +203,49 @@ class DepthBooks:
         codes = batch.code.tolist()
         first, last, ts = batch.first.tolist(), batch.last.tolist(), batch.ts.tolist()
         start, mid = batch.start.tolist(), batch.mid.tolist()
-        price, qty = batch.price.tolist(), batch.qty.tolist()
-        by_code, on_diff = self._by_code, self._on_diff
-        applied = []
-        for i, code in enumerate(codes):
+        # The int64 columns the book reads in place.
+        cols = (batch.price, batch.qty, batch.start, batch.mid, batch.first, batch.last, batch.ts)
+        cols += (batch.code.astype(np.int64),)
+        by_code, on_diff, interval = self._by_code, self._on_diff, self.interval_ms
+        applied: list[int] = []
+        i, n = 0, len(codes)
+        while i < n:
+            code = codes[i]
             st = by_code[code]
-            s, m, e = start[i], mid[i], start[i + 1]
             f, u, t = first[i], last[i], ts[i]
-            # The common case inline: in sync, the next ids, no snapshot due before it.
-            if st.state == IN_SYNC and u > st.last_id >= f - 1 and t < st.next_due:
-                st.last_ts = t
-                if self._apply(st, u, price[s:m], qty[s:m], price[m:e], qty[m:e]):
-                    applied.append(i)
-            elif on_diff(st, (f, u, t, price[s:m], qty[s:m], price[m:e], qty[m:e])):
+            if st.state == IN_SYNC and u > st.last_id >= f - 1:
+                # The common case: in sync, the next ids (a snapshot due first is taken here,
+                # as ``_on_diff`` would).
+                if t >= st.next_due:
+                    self._snapshot(st, t - t % interval)
+                if st.book.__class__ is OrderBook:
+                    # One C call: the diffs from i on that follow the book, up to the next
+                    # snapshot due (or a crossed book); at least diff i.
+                    stop, last_id, last_ts, levels, crossed = st.book.apply_run(
+                        cols, i, code, st.last_id, st.next_due
+                    )
+                    st.last_id, st.last_ts = last_id, last_ts
+                    self.rows += levels
+                    applied.extend(range(i, stop))
+                    i = stop
+                    if crossed:
+                        self._crossed(st, last_id)
+                    continue
+                # A book with OrderBook's interface (the tests' reference dict book).
+                st.last_ts, st.last_id = t, u
+                s, m, e = start[i], mid[i], start[i + 1]
+                self.rows += e - s
+                if _apply_sides(st.book, batch.price, batch.qty, s, m, e):
+                    self._crossed(st, u)
                 applied.append(i)
+            else:
+                s, m, e = start[i], mid[i], start[i + 1]
+                price, qty = batch.price, batch.qty
+                bp, bq = price[s:m].tolist(), qty[s:m].tolist()
+                diff = (f, u, t, bp, bq, price[m:e].tolist(), qty[m:e].tolist())
+                if on_diff(st, diff):
+                    applied.append(i)
+            i += 1
         # The rows of a burst are taken from its columns in one go, not diff by diff.
         if applied:
             self.applied.append((batch, applied))
@@ -327,9 +356,12 @@ class DepthBooks:
         st.last_id = last
         self.rows += len(bp) + len(ap)
         if book.crossed():
-            best = (book.bids.best(), book.asks.best())
-            self._record(st, CROSSED, last, f"best bid {best[0]} >= best ask {best[1]}")
+            self._crossed(st, last)
         return True
+
+    def _crossed(self, st: _Symbol, last: int) -> None:
+        best = (st.book.bids.best(), st.book.asks.best())
+        self._record(st, CROSSED, last, f"best bid {best[0]} >= best ask {best[1]}")
 
     def _buffer(self, st: _Symbol, diff: tuple) -> None:
         st.buffer.append(diff)
@@ -423,10 +455,9 @@ def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
         mask[take] = True
         levels = np.repeat(mask, np.diff(batch.start))
         price, qty = batch.price[levels], batch.qty[levels]
-    side = np.repeat(
-        np.tile(np.array([0, 1], dtype=np.int8), len(n)),
-        np.stack([n_bids, n_asks], axis=1).ravel(),
-    )
+    per_side = np.empty(2 * len(n), dtype=np.int64)  # bids, asks, bids, ... of each diff
+    per_side[0::2], per_side[1::2] = n_bids, n_asks
+    side = np.repeat(np.tile(np.array([0, 1], dtype=np.int8), len(n)), per_side)
     return [
         np.repeat(batch.code[take], n),
         np.repeat(batch.first[take], n),
@@ -437,6 +468,13 @@ def _batch_rows(batch: DepthBatch, rows: list[int]) -> list[np.ndarray]:
         qty,
         np.repeat(batch.index[take], n),
     ]
+
+
+def _apply_sides(book, price: np.ndarray, qty: np.ndarray, s: int, m: int, e: int) -> bool:
+    """A diff's levels ``[s:m]`` (bids) and ``[m:e]`` (asks) through the sides' ``apply``."""
+    book.bids.apply(price[s:m].tolist(), qty[s:m].tolist())
+    book.asks.apply(price[m:e].tolist(), qty[m:e].tolist())
+    return book.crossed()
 
 
 def _diff_rows(applied: list[tuple[int, tuple]]) -> list[np.ndarray]:
