@@ -28,4 +28,8 @@ defs = dg.Definitions(
     schedules=schedules,
     sensors=[live_ingest_supervisor, new_session_logs],
     resources=build_resources(),
+    # tdag: a run's steps execute in the run's own process. Each asset job's run is one step
+    # or a short chain (a backfill chunk is one step over up to 25 sessions: parallelism
+    # comes from runs), and a step subprocess costs a fresh Python with Dagster's imports.
+    executor=dg.in_process_executor,
 )

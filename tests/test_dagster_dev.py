@@ -87,18 +87,21 @@ def test_supervisor_keeps_one_run_and_terminate_stops_it_cleanly(tmp_path, click
                 text=True,
             )
             try:
-                _supervise(dev, browser, warehouse, home, log)
+                run_id, session_id = _supervise(dev, browser, warehouse, home, log)
                 output, _ = backfill.communicate(timeout=300)
             finally:
                 backfill.kill()
             assert backfill.returncode == 0, output
+            # Read in the browser while the sensors tick after the stop.
             _see_books_and_crypto_history(dev, browser)
+            _after_the_stop(dev, run_id, session_id, log)
     finally:
         sim.stop()
         drop(warehouse)
 
 
-def _supervise(dev: Dev, browser, warehouse, home: Path, log: Path) -> None:
+def _supervise(dev: Dev, browser, warehouse, home: Path, log: Path) -> tuple[str, str]:
+    """Up to the clean stop; returns the live run's and the closed session's ids."""
     first = dev.wait(
         "the supervisor starts a live run",
         lambda: [r for r in dev.runs("live_ingest_job") if r["status"] == "STARTED"],
@@ -171,6 +174,12 @@ def _supervise(dev: Dev, browser, warehouse, home: Path, log: Path) -> None:
         ),
         tail(log, 40),
     )
+    return run_id, session_id
+
+
+def _after_the_stop(dev: Dev, run_id: str, session_id: str, log: Path) -> None:
+    """The supervisor leaves the stopped run stopped, and new_session_logs verifies the
+    closed session."""
     # A run a user stopped stays stopped: the supervisor's next tick says so, and no run starts.
     dev.wait(
         "the supervisor skips: the live run was stopped by a user",

@@ -6,9 +6,10 @@ asset, picks 2024-07-01...2024-07-31 in the launch dialog and clicks "Launch bac
 daemon runs it (the backfill policy makes the 22 sessions one run). Done twice: the re-run
 leaves the same rows, checksums and lake files, and no second copy of any bar.
 
-After the first backfill the browser opens one partition of that run: it shows that session's
-own row count (the warehouse's, not the run's total), its time range and its chart, drawn
-inline; a check's page shows its description and the partition it judged. With
+Once the first backfill's run has succeeded, a check's page shows its description and the
+partition it judged; then the second backfill is launched, and while the daemon picks it up the
+browser opens one partition of the first: it shows that session's own row count (the
+warehouse's, not the run's total), its time range and its chart, drawn inline. With
 QUANT_SCREENSHOTS=1 the pages are saved to docs/img/ (the README shows them)."""
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ BACKFILLS = """query { partitionBackfillsOrError {
 # Two symbols are enough to prove a month's backfill one run, repeatable (five took 150 s).
 SYMBOLS = "SPY,QQQ"
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
 @contextlib.contextmanager
@@ -117,19 +119,43 @@ def small_screenshot(target, path: Path, scale: float = 0.75) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
-def see_partition_and_checks(browser, dev: Dev, warehouse, day: str, shots: Path) -> None:
-    """The partition ``day`` of stock_bars_1m shows its own counts and chart, and a check
-    shows its description and the partition it judged; screenshots go to ``shots``."""
+def ui_page(browser, dev: Dev, path: str):
+    """A new page of the shared Chromium on ``path`` of the UI (close it when done)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(60_000)
+    page.goto(f"{dev.base}{path}")
+    return page
+
+
+def see_check(browser, dev: Dev, shots: Path) -> None:
+    """A check of stock_bars_1m shows its description and the partition it judged (read
+    between the runs: while one runs, its evaluation shows as in progress)."""
+    from playwright.sync_api import expect as see
+
+    path = "/assets/stock_bars_1m?view=checks&checkDetail=regular_minutes_complete"
+    page = ui_page(browser, dev, path)
+    try:
+        description = DESCRIPTIONS["regular_minutes_complete"]
+        see(page.get_by_text(description).first).to_be_visible()
+        see(page.get_by_text("Partition", exact=True)).to_be_visible()
+        see(page.get_by_text(re.compile(r"^2024-07-\d\d$")).first).to_be_visible()
+        see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
+        small_screenshot(page, shots / "check.webp")
+    finally:
+        page.close()
+
+
+def see_partition_and_graph(browser, dev: Dev, warehouse, day: str, shots: Path) -> None:
+    """The partition ``day`` of stock_bars_1m shows its own counts and chart, and the asset
+    graph its group; screenshots go to ``shots``."""
     from playwright.sync_api import expect as see
 
     rows = warehouse.scalar(
         "SELECT count() FROM bars_1m FINAL WHERE session_date = {d:Date}",
         {"d": date.fromisoformat(day)},
     )
-    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page = ui_page(browser, dev, f"/assets/stock_bars_1m?view=partitions&partition={day}")
     try:
-        page.set_default_timeout(60_000)
-        page.goto(f"{dev.base}/assets/stock_bars_1m?view=partitions&partition={day}")
         metadata = page.locator("table").filter(has_text="first_ts")
 
         def value(label: str):
@@ -145,16 +171,6 @@ def see_partition_and_checks(browser, dev: Dev, warehouse, day: str, shots: Path
         assert chart.evaluate("img => img.complete && img.naturalWidth") == 300
         small_screenshot(metadata, shots / "partition-chart.webp")
 
-        page.goto(
-            f"{dev.base}/assets/stock_bars_1m?view=checks&checkDetail=regular_minutes_complete"
-        )
-        description = DESCRIPTIONS["regular_minutes_complete"]
-        see(page.get_by_text(description).first).to_be_visible()
-        see(page.get_by_text("Partition", exact=True)).to_be_visible()
-        see(page.get_by_text(re.compile(r"^2024-07-\d\d$")).first).to_be_visible()
-        see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
-        small_screenshot(page, shots / "check.webp")
-
         page.goto(f"{dev.base}/locations/quant/asset-groups/historical/lineage")
         see(page.get_by_text("option_bars_1m").first).to_be_visible()
         see(page.get_by_text(re.compile(r"^Loading"))).to_have_count(0)
@@ -163,12 +179,22 @@ def see_partition_and_checks(browser, dev: Dev, warehouse, day: str, shots: Path
         page.close()
 
 
-def backfill_done(dev: Dev, known: set[str]) -> dict | None:
-    new = [b for b in dev.query(BACKFILLS)["partitionBackfillsOrError"]["results"]]
-    new = [b for b in new if b["id"] not in known]
-    if new and new[0]["status"] in DONE:
-        return new[0]
-    return None
+def new_backfill(dev: Dev, known: set[str]) -> str | None:
+    """The id of a backfill not in ``known`` (the one just launched), once the UI lists it."""
+    results = dev.query(BACKFILLS)["partitionBackfillsOrError"]["results"]
+    return next((b["id"] for b in results if b["id"] not in known), None)
+
+
+def backfill_ran(dev: Dev, backfill: str) -> list[dict] | None:
+    """The runs of ``backfill`` once every one of them has ended."""
+    runs = dev.runs(**{"dagster/backfill": backfill})
+    return runs if runs and all(r["status"] in RUN_DONE for r in runs) else None
+
+
+def backfill_done(dev: Dev, backfill: str) -> dict | None:
+    results = dev.query(BACKFILLS)["partitionBackfillsOrError"]["results"]
+    found = next(b for b in results if b["id"] == backfill)
+    return found if found["status"] in DONE else None
 
 
 def test_month_backfill_launched_from_the_ui_is_repeatable(tmp_path, clickhouse_url):
@@ -193,24 +219,42 @@ def test_month_backfill_launched_from_the_ui_is_repeatable(tmp_path, clickhouse_
                 dev.wait("the webserver answers", lambda: dev.query("{ version }"), 180)
                 # What the community sign-up prompt's Skip button does, once per instance.
                 dev.query("mutation { setNuxSeen }")
-                prints, known = [], set()
+                prints, backfills = [], []
+                shots = DOCS_IMG if os.environ.get("QUANT_SCREENSHOTS") else tmp_path
                 for attempt in range(2):
+                    if attempt == 1:
+                        see_check(browser, dev, shots)
                     launch_backfill_in_browser(
                         browser, dev, "stock_bars_1m", "[2024-07-01...2024-07-31]", expect=22
                     )
-                    done = dev.wait(
-                        f"backfill {attempt + 1} completes", lambda: backfill_done(dev, known), 420
+                    backfill = dev.wait(
+                        f"backfill {attempt + 1} is listed",
+                        lambda: new_backfill(dev, set(backfills)),
+                        60,
                     )
-                    known.add(done["id"])
-                    runs = dev.runs(**{"dagster/backfill": done["id"]})
-                    assert done["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, (done, runs)
-                    assert done["numPartitions"] == 22
+                    backfills.append(backfill)
+                    if attempt == 1:
+                        # The first backfill's partition is read while the daemon picks up
+                        # the second (it looks every 30 s) and its run starts.
+                        see_partition_and_graph(browser, dev, warehouse, "2024-07-02", shots)
+                    runs = dev.wait(
+                        f"the run of backfill {attempt + 1} ends",
+                        lambda b=backfill: backfill_ran(dev, b),
+                        420,
+                    )
                     # One run: the backfill policy batches up to 25 sessions.
                     assert [r["status"] for r in runs] == ["SUCCESS"], runs
                     prints.append(fingerprint(warehouse, lake))
-                    if attempt == 0:
-                        shots = DOCS_IMG if os.environ.get("QUANT_SCREENSHOTS") else tmp_path
-                        see_partition_and_checks(browser, dev, warehouse, "2024-07-02", shots)
+                for attempt, backfill in enumerate(backfills):
+                    done = dev.wait(
+                        f"backfill {attempt + 1} completes",
+                        lambda b=backfill: backfill_done(dev, b),
+                        120,
+                    )
+                    runs = dev.runs(**{"dagster/backfill": backfill})
+                    assert done["status"] in {"COMPLETED", "COMPLETED_SUCCESS"}, (done, runs)
+                    assert done["numPartitions"] == 22
+                    assert [r["status"] for r in runs] == ["SUCCESS"], runs  # still one run
     finally:
         drop(warehouse)
     (rows, physical, files), again = prints
