@@ -85,16 +85,21 @@ def dagster_webserver(instance: Path, port: int, log: Path) -> Iterator[Dev]:
         child.stop(30)
 
 
-def terminate_in_browser(dev: Dev, browser, run_id: str, *texts: str) -> None:
+def terminate_in_browser(dev: Dev, browser, run_id: str, *texts: str, when=None) -> None:
     """What a user does: the run page's Terminate button, then the dialog's "Terminate 1 run";
-    then the page shows the run Canceled, and ``texts``, and no stack trace."""
+    then the page shows the run Canceled, and ``texts``, and no stack trace. ``when``: called
+    once the button shows, the click waits for it (the page renders meanwhile)."""
     from playwright.sync_api import expect as see
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
         page.set_default_timeout(60_000)  # a loaded machine renders the UI slowly
         page.goto(f"{dev.base}/runs/{run_id}")
-        page.get_by_role("button", name=re.compile(r"\bTerminate$")).click()
+        terminate = page.get_by_role("button", name=re.compile(r"\bTerminate$"))
+        see(terminate).to_be_enabled()
+        if when is not None:
+            when()
+        terminate.click()
         dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
         dialog.get_by_role("button", name="Terminate 1 run").click()
         see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)

@@ -10,14 +10,15 @@
   ``dagster-webserver`` on the instance), stops the process cleanly: exit 0, every ended minute's
   bar stored, the run canceled with one line and no stack trace, and the supervisor leaves it.
 
-The three run at once, each in its own ``QUANT_HOME`` (the sensor must see no other active run),
-so the minutes of exchange time they wait for pass once. Real simulator, warehouse endpoint,
-``quant live`` processes, SQLite instances and webserver."""
+The three run at once, each in its own ``QUANT_HOME`` (the sensor must see no other active run)
+and checked in a thread of its own, so the minutes of exchange time they wait for pass once.
+Real simulator, warehouse endpoint, ``quant live`` processes, SQLite instances and webserver."""
 
 from __future__ import annotations
 
 import signal
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 import pytest
@@ -109,10 +110,19 @@ def test_terminal_runs_stopped_killed_and_terminated_in_the_browser(tmp_path, cl
             dg.DagsterInstance.from_config(str(folders["ctrl_c"])) as ctrl_c_home,
             dg.DagsterInstance.from_config(str(folders["terminated"])) as instance,
             dagster_webserver(folders["terminated"], port, log) as dev,  # starts meanwhile
+            ThreadPoolExecutor(2) as pool,  # each waits for its own processes, at once
         ):
-            _killed_runs_are_failed(killed_home, first, tmp_path, envs["killed"])
-            _ctrl_c_succeeds(ctrl_c_home, stopped)
-            _terminate_in_the_browser(instance, live, dev, warehouse, sim)
+            killing = pool.submit(
+                _killed_runs_are_failed, killed_home, first, tmp_path, envs["killed"]
+            )
+            ctrl_c = pool.submit(_ctrl_c_succeeds, ctrl_c_home, stopped)
+            try:
+                _terminate_in_the_browser(instance, live, dev, warehouse, sim)
+            except BaseException:
+                stop_all()  # the other checks' processes exit: their waits end now
+                raise
+            ctrl_c.result()
+            killing.result()
     finally:
         stop_all()
         sim.stop()
@@ -182,12 +192,17 @@ def _ctrl_c_succeeds(instance: dg.DagsterInstance, live) -> None:
 def _terminate_in_the_browser(instance: dg.DagsterInstance, live, dev, warehouse, sim) -> None:
     """Terminate clicked on the run's page once two minutes of exchange time have ended (the
     first is partial: the session started in it)."""
-    run = _run_of(instance, live)
-    _minutes_ended(instance, live, run.run_id, 2)
-    dev.wait("the webserver answers", lambda: dev.query("{ version }"), 120)
-    dev.query("mutation { setNuxSeen }")  # what the sign-up prompt's Skip does, once
     with chromium() as browser:
-        terminate_in_browser(dev, browser, run.run_id, "Stopped from Dagster (Terminate)")
+        run = _run_of(instance, live)
+        dev.wait("the webserver answers", lambda: dev.query("{ version }"), 120)
+        dev.query("mutation { setNuxSeen }")  # what the sign-up prompt's Skip does, once
+        terminate_in_browser(
+            dev,
+            browser,
+            run.run_id,
+            "Stopped from Dagster (Terminate)",
+            when=lambda: _minutes_ended(instance, live, run.run_id, 2),
+        )
     summary = live.summary(90)  # exit 0 with the summary
     ended = instance.get_run_by_id(run.run_id)
     assert ended.status == dg.DagsterRunStatus.CANCELED, ended.status
