@@ -103,26 +103,29 @@ def test_terminal_runs_stopped_killed_and_terminated_in_the_browser(tmp_path, cl
     try:
         # one symbol each: the stored trades of each session are told apart
         live = start_live(tmp_path, "live", envs["terminated"], "btcusdt", duration=300)
-        stopped = start_live(tmp_path, "ctrl_c", envs["ctrl_c"], "solusdt", duration=240)
-        first = start_live(tmp_path, "killed1", envs["killed"], "ethusdt", duration=240)
-        with (
-            dg.DagsterInstance.from_config(str(folders["killed"])) as killed_home,
-            dg.DagsterInstance.from_config(str(folders["ctrl_c"])) as ctrl_c_home,
-            dg.DagsterInstance.from_config(str(folders["terminated"])) as instance,
-            dagster_webserver(folders["terminated"], port, log) as dev,  # starts meanwhile
-            ThreadPoolExecutor(2) as pool,  # each waits for its own processes, at once
-        ):
-            killing = pool.submit(
-                _killed_runs_are_failed, killed_home, first, tmp_path, envs["killed"]
-            )
-            ctrl_c = pool.submit(_ctrl_c_succeeds, ctrl_c_home, stopped)
-            try:
-                _terminate_in_the_browser(instance, live, dev, warehouse, sim)
-            except BaseException:
-                stop_all()  # the other checks' processes exit: their waits end now
-                raise
-            ctrl_c.result()
-            killing.result()
+        with dg.DagsterInstance.from_config(str(folders["terminated"])) as instance:
+            # It waits longest (two minutes of exchange time): it starts alone, on a machine
+            # not yet busy with the others' starts, which go on during its minutes.
+            run = _run_of(instance, live)
+            stopped = start_live(tmp_path, "ctrl_c", envs["ctrl_c"], "solusdt", duration=240)
+            first = start_live(tmp_path, "killed1", envs["killed"], "ethusdt", duration=240)
+            with (
+                dg.DagsterInstance.from_config(str(folders["killed"])) as killed_home,
+                dg.DagsterInstance.from_config(str(folders["ctrl_c"])) as ctrl_c_home,
+                dagster_webserver(folders["terminated"], port, log) as dev,  # starts meanwhile
+                ThreadPoolExecutor(2) as pool,  # each waits for its own processes, at once
+            ):
+                killing = pool.submit(
+                    _killed_runs_are_failed, killed_home, first, tmp_path, envs["killed"]
+                )
+                ctrl_c = pool.submit(_ctrl_c_succeeds, ctrl_c_home, stopped)
+                try:
+                    _terminate_in_the_browser(instance, live, run, dev, warehouse, sim)
+                except BaseException:
+                    stop_all()  # the other checks' processes exit: their waits end now
+                    raise
+                ctrl_c.result()
+                killing.result()
     finally:
         stop_all()
         sim.stop()
@@ -189,11 +192,12 @@ def _ctrl_c_succeeds(instance: dg.DagsterInstance, live) -> None:
     assert stop.metadata["trades_total"].value == summary["trades"] > 0
 
 
-def _terminate_in_the_browser(instance: dg.DagsterInstance, live, dev, warehouse, sim) -> None:
+def _terminate_in_the_browser(
+    instance: dg.DagsterInstance, live, run: dg.DagsterRun, dev, warehouse, sim
+) -> None:
     """Terminate clicked on the run's page once two minutes of exchange time have ended (the
     first is partial: the session started in it)."""
     with chromium() as browser:
-        run = _run_of(instance, live)
         dev.wait("the webserver answers", lambda: dev.query("{ version }"), 120)
         dev.query("mutation { setNuxSeen }")  # what the sign-up prompt's Skip does, once
         terminate_in_browser(
