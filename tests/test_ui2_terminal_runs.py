@@ -141,8 +141,9 @@ def _killed_runs_are_failed(instance: dg.DagsterInstance, first, tmp_path, env) 
     decoys = (alive, elsewhere, elsewhere_gone)
 
     # 1. SIGKILL; the next quant live start fails the run before starting its own.
+    second = start_live(tmp_path, "killed2", env, "ethusdt", duration=240, preloaded=True)
     killed = _killed(instance, first)
-    second = start_live(tmp_path, "killed2", env, "ethusdt", duration=240)
+    second.release()  # it imported its modules meanwhile
     run = _run_of(instance, second)
     assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.FAILURE
     assert _failure_message(instance, killed.run_id) == (
