@@ -1,6 +1,6 @@
 """Asset-check results computed from what was stored, for bar and quote assets, one
 evaluation per partition (a backfill run of many sessions judges each session apart), with a
-description on every check and the findings as a markdown table."""
+description on every check and the findings as a table drawn in place."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import dagster as dg
 import pyarrow as pa
 
-from quant_assets.metadata import markdown_table
 from quant_core.calendar import TradingSession
 from quant_core.quality import (
     Completeness,
@@ -51,13 +50,37 @@ QUOTE_CHECKS = [
 FINDING_COLUMNS = ("rule", "symbol", "ts", "detail")
 
 
+TABLE_ROWS = 20  # rows a check's table shows; its "count" (or the checked data) has them all
+
+
 def findings_table(findings: list) -> dg.MetadataValue:
-    """Findings (``quant_core.quality.Finding`` or plain text) as a markdown table."""
-    rows = [
-        {c: getattr(f, c) for c in FINDING_COLUMNS} if hasattr(f, "rule") else {"finding": str(f)}
-        for f in findings
+    """Findings (``quant_core.quality.Finding`` or plain text) as a table, "no findings" as
+    text."""
+    if not findings:
+        return dg.MetadataValue.text("no findings")
+    if all(hasattr(f, "rule") for f in findings):
+        return check_table([{c: getattr(f, c) for c in FINDING_COLUMNS} for f in findings])
+    return check_table([{"finding": str(f)} for f in findings])
+
+
+def check_table(rows: list[dict], shown: int = TABLE_ROWS) -> dg.MetadataValue:
+    """Rows (same keys; str or int values) as a Dagster table value of at most ``shown`` rows
+    and a last one counting the rest. ui3: a table, not markdown: Dagster 1.13's check pages
+    draw a table value in place but show markdown only behind "[Show Markdown]" (their
+    ``MetadataEntries`` passes no ``expandSmallValues``; see docs/architecture.md)."""
+    columns = list(rows[0])
+    records = [
+        dg.TableRecord({c: v if isinstance(v, int) else str(v) for c, v in row.items()})
+        for row in rows[:shown]
     ]
-    return dg.MetadataValue.md(markdown_table(rows, empty="no findings"))
+    if len(rows) > shown:
+        more = {c: None for c in columns}  # Dagster wants the same fields in every record
+        records.append(dg.TableRecord({**more, columns[-1]: f"… {len(rows) - shown} more rows"}))
+    types = {c: "int" if isinstance(rows[0][c], int) else "string" for c in columns}
+    return dg.MetadataValue.table(
+        records=records,
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in columns]),
+    )
 
 
 def _result(name: str, findings: list, **metadata) -> dg.AssetCheckResult:
@@ -199,7 +222,7 @@ def bar_check_results(
                 metadata={
                     "threshold": threshold,
                     "worst_missing_ratio": round(worst, 4),
-                    "per_symbol": dg.MetadataValue.md(markdown_table(rows)),
+                    "per_symbol": check_table(rows) if rows else "none",
                 },
             )
         )

@@ -30,6 +30,7 @@ def backfill(
     [--from, --to] of JOB, a few runs at a time."""
     import dagster as dg
 
+    from quant_cli.dev import dagster_home as embedded_dagster_home  # ui3
     from quant_definitions import defs
     from quant_resources.settings import quant_home, setting
 
@@ -49,9 +50,10 @@ def backfill(
     keys = [k for k in days[job].get_partition_keys() if first.isoformat() <= k <= last.isoformat()]
     if not keys:
         raise typer.BadParameter(f"no partitions of {job} between {start} and {end}")
-    dagster_home = setting("DAGSTER_HOME") or str(quant_home() / "dagster")
-    os.environ["DAGSTER_HOME"] = dagster_home  # where DagsterInstance.get() looks
-    os.makedirs(dagster_home, exist_ok=True)
+    # ui3: the embedded instance is made (or given its run launcher) as make dev makes it
+    instance_home = setting("DAGSTER_HOME") or str(embedded_dagster_home(quant_home()))
+    os.environ["DAGSTER_HOME"] = instance_home  # where DagsterInstance.get() looks
+    os.makedirs(instance_home, exist_ok=True)
     instance = dg.DagsterInstance.get()
     job_def = defs.get_job_def(job)
     per_run = per_run or _policy_size(job_def)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -97,7 +98,10 @@ LAUNCHER = "run_launcher:\n  module: quant_assets.live_runs\n  class: QuantRunLa
 
 
 def dagster_home(home: Path) -> Path:
-    """The embedded instance: SQLite storage under QUANT_HOME/dagster, telemetry off."""
+    """The embedded instance: SQLite storage under QUANT_HOME/dagster, telemetry off, and
+    :class:`~quant_assets.live_runs.QuantRunLauncher` as its run launcher. An instance file
+    made before that launcher was named (no ``run_launcher:``) gets it added, once, keeping
+    every other setting; one that names a launcher of its own is left as it is."""
     folder = home / "dagster"
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "dagster.yaml"
@@ -106,7 +110,34 @@ def dagster_home(home: Path) -> Path:
             "# Embedded default: SQLite storage in this folder.\ntelemetry:\n  enabled: false\n"
             + LAUNCHER  # ui2: Terminate works on terminal quant live runs
         )
+    else:
+        add_run_launcher(config)
     return folder
+
+
+def add_run_launcher(config: Path) -> bool:
+    """Add ``LAUNCHER`` to the instance file ``config`` when it names no run launcher (Dagster's
+    default then answers Terminate of a terminal ``quant live`` run with "Unable to terminate
+    run"); says so on standard error. Returns whether it was added."""
+    text = config.read_text()
+    # A top-level key starts its line (Dagster's instance file is a block mapping).
+    if re.search(r"(?m)^run_launcher\s*:", text):
+        return False
+    separator = "" if not text or text.endswith("\n") else "\n"
+    # Appended, not rewritten: the user's comments and layout stay. Replaced whole, so two
+    # processes starting at once leave the same file.
+    staged = config.with_name(f".{config.name}.{os.getpid()}")
+    staged.write_text(
+        f"{text}{separator}# Added by quant: Terminate in the UI stops a terminal quant live run.\n"
+        + LAUNCHER
+    )
+    os.replace(staged, config)
+    typer.echo(
+        f"note: {config} named no run_launcher; added quant_assets.live_runs.QuantRunLauncher "
+        "(Dagster's default launcher, which also terminates terminal quant live runs)",
+        err=True,
+    )
+    return True
 
 
 @contextlib.contextmanager

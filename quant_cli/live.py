@@ -147,10 +147,11 @@ def dagster_instance_home(wanted: bool | None) -> Path | None:
     if wanted is False:
         return None
     named = settings.setting("DAGSTER_HOME")
-    if named:
-        return Path(named)
     embedded = quant_home() / "dagster"
-    if wanted or (embedded / "dagster.yaml").exists():
+    if named and Path(named).resolve() != embedded.resolve():
+        return Path(named)
+    # ui3: the embedded one goes through dagster_home (an old file gets its run launcher)
+    if named or wanted or (embedded / "dagster.yaml").exists():
         return dagster_home(quant_home())
     return None
 

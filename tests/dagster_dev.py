@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -64,3 +67,47 @@ def dagster_dev(env: dict[str, str], port: int, log: Path) -> Iterator[Dev]:
         yield Dev(port, log)
     finally:
         child.stop(90)
+
+
+@contextlib.contextmanager
+def dagster_webserver(instance: Path, port: int, log: Path) -> Iterator[Dev]:
+    """Only ``dagster-webserver`` (no daemon, no code server: ``--empty-workspace``) on the
+    instance folder ``instance``: enough for the pages of runs executed elsewhere, such as a
+    terminal ``quant live``'s (their plans are in the instance). Not waited for: it starts
+    while the caller goes on (``Dev.wait`` until it answers); stopped whole on exit."""
+    command = [str(Path(sys.executable).with_name("dagster-webserver"))]
+    command += ["-h", "127.0.0.1", "-p", str(port), "--empty-workspace"]
+    env = {**os.environ, "DAGSTER_HOME": str(instance)}
+    child = Child("dagster-webserver", command, None, environ=env, log=log, cwd=ROOT, group=True)
+    try:
+        yield Dev(port, log)
+    finally:
+        child.stop(30)
+
+
+def terminate_in_browser(dev: Dev, browser, run_id: str, *texts: str, when=None) -> None:
+    """What a user does: the run page's Terminate button, then the dialog's "Terminate 1 run";
+    then the page shows the run Canceled, and ``texts``, and no stack trace. ``when``: called
+    once the button shows, the click waits for it (the page renders meanwhile)."""
+    from playwright.sync_api import expect as see
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        page.set_default_timeout(60_000)  # a loaded machine renders the UI slowly
+        page.goto(f"{dev.base}/runs/{run_id}")
+        terminate = page.get_by_role("button", name=re.compile(r"\bTerminate$"))
+        see(terminate).to_be_enabled()
+        if when is not None:
+            when()
+        terminate.click()
+        dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
+        dialog.get_by_role("button", name="Terminate 1 run").click()
+        see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)
+        for text in texts:
+            see(page.get_by_text(text).first).to_be_visible()
+        see(page.get_by_text("Stack Trace")).to_have_count(0)
+    except BaseException:
+        page.screenshot(path=dev.log.with_suffix(".png"))
+        raise
+    finally:
+        page.close()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from quant_dev.processes import archive_simulator, free_port, quant, tail
-from tests.dagster_dev import Dev, dagster_dev
+from tests.dagster_dev import Dev, dagster_dev, terminate_in_browser  # ui3
 from tests.live_helpers import drop, fresh_warehouse, live_env, start_sim
 from tests.test_ui_backfill import DOCS_IMG, chromium, small_screenshot
 
@@ -138,7 +138,7 @@ def _supervise(dev: Dev, browser, warehouse, home: Path, log: Path) -> tuple[str
         ],
         180,
     )[0]
-    _terminate_in_browser(dev, browser, run_id)
+    terminate_in_browser(dev, browser, run_id)  # ui3: one helper with test_ui2_terminal_runs
     ended = dev.wait(
         "the terminated run ends",
         lambda: [
@@ -252,17 +252,6 @@ def _see_live_plots(dev: Dev, browser) -> None:
         see(page.locator("canvas").first).to_be_visible()
         if os.environ.get("QUANT_SCREENSHOTS"):
             small_screenshot(page, DOCS_IMG / "live-trades-plots.webp")
-
-
-def _terminate_in_browser(dev: Dev, browser, run_id: str) -> None:
-    """What a user does: the run page's Terminate button, then the dialog's "Terminate 1 run"."""
-    from playwright.sync_api import expect as see
-
-    with _ui_page(dev, browser, f"/runs/{run_id}") as page:
-        page.get_by_role("button", name=re.compile(r"\bTerminate$")).click()
-        dialog = page.get_by_role("dialog").filter(has_text="Terminate runs")
-        dialog.get_by_role("button", name="Terminate 1 run").click()
-        see(page.get_by_text("Canceled", exact=True).first).to_be_visible(timeout=180_000)
 
 
 def _see_books_and_crypto_history(dev: Dev, browser) -> None:

@@ -253,10 +253,13 @@ def test_missing_minutes_are_listed_and_fail_above_threshold(env) -> None:
         and e.event_specific_data.asset_check_key.name == "regular_minutes_complete"
     )
     assert evaluation.partition == DAYS[0]
-    table = evaluation.metadata["per_symbol"].value  # a markdown table, worst first
-    spy, aapl = table.splitlines()[2:4]
-    assert spy.startswith("| SPY | 2024-11-27 | 390 | 270 | 2024-11-27T15:00Z")  # :00-:19 gone
-    assert aapl.startswith("| AAPL | 2024-11-27 | 390 | 390 |")
+    table = evaluation.metadata["per_symbol"]  # ui3: a table (drawn in place), worst first
+    spy, aapl = (r.data for r in table.records[:2])
+    assert (spy["symbol"], spy["day"], spy["expected"], spy["present"]) == (
+        "SPY", "2024-11-27", 390, 270
+    )  # fmt: skip
+    assert spy["missing"].startswith("2024-11-27T15:00Z")  # :00-:19 gone
+    assert (aapl["symbol"], aapl["expected"], aapl["present"]) == ("AAPL", 390, 390)
 
 
 def test_a_session_that_has_not_ended_is_refused(env) -> None:
