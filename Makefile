@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml constraints.txt setup.py $(wildcard quant_core/native/*
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@scripts/build-tools $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip>=24"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# PYTHONWARNINGS reaches the build backend: it hides setuptools' notice on editable installs.
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: setup
