@@ -17,17 +17,16 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from pathlib import Path
 
 import orjson
 import zstandard
 
+from quant_core.native.chain import scan
 from quant_core.sessionlog.format import (
     BODY_FIELDS,
     DATA_KINDS,
     DEFAULT_ROTATE_BYTES,
-    DIGEST_SIZE,
     LEN_FIELD,
     MAX_BODY,
     SEGMENT_END_META,
@@ -47,7 +46,6 @@ from quant_core.sessionlog.format import (
     peek_seq,
 )
 
-_new = tuple.__new__  # builds a Record without NamedTuple's Python-level __new__
 _MIN_BODY = BODY_FIELDS.size
 _MIN_RECORD = LEN_FIELD.size + BODY_FIELDS.size + TAG_SIZE
 KIND_NAMES = ("", *(k.name.lower() for k in RecordKind))
@@ -299,9 +297,11 @@ class _SegmentScan:
         payloads, recv_ns)`` (books2: replay gives them to the books as live did).
 
         Hot loop: the common case (a complete, intact data record with the expected seq) is
-        decoded inline with local variables; anything else (buffer refill, damage, checkpoints,
-        the footer) takes the slow path through ``format.decode_record``, which re-checks the
-        record and produces the precise error. State is written back to ``info``/``seg`` at
+        verified in C, many records per call (``quant_core/native/chain.c``: ``scan``, which
+        takes a record only under the conditions the slow path accepts it); anything else
+        (buffer refill, damage, checkpoints, the footer, rest and conn records in batch mode)
+        takes the slow path through ``format.decode_record``, which re-checks the record and
+        produces the precise error. State is written back to ``info``/``seg`` at
         structural records and when the generator ends, so read them after iteration.
         """
         info = self.info
@@ -322,17 +322,18 @@ class _SegmentScan:
             info.segments.append(seg)
             info.digest = digest
             expected = header.first_seq
-            every = header.checkpoint_every
             since_checkpoint = 0
             by_kind = [0] * 6
             frames: list[bytes] = []  # ws payloads not yet yielded (batch mode)
             recvs: list[int] = []  # books2: their receive times (batch mode with times)
             first_recv, last_recv = info.first_recv_ns, info.last_recv_ns
             blen = len(buf)
-            # Copying a fresh state is cheaper than the constructor's keyword parsing.
-            fresh, make = blake2b(digest_size=DIGEST_SIZE).copy, _new
+            # An impossible checkpoint_every (a crafted header) must not overflow the C scan's
+            # int64: clamped, it decides exactly as the Python comparisons do.
+            every = header.checkpoint_every
+            c_every = max(0, min(every, 1 << 62))
             sealed = False  # seg.sealed, kept local for the hot loop
-            unpack_len, unpack_body = LEN_FIELD.unpack_from, BODY_FIELDS.unpack_from
+            unpack_len = LEN_FIELD.unpack_from
 
             def sync() -> None:
                 info.records = expected
@@ -347,67 +348,44 @@ class _SegmentScan:
 
             try:
                 while True:
-                    # fast path
-                    if pos + _MIN_RECORD <= blen:
-                        (n,) = unpack_len(buf, pos)
-                        end = pos + 4 + n
-                        if end + TAG_SIZE <= blen and _MIN_BODY <= n <= MAX_BODY:
-                            h = fresh()
-                            h.update(digest + buf[pos:end])
-                            nd = h.digest()
-                            kind, seq, recv_ns, conn_id, meta_len = unpack_body(buf, pos + 4)
-                            if (
-                                kind <= 3
-                                and seq == expected
-                                and since_checkpoint < every
-                                and meta_len <= n - _MIN_BODY
-                                and nd[:TAG_SIZE] == buf[end : end + TAG_SIZE]
-                                and not sealed
-                                and kind >= 1
-                            ):
-                                if first_recv is None:
-                                    first_recv = recv_ns
-                                last_recv = recv_ns
-                                since_checkpoint += 1
-                                by_kind[kind] += 1
-                                pos = end + TAG_SIZE
-                                digest = nd
-                                expected += 1
-                                if batch:
-                                    m = end - n + _MIN_BODY
-                                    if times:  # books2
-                                        recvs.append(recv_ns)
-                                    if kind == 1:  # RecordKind.WS
-                                        frames.append(buf[m + meta_len : end])
-                                        if len(frames) >= batch:
-                                            yield _batch(1, b"", frames, recvs, times)
-                                            frames, recvs = [], []
-                                        continue
-                                    if frames:
-                                        yield _batch(1, b"", frames, recvs[:-1], times)
-                                        frames, recvs = [], recvs[-1:]
-                                    yield _batch(
-                                        kind,
-                                        buf[m : m + meta_len],
-                                        [buf[m + meta_len : end]],
-                                        recvs,
-                                        times,
-                                    )
-                                    recvs = []
-                                elif emit:
-                                    m = end - n + _MIN_BODY
-                                    yield make(
-                                        Record,
-                                        (
-                                            kind,
-                                            seq,
-                                            recv_ns,
-                                            conn_id,
-                                            buf[m : m + meta_len],
-                                            buf[m + meta_len : end],
-                                        ),
-                                    )
-                                continue
+                    # fast path (C): intact data records up to the first one it does not
+                    # take, which the slow path below decides on with its exact error
+                    if batch:
+                        limit, out = batch - len(frames), frames
+                    elif emit:
+                        limit, out = 1, []  # one at a time: info/seg state as each is yielded
+                    else:
+                        limit, out = 0, None
+                    pos, digest, taken, first, last, n_ws, n_rest, n_conn = scan(
+                        buf,
+                        pos,
+                        digest,
+                        expected,
+                        since_checkpoint,
+                        c_every,
+                        sealed,
+                        limit,
+                        times,
+                        out,
+                        recvs,
+                        None if batch else Record,
+                    )
+                    if taken:
+                        if first_recv is None:
+                            first_recv = first
+                        last_recv = last
+                        since_checkpoint += taken
+                        expected += taken
+                        by_kind[1] += n_ws
+                        by_kind[2] += n_rest
+                        by_kind[3] += n_conn
+                        if batch:
+                            if len(frames) >= batch:
+                                yield _batch(1, b"", frames, recvs, times)
+                                frames, recvs = [], []
+                        elif emit:
+                            yield out[0]
+                        continue
                     # slow path
                     try:
                         rec, npos, ndigest = decode_record(buf, pos, digest)
