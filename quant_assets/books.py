@@ -9,11 +9,11 @@ from collections import defaultdict
 
 import dagster as dg
 
+from quant_assets.quality_checks import check_table
 from quant_core.book_audit import unexplained_snapshots
 from quant_resources.warehouse import WarehouseResource
 
 AUDITED_SNAPSHOTS = 10_000  # the most recent snapshots each check looks at
-SHOWN = 20  # findings listed in a check's markdown
 
 live_book_snapshots = dg.AssetSpec(
     "live_book_snapshots",
@@ -57,14 +57,11 @@ class BookReport:
         )
 
 
-def _markdown(title: str, columns: list[str], rows: list[dict], total: int) -> dg.MetadataValue:
+def _findings(columns: list[str], rows: list[dict]) -> dg.MetadataValue:
+    # A table, drawn in place on the check's page (markdown would hide behind a link).
     if not rows:
-        return dg.MetadataValue.md(f"**{title}**: none.")
-    lines = [f"**{title}**: {total} (first {min(total, SHOWN)} shown)", ""]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
-    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows[:SHOWN]]
-    return dg.MetadataValue.md("\n".join(lines))
+        return dg.MetadataValue.text("none")
+    return check_table([{c: r[c] for c in columns} for r in rows])
 
 
 def _recent(where: str = "") -> str:
@@ -99,7 +96,7 @@ def book_snapshots_not_crossed(warehouse: WarehouseResource) -> dg.AssetCheckRes
         metadata={
             "snapshots_checked": int(checked),
             "crossed": len(found),
-            "findings": _markdown("Crossed snapshots", columns, found, len(found)),
+            "findings": _findings(columns, found),
         },
     )
 
@@ -135,10 +132,9 @@ def book_snapshots_explained_by_updates(warehouse: WarehouseResource) -> dg.Asse
         metadata={
             "snapshots_checked": len(snaps),
             "unexplained": len(found),
-            "findings": _markdown("Snapshots the stored updates do not explain", columns,
-                                  found, len(found)),
+            "findings": _findings(columns, found),
         },
-    )  # fmt: skip
+    )
 
 
 @dg.asset_check(
@@ -176,10 +172,9 @@ def book_top_agrees_with_book_ticker(warehouse: WarehouseResource) -> dg.AssetCh
         metadata={
             "coinciding_update_ids": len(rows),
             "disagreeing": len(found),
-            "findings": _markdown("Tops that differ from the book ticker", columns, found,
-                                  len(found)),
+            "findings": _findings(columns, found),
         },
-    )  # fmt: skip
+    )
 
 
 book_checks = [

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from quant_assets.chart import COVERAGE_STATES, coverage_png
 from quant_assets.historical import BAR_SLICE, SCHEMA_DEPS, ReplaceConfig, store_replacement
 from quant_assets.metadata import frame_summary, price_chart
-from quant_assets.quality_checks import partition_check_events
+from quant_assets.quality_checks import TABLE_ROWS, check_table, partition_check_events
 from quant_core.bars_batch import aggregate_batch
 from quant_core.crypto_reconcile import (
     ARCHIVE_SOURCE,
@@ -307,8 +307,11 @@ def _of_day(table: pa.Table, day: date) -> pa.Table:
     return table.filter(pc.equal(table["session_date"], pa.scalar(day, pa.date32())))
 
 
-def _markdown(found: Differences) -> dg.MetadataValue:
-    return dg.MetadataValue.md(found.markdown())
+def _table(found: Differences) -> dg.MetadataValue:
+    # A table, drawn in place on the check's page (markdown would hide behind a link).
+    if not found.count:
+        return dg.MetadataValue.text("no differences")
+    return check_table(found.records(TABLE_ROWS), total=found.count)
 
 
 def _kline_check(
@@ -327,7 +330,7 @@ def _kline_check(
     meta: dict[str, object] = {
         "minutes_compared": found.compared,
         "differing_minutes": found.count,
-        "differences": _markdown(found),
+        "differences": _table(found),
     }
     if lacking:
         meta["days_without_klines"] = dg.MetadataValue.json(
@@ -358,7 +361,7 @@ def _live_check(
         "differences": found.count,
         "missing_from_live": sum(len(v) for v in found.missing.values()),
         "extra_in_live": sum(len(v) for v in found.extra.values()),
-        "table": _markdown(found),
+        "table": _table(found),
     }
     if found.missing:
         meta["missing_ids"] = id_runs_text(found.missing)

@@ -63,9 +63,12 @@ def findings_table(findings: list) -> dg.MetadataValue:
     return check_table([{"finding": str(f)} for f in findings])
 
 
-def check_table(rows: list[dict], shown: int = TABLE_ROWS) -> dg.MetadataValue:
+def check_table(
+    rows: list[dict], shown: int = TABLE_ROWS, total: int | None = None
+) -> dg.MetadataValue:
     """Rows (same keys; str or int values) as a Dagster table value of at most ``shown`` rows
-    and a last one counting the rest. ui3: a table, not markdown: Dagster 1.13's check pages
+    and a last one counting the rest (of ``total`` when the caller passes only the first rows).
+    ui3: a table, not markdown: Dagster 1.13's check pages
     draw a table value in place but show markdown only behind "[Show Markdown]" (their
     ``MetadataEntries`` passes no ``expandSmallValues``; see docs/architecture.md)."""
     columns = list(rows[0])
@@ -73,9 +76,10 @@ def check_table(rows: list[dict], shown: int = TABLE_ROWS) -> dg.MetadataValue:
         dg.TableRecord({c: v if isinstance(v, int) else str(v) for c, v in row.items()})
         for row in rows[:shown]
     ]
-    if len(rows) > shown:
+    total = len(rows) if total is None else total
+    if total > len(records):
         more = {c: None for c in columns}  # Dagster wants the same fields in every record
-        records.append(dg.TableRecord({**more, columns[-1]: f"… {len(rows) - shown} more rows"}))
+        records.append(dg.TableRecord({**more, columns[-1]: f"… {total - len(records)} more rows"}))
     types = {c: "int" if isinstance(rows[0][c], int) else "string" for c in columns}
     return dg.MetadataValue.table(
         records=records,

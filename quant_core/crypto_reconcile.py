@@ -150,23 +150,18 @@ class Differences:
     def count(self) -> int:
         return self.rows.height
 
-    def markdown(self, limit: int = 20, scaled: tuple[str, ...] = DECIMAL_COLUMNS) -> str:
-        """The first ``limit`` differing rows as a markdown table (both sides per row);
-        columns named in ``scaled`` (with their side suffix) shown as decimals."""
-        if not self.rows.height:
-            return "no differences"
+    def records(self, limit: int = 20, scaled: tuple[str, ...] = DECIMAL_COLUMNS) -> list[dict]:
+        """The first ``limit`` differing rows (both sides per row) as dicts of text; columns
+        named in ``scaled`` (with their side suffix) shown as decimals, an absent side empty."""
         shown = self.rows.head(limit)
         decimal = [c.rsplit("_", 1)[0] in scaled for c in shown.columns]
-        lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-        for row in shown.iter_rows():
-            cells = [
-                "" if v is None else decimal_text(v) if d else str(v)
-                for v, d in zip(row, decimal, strict=True)
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-        if self.rows.height > limit:
-            lines.append(f"\n... {self.rows.height - limit} more")
-        return "\n".join(lines)
+        return [
+            {
+                c: "" if v is None else decimal_text(v) if d else str(v)
+                for c, v, d in zip(shown.columns, row, decimal, strict=True)
+            }
+            for row in shown.iter_rows()
+        ]
 
 
 def decimal_text(scaled: int) -> str:

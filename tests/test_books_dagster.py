@@ -1,7 +1,7 @@
 """``live_book_snapshots`` and its checks: in the code location, and against stored rows on the
 real ClickHouse endpoint (good rows pass; a crossed snapshot, one the stored updates do not
 explain and a top that differs from the book ticker at the same update id each fail, named in
-the markdown findings). The migration's columns are the issue's."""
+the findings tables). The migration's columns are the issue's."""
 
 from __future__ import annotations
 
@@ -129,12 +129,18 @@ def test_checks_pass_on_sound_rows_and_name_each_fault(warehouse) -> None:
     warehouse.insert("book_snapshots", book_snapshots_table(bad, "binance"))
     warehouse.insert("quotes", quote(101, 9, 11))
     crossed = book_snapshots_not_crossed(warehouse=warehouse)
-    assert not crossed.passed and "| BTCUSDT |" in crossed.metadata["findings"].value
-    assert "| 101 |" in crossed.metadata["findings"].value
+    (row,) = cells(crossed.metadata["findings"])
+    assert not crossed.passed and row["symbol"] == "BTCUSDT" and row["update_id"] == 101
     chain = book_snapshots_explained_by_updates(warehouse=warehouse)
     assert not chain.passed and chain.metadata["unexplained"].value == 1
-    assert "no stored diff covers" not in chain.metadata["findings"].value
-    assert "| 110 |" in chain.metadata["findings"].value
+    (row,) = cells(chain.metadata["findings"])
+    assert row["update_id"] == 110 and "no stored diff covers" not in row["why"]
     top = book_top_agrees_with_book_ticker(warehouse=warehouse)
     assert not top.passed and top.metadata["disagreeing"].value == 1
-    assert "| 101 |" in top.metadata["findings"].value
+    (row,) = cells(top.metadata["findings"])
+    assert row["update_id"] == 101 and row["book"] != row["book_ticker"]
+
+
+def cells(findings) -> list[dict]:
+    """A check's findings table as rows (the UI draws it in place)."""
+    return [record.data for record in findings.records]
