@@ -194,7 +194,7 @@ def _attempt(
             migrations = load("clickhouse")
             migrate(ClickHouseLedger(warehouse), migrations, migrations[-1].key)
             sim_args = ("--symbols", ",".join(symbols), "--rate", str(rate), "--seed", "5")
-            with binance_simulator(*sim_args) as (_, ws_url, rest_url):
+            with binance_simulator(*sim_args) as (sim, ws_url, rest_url):
                 poller = _BarPoller(warehouse)
                 poller.start()
                 env = {
@@ -211,6 +211,8 @@ def _attempt(
                 started = time.time()
                 # CPU of quant live alone: the only child reaped around this call.
                 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+                peers = {"simulator": sim.pid, "warehouse": _pid_of(str(root / "warehouse"))}
+                peer_cpu = {name: _cpu_s(pid) for name, pid in peers.items()}
                 live = subprocess.run(
                     quant(
                         "live",
@@ -231,6 +233,7 @@ def _attempt(
                 )
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu_s = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+                peer_cpu = {name: _cpu_s(pid) - peer_cpu[name] for name, pid in peers.items()}
                 poller.stop.set()
                 poller.join()
                 if live.returncode != 0:
@@ -248,6 +251,13 @@ def _attempt(
         f"{summary['gaps']}, repaired {summary['trades_repaired']}, reconnects "
         f"{summary['reconnects']}; lost or duplicated: {losses or 'none'}; CPU "
         f"{cpu_s:.1f} s; redis {summary.get('redis') or 'off'}",
+        flush=True,
+    )
+    # CPU per 1,000 messages of each of the three processes sharing the machine.
+    per_1000 = {"quant live": cpu_s, **peer_cpu}
+    print(
+        "  CPU ms per 1,000 msgs processed: "
+        + ", ".join(f"{n} {v * 1e6 / max(summary['frames'], 1):.2f}" for n, v in per_1000.items()),
         flush=True,
     )
     if losses or summary["drops"]:
@@ -294,6 +304,31 @@ def rate_and_delay_figures(symbols, offered, achieved, delays, goal) -> list[Fig
             higher_is_better=False,
         ),
     ]
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a running process (and its reaped children), from /proc."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _pid_of(argument: str) -> int | None:
+    """The pid of the Python process whose command line holds ``argument`` (the endpoint
+    serving a path: its launcher starts it in a shell-less child of its own)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argument.encode() in cmd and b"warehouse" in cmd:
+                return int(proc.name)
+    return None
 
 
 def _sim_stats(rest_url: str) -> dict:

@@ -65,7 +65,7 @@ class WsSession:
         # Trade frames still to leave out (the `drops` fault); what a closed connection still
         # owed passes to the next one, so `drops:N:k` leaves out N*k frames whatever else fires.
         self.dropping, sim.drops_owed = sim.drops_owed, 0
-        self.losing, sim.lose_owed = sim.lose_owed, 0  # the same for `lose` (aggTrade frames)
+        self.losing, sim.lose_owed = sim.lose_owed, 0  # the same for `lose`
         self.subscribe(streams)
 
     # -- subscriptions ------------------------------------------------------------------
@@ -200,7 +200,7 @@ class WsSession:
         for stream, f in mine:
             kind = stream[stream.index("@") + 1 :]
             if kind in TRADE_KINDS:
-                if self.losing and kind == "aggTrade":
+                if self.losing:  # aggTrade or trade: REST forgets it too
                     self.losing -= 1
                     self.sim.lose(f)
                     continue

@@ -130,6 +130,7 @@ class LiveSummary:
     duplicates: int = 0
     gaps: int = 0
     trades_repaired: int = 0
+    ids_absent: int = 0  # missing trade ids REST does not have either (lost for good)
     rest_requests: int = 0
     drops: int = 0
     reconnects: int = 0
@@ -142,6 +143,7 @@ class LiveSummary:
     final_digest: str = ""
     seconds: float = 0.0
     books: dict = field(default_factory=dict)  # the kernel's book counts (with depth)
+    profile: str | None = None  # the cProfile stats file of ``quant live --profile``
 
 
 class LivePipeline:
@@ -178,6 +180,7 @@ class LivePipeline:
         self.clock = ExchangeClock()
         self._clock_task: asyncio.Task | None = None
         self._reconnects = 0  # connection replacements in the telemetry's current minute
+        self._absent_counted = 0  # ids_absent already counted in a closed telemetry minute
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
         self.status: Callable[[LiveSummary, LivePipeline], None] = lambda s, p: None
         self._started = time.monotonic()
@@ -434,6 +437,7 @@ class LivePipeline:
         summary.bars += len(out.bars)
         summary.duplicates += out.duplicates
         summary.trades_repaired += out.repaired
+        summary.ids_absent = self.kernel.gaps.ids_absent
         for control in out.controls:
             if "shutdown" in control.kind.lower():
                 log.info("serverShutdown received: handing over to a new connection")
@@ -558,13 +562,19 @@ class LivePipeline:
         telemetry = self.sinks.get("telemetry")
         if not isinstance(telemetry, TelemetrySink):
             return
-        counters = {"drops": self.client.stats.drops, "reconnects": self._reconnects}
+        absent = self.kernel.gaps.ids_absent
+        counters = {
+            "drops": self.client.stats.drops,
+            "reconnects": self._reconnects,
+            "ids_absent": absent - self._absent_counted,
+        }
         gauges = {
             "queue_depth": float(self.queue.qsize()),
             "open_gaps": float(len(self.kernel.open_gaps())),
         }
         if telemetry.roll(int(time.time() * 1000), counters, gauges):
             counters["reconnects"] = self._reconnects = 0  # counted in the closed minute
+            counters["ids_absent"], self._absent_counted = 0, absent
         if final:
             telemetry.close_current(counters, gauges)
 
