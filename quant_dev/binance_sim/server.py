@@ -104,9 +104,7 @@ class Simulator:
         lost.setdefault(str(data["s"]).upper(), set()).add(int(data[key]))
         self.stats["trades_lost"] += 1
 
-    def without_lost(
-        self, symbol: str, rows: list[dict], limit: int, key: str = "a"
-    ) -> list[dict]:
+    def without_lost(self, symbol: str, rows: list[dict], limit: int, key: str = "a") -> list[dict]:
         """REST rows (fetched ``limit`` + lost more) without the lost trades: aggTrades rows
         by their agg id (``key`` "a"), historicalTrades rows by their trade id ("id")."""
         lost = (self.lost if key == "a" else self.lost_trades).get(symbol.upper())
