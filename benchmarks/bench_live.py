@@ -50,6 +50,8 @@ N_SYMBOLS = int(os.environ.get("QUANT_BENCH_LIVE_SYMBOLS", "8"))
 LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "500"))
 SYMBOLS = ["btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt", "adausdt", "dogeusdt", "trxusdt"]
 STREAMS = "aggTrade,bookTicker"
+# A file for ``quant live --profile`` (cProfile of the run): where its CPU goes.
+PROFILE = os.environ.get("QUANT_BENCH_LIVE_PROFILE")
 
 
 def _symbols() -> list[str]:
@@ -225,6 +227,7 @@ def _attempt(
                         "--lateness-ms",
                         str(LATENESS_MS),
                         "--json",
+                        *(("--profile", PROFILE) if PROFILE else ()),
                     ),
                     env=env,
                     capture_output=True,
