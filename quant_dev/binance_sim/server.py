@@ -184,6 +184,7 @@ class Simulator:
         e_ms = int(time.time() * 1000)
         items: list[tuple[str, bytes]] = []
         add, frame = items.append, wire.frame
+        heads = wire.TEXT_HEADS  # frame() inlined for the two streams of every event
         for m, events in generated:
             sym, sl = m.spec.symbol, m.stream
             s_agg, s_trade, s_book = f"{sl}@aggTrade", f"{sl}@trade", f"{sl}@bookTicker"
@@ -194,16 +195,12 @@ class Simulator:
             for a, f, last, p, qtys, agg_qty, maker, t, book in events:
                 ps, mk = fmt8(p), "true" if maker else "false"
                 if w_agg:
-                    add(
-                        (
-                            s_agg,
-                            frame(
-                                f'{{"stream":"{s_agg}","data":{{"e":"aggTrade","E":{e},"s":"{sym}",'
-                                f'"a":{a},"p":"{ps}","q":"{fmt8(agg_qty)}","f":{f},"l":{last},"T":{t},'
-                                f'"m":{mk},"M":true}}}}'.encode()
-                            ),
-                        )
+                    body = (
+                        f'{{"stream":"{s_agg}","data":{{"e":"aggTrade","E":{e},"s":"{sym}",'
+                        f'"a":{a},"p":"{ps}","q":"{fmt8(agg_qty)}","f":{f},"l":{last},"T":{t},'
+                        f'"m":{mk},"M":true}}}}'.encode()
                     )
+                    add((s_agg, heads[len(body)] + body if len(body) < 4096 else frame(body)))
                 if w_trade:
                     for i, q in enumerate(qtys):
                         add(
@@ -218,15 +215,11 @@ class Simulator:
                         )
                 if w_book:
                     u, b, bq, ask, aq = book
-                    add(
-                        (
-                            s_book,
-                            frame(
-                                f'{{"stream":"{s_book}","data":{{"u":{u},"s":"{sym}","b":"{fmt8(b)}",'
-                                f'"B":"{fmt8(bq)}","a":"{fmt8(ask)}","A":"{fmt8(aq)}"}}}}'.encode()
-                            ),
-                        )
+                    body = (
+                        f'{{"stream":"{s_book}","data":{{"u":{u},"s":"{sym}","b":"{fmt8(b)}",'
+                        f'"B":"{fmt8(bq)}","a":"{fmt8(ask)}","A":"{fmt8(aq)}"}}}}'.encode()
                     )
+                    add((s_book, heads[len(body)] + body if len(body) < 4096 else frame(body)))
         self.deliver(items)
 
     def deliver(self, items: list[tuple[str, bytes]]) -> None:
