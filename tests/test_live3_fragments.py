@@ -77,3 +77,15 @@ def test_a_fragmented_message_between_bursts_keeps_its_place() -> None:
         return got
 
     assert len(asyncio.run(main())) == 40
+
+
+def test_a_broken_fragment_sequence_hands_the_rest_to_websockets_for_good() -> None:
+    from tests.test_klive_burst_reader import reader, ws_frame
+
+    conn = reader()
+    stray = ws_frame(b"orphan", 0x0)  # a continuation with no message to continue
+    conn.data_received(ws_frame(b"a") + stray + ws_frame(b"b"))
+    conn.data_received(ws_frame(b"c"))
+    assert conn.bursts == [[b"a"]]  # what came before it, in order
+    # From the broken frame on, websockets gets everything whole (it refuses it and closes).
+    assert conn.fed == [stray + ws_frame(b"b"), ws_frame(b"c")]
