@@ -11,6 +11,9 @@ streams for ``QUANT_BENCH_LIVE_SECONDS`` (default 130) into ``quant warehouse se
   must be contiguous without duplicates (REST repair included). A run that lost a trade, or
   dropped frames (it fell behind and REST repaired them), did not sustain its rate: the run is
   repeated at 0.75x and 0.5x the rate, and the benchmark fails if none was sustained.
+* CPU per 1,000 messages of each process sharing the machine (``quant live``, the simulator,
+  the warehouse endpoint), printed with each run; ``QUANT_BENCH_LIVE_PROFILE=FILE`` runs
+  ``quant live --profile FILE`` (cProfile of its processing).
 * bar delay: from the end of a minute to its bar being queryable in ClickHouse, polled every
   100 ms from this process; p50 and p99 over every (symbol, minute) that ended during the run.
   Its peer is the design floor, the configured lateness (a bar is final only after it).
@@ -321,8 +324,8 @@ def _cpu_s(pid: int | None) -> float:
 
 
 def _pid_of(argument: str) -> int | None:
-    """The pid of the Python process whose command line holds ``argument`` (the endpoint
-    serving a path: its launcher starts it in a shell-less child of its own)."""
+    """The pid of the ``quant warehouse serve`` process whose arguments hold ``argument`` (its
+    ``--path``): its launcher does not expose the pid."""
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
