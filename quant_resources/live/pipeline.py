@@ -208,6 +208,9 @@ class LivePipeline:
         )
         self.log = SessionLogThread(writer, asyncio.get_running_loop(), self._on_durable)
         self.client.on_event = self._connection_event
+        # numpy's first ``unique`` imports numpy.ma (about a second on a loaded machine): paid
+        # before the first frame, not by the first burst while frames queue up (profiled).
+        np.unique(np.zeros(2, np.int64))
         for sink in self.sinks.values():
             await sink.start()
         self._record_settings()

@@ -205,7 +205,9 @@ class WarehouseSink:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
-        return None
+        # Arrow's first ``take`` imports pyarrow.compute and pandas (about a second of CPU):
+        # paid here, before the first frame, not by the first burst while frames queue up.
+        _codes_as_strings(["warm-up"], np.zeros(1, np.int64))
 
     def buffered(self) -> int:
         chunks = sum(t.num_rows for tables in self.tables.values() for t in tables)
