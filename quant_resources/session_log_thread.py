@@ -42,6 +42,8 @@ class SessionLogThread:
         self.on_durable = on_durable
         self.ticket = 0  # records handed over (an append_many counts once)
         self.durable_ticket = 0  # of those, written and fsynced (set by the thread)
+        self.records = 0  # records handed over (an append_many counts each)
+        self.durable_records = 0  # of those, written and fsynced (set by the thread)
         self._ops: collections.deque = collections.deque()
         self._wake = threading.Condition()
         self._answer_due = False  # an ``_answer`` is scheduled on the loop
@@ -57,18 +59,24 @@ class SessionLogThread:
         self, kind: Any, conn_id: int, recv_ns: int, payload: bytes, meta: dict | None = None
     ) -> int:
         """Hand one record over; -> its ticket."""
-        self._put((False, kind, (conn_id, recv_ns, payload, meta)))
+        self._put((False, kind, (conn_id, recv_ns, payload, meta)), 1)
         return self.ticket
 
     def append_many(self, kind: Any, records: Sequence[tuple]) -> None:
         """Hand (conn_id, recv_ns, payload) records without meta over, in order."""
-        self._put((True, kind, records))
+        self._put((True, kind, records), len(records))
 
-    def _put(self, op: tuple) -> None:
+    @property
+    def backlog(self) -> int:
+        """Records handed over and not yet fsynced."""
+        return self.records - self.durable_records
+
+    def _put(self, op: tuple, n: int) -> None:
         if self._error is not None:
             raise RuntimeError(f"the session log cannot be written: {self._error}")
         self._ops.append(op)
         self.ticket += 1
+        self.records += n
         with self._wake:  # read under the lock: a thread about to wait sees the op or is woken
             if self._idle:
                 self._wake.notify()
@@ -124,7 +132,7 @@ class SessionLogThread:
         """Apply what was handed over, in order; fsync after each drain (everything handed over
         meanwhile is covered by the one fsync: under load, many bursts per fsync)."""
         writer, ops, wake = self.writer, self._ops, self._wake
-        done = 0  # tickets applied
+        done = records = 0  # tickets and records applied
         try:
             while True:
                 with wake:
@@ -133,15 +141,21 @@ class SessionLogThread:
                         wake.wait()
                     self._idle = False
                     stopping = self._stopping
-                while ops:
+                # Only what was handed over before this drain: the loop keeps handing records
+                # over, and a drain that chased them would never fsync under sustained load
+                # (nothing would reach a sink, and a stop would wait for the whole backlog).
+                for _ in range(len(ops)):
                     many, kind, args = ops.popleft()
                     if many:
                         writer.append_many(kind, args)
+                        records += len(args)
                     else:
                         writer.append(kind, *args)
+                        records += 1
                     done += 1
                 if done > self.durable_ticket:
                     writer.sync()
+                    self.durable_records = records
                     self.durable_ticket = done
                     if not self._answer_due:
                         self._answer_due = True
