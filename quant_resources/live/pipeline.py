@@ -72,6 +72,8 @@ from quant_resources.session_writer import SessionWriter
 log = logging.getLogger(__name__)
 REPAIR_PAGE = 1000
 CLOCK_EVERY_S = 1.0  # seconds between readings of the exchange's clock
+# Records the session log's thread may have waiting before the processor waits for it.
+LOG_BACKLOG_MAX = 50_000
 DRAIN_MAX = 4096  # frames taken from the queue per burst (a socket read's burst is not split)
 # Prompt sinks (NATS) are flushed as the queue runs dry, each time behind an fsync of the log:
 # at most this often, so a trickle of frames costs a bounded number of fsyncs per second.
@@ -267,7 +269,9 @@ class LivePipeline:
             # and nothing received waits in the queue.
             if self.clock.now_ms is not None and self.client.settled(5.0) and self.queue.empty():
                 self._heartbeat(self.clock.now_ms)
-            await self._flush_sinks()
+            # Never awaits an insert: a ticker waiting on a slow ClickHouse would not stop the
+            # run at its duration, nor roll the telemetry.
+            self._send_sinks()
             self._roll_telemetry()
             self.status(self.summary, self)
 
@@ -403,14 +407,17 @@ class LivePipeline:
                 self._apply_rest(item)
             if frames:
                 self._on_frames(frames)
+            if self.log.backlog > LOG_BACKLOG_MAX:
+                # The log's thread is behind: wait for it rather than queue without bound. The
+                # socket readers go on meanwhile (what overflows the queue is dropped, counted
+                # and repaired from REST).
+                await self.log.durable()
             self._stage_durable()
             sinks = self.sinks.values()
             if any(sink.buffered() >= self.config.flush_rows for sink in sinks):
                 # Released now (the gate), sent by a task: the processor goes on reading the
                 # queue while ClickHouse takes the insert (sinks send in order, one at a time).
-                self._release()
-                if self._sender is None or self._sender.done():
-                    self._sender = asyncio.create_task(self._send_released(), name="sink-send")
+                self._send_sinks()
             # Prompt sinks' consumers (NATS) want events promptly: release when the queue runs
             # dry (or their buffer grows), one await per burst rather than one per frame; what
             # is not durable yet goes when the log's thread has fsynced it (``_on_durable``).
@@ -586,9 +593,11 @@ class LivePipeline:
     async def _send_released(self) -> None:
         await self._flush(self.sinks.values())
 
-    async def _flush_sinks(self) -> None:
+    def _send_sinks(self) -> None:
+        """Release what is due; the sender task sends it (one at a time, in order)."""
         self._release()
-        await self._flush(self.sinks.values())
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_released(), name="sink-send")
 
     def _roll_telemetry(self, final: bool = False) -> None:
         """Close the wall-clock minute of the telemetry sink (``final``: also the current one)

@@ -256,7 +256,10 @@ class WarehouseSink:
     async def _flush(self) -> None:
         if not self.pending or time.monotonic() < self._retry_at:
             return
-        while self.pending:
+        # Only the batches released before this flush: the processor releases more while an
+        # insert runs, and a flush that chased them would never end when ClickHouse takes
+        # rows slower than they arrive (the ticker waiting on it never stopped the run).
+        for _ in range(len(self.pending)):
             batch = self.pending[0]
             try:
                 await asyncio.to_thread(
