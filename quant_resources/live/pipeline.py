@@ -176,7 +176,7 @@ class LivePipeline:
         self.snapshots = SnapshotFetcher(self.rest, self._deliver_snapshot)
         self._handover = False  # a handover's old connection streams until the new one does
         self._released_at = 0.0
-        self._sender: asyncio.Task | None = None  # sends released rows (``_process``)
+        self._sender: asyncio.Task | None = None  # sends released rows (processor, ticker)
         self.log: SessionLogThread | None = None
         # Kernel outputs (with the log's ticket of their last record) not yet fsynced.
         self._unstaged: collections.deque[tuple[int, KernelOutput]] = collections.deque()
