@@ -11,6 +11,9 @@ streams for ``QUANT_BENCH_LIVE_SECONDS`` (default 130) into ``quant warehouse se
   must be contiguous without duplicates (REST repair included). A run that lost a trade, or
   dropped frames (it fell behind and REST repaired them), did not sustain its rate: the run is
   repeated at 0.75x and 0.5x the rate, and the benchmark fails if none was sustained.
+* CPU per 1,000 messages of each process sharing the machine (``quant live``, the simulator,
+  the warehouse endpoint), printed with each run; ``QUANT_BENCH_LIVE_PROFILE=FILE`` runs
+  ``quant live --profile FILE`` (cProfile of its processing).
 * bar delay: from the end of a minute to its bar being queryable in ClickHouse, polled every
   100 ms from this process; p50 and p99 over every (symbol, minute) that ended during the run.
   Its peer is the design floor, the configured lateness (a bar is final only after it).
@@ -50,6 +53,8 @@ N_SYMBOLS = int(os.environ.get("QUANT_BENCH_LIVE_SYMBOLS", "8"))
 LATENESS_MS = int(os.environ.get("QUANT_BENCH_LIVE_LATENESS_MS", "500"))
 SYMBOLS = ["btcusdt", "ethusdt", "bnbusdt", "solusdt", "xrpusdt", "adausdt", "dogeusdt", "trxusdt"]
 STREAMS = "aggTrade,bookTicker"
+# A file for ``quant live --profile`` (cProfile of the run): where its CPU goes.
+PROFILE = os.environ.get("QUANT_BENCH_LIVE_PROFILE")
 
 
 def _symbols() -> list[str]:
@@ -194,7 +199,7 @@ def _attempt(
             migrations = load("clickhouse")
             migrate(ClickHouseLedger(warehouse), migrations, migrations[-1].key)
             sim_args = ("--symbols", ",".join(symbols), "--rate", str(rate), "--seed", "5")
-            with binance_simulator(*sim_args) as (_, ws_url, rest_url):
+            with binance_simulator(*sim_args) as (sim, ws_url, rest_url):
                 poller = _BarPoller(warehouse)
                 poller.start()
                 env = {
@@ -211,6 +216,8 @@ def _attempt(
                 started = time.time()
                 # CPU of quant live alone: the only child reaped around this call.
                 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+                peers = {"simulator": sim.pid, "warehouse": _pid_of(str(root / "warehouse"))}
+                peer_cpu = {name: _cpu_s(pid) for name, pid in peers.items()}
                 live = subprocess.run(
                     quant(
                         "live",
@@ -223,6 +230,7 @@ def _attempt(
                         "--lateness-ms",
                         str(LATENESS_MS),
                         "--json",
+                        *(("--profile", PROFILE) if PROFILE else ()),
                     ),
                     env=env,
                     capture_output=True,
@@ -231,6 +239,7 @@ def _attempt(
                 )
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 cpu_s = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+                peer_cpu = {name: _cpu_s(pid) - peer_cpu[name] for name, pid in peers.items()}
                 poller.stop.set()
                 poller.join()
                 if live.returncode != 0:
@@ -248,6 +257,13 @@ def _attempt(
         f"{summary['gaps']}, repaired {summary['trades_repaired']}, reconnects "
         f"{summary['reconnects']}; lost or duplicated: {losses or 'none'}; CPU "
         f"{cpu_s:.1f} s; redis {summary.get('redis') or 'off'}",
+        flush=True,
+    )
+    # CPU per 1,000 messages of each of the three processes sharing the machine.
+    per_1000 = {"quant live": cpu_s, **peer_cpu}
+    print(
+        "  CPU ms per 1,000 msgs processed: "
+        + ", ".join(f"{n} {v * 1e6 / max(summary['frames'], 1):.2f}" for n, v in per_1000.items()),
         flush=True,
     )
     if losses or summary["drops"]:
@@ -294,6 +310,31 @@ def rate_and_delay_figures(symbols, offered, achieved, delays, goal) -> list[Fig
             higher_is_better=False,
         ),
     ]
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a running process (and its reaped children), from /proc."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _pid_of(argument: str) -> int | None:
+    """The pid of the ``quant warehouse serve`` process whose arguments hold ``argument`` (its
+    ``--path``): its launcher does not expose the pid."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argument.encode() in cmd and b"warehouse" in cmd:
+                return int(proc.name)
+    return None
 
 
 def _sim_stats(rest_url: str) -> dict:

@@ -60,6 +60,15 @@ def live(
     max_outage: float = typer.Option(
         60.0, help="Stop (exit 1) after this many seconds without a successful warehouse write."
     ),
+    profile: Path = typer.Option(
+        None,
+        "--profile",
+        help=(
+            "Profile the session with cProfile and write the stats to this file at the stop "
+            "(read with python -m pstats FILE, or snakeviz); its path is in the summary."
+        ),
+        dir_okay=False,
+    ),
     dagster: bool = typer.Option(
         None,
         "--dagster/--no-dagster",
@@ -102,6 +111,7 @@ def live(
         raise typer.Exit(1) from None
     typer.echo(f"warehouse {warehouse.display_url}", err=True)
     instance = dagster_instance_home(dagster)
+    profiler = start_profile(profile)
     try:
         if instance is None:
             summary = run_live(
@@ -126,11 +136,38 @@ def live(
     except (WarehouseOutage, LiveRunFailed) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        written = stop_profile(profiler, profile)
+    summary.profile = written
     if json_summary:
         run = getattr(summary, "dagster_run", None)
         typer.echo(json.dumps({**asdict(summary), "dagster_run": run}, default=str))
     else:
         typer.echo(describe(summary))
+
+
+def start_profile(path: Path | None):
+    """A running cProfile profiler when ``--profile`` names a file (its directory checked now, not
+    after the session), else None."""
+    if path is None:
+        return None
+    import cProfile
+
+    if not path.parent.is_dir():
+        raise typer.BadParameter(f"--profile {path}: directory {path.parent} does not exist")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def stop_profile(profiler, path: Path | None) -> str | None:
+    """Stop profiling and write the stats (also after a failed session); -> the file written."""
+    if profiler is None or path is None:
+        return None
+    profiler.disable()
+    profiler.dump_stats(path)
+    typer.echo(f"profile written to {path}", err=True)
+    return str(path)
 
 
 class WarehouseOutage(RuntimeError):
@@ -292,6 +329,8 @@ def describe(summary) -> str:
         f"  repaired    {summary.gaps} gaps, {summary.trades_repaired:,} trades from REST "
         f"({summary.rest_requests} requests); {summary.duplicates:,} duplicates dropped; "
         f"{summary.dropped_late:,} trades too late for their bars (stored, not in bars_1m)\n"
+        f"  lost        {getattr(summary, 'ids_absent', 0):,} trade ids missing from the stream "
+        "that REST lacks too (lost for good)\n"
         f"  connection  {summary.reconnects} reconnects, {summary.handovers} handovers, "
         f"{summary.drops:,} frames dropped in the queue\n"
         f"  rejected    {_pairs(summary.rejects)}\n"
@@ -300,8 +339,13 @@ def describe(summary) -> str:
         + _redis_line(summary.sinks.get("redis"))
         + f"  session log {summary.session_dir}\n"
         + _run_line(getattr(summary, "dagster_run", None))
+        + _profile_line(getattr(summary, "profile", None))
         + f"  digest      {summary.final_digest}"
     )
+
+
+def _profile_line(path: str | None) -> str:
+    return f"  profile     {path} (cProfile: python -m pstats {path})\n" if path else ""
 
 
 def _run_line(run: str | None) -> str:

@@ -18,6 +18,7 @@ COUNTERS = (
     "gaps_opened",
     "trades_repaired",
     "duplicates",
+    "ids_absent",  # live3: missing trade ids REST lacks too (lost for good)
 )
 
 

@@ -24,6 +24,7 @@ from quant_core.replay import replay
 from quant_dev.binance_sim.depth import DepthMarket
 from quant_resources.binance.stream import RawFrame
 from quant_resources.live.pipeline import LiveConfig, LivePipeline, RestAnswer
+from quant_resources.session_log_thread import SessionLogThread  # live3
 from quant_resources.session_writer import SessionWriter
 from tests.test_kernel_bad_input import (
     MINUTE,
@@ -84,9 +85,13 @@ class Stream:
             payloads += [self.diff("BTCUSDT"), agg(self.trade_id, self.ts), self.diff("ETHUSDT")]
         self.frames(payloads + list(extra))
 
+    def outputs(self) -> list:
+        """live3: the sink's outputs and those waiting for the log's fsync (not staged yet)."""
+        return [*self.sink.outputs, *(out for _, out in self.pipeline._unstaged)]
+
     def request_id(self, symbol: str) -> int:
         requests = [
-            r for out in self.sink.outputs if out.books is not None
+            r for out in self.outputs() if out.books is not None
             for r in out.books.output.requests if r.symbol == symbol
         ]  # fmt: skip
         return requests[-1].request_id
@@ -123,8 +128,11 @@ def run_live(
     eth = s.markets["ETHUSDT"]
 
     async def drive() -> None:
-        pipeline.log = SessionWriter(
-            config.session_root, config.session_id, "binance", config.streams, SYMBOLS, "t"
+        pipeline.log = SessionLogThread(  # live3: the log's own thread, as in live
+            SessionWriter(
+                config.session_root, config.session_id, "binance", config.streams, SYMBOLS, "t"
+            ),
+            asyncio.get_running_loop(),
         )
         pipeline._record_settings()
         stale = eth.snapshot(5000)  # older than ETH's first buffered diff
@@ -147,12 +155,16 @@ def run_live(
         s.answer("ETHUSDT")
         s.answer("BTCUSDT")
         s.burst(10)
+        await pipeline.log.durable()  # live3: fsynced, then staged (the write-ahead gate)
+        pipeline._stage_durable()  # live3
         if at_end is not None:
             await at_end(pipeline)
         await pipeline._stop_repairs()
         await pipeline.snapshots.close()
         stop_ms = s.ts // MINUTE * MINUTE
         pipeline._emit(pipeline.kernel.flush(stop_ms))
+        await pipeline.log.durable()  # live3
+        pipeline._stage_durable()  # live3
         pipeline.log.close(stop_ms)
 
     asyncio.run(drive())

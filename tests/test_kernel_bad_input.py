@@ -24,6 +24,7 @@ from quant_core.sessionlog.format import RecordKind
 from quant_core.sessionlog.reader import SessionReader
 from quant_resources.binance.stream import RawFrame
 from quant_resources.live.pipeline import LiveConfig, LivePipeline, RestAnswer
+from quant_resources.session_log_thread import SessionLogThread  # live3
 from quant_resources.session_writer import SessionWriter
 from tests.test_decode import REJECT_CASES
 
@@ -159,8 +160,16 @@ def run_live(tmp_path: Path, steps: list[tuple], stop_ms: int) -> tuple[list, Pa
     pipeline.sinks = {"record": sink}
 
     async def drive() -> None:
-        pipeline.log = SessionWriter(
-            config.session_root, config.session_id, "binance", config.streams, config.symbols, "t"
+        pipeline.log = SessionLogThread(  # live3: the log's own thread, as in live
+            SessionWriter(
+                config.session_root,
+                config.session_id,
+                "binance",
+                config.streams,
+                config.symbols,
+                "t",
+            ),
+            asyncio.get_running_loop(),
         )
         recv = 1_000
         for step in steps:
@@ -183,6 +192,8 @@ def run_live(tmp_path: Path, steps: list[tuple], stop_ms: int) -> tuple[list, Pa
                 pipeline._seed(*step[1:])
         await pipeline._stop_repairs()  # the repairs it scheduled (REST unreachable) end
         pipeline._emit(pipeline.kernel.flush(stop_ms))
+        await pipeline.log.durable()  # live3: fsynced, then staged (the write-ahead gate)
+        pipeline._stage_durable()  # live3
         pipeline.log.close(stop_ms)
 
     asyncio.run(drive())

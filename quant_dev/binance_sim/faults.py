@@ -9,9 +9,10 @@ faults at the same frames.
 default 1) published to that client while it stays connected; the connection stays open, so
 the client learns of them only from the id gap and recovers them from REST.
 
-``lose:N[:k]``: like ``drops`` for aggTrade frames, and those aggregate trades are also gone
-from ``/api/v3/aggTrades`` (the simulator forgets them): a loss no client can repair, which
-only the exchange's archive reveals. The lost ids are listed in the stats (``lost_agg_ids``).
+``lose:N[:k]``: like ``drops`` (aggTrade/trade frames), and those trades are also gone from
+REST (the simulator forgets them): an aggTrade from ``/api/v3/aggTrades``, a trade from
+``/api/v3/historicalTrades``. A loss no client can repair, which only the exchange's archive
+reveals. The lost ids are listed in the stats (``lost_agg_ids``, ``lost_trade_ids``).
 """
 
 from __future__ import annotations

@@ -133,7 +133,10 @@ def historical_trades(sim: Simulator, q: dict[str, str]) -> list[dict]:
     limit = limit_param(q, 500, 1000)
     from_id = int_param(q, "fromId")
     lo = m.next_trade_id - limit if from_id is None else from_id
-    return _trade_rows(m, max(lo, m.first_trade_id), limit)
+    # Trades the `lose` fault took are gone from here too (fetched with as many more).
+    lost = len(sim.lost_trades.get(m.spec.symbol.upper(), ()))
+    rows = _trade_rows(m, max(lo, m.first_trade_id), limit + lost)
+    return sim.without_lost(m.spec.symbol, rows, limit, key="id")
 
 
 def get_klines(sim: Simulator, q: dict[str, str]) -> list[list]:

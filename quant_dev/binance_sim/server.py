@@ -67,6 +67,7 @@ class Simulator:
         self.drops_owed = 0  # trade frames a closed connection's `drops` had still to leave out
         self.lose_owed = 0  # the same for `lose`
         self.lost: dict[str, set[int]] = {}  # symbol -> agg ids `lose` took from stream and REST
+        self.lost_trades: dict[str, set[int]] = {}  # the same for trade ids (`trade` stream)
         self.stats: dict = {
             "frames_sent": dict.fromkeys(FRAME_KINDS, 0),
             "faults": dict.fromkeys(faults.KINDS, 0),
@@ -94,17 +95,20 @@ class Simulator:
     def set_faults(self, spec: str) -> None:
         self.plan = faults.FaultPlan(faults.parse(spec), self.config.seed, self.config.fault_gap)
 
-    def lose(self, agg_frame: bytes) -> None:
-        """The `lose` fault took this aggTrade frame: REST forgets its trade too."""
-        data = orjson.loads(wire.server_payload(agg_frame))
+    def lose(self, frame: bytes) -> None:
+        """The `lose` fault took this aggTrade or trade frame: REST forgets its trade too
+        (``/api/v3/aggTrades`` or ``/api/v3/historicalTrades``)."""
+        data = orjson.loads(wire.server_payload(frame))
         data = data.get("data", data)
-        self.lost.setdefault(str(data["s"]).upper(), set()).add(int(data["a"]))
+        lost, key = (self.lost, "a") if data.get("e") == "aggTrade" else (self.lost_trades, "t")
+        lost.setdefault(str(data["s"]).upper(), set()).add(int(data[key]))
         self.stats["trades_lost"] += 1
 
-    def without_lost(self, symbol: str, rows: list[dict], limit: int) -> list[dict]:
-        """REST aggTrades rows (fetched ``limit`` + lost more) without the lost trades."""
-        lost = self.lost.get(symbol.upper())
-        return [r for r in rows if r["a"] not in lost][:limit] if lost else rows[:limit]
+    def without_lost(self, symbol: str, rows: list[dict], limit: int, key: str = "a") -> list[dict]:
+        """REST rows (fetched ``limit`` + lost more) without the lost trades: aggTrades rows
+        by their agg id (``key`` "a"), historicalTrades rows by their trade id ("id")."""
+        lost = (self.lost if key == "a" else self.lost_trades).get(symbol.upper())
+        return [r for r in rows if r[key] not in lost][:limit] if lost else rows[:limit]
 
     def trigger(self, kind: str, param: float | None) -> int:
         for session in self.sessions:
@@ -135,6 +139,7 @@ class Simulator:
             "paused": self.paused,
             "rate": self.rate,
             "lost_agg_ids": {s: sorted(ids) for s, ids in self.lost.items()},
+            "lost_trade_ids": {s: sorted(ids) for s, ids in self.lost_trades.items()},
             "faults_planned": self.plan.describe(),
             "fault_frames": self.plan.frames,
         }
@@ -179,6 +184,7 @@ class Simulator:
         e_ms = clock.now_ms()  # tlive: shifted clock
         items: list[tuple[str, bytes]] = []
         add, frame = items.append, wire.frame
+        heads = wire.TEXT_HEADS  # frame() inlined for the two streams of every event
         for m, events in generated:
             sym, sl = m.spec.symbol, m.stream
             s_agg, s_trade, s_book = f"{sl}@aggTrade", f"{sl}@trade", f"{sl}@bookTicker"
@@ -189,16 +195,12 @@ class Simulator:
             for a, f, last, p, qtys, agg_qty, maker, t, book in events:
                 ps, mk = fmt8(p), "true" if maker else "false"
                 if w_agg:
-                    add(
-                        (
-                            s_agg,
-                            frame(
-                                f'{{"stream":"{s_agg}","data":{{"e":"aggTrade","E":{e},"s":"{sym}",'
-                                f'"a":{a},"p":"{ps}","q":"{fmt8(agg_qty)}","f":{f},"l":{last},"T":{t},'
-                                f'"m":{mk},"M":true}}}}'.encode()
-                            ),
-                        )
+                    body = (
+                        f'{{"stream":"{s_agg}","data":{{"e":"aggTrade","E":{e},"s":"{sym}",'
+                        f'"a":{a},"p":"{ps}","q":"{fmt8(agg_qty)}","f":{f},"l":{last},"T":{t},'
+                        f'"m":{mk},"M":true}}}}'.encode()
                     )
+                    add((s_agg, heads[len(body)] + body if len(body) < 4096 else frame(body)))
                 if w_trade:
                     for i, q in enumerate(qtys):
                         add(
@@ -213,15 +215,11 @@ class Simulator:
                         )
                 if w_book:
                     u, b, bq, ask, aq = book
-                    add(
-                        (
-                            s_book,
-                            frame(
-                                f'{{"stream":"{s_book}","data":{{"u":{u},"s":"{sym}","b":"{fmt8(b)}",'
-                                f'"B":"{fmt8(bq)}","a":"{fmt8(ask)}","A":"{fmt8(aq)}"}}}}'.encode()
-                            ),
-                        )
+                    body = (
+                        f'{{"stream":"{s_book}","data":{{"u":{u},"s":"{sym}","b":"{fmt8(b)}",'
+                        f'"B":"{fmt8(bq)}","a":"{fmt8(ask)}","A":"{fmt8(aq)}"}}}}'.encode()
                     )
+                    add((s_book, heads[len(body)] + body if len(body) < 4096 else frame(body)))
         self.deliver(items)
 
     def deliver(self, items: list[tuple[str, bytes]]) -> None:

@@ -120,9 +120,19 @@ def handshake_response(req: Request) -> bytes:
     ).encode()
 
 
+# The headers of text frames of up to 4 KiB, made once: market-data frames take them by length
+# (the simulator publishes tens of thousands a second).
+TEXT_HEADS = tuple(
+    bytes((0x80 | OP_TEXT, n)) if n < 126 else struct.pack("!BBH", 0x80 | OP_TEXT, 126, n)
+    for n in range(4096)
+)
+
+
 def frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     """One unmasked, unfragmented server frame."""
     n = len(payload)
+    if n < 4096 and opcode == OP_TEXT:
+        return TEXT_HEADS[n] + payload
     if n < 126:
         return bytes((0x80 | opcode, n)) + payload
     if n < 65536:

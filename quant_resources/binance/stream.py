@@ -15,8 +15,8 @@
 * Data frames are read in bursts (:class:`BurstConnection`): every complete frame of one socket
   read goes to the queue as one :class:`FrameBurst`, without a per-frame parser call, await or
   queue item, which is most of what receiving cost per message. websockets still does the
-  handshake, pings, pongs and the close; it is given every frame that is not a whole text or
-  binary data frame.
+  handshake, pings, pongs and the close; a fragmented message is reassembled in its place in
+  the burst, so messages reach the queue in the order sent by construction.
 """
 
 from __future__ import annotations
@@ -61,36 +61,57 @@ class FrameBurst:
         return len(self.frames)
 
 
-# Whole unfragmented data frames (FIN set, no RSV bits: nothing negotiated), text or binary.
+# Data frames (FIN set, no RSV bits: nothing negotiated), text or binary, whole messages.
 DATA_HEADERS = (0x81, 0x82)
+# A fragmented message: its first frame (FIN clear), then continuations (FIN on the last).
+FIRST_FRAGMENTS = (0x01, 0x02)
+CONTINUATION, LAST_CONTINUATION = 0x00, 0x80
 U16 = struct.Struct(">H").unpack_from  # extended payload lengths
 U64 = struct.Struct(">Q").unpack_from
-MAX_FRAME = 2**22  # bytes; a larger frame goes to websockets, which refuses it (max_size)
+MAX_FRAME = 2**22  # bytes; a larger frame or message goes to websockets, which refuses it
 
 
 class BurstConnection(ClientConnection):
-    """A websockets client connection that hands every whole data frame of a socket read to
-    ``on_burst`` at once. Until ``on_burst`` is set and what websockets already parsed has been
-    read, everything goes through websockets as usual; from then on this class keeps the bytes
-    of a frame that is not complete yet, and websockets is fed only whole frames that are not
-    plain data frames (pings, pongs, close, fragments, oversized or masked frames), in their
-    place in the stream, so its own parser always sits at a frame boundary. Binance sends
-    neither fragments nor compressed frames (no extension is negotiated); a fragmented message
-    would still be delivered, through ``recv``, but may overtake the bursts around it."""
+    """A websockets client connection that hands every data message of a socket read to
+    ``on_burst`` at once, in stream order. Until ``on_burst`` is set and what websockets
+    already parsed has been read, everything goes through websockets as usual; from then on
+    this class keeps the bytes of a frame that is not complete yet, and websockets is fed only
+    whole control frames (pings, pongs, close), in their place in the stream, so its own parser
+    always sits at a frame boundary.
+
+    A fragmented message (Binance sends none) is reassembled here and joins the burst in its
+    place, so no message can overtake another: every data message reaches ``on_burst``, in
+    order, by construction. Anything else (a masked, compressed or oversized frame, a broken
+    fragment sequence) ends bursting for good: what is not handed over yet goes to websockets
+    whole, from a frame boundary, after the bursts before it, and websockets refuses it or
+    delivers every later message through ``recv``, still in order."""
 
     on_burst: Callable[[list[bytes], int], None] | None = None
     _bursting = False
     _pending: bytearray | None = None
+    _given_up = False
+    # The fragmented message being reassembled: its frames as received, and their payloads.
+    _fragment_raw: bytearray | None = None
+    _fragment_parts: list[bytes] | None = None
+
+    def _stop_bursting(self, rest: bytes) -> None:
+        """Everything not yet handed over (a fragment's frames first) to websockets, whole."""
+        self._bursting = False
+        raw = self._fragment_raw or b""
+        self._fragment_raw = self._fragment_parts = None
+        self._pending = None
+        super().data_received(bytes(raw) + bytes(rest))
 
     def data_received(self, data: bytes) -> None:
         if self._bursting and self.protocol.state is not State.OPEN:
             # Closing: websockets reads the rest (the peer's close frame among it) and pauses
             # reading when nobody takes its messages, so a closed connection stops delivering.
-            self._bursting = False
-            data, self._pending = bytes(self._pending) + data, None
+            self._stop_bursting(bytes(self._pending) + data)
+            return
         if not self._bursting:
             if (
-                self.on_burst is None
+                self._given_up
+                or self.on_burst is None
                 or self.protocol.state is not State.OPEN
                 or len(self.recv_messages.frames)
                 or self.protocol.reader.buffer
@@ -108,8 +129,7 @@ class BurstConnection(ClientConnection):
             first, length = buf[pos], buf[pos + 1]
             head = 2
             if length & 0x80:  # masked: not from a server; websockets refuses it
-                length = end - pos - head
-                first = 0
+                first, length = -1, 0
             elif length == 126:
                 if end - pos < 4:
                     break
@@ -118,22 +138,53 @@ class BurstConnection(ClientConnection):
                 if end - pos < 10:
                     break
                 length, head = U64(buf, pos + 2)[0], 10
+            if length > MAX_FRAME:  # not buffered here: websockets refuses it (max_size)
+                first, length = -1, 0
             stop = pos + head + length
-            if stop > end:
+            if first >= 0 and stop > end:
                 break
-            if first in DATA_HEADERS and length <= MAX_FRAME:
+            if first in DATA_HEADERS and self._fragment_parts is None:
                 frames.append(bytes(view[pos + head : stop]))
-            else:
+            elif 0x88 <= first <= 0x8A:  # close, ping, pong: websockets answers
                 if frames:
                     self.on_burst(frames, time.time_ns())
                     frames = []
                 super().data_received(bytes(view[pos:stop]))
+            elif (message := self._fragment(first, view, pos, head, stop)) is not None:
+                if message is not False:
+                    frames.append(message)
+            else:  # not for this reader: websockets takes over from this frame on
+                if frames:
+                    self.on_burst(frames, time.time_ns())
+                rest = bytes(view[pos:])
+                view.release()
+                self._given_up = True
+                self._stop_bursting(rest)
+                return
             pos = stop
         view.release()
         if pos:
             del buf[:pos]
         if frames:
             self.on_burst(frames, time.time_ns())
+
+    def _fragment(self, first: int, view: memoryview, pos: int, head: int, stop: int):
+        """A frame of a fragmented message: False while it is incomplete, the whole message
+        on its last frame, None when the frame breaks the sequence (or the size limit)."""
+        parts = self._fragment_parts
+        if first in FIRST_FRAGMENTS and parts is None:
+            self._fragment_raw, self._fragment_parts = bytearray(), []
+        elif first not in (CONTINUATION, LAST_CONTINUATION) or parts is None:
+            return None
+        raw, parts = self._fragment_raw, self._fragment_parts
+        if len(raw) + stop - pos > MAX_FRAME + 64:
+            return None
+        raw += view[pos:stop]
+        parts.append(bytes(view[pos + head : stop]))
+        if first != LAST_CONTINUATION:
+            return False
+        self._fragment_raw = self._fragment_parts = None
+        return b"".join(parts)
 
 
 @dataclass

@@ -43,6 +43,7 @@ def totals(summary, pipeline) -> dict[str, int]:
         "gaps_opened": summary.gaps,
         "rest_trades": summary.trades_repaired,
         "rest_requests": summary.rest_requests,
+        "ids_absent": summary.ids_absent,  # missing ids REST lacks too: lost for good
     }
 
 

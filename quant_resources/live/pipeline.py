@@ -17,14 +17,15 @@ state too: the driver only fetches the depth snapshots the kernel requests
 settings first and a restart record when a new connection may have missed frames.
 
 Write-ahead rule: no row reaches a sink (ClickHouse, NATS, any other) before the records it came
-from are durable in the session log. One gate enforces it for every sink (``_release``): it
-fsyncs the log (``SessionWriter.sync``, one fsync covering everything appended so far) and then,
-with no await in between, releases what the sinks staged; sinks send released rows only. Staged
-rows were all produced from records appended before that fsync, so a crash at any moment leaves
-nothing in ClickHouse or NATS whose frames the log lacks. The gate runs when a sink flushes (the
-ticker every 0.2 s, a full buffer, NATS when the queue runs dry), so it costs one fsync per sink
-flush, not one per frame; in a quiet period the ticker still fsyncs records waiting for longer
-than the writer's ``fsync_every_seconds``.
+from are durable in the session log. The log is written by a thread of its own
+(``session_log_thread``): the processor hands records over and goes on; the thread encodes,
+chains the hashes, writes and fsyncs (one fsync per drain: under load many bursts each). Each
+kernel output waits with the log's ticket of its last record and is staged in the sinks only
+once the thread has fsynced that far (``_stage_durable``, the one gate for every sink); sinks
+stage, release and send nothing else. So a crash at any moment leaves nothing in ClickHouse or
+NATS whose frames the log lacks, and neither fsync nor the hash chain runs on the event loop.
+Sinks are released when they flush (the ticker every 0.2 s, a full buffer, NATS when the queue
+runs dry or an fsync makes new events durable).
 
 Bars are final once the exchange-time watermark has passed them by the lateness; while a gap
 is open the kernel holds the aggregator at the time of the last trade before the gap, so a bar
@@ -39,6 +40,7 @@ written (after a REST catch-up to that time), never the still-open minute.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -64,11 +66,14 @@ from quant_resources.live.books import BookSink, SnapshotFetcher
 from quant_resources.live.redis_sink import RedisSink
 from quant_resources.live.sinks import NatsSink, Sink, TelemetrySink, WarehouseSink
 from quant_resources.session_lock import LOCK_FILE
+from quant_resources.session_log_thread import SessionLogThread
 from quant_resources.session_writer import SessionWriter
 
 log = logging.getLogger(__name__)
 REPAIR_PAGE = 1000
 CLOCK_EVERY_S = 1.0  # seconds between readings of the exchange's clock
+# Records the session log's thread may have waiting before the processor waits for it.
+LOG_BACKLOG_MAX = 50_000
 DRAIN_MAX = 4096  # frames taken from the queue per burst (a socket read's burst is not split)
 # Prompt sinks (NATS) are flushed as the queue runs dry, each time behind an fsync of the log:
 # at most this often, so a trickle of frames costs a bounded number of fsyncs per second.
@@ -130,6 +135,7 @@ class LiveSummary:
     duplicates: int = 0
     gaps: int = 0
     trades_repaired: int = 0
+    ids_absent: int = 0  # missing trade ids REST does not have either (lost for good)
     rest_requests: int = 0
     drops: int = 0
     reconnects: int = 0
@@ -142,6 +148,7 @@ class LiveSummary:
     final_digest: str = ""
     seconds: float = 0.0
     books: dict = field(default_factory=dict)  # the kernel's book counts (with depth)
+    profile: str | None = None  # the cProfile stats file of ``quant live --profile``
 
 
 class LivePipeline:
@@ -169,8 +176,11 @@ class LivePipeline:
         self.snapshots = SnapshotFetcher(self.rest, self._deliver_snapshot)
         self._handover = False  # a handover's old connection streams until the new one does
         self._released_at = 0.0
-        self._sender: asyncio.Task | None = None  # sends released rows (``_process``)
-        self.log: SessionWriter | None = None
+        self._sender: asyncio.Task | None = None  # sends released rows (processor, ticker)
+        self.log: SessionLogThread | None = None
+        # Kernel outputs (with the log's ticket of their last record) not yet fsynced.
+        self._unstaged: collections.deque[tuple[int, KernelOutput]] = collections.deque()
+        self._prompt_task: asyncio.Task | None = None  # sends prompt sinks' rows (_on_durable)
         self.summary = LiveSummary(config.session_id, str(config.session_root / config.session_id))
         if self.kernel.books is not None:  # the same dict, kept current by the kernel
             self.summary.books = self.kernel.books.counts
@@ -178,6 +188,7 @@ class LivePipeline:
         self.clock = ExchangeClock()
         self._clock_task: asyncio.Task | None = None
         self._reconnects = 0  # connection replacements in the telemetry's current minute
+        self._absent_counted = 0  # ids_absent already counted in a closed telemetry minute
         self._repairs: dict[tuple[str, str], asyncio.Task] = {}
         self.status: Callable[[LiveSummary, LivePipeline], None] = lambda s, p: None
         self._started = time.monotonic()
@@ -186,15 +197,22 @@ class LivePipeline:
     async def run(self) -> LiveSummary:
         cfg = self.config
         cfg.session_root.mkdir(parents=True, exist_ok=True)
-        self.log = SessionWriter(
+        writer = SessionWriter(
             cfg.session_root,
             cfg.session_id,
             "binance",
             cfg.streams,
             cfg.symbols,
             f"quant {__version__}",
+            # The log's thread decides when to fsync (the gate, or records waiting 1 s).
+            fsync_every_records=2**62,
+            fsync_every_seconds=float("inf"),
         )
+        self.log = SessionLogThread(writer, asyncio.get_running_loop(), self._on_durable)
         self.client.on_event = self._connection_event
+        # numpy's first ``unique`` imports numpy.ma (about a second on a loaded machine): paid
+        # before the first frame, not by the first burst while frames queue up (profiled).
+        np.unique(np.zeros(2, np.int64))
         for sink in self.sinks.values():
             await sink.start()
         self._record_settings()
@@ -251,7 +269,9 @@ class LivePipeline:
             # and nothing received waits in the queue.
             if self.clock.now_ms is not None and self.client.settled(5.0) and self.queue.empty():
                 self._heartbeat(self.clock.now_ms)
-            await self._flush_sinks()
+            # Never awaits an insert: a ticker waiting on a slow ClickHouse would not stop the
+            # run at its duration, nor roll the telemetry.
+            self._send_sinks()
             self._roll_telemetry()
             self.status(self.summary, self)
 
@@ -387,15 +407,20 @@ class LivePipeline:
                 self._apply_rest(item)
             if frames:
                 self._on_frames(frames)
+            if self.log.backlog > LOG_BACKLOG_MAX:
+                # The log's thread is behind: wait for it rather than queue without bound. The
+                # socket readers go on meanwhile (what overflows the queue is dropped, counted
+                # and repaired from REST).
+                await self.log.durable()
+            self._stage_durable()
             sinks = self.sinks.values()
             if any(sink.buffered() >= self.config.flush_rows for sink in sinks):
                 # Released now (the gate), sent by a task: the processor goes on reading the
                 # queue while ClickHouse takes the insert (sinks send in order, one at a time).
-                self._release()
-                if self._sender is None or self._sender.done():
-                    self._sender = asyncio.create_task(self._send_released(), name="sink-send")
+                self._send_sinks()
             # Prompt sinks' consumers (NATS) want events promptly: release when the queue runs
-            # dry (or their buffer grows), one await per burst rather than one per frame.
+            # dry (or their buffer grows), one await per burst rather than one per frame; what
+            # is not durable yet goes when the log's thread has fsynced it (``_on_durable``).
             prompt = [sink for sink in sinks if sink.prompt and sink.buffered()]
             if (
                 prompt
@@ -403,8 +428,7 @@ class LivePipeline:
                 and time.monotonic() - self._released_at >= PROMPT_GATE_S
             ):
                 self._release()
-                for sink in prompt:
-                    await sink.flush()
+                await self._flush(prompt)
 
     def _on_frames(self, frames: list[RawFrame | FrameBurst]) -> None:
         """Frames in queue order (single frames or a socket read's burst each)."""
@@ -434,6 +458,7 @@ class LivePipeline:
         summary.bars += len(out.bars)
         summary.duplicates += out.duplicates
         summary.trades_repaired += out.repaired
+        summary.ids_absent = self.kernel.gaps.ids_absent
         for control in out.controls:
             if "shutdown" in control.kind.lower():
                 log.info("serverShutdown received: handing over to a new connection")
@@ -442,8 +467,8 @@ class LivePipeline:
         if out.books is not None:
             for request in out.books.output.requests:
                 self.snapshots.fetch(request)
-        for sink in self.sinks.values():
-            sink.stage(out)
+        # Staged once the log's thread has fsynced the records it came from (the gate).
+        self._unstaged.append((self.log.ticket, out))
 
     def _heartbeat(self, exchange_now_ms: int) -> None:
         """A quiet market still closes its bars on time (open gaps hold them). Recorded first
@@ -528,29 +553,51 @@ class LivePipeline:
         return out
 
     # -- sinks and telemetry ----------------------------------------------------------------------
+    def _stage_durable(self) -> None:
+        """The write-ahead gate, the only way output reaches a sink (module docstring): the
+        kernel's outputs whose records the log's thread has fsynced are staged in every sink,
+        in order; later ones wait for their fsync."""
+        pending, durable = self._unstaged, self.log.durable_ticket
+        sinks = self.sinks.values()
+        while pending and pending[0][0] <= durable:
+            out = pending.popleft()[1]
+            for sink in sinks:
+                sink.stage(out)
+
+    def _on_durable(self) -> None:
+        """(On the loop, after each fsync of the log's thread) stage what became durable;
+        prompt sinks (NATS) send it now when the processor has nothing to read."""
+        self._stage_durable()
+        if self.queue.empty():
+            self._send_prompt()
+
+    def _send_prompt(self) -> None:
+        prompt = [sink for sink in self.sinks.values() if sink.prompt and sink.buffered()]
+        if prompt and time.monotonic() - self._released_at >= PROMPT_GATE_S:
+            self._release()
+            if self._prompt_task is None or self._prompt_task.done():
+                self._prompt_task = asyncio.create_task(self._flush(prompt), name="prompt-send")
+
     def _release(self, force: bool = False) -> None:
-        """The write-ahead gate, the only way rows reach a sink (module docstring): fsync the
-        session log, then release what the sinks staged. Synchronous on purpose: nothing can
-        be appended or staged between the fsync and the release. Nothing due: only an idle
-        fsync when records have waited for ``fsync_every_seconds``."""
-        due = [sink for sink in self.sinks.values() if sink.due(force)]
-        if not due:
-            self.log.idle_sync()
-            return
-        if self.log.unsynced:
-            self.log.sync()
-        for sink in due:
-            sink.release()
+        """Release what the sinks staged (all of it durable: ``_stage_durable``)."""
+        self._stage_durable()
+        for sink in self.sinks.values():
+            if sink.due(force):
+                sink.release()
         self._released_at = time.monotonic()
 
-    async def _send_released(self) -> None:
-        for sink in self.sinks.values():
+    async def _flush(self, sinks) -> None:
+        for sink in sinks:
             await sink.flush()
 
-    async def _flush_sinks(self) -> None:
+    async def _send_released(self) -> None:
+        await self._flush(self.sinks.values())
+
+    def _send_sinks(self) -> None:
+        """Release what is due; the sender task sends it (one at a time, in order)."""
         self._release()
-        for sink in self.sinks.values():
-            await sink.flush()
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_released(), name="sink-send")
 
     def _roll_telemetry(self, final: bool = False) -> None:
         """Close the wall-clock minute of the telemetry sink (``final``: also the current one)
@@ -558,13 +605,19 @@ class LivePipeline:
         telemetry = self.sinks.get("telemetry")
         if not isinstance(telemetry, TelemetrySink):
             return
-        counters = {"drops": self.client.stats.drops, "reconnects": self._reconnects}
+        absent = self.kernel.gaps.ids_absent
+        counters = {
+            "drops": self.client.stats.drops,
+            "reconnects": self._reconnects,
+            "ids_absent": absent - self._absent_counted,
+        }
         gauges = {
             "queue_depth": float(self.queue.qsize()),
             "open_gaps": float(len(self.kernel.open_gaps())),
         }
         if telemetry.roll(int(time.time() * 1000), counters, gauges):
             counters["reconnects"] = self._reconnects = 0  # counted in the closed minute
+            counters["ids_absent"], self._absent_counted = 0, absent
         if final:
             telemetry.close_current(counters, gauges)
 
@@ -623,6 +676,9 @@ class LivePipeline:
         stop_ms = await self._catch_up(exchange_stop, budget)
         self._emit(self.kernel.flush(stop_ms))
         self._roll_telemetry(final=True)
+        await self.log.durable()  # everything is staged (the gate) before the sinks close
+        if self._prompt_task is not None:
+            await self._prompt_task
         self._release(force=True)
         await self.snapshots.close()  # depth fetches stop before the sinks close
         failed: Exception | None = None

@@ -205,7 +205,9 @@ class WarehouseSink:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
-        return None
+        # Arrow's first ``take`` imports pyarrow.compute and pandas (about a second of CPU):
+        # paid here, before the first frame, not by the first burst while frames queue up.
+        _codes_as_strings(["warm-up"], np.zeros(1, np.int64))
 
     def buffered(self) -> int:
         chunks = sum(t.num_rows for tables in self.tables.values() for t in tables)
@@ -254,7 +256,10 @@ class WarehouseSink:
     async def _flush(self) -> None:
         if not self.pending or time.monotonic() < self._retry_at:
             return
-        while self.pending:
+        # Only the batches released before this flush: the processor releases more while an
+        # insert runs, and a flush that chased them would never end when ClickHouse takes
+        # rows slower than they arrive (the ticker waiting on it never stopped the run).
+        for _ in range(len(self.pending)):
             batch = self.pending[0]
             try:
                 await asyncio.to_thread(
