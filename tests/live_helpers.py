@@ -464,3 +464,27 @@ def stop_when_recorded_is_stored(
         time.sleep(0.2)
     live.signal(signal.SIGTERM)
     return live.summary(60)
+
+
+def unconnected_pipeline(session_root: Path, session_id: str, **config: Any):
+    """A ``LivePipeline`` for one aggTrade stream pointed at a free port nobody serves (tests
+    drive its processing directly), with no warehouse."""
+    import socket
+
+    from quant_resources.live.pipeline import LiveConfig, LivePipeline
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return LivePipeline(
+        LiveConfig(
+            symbols=["BTCUSDT"],
+            streams=["aggTrade"],
+            ws_url=f"ws://127.0.0.1:{port}",
+            rest_url=f"http://127.0.0.1:{port}",
+            session_root=session_root,
+            session_id=session_id,
+            **config,
+        ),
+        warehouse=None,
+    )

@@ -7,15 +7,14 @@ held on an event, so "not yet" is a state the test controls, not a timing."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from pathlib import Path
 
 from quant_core.sessionlog.reader import SessionReader
 from quant_resources.binance.stream import RawFrame
-from quant_resources.live.pipeline import LiveConfig, LivePipeline
 from quant_resources.session_log_thread import SessionLogThread
 from quant_resources.session_writer import SessionWriter
+from tests.live_helpers import unconnected_pipeline
 from tests.test_kernel_bad_input import T0, RecordingSink, agg
 
 
@@ -94,18 +93,7 @@ def test_durable_returns_only_after_the_fsync(tmp_path: Path) -> None:
 
 
 def test_the_pipeline_stages_output_only_after_its_records_are_fsynced(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = LiveConfig(
-        symbols=["BTCUSDT"],
-        streams=["aggTrade"],
-        ws_url=f"ws://127.0.0.1:{port}",
-        rest_url=f"http://127.0.0.1:{port}",
-        session_root=tmp_path,
-        session_id="gate",
-    )
-    pipeline = LivePipeline(config, warehouse=None)
+    pipeline = unconnected_pipeline(tmp_path, "gate")
     sink = RecordingSink()
     pipeline.sinks = {"record": sink}
     events: list = []

@@ -14,15 +14,14 @@ the rate" and "does not answer" are states the test controls, not timings."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import pyarrow as pa
 
-from quant_resources.live.pipeline import LiveConfig, LivePipeline
 from quant_resources.live.sinks import WarehouseSink
 from quant_resources.session_log_thread import SessionLogThread
 from quant_resources.session_writer import SessionWriter
+from tests.live_helpers import unconnected_pipeline
 from tests.test_kernel_bad_input import T0, RecordingSink
 
 ROWS = pa.table({"x": [1, 2, 3]})
@@ -79,19 +78,7 @@ class UnansweredSink(RecordingSink):
 
 
 def test_the_ticker_stops_the_run_at_its_duration_while_an_insert_hangs(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = LiveConfig(
-        symbols=["BTCUSDT"],
-        streams=["aggTrade"],
-        ws_url=f"ws://127.0.0.1:{port}",
-        rest_url=f"http://127.0.0.1:{port}",
-        session_root=tmp_path,
-        session_id="slow",
-        duration_s=0.5,
-    )
-    pipeline = LivePipeline(config, warehouse=None)
+    pipeline = unconnected_pipeline(tmp_path, "slow", duration_s=0.5)
 
     async def main() -> None:
         sink = UnansweredSink()
