@@ -49,21 +49,26 @@ SYMBOL_ARG = ",".join(s.lower() for s in SYMBOLS)
 # it (and not counted), hence their short durations and the counts above 100.
 FAULTS = "disconnect:4,slowreader:2,stall:8:0.5,shutdown:6:0.3,malformed:35,duplicate:35,reorder:25"
 FAULT_KINDS = ("disconnect", "stall", "malformed", "duplicate", "reorder", "shutdown", "slowreader")
-# quant live needs a few seconds to start: a minute boundary closer than this to the launch
-# may come before its first trade, so the first minute it fully covers is the next one.
-# (14 s: the boundary now comes right after it, not at a random 10-70 s; a loaded CI worker
-# has taken over 10 s to start it.)
-STARTUP_S = 14.0
 # Each simulator's exchange clock is set back to put a minute boundary this far after it is
-# up, instead of waiting up to a minute for the wall clock's next one.
-MINUTE_IN_S = STARTUP_S + 1
+# up, instead of waiting up to a minute for the wall clock's next one. `quant live` usually
+# stores its first trade well before it; on a loaded machine it may not, and then the next
+# boundary is the first one the run covers whole (see ready_boundary).
+MINUTE_IN_S = 15.0
 
 
-def first_boundary(sim: Sim) -> float:
-    """Exchange time of the first minute boundary at least STARTUP_S away."""
+def ready_boundary(sim: Sim, warehouse, live) -> float:
+    """Exchange time of the first minute boundary after `quant live` stored its first trade,
+    at least a second away: the first minute the run covers whole. Waiting for that state,
+    not for a guess of the start-up time, keeps a slow start from losing the minute."""
+    live.child.wait_for(
+        "quant live to store its first trade",
+        lambda: warehouse.scalar("SELECT count() FROM trades") > 0,
+        timeout=120,
+        every=0.2,
+    )
     now = sim.now()
     wait = seconds_to_minute_end(now)
-    return now + (wait if wait >= STARTUP_S else wait + 60)
+    return now + (wait if wait >= 1.0 else wait + 60)
 
 
 def soak(workdir: Path, clickhouse_url: str) -> dict:
@@ -82,12 +87,15 @@ def soak(workdir: Path, clickhouse_url: str) -> dict:
         SYMBOL_ARG,
         minute_in=MINUTE_IN_S,
     )
-    # One whole minute after the first boundary, plus time for its bar to become final.
-    duration = first_boundary(sim) + 63 - sim.now()
-    live = start_live(
-        workdir, "soak", live_env(sim, warehouse, workdir / "home"), SYMBOL_ARG, duration
-    )
-    summary = live.summary(duration + 120)
+    live = start_live(workdir, "soak", live_env(sim, warehouse, workdir / "home"), SYMBOL_ARG)
+    # One whole minute after the first boundary, plus time for its bar to become final; then
+    # the clean stop (SIGTERM, as Ctrl-C).
+    stop_at = ready_boundary(sim, warehouse, live) + 63
+    time.sleep(max(0.0, stop_at - sim.now()))
+    if live.proc.poll() is not None:
+        raise AssertionError(f"quant live died during the soak\n{live.explain()}")
+    live.signal(signal.SIGTERM)
+    summary = live.summary(120)
     sim.pause()
     return {"warehouse": warehouse, "sim": sim, "summary": summary, "stats": sim.stats()}
 
@@ -98,8 +106,8 @@ def sigkill(workdir: Path, clickhouse_url: str) -> dict:
         workdir, "--rate", "300", "--seed", "22", "--symbols", SYMBOL_ARG, minute_in=MINUTE_IN_S
     )
     env = live_env(sim, warehouse, workdir / "home")
-    boundary = first_boundary(sim)
     first = start_live(workdir, "before-kill", env, SYMBOL_ARG)
+    boundary = ready_boundary(sim, warehouse, first)
     # Killed 15 s into a minute the first process saw start: that minute's bar was open, its
     # trades partly stored; the second process must rebuild it and repair the rest.
     time.sleep(max(0.0, boundary + 15 - sim.now()))
@@ -129,7 +137,7 @@ def clean_stop(workdir: Path, clickhouse_url: str) -> dict:
     live = start_live(workdir, "sigterm", live_env(sim, warehouse, workdir / "home"), SYMBOL_ARG)
     # 0.8 s after a minute ends its bar is not final yet (lateness 2 s): only the clean stop's
     # flush writes it, and the minute just begun must not be written at all.
-    stop_at = first_boundary(sim) + 60.8
+    stop_at = ready_boundary(sim, warehouse, live) + 60.8
     time.sleep(max(0.0, stop_at - sim.now()))
     if live.proc.poll() is not None:
         raise AssertionError(f"quant live died before SIGTERM\n{live.explain()}")
