@@ -71,6 +71,15 @@ def ready_boundary(sim: Sim, warehouse, live) -> float:
     return now + (wait if wait >= 1.0 else wait + 60)
 
 
+def sigterm_at(sim: Sim, live, exchange_s: float) -> dict:
+    """The clean stop (SIGTERM, as Ctrl-C) at an exchange time; -> the run's summary."""
+    time.sleep(max(0.0, exchange_s - sim.now()))
+    if live.proc.poll() is not None:
+        raise AssertionError(f"quant live died before SIGTERM\n{live.explain()}")
+    live.signal(signal.SIGTERM)
+    return live.summary(120)
+
+
 def soak(workdir: Path, clickhouse_url: str) -> dict:
     warehouse = fresh_warehouse(clickhouse_url)
     sim = start_sim(
@@ -90,12 +99,7 @@ def soak(workdir: Path, clickhouse_url: str) -> dict:
     live = start_live(workdir, "soak", live_env(sim, warehouse, workdir / "home"), SYMBOL_ARG)
     # One whole minute after the first boundary, plus time for its bar to become final; then
     # the clean stop (SIGTERM, as Ctrl-C).
-    stop_at = ready_boundary(sim, warehouse, live) + 63
-    time.sleep(max(0.0, stop_at - sim.now()))
-    if live.proc.poll() is not None:
-        raise AssertionError(f"quant live died during the soak\n{live.explain()}")
-    live.signal(signal.SIGTERM)
-    summary = live.summary(120)
+    summary = sigterm_at(sim, live, ready_boundary(sim, warehouse, live) + 63)
     sim.pause()
     return {"warehouse": warehouse, "sim": sim, "summary": summary, "stats": sim.stats()}
 
@@ -137,12 +141,7 @@ def clean_stop(workdir: Path, clickhouse_url: str) -> dict:
     live = start_live(workdir, "sigterm", live_env(sim, warehouse, workdir / "home"), SYMBOL_ARG)
     # 0.8 s after a minute ends its bar is not final yet (lateness 2 s): only the clean stop's
     # flush writes it, and the minute just begun must not be written at all.
-    stop_at = ready_boundary(sim, warehouse, live) + 60.8
-    time.sleep(max(0.0, stop_at - sim.now()))
-    if live.proc.poll() is not None:
-        raise AssertionError(f"quant live died before SIGTERM\n{live.explain()}")
-    live.signal(signal.SIGTERM)
-    summary = live.summary(120)
+    summary = sigterm_at(sim, live, ready_boundary(sim, warehouse, live) + 60.8)
     sim.pause()
     return {"warehouse": warehouse, "sim": sim, "summary": summary}
 
